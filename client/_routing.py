@@ -1,0 +1,23 @@
+"""Key -> shard hashing and shard-map lookups: pure, no I/O.
+
+The node imports `shard_for_key` too, so client and node always agree on where a key
+lives (the one function both sides share; everything else goes through the stubs).
+"""
+from __future__ import annotations
+
+import xxhash
+
+
+def encode_key(key: str | bytes) -> bytes:
+    """Keys travel and are stored as bytes; str keys are UTF-8."""
+    if isinstance(key, bytes):
+        return key
+    if isinstance(key, str):
+        return key.encode("utf-8")
+    raise TypeError(f"key must be str or bytes, not {type(key).__name__}")
+
+
+def shard_for_key(key: bytes, shard_count: int) -> int:
+    """Stable across processes and versions (xxh64, not Python's salted hash)."""
+    assert shard_count > 0
+    return xxhash.xxh64_intdigest(key) % shard_count

@@ -1,0 +1,186 @@
+"""NodeConfig: every tunable of a node in one frozen object, validated at start.
+
+Built once in `__main__` from an optional TOML file, then `SHOAL_*` environment
+variables, then flags (later sources win), and passed down explicitly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import tomllib
+from typing import Any
+
+from shoal.node.errors import ConfigError
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class NodeConfig:
+    # identity and addresses
+    node_id: str                          # unique, stable across restarts
+    data_dir: pathlib.Path                # shards/, raft/, node.lock live here
+    listen: str = "127.0.0.1:7400"        # gRPC host:port (client and peer API)
+    advertise: str = ""                   # address others dial; defaults to listen
+    zone: str = ""                        # placement spreads replicas across zones
+    http_listen: str = ""                 # Prometheus /metrics host:port; empty = off
+
+    # metadata (Raft). raft empty and join empty = standalone single node (local metadata).
+    raft: str = ""                        # this voter's Raft host:port
+    raft_peers: tuple[str, ...] = ()      # the other voters' Raft host:port
+    raft_password: str = ""               # mandatory with raft; the Raft port unpickles input
+    join: str = ""                        # data-only node: any member's gRPC host:port
+    leader_fallback_timeout_s: float = 2.0  # a cut-off Raft leader steps down after this
+
+    # storage
+    map_size_bytes: int = 64 * GiB        # LMDB map per shard: address space, files are sparse
+    lmdb_sync: bool = True                # fsync each commit (off only for throwaway benches)
+
+    # limits (TOO_LARGE / RESOURCE_EXHAUSTED beyond them)
+    key_bytes_max: int = 511              # LMDB 0.9's key limit
+    value_bytes_max: int = 1 * MiB
+    batch_records_max: int = 10_000
+    message_bytes_max: int = 16 * MiB     # gRPC receive limit on both ends
+    inflight_requests_max: int = 2_000    # concurrent RPCs before OVERLOADED
+
+    # failure detection and leases (seconds). The controller declares a node dead only
+    # after its lease certainly expired, even one granted by a deposed Raft leader:
+    # node_dead_after_s > lease_s + leader_fallback_timeout_s + margin (validate()).
+    heartbeat_interval_s: float = 0.5
+    lease_s: float = 2.0
+    node_suspect_after_s: float = 2.0
+    node_dead_after_s: float = 6.0
+    replicate_timeout_s: float = 2.0      # a backup slower than this is fenced out of the in-sync set
+
+    # operations
+    log_level: str = "INFO"
+    log_format: str = "text"              # text | json
+
+    @property
+    def address(self) -> str:
+        return self.advertise or self.listen
+
+    @property
+    def standalone(self) -> bool:
+        return not self.raft and not self.join
+
+    def validate(self) -> NodeConfig:
+        """Raise ConfigError naming the field; return self for chaining."""
+        if not self.node_id or any(c.isspace() for c in self.node_id):
+            raise ConfigError("node_id must be a non-empty string without spaces")
+        for name in ("listen", "advertise", "raft", "join", "http_listen", *()):
+            value = getattr(self, name)
+            if value:
+                parse_host_port(value, name)
+        for peer in self.raft_peers:
+            parse_host_port(peer, "raft_peers")
+        if self.raft_peers and not self.raft:
+            raise ConfigError("raft_peers given without raft: a voter needs its own --raft HOST:PORT")
+        if self.raft and self.join:
+            raise ConfigError("give either --raft (a metadata voter) or --join (a data-only node), not both")
+        if self.raft and len(self.raft_peers) + 1 not in (1, 3, 5):
+            raise ConfigError(f"a Raft group has 1, 3 or 5 voters, got {len(self.raft_peers) + 1}")
+        if self.raft and len(self.raft_password) < 8:
+            raise ConfigError("a Raft password of at least 8 characters is mandatory with --raft "
+                              "(SHOAL_RAFT_PASSWORD or raft_password_file): the Raft port unpickles what it receives")
+        if self.map_size_bytes < 1 * MiB:
+            raise ConfigError(f"map_size_bytes must be at least 1 MiB, got {self.map_size_bytes}")
+        if not 1 <= self.key_bytes_max <= 511:
+            raise ConfigError(f"key_bytes_max must be within 1..511 (LMDB), got {self.key_bytes_max}")
+        if self.value_bytes_max + self.key_bytes_max + 4096 > self.message_bytes_max:
+            raise ConfigError("message_bytes_max must exceed value_bytes_max + key_bytes_max + 4096")
+        if self.batch_records_max < 1 or self.inflight_requests_max < 1:
+            raise ConfigError("batch_records_max and inflight_requests_max must be positive")
+        if not 0.5 <= self.leader_fallback_timeout_s <= 5:
+            raise ConfigError("leader_fallback_timeout_s must be within 0.5..5 s (pysyncobj's 30 s default "
+                              "leaves a deposed leader in charge far too long)")
+        if not 0 < self.heartbeat_interval_s < self.lease_s:
+            raise ConfigError("heartbeat_interval_s must be positive and below lease_s")
+        margin_s = 2 * self.heartbeat_interval_s
+        if self.node_dead_after_s <= self.lease_s + self.leader_fallback_timeout_s + margin_s:
+            raise ConfigError(
+                f"node_dead_after_s ({self.node_dead_after_s}) must exceed lease_s + leader_fallback_timeout_s "
+                f"+ 2 x heartbeat_interval_s ({self.lease_s + self.leader_fallback_timeout_s + margin_s}): "
+                "a new primary may only be promoted after the old one's lease expired")
+        if not 0 < self.node_suspect_after_s <= self.node_dead_after_s:
+            raise ConfigError("node_suspect_after_s must be positive and at most node_dead_after_s")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log_format must be text or json, got {self.log_format!r}")
+        return self
+
+
+def parse_host_port(value: str, field: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{field}: expected HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(NodeConfig)}
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    """Turn a TOML/env/flag value into the field's type, with a precise error."""
+    if name not in _FIELDS:
+        raise ConfigError(f"unknown setting {name!r}")
+    kind = _FIELDS[name].type
+    try:
+        if kind == "pathlib.Path":
+            return pathlib.Path(raw)
+        if kind == "tuple[str, ...]":
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(s.strip() for s in items if s.strip())
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            if str(raw).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(raw).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: cannot read {raw!r} as {kind}") from None
+
+
+def load_config(flags: dict[str, Any], config_file: str | None = None,
+                environ: dict[str, str] | None = None) -> NodeConfig:
+    """Merge TOML file < SHOAL_<FIELD> environment < flags (None = unset), then validate."""
+    values: dict[str, Any] = {}
+    if config_file:
+        try:
+            with open(config_file, "rb") as fh:
+                table = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file}: {exc}") from None
+        values.update({k: _coerce(k, v) for k, v in table.get("node", table).items()})
+    env = os.environ if environ is None else environ
+    for name in _FIELDS:
+        raw = env.get("SHOAL_" + name.upper())
+        if raw is not None:
+            values[name] = _coerce(name, raw)
+    password_file = env.get("SHOAL_RAFT_PASSWORD_FILE") or values.pop("raft_password_file", None)
+    if password_file and "raft_password" not in flags:
+        values["raft_password"] = _read_secret(str(password_file))
+    for name, raw in flags.items():
+        if raw is not None:
+            values[name] = _coerce(name, raw)
+    for required in ("node_id", "data_dir"):
+        if required not in values:
+            raise ConfigError(f"{required} is required (flag, SHOAL_{required.upper()} or config file)")
+    return NodeConfig(**values).validate()
+
+
+def _read_secret(path: str) -> str:
+    try:
+        return pathlib.Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read raft password file {path}: {exc.strerror}") from None

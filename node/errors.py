@@ -1,0 +1,103 @@
+"""Domain errors of the node. server.py maps each to a gRPC status in one place.
+
+NodeError
+├── ConfigError            bad configuration at start (never reaches gRPC)
+├── DataDirLockedError     another daemon owns the data dir
+├── UnknownDatasetError    NOT_FOUND
+├── DatasetExistsError     ALREADY_EXISTS
+├── InvalidRequestError    INVALID_ARGUMENT (bad key, value, shard or field)
+│   ├── TooLargeError      INVALID_ARGUMENT, code TOO_LARGE
+│   └── WrongShardError    INVALID_ARGUMENT, code WRONG_SHARD
+├── StorageFullError       RESOURCE_EXHAUSTED: LMDB map or disk full; the shard stays readable
+├── OverloadedError        RESOURCE_EXHAUSTED, retriable
+├── NotPrimaryError        UNAVAILABLE: refresh the shard map
+├── StaleEpochError        FAILED_PRECONDITION: the sender's epoch is older than ours
+├── NoLeaseError           UNAVAILABLE: the primary's lease is not valid now
+├── NoControllerError      UNAVAILABLE: no Raft leader reachable
+├── UnknownOutcomeError    UNAVAILABLE: a proposal or write may or may not have applied
+├── NotEnoughNodesError    FAILED_PRECONDITION
+└── ReplicationError       UNAVAILABLE: a backup failed and could not be fenced out
+"""
+from __future__ import annotations
+
+
+class NodeError(Exception):
+    """Base of every error the node raises on purpose."""
+
+    code = "ERROR_CODE_UNSPECIFIED"   # name of shoal.v1.ErrorCode sent to the client
+    retriable = False
+
+
+class ConfigError(NodeError):
+    code = "INVALID_ARGUMENT"
+
+
+class DataDirLockedError(NodeError):
+    pass
+
+
+class UnknownDatasetError(NodeError):
+    code = "UNKNOWN_DATASET"
+
+
+class DatasetExistsError(NodeError):
+    code = "DATASET_EXISTS"
+
+
+class InvalidRequestError(NodeError):
+    code = "INVALID_ARGUMENT"
+
+
+class TooLargeError(InvalidRequestError):
+    code = "TOO_LARGE"
+
+
+class WrongShardError(InvalidRequestError):
+    code = "WRONG_SHARD"
+
+
+class StorageFullError(NodeError):
+    code = "STORAGE_FULL"
+
+
+class OverloadedError(NodeError):
+    code = "OVERLOADED"
+    retriable = True
+
+
+class NotPrimaryError(NodeError):
+    code = "NOT_PRIMARY"
+    retriable = True
+
+
+class StaleEpochError(NodeError):
+    code = "STALE_EPOCH"
+    retriable = True
+
+
+class NoLeaseError(NodeError):
+    code = "NO_LEASE"
+    retriable = True
+
+
+class NoControllerError(NodeError):
+    code = "NO_CONTROLLER"
+    retriable = True
+
+
+class UnknownOutcomeError(NodeError):
+    code = "UNKNOWN_OUTCOME"
+    retriable = True
+
+
+class NotEnoughNodesError(NodeError):
+    code = "NOT_ENOUGH_NODES"
+
+
+class ReplicationError(NodeError):
+    code = "REPLICATION_FAILED"
+    retriable = True
+
+
+class StartupError(NodeError):
+    """The node cannot start (port taken, rejected by the cluster); never reaches gRPC."""

@@ -1,0 +1,61 @@
+"""The node's heartbeat to the controller: renews the lease, reports shard states, and
+(for data-only nodes) brings the metadata. One request per heartbeat_interval_s."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import grpc
+
+from shoal.client._pb import peer_pb2
+
+if TYPE_CHECKING:
+    from shoal.node.node import Node
+
+logger = logging.getLogger(__name__)
+
+
+def heartbeat_request(node: Node) -> peer_pb2.HeartbeatRequest:
+    shards = [peer_pb2.ShardHeartbeat(dataset=r.dataset, shard=r.index, epoch=s.epoch, seq=s.seq,
+                                      records=s.records, checksum=s.checksum)
+              for r in node.registry.replicas() for s in (r.store.state,)]
+    return peer_pb2.HeartbeatRequest(node_id=node.config.node_id, address=node.config.address,
+                                     metadata_version=node.metadata.version, shards=shards)
+
+
+async def beat_once(node: Node, hint: str | None) -> str | None:
+    """One heartbeat; returns the controller address to use next time."""
+    request = heartbeat_request(node)
+    sent_at_s = time.monotonic()
+    target = node.controller.leader_address() or hint
+    if target is None:
+        return None
+    if target == node.config.address:
+        response = node.controller.heartbeat(request)
+    else:
+        try:
+            response = await node.context.peers.peer(target).Heartbeat(
+                request, timeout=node.config.heartbeat_interval_s * 2)
+        except grpc.aio.AioRpcError as exc:
+            logger.debug("heartbeat to %s failed: %s", target, exc.code().name)
+            return node.config.join or None
+    if response.metadata:
+        node.metadata.install(response.metadata_version, response.metadata)   # data-only nodes
+    if response.lease_granted:
+        node.lease.grant(sent_at_s, response.lease_s, response.metadata_version)
+        return target
+    return response.controller_address or node.config.join or None
+
+
+async def run(node: Node) -> None:
+    hint: str | None = node.config.join or None
+    while True:
+        started = time.monotonic()
+        try:
+            hint = await beat_once(node, hint)
+        except Exception:
+            logger.exception("heartbeat round failed")
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(max(0.0, node.config.heartbeat_interval_s - elapsed))   # fixed-rate tick

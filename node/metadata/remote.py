@@ -1,0 +1,91 @@
+"""RemoteMetadata: the metadata of a data-only node (no Raft port).
+
+Its copy of the state arrives in heartbeat replies from the controller; proposals go
+to a voter over the Peer API (any voter forwards to the Raft leader). Same API as the
+other MetadataStores, so the rest of the node does not care.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import grpc
+import msgpack
+
+from shoal.client._pb import peer_pb2
+from shoal.node.errors import NoControllerError, UnknownOutcomeError
+from shoal.node.metadata import MetadataStatistics, fsm
+from shoal.node.replication.peers import PeerClients
+
+logger = logging.getLogger(__name__)
+
+
+class RemoteMetadata:
+    def __init__(self, join_address: str, peers: PeerClients, on_change: Callable[[], None] | None = None) -> None:
+        self._join = join_address
+        self._peers = peers
+        self._on_change = on_change
+        self._state: dict[str, Any] = fsm.initial_state()
+        self._ready = False
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def install(self, version: int, snapshot: bytes) -> None:
+        """Adopt a newer snapshot from the controller (older ones are ignored)."""
+        state = msgpack.unpackb(snapshot, raw=False, strict_map_key=False)
+        if state["version"] < self._state["version"] and self._ready:
+            return
+        self._state = state
+        self._ready = True
+        if self._on_change is not None:
+            self._on_change()
+
+    def _voters(self) -> list[str]:
+        voters = [n["address"] for n in self._state["nodes"].values() if n["raft_address"] and n["state"] == "alive"]
+        return voters or [self._join]
+
+    async def propose(self, command: bytes, timeout_s: float) -> dict[str, Any]:
+        for address in self._voters():
+            try:
+                response = await self._peers.peer(address).Propose(peer_pb2.ProposeRequest(command=command),
+                                                                   timeout=timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise UnknownOutcomeError(f"proposal through {address} timed out") from exc
+                if exc.code() == grpc.StatusCode.UNAVAILABLE and dict(exc.trailing_metadata() or ()).get(
+                        "shoal-error") == "UNKNOWN_OUTCOME":
+                    raise UnknownOutcomeError(f"proposal through {address}: {exc.details()}") from exc
+                continue
+            return msgpack.unpackb(response.result, raw=False, strict_map_key=False)  # type: ignore[no-any-return]
+        raise NoControllerError("no metadata voter reachable to take the proposal")
+
+    async def barrier(self, timeout_s: float) -> None:
+        """Not linearizable on a data-only node: its state is as fresh as the last heartbeat."""
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self._state
+
+    @property
+    def version(self) -> int:
+        return int(self._state["version"])
+
+    def is_leader(self) -> bool:
+        return False
+
+    def role(self) -> str:
+        return "none"
+
+    def leader_raft_address(self) -> str | None:
+        return None
+
+    def is_ready(self) -> bool:
+        return self._ready
+
+    def statistics(self) -> MetadataStatistics:
+        return MetadataStatistics(role="none", term=0, commit_index=0, last_applied=0, log_length=0,
+                                  leader=None, version=self.version)

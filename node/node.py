@@ -1,0 +1,172 @@
+"""Node: lifecycle glue only. Wires the components together, owns no logic."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from shoal.client._pb import data_pb2, data_pb2_grpc, peer_pb2, peer_pb2_grpc
+from shoal.node import heartbeat
+from shoal.node.config import NodeConfig
+from shoal.node.controller import Controller
+from shoal.node.datadir import DataDir
+from shoal.node.errors import NodeError, StartupError
+from shoal.node.lease import Lease
+from shoal.node.metadata import MetadataStore, commands
+from shoal.node.replication.context import ReplicationContext
+from shoal.node.replication.peers import PeerClients
+from shoal.node.server import DataService, PeerService
+from shoal.node.shards import ShardRegistry
+
+logger = logging.getLogger(__name__)
+
+
+def server_options(config: NodeConfig) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.so_reuseport", 0),   # a second daemon on the port must fail, not share it (notes §0.12)
+        ("grpc.max_receive_message_length", config.message_bytes_max),
+        ("grpc.max_send_message_length", config.message_bytes_max),
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.http2.ping_timeout_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.max_connection_idle_ms", 300_000),
+    ]
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.datadir = DataDir(config.data_dir)
+        self.started_at_s = time.monotonic()
+        self._changed = asyncio.Event()
+
+    def _make_metadata(self, peers: PeerClients) -> MetadataStore:
+        loop = asyncio.get_running_loop()
+
+        def on_change() -> None:   # called from the pysyncobj tick thread
+            loop.call_soon_threadsafe(self._changed.set)
+
+        if self.config.raft:
+            from shoal.node.metadata.raft import RaftMetadata
+            return RaftMetadata(self.config, on_change)
+        if self.config.join:
+            from shoal.node.metadata.remote import RemoteMetadata
+            return RemoteMetadata(self.config.join, peers, on_change)
+        from shoal.node.metadata.local import LocalMetadata
+        return LocalMetadata(self.config.data_dir, on_change)
+
+    def raft_role(self) -> str:
+        return "none" if not self.config.raft else self.metadata.role()
+
+    def controller_id(self) -> str | None:
+        if self.config.standalone:
+            return self.config.node_id
+        return self.controller.leader_id()
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        self.datadir.lock()
+        try:
+            await self._serve(stop)
+        finally:
+            self.datadir.unlock()
+
+    async def _serve(self, stop: asyncio.Event) -> None:
+        config = self.config
+        self.peers = PeerClients()
+        self.metadata = self._make_metadata(self.peers)
+        self.lease = Lease(always_valid=config.standalone)
+        self.context = ReplicationContext(config, self.metadata, self.lease, self.peers)
+        self.registry = ShardRegistry(self.datadir, self.context)
+        self.controller = Controller(config, self.context)
+        self.registry.open_existing()
+        server = grpc.aio.server(options=server_options(config),
+                                 maximum_concurrent_rpcs=config.inflight_requests_max)
+        data_pb2_grpc.add_DataServicer_to_server(DataService(self), server)
+        peer_pb2_grpc.add_PeerServicer_to_server(PeerService(self), server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection([
+            data_pb2.DESCRIPTOR.services_by_name["Data"].full_name,
+            peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
+        await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        try:
+            server.add_insecure_port(config.listen)
+        except RuntimeError as exc:
+            raise StartupError(f"cannot listen on {config.listen}: address in use or not available ({exc})") from None
+        await server.start()
+        self.metadata.start()
+        logger.info("node %s listening on %s (%s)", config.node_id, config.listen, self._mode())
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._register(health_servicer)),
+                         group.create_task(self._reconcile_loop())]
+                if not config.standalone:
+                    tasks.append(group.create_task(heartbeat.run(self)))
+                if config.raft:
+                    tasks.append(group.create_task(self.controller.run()))
+                await stop.wait()
+                logger.info("node %s stopping", config.node_id)
+                await health_servicer.enter_graceful_shutdown()
+                for task in tasks:
+                    task.cancel()
+        finally:
+            await server.stop(grace=2.0)
+            self.registry.close()
+            self.metadata.stop()
+            self.context.close()
+            await self.peers.close()
+            logger.info("node %s stopped", config.node_id)
+
+    def _mode(self) -> str:
+        if self.config.raft:
+            return f"metadata voter, raft {self.config.raft}"
+        return f"data-only, joined {self.config.join}" if self.config.join else "standalone"
+
+    async def _register(self, health_servicer: health.aio.HealthServicer) -> None:
+        """Register this node in the metadata (retried until it sticks), then report SERVING."""
+        config = self.config
+        command = commands.register_node(config.node_id, config.address, config.zone, config.raft,
+                                         request_id=f"register-{config.node_id}-{time.time_ns()}")
+        while True:
+            node = self.metadata.state["nodes"].get(config.node_id)
+            if node and node["address"] == config.address and node["state"] == "alive" and self.metadata.is_ready():
+                break
+            try:
+                if config.join:
+                    await self.peers.peer(config.join).Join(peer_pb2.JoinRequest(
+                        node_id=config.node_id, address=config.address, zone=config.zone), timeout=3.0)
+                else:
+                    result = await self.metadata.propose(command, timeout_s=3.0)
+                    if not result.get("ok"):
+                        raise StartupError(f"node {config.node_id} rejected by the cluster: {result.get('message')}")
+            except (NodeError, grpc.aio.AioRpcError) as exc:
+                if isinstance(exc, StartupError):
+                    raise
+                logger.debug("registration pending: %s", exc)
+            await asyncio.sleep(0.2)   # retry pacing until the cluster accepts us
+        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        logger.info("node %s ready", config.node_id)
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            try:
+                self.registry.reconcile()
+            except NodeError as exc:
+                logger.warning("reconcile failed: %s", exc)
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout=self.config.heartbeat_interval_s)
+            except TimeoutError:
+                pass

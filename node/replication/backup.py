@@ -1,0 +1,61 @@
+"""The backup side of replication: apply entries in order, adopt epochs, serve recent entries.
+
+A replica rejects any message from an epoch older than the one it adopted; that is
+what fences a primary that was replaced while it was paused or cut off.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from shoal.node.errors import InvalidRequestError, StaleEpochError
+from shoal.node.storage.entry import Entry
+
+if TYPE_CHECKING:
+    from shoal.node.replication.context import ReplicationContext
+    from shoal.node.replication.replica import Replica
+    from shoal.node.replication.ring import RingEntry
+
+logger = logging.getLogger(__name__)
+
+
+async def _adopt(ctx: ReplicationContext, replica: Replica, epoch: int, sender: str) -> None:
+    """Fence: reject older epochs, adopt newer ones (and stop serving as an older primary)."""
+    current = replica.store.state.epoch
+    if epoch < current:
+        raise StaleEpochError(f"shard {replica.name}: message from {sender} at epoch {epoch}, "
+                              f"this replica follows epoch {current}")
+    if epoch > current:
+        await ctx.run_blocking(replica.store.set_epoch, epoch)
+        if replica.primary is not None and replica.primary.epoch < epoch and sender != ctx.node_id:
+            replica.primary.stop(f"{sender} is primary at epoch {epoch}")
+
+
+async def apply_replicated(ctx: ReplicationContext, replica: Replica, epoch: int, seq: int,
+                           payload: bytes, sender: str) -> int:
+    """Apply one entry if it is the next; return the applied seq (lower than seq = a gap)."""
+    async with replica.apply_lock:
+        await _adopt(ctx, replica, epoch, sender)
+        applied = replica.store.state.seq
+        if seq != applied + 1:
+            return applied   # duplicate (>= seq) or gap (< seq - 1): the primary sees which
+        try:
+            entry = Entry.decode(payload)
+        except ValueError as exc:
+            raise InvalidRequestError(f"shard {replica.name}: malformed entry {seq} from {sender}: {exc}") from exc
+        if entry.seq != seq:
+            raise InvalidRequestError(f"shard {replica.name}: entry carries seq {entry.seq}, message says {seq}")
+        state = await ctx.run_blocking(replica.store.apply, entry)
+        replica.ring.append(seq, entry.epoch, payload)
+        return state.seq
+
+
+async def begin_epoch(ctx: ReplicationContext, replica: Replica, epoch: int, sender: str) -> tuple[int, int]:
+    async with replica.apply_lock:
+        await _adopt(ctx, replica, epoch, sender)
+        state = replica.store.state
+        return state.seq, state.epoch
+
+
+def recent_entries(replica: Replica, after_seq: int) -> list[RingEntry] | None:
+    return replica.ring.after(after_seq, replica.store.state.seq)

@@ -1,0 +1,187 @@
+"""ShardPrimary: the write path of one shard on the node that is its primary.
+
+Writes queue up and commit in groups (group commit): one LMDB transaction per group
+on this node, then one Replicate message per in-sync backup, then the acks. A backup
+that fails is fenced out of the in-sync set through Raft (epoch + 1) *before* the
+group is acknowledged, so every acknowledged write is on every in-sync replica.
+
+Reads wait until no group is between "applied here" and "acknowledged": a read never
+sees a write that a failover could still lose.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from shoal.node.errors import (
+    NodeError, NoLeaseError, NotPrimaryError, ReplicationError, StaleEpochError, UnknownOutcomeError,
+)
+from shoal.node.metadata import commands
+from shoal.node.replication import reconcile
+
+if TYPE_CHECKING:
+    from shoal.node.replication.context import ReplicationContext
+    from shoal.node.replication.replica import Replica
+    from shoal.node.storage.entry import Op
+
+logger = logging.getLogger(__name__)
+
+GROUP_OPS_MAX = 512
+GROUP_BYTES_MAX = 8 * 1024 * 1024
+
+
+class ShardPrimary:
+    def __init__(self, replica: Replica, context: ReplicationContext, *, epoch: int, backups: list[str]) -> None:
+        self.replica = replica
+        self.context = context
+        self.epoch = epoch
+        self.backups = list(backups)          # node ids, in-sync, without this node
+        self.state = "activating"             # activating | active | stopped
+        self._queue: asyncio.Queue[tuple[Op, int, asyncio.Future[Any]]] = asyncio.Queue()
+        self._stable = asyncio.Event()
+        self._stable.set()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.replica.dataset}/{self.replica.index}"
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"primary {self.name}")
+
+    def stop(self, reason: str) -> None:
+        if self.state == "stopped":
+            return
+        logger.info("shard %s stops serving as primary at epoch %d: %s", self.name, self.epoch, reason)
+        self.state = "stopped"
+        if self._task is not None:
+            self._task.cancel()
+        while not self._queue.empty():
+            _, _, future = self._queue.get_nowait()
+            if not future.done():
+                future.set_exception(NotPrimaryError(f"shard {self.name}: this node stopped being its primary"))
+        self._stable.set()
+
+    def update(self, epoch: int, backups: list[str]) -> None:
+        """Metadata moved on with this node still primary (e.g. a dead backup was removed)."""
+        if epoch > self.epoch:
+            self.epoch = epoch
+            self.backups = list(backups)
+
+    # ---- serving ----
+
+    def check_serving(self) -> None:
+        if self.state != "active":
+            raise NotPrimaryError(f"shard {self.name}: primary is {self.state} at epoch {self.epoch}")
+        if not self.context.lease_valid():
+            raise NoLeaseError(f"shard {self.name}: this node's primary lease is not valid now")
+
+    async def submit(self, op: Op, size_bytes: int) -> Any:
+        self.check_serving()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((op, size_bytes, future))
+        return await future
+
+    async def wait_stable(self) -> None:
+        """Return when no group is in flight; the caller must then read without awaiting."""
+        while not self._stable.is_set():
+            await self._stable.wait()
+        self.check_serving()
+
+    # ---- activation: adopt the epoch on every backup and reconcile ----
+
+    async def activate(self) -> None:
+        ctx = self.context
+        store = self.replica.store
+        await ctx.run_blocking(store.set_epoch, self.epoch)
+        seqs, failed = await reconcile.begin_epoch(ctx, self.replica, self.epoch, self.backups)
+        await self._fence_out(failed)
+        keep = await reconcile.catch_up_from_backups(ctx, self.replica, self.epoch, self.backups, seqs)
+        await self._fence_out([b for b in self.backups if b not in keep])
+        lagging = await reconcile.push_to_backups(ctx, self.replica, self.epoch, self.backups, seqs)
+        await self._fence_out(lagging)
+        self.state = "active"
+        logger.info("shard %s primary active at epoch %d (seq %d, backups %s)",
+                    self.name, self.epoch, store.state.seq, ",".join(self.backups) or "none")
+
+    # ---- the group-commit loop ----
+
+    async def _run(self) -> None:
+        try:
+            while self.state != "stopped":
+                group = await self._take_group()
+                await self._commit(group)
+                await asyncio.sleep(0)   # let readers that waited for this group run first
+        except asyncio.CancelledError:
+            pass
+
+    async def _take_group(self) -> list[tuple[Op, int, asyncio.Future[Any]]]:
+        group = [await self._queue.get()]
+        size = group[0][1]
+        while not self._queue.empty() and len(group) < GROUP_OPS_MAX and size < GROUP_BYTES_MAX:
+            item = self._queue.get_nowait()
+            group.append(item)
+            size += item[1]
+        return group
+
+    async def _commit(self, group: list[tuple[Op, int, asyncio.Future[Any]]]) -> None:
+        futures = [future for _, _, future in group]
+        try:
+            self.check_serving()
+        except NodeError as exc:
+            _fail(futures, exc)
+            return
+        self._stable.clear()
+        try:
+            results = await self._apply_and_replicate([op for op, _, _ in group])
+        except NodeError as exc:
+            _fail(futures, exc)
+        except Exception as exc:  # an unexpected bug: the outcome is unknown, never "failed"
+            logger.exception("shard %s: group commit crashed", self.name)
+            _fail(futures, UnknownOutcomeError(f"shard {self.name}: internal error during write: {exc}"))
+            self.stop("internal error")
+        else:
+            for future, result in zip(futures, results):
+                if not future.done():
+                    future.set_result(result)
+        finally:
+            self._stable.set()
+
+    async def _apply_and_replicate(self, ops: list[Op]) -> list[Any]:
+        ctx = self.context
+        epoch = self.epoch
+        entry, results = await ctx.run_blocking(self.replica.store.execute, ops, epoch)
+        payload = entry.encode()
+        self.replica.ring.append(entry.seq, entry.epoch, payload)
+        try:
+            failed = await reconcile.replicate(ctx, self.replica, epoch, self.backups, entry.seq, payload)
+            await self._fence_out(failed)
+        except NodeError as exc:
+            self.stop(str(exc))
+            raise UnknownOutcomeError(
+                f"shard {self.name}: write applied on the primary but not confirmed on every replica ({exc})") from exc
+        return results
+
+    async def _fence_out(self, failed: list[str]) -> None:
+        """Remove failed backups from the in-sync set through Raft, or stop serving."""
+        for backup in failed:
+            request = commands.remove_replica(self.replica.dataset, self.replica.index, backup, self.epoch)
+            result = await self.context.propose(request, deadline_s=self.context.config.replicate_timeout_s * 3)
+            if not result.get("ok"):
+                if result.get("error") == "STALE_EPOCH":
+                    self.stop(f"epoch moved past {self.epoch} while fencing out {backup}")
+                    raise StaleEpochError(f"shard {self.name}: deposed while fencing out {backup}")
+                raise ReplicationError(f"shard {self.name}: cannot fence out {backup}: {result.get('message')}")
+            logger.warning("shard %s: backup %s fenced out of the in-sync set (epoch %d -> %d)",
+                           self.name, backup, self.epoch, result["epoch"])
+            self.epoch = int(result["epoch"])
+            if backup in self.backups:
+                self.backups.remove(backup)
+            await self.context.run_blocking(self.replica.store.set_epoch, self.epoch)
+
+
+def _fail(futures: list[asyncio.Future[Any]], exc: Exception) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(exc)

@@ -1,0 +1,160 @@
+"""Primary -> backup messaging: replicate one entry, begin an epoch, reconcile after a failover.
+
+Every function returns the backups that failed (to be fenced out by the caller) and
+raises StaleEpochError when a backup already follows a newer epoch: then this node was
+deposed and must stop acting as primary.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import grpc
+
+from shoal.client._pb import peer_pb2
+from shoal.node.errors import StaleEpochError
+from shoal.node.storage.entry import Entry
+
+if TYPE_CHECKING:
+    from shoal.node.replication.context import ReplicationContext
+    from shoal.node.replication.replica import Replica
+    from shoal.node.replication.ring import RingEntry
+
+logger = logging.getLogger(__name__)
+
+
+def _deposed(replica: Replica, backup: str, exc: grpc.aio.AioRpcError) -> StaleEpochError:
+    return StaleEpochError(f"shard {replica.name}: backup {backup} follows a newer epoch ({exc.details()})")
+
+
+async def _replicate_to(ctx: ReplicationContext, replica: Replica, epoch: int, backup: str,
+                        entries: list[RingEntry]) -> bool:
+    """Send entries in order; True when the backup applied up to the last one."""
+    deadline = time.monotonic() + ctx.config.replicate_timeout_s
+    index = 0
+    while index < len(entries):
+        entry = entries[index]
+        request = peer_pb2.ReplicateRequest(dataset=replica.dataset, shard=replica.index, epoch=epoch,
+                                            seq=entry.seq, payload=entry.payload, primary=ctx.node_id)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        try:
+            response = await ctx.peers.peer(ctx.address_of(backup)).Replicate(request, timeout=remaining)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise _deposed(replica, backup, exc) from exc
+            logger.info("shard %s: replicate seq %d to %s failed: %s", replica.name, entry.seq, backup, exc.code().name)
+            continue   # retried until the deadline: Replicate is idempotent by seq
+        if response.applied_seq >= entries[-1].seq:
+            return True
+        if response.applied_seq >= entry.seq:
+            index += 1
+            continue
+        missing = replica.ring.after(response.applied_seq, entries[-1].seq)
+        if missing is None:
+            logger.warning("shard %s: backup %s is at seq %d, older than this node's recent entries",
+                           replica.name, backup, response.applied_seq)
+            return False
+        entries, index = missing, 0
+    return True
+
+
+async def replicate(ctx: ReplicationContext, replica: Replica, epoch: int, backups: list[str],
+                    seq: int, payload: bytes) -> list[str]:
+    from shoal.node.replication.ring import RingEntry
+
+    entry = RingEntry(seq, epoch, payload)
+    outcomes = await asyncio.gather(*(_replicate_to(ctx, replica, epoch, b, [entry]) for b in backups),
+                                    return_exceptions=True)
+    return _failed(backups, outcomes)
+
+
+def _failed(backups: list[str], outcomes: list[object]) -> list[str]:
+    for outcome in outcomes:
+        if isinstance(outcome, StaleEpochError):
+            raise outcome
+        if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+            raise outcome
+    failed = []
+    for backup, outcome in zip(backups, outcomes):
+        if isinstance(outcome, Exception):
+            logger.warning("replication to %s failed: %r", backup, outcome)
+        if outcome is not True:
+            failed.append(backup)
+    return failed
+
+
+async def begin_epoch(ctx: ReplicationContext, replica: Replica, epoch: int,
+                      backups: list[str]) -> tuple[dict[str, int], list[str]]:
+    """Make every backup adopt `epoch` (fencing older primaries); return their applied seqs."""
+    async def one(backup: str) -> int:
+        deadline = time.monotonic() + ctx.config.replicate_timeout_s * 2
+        request = peer_pb2.BeginEpochRequest(dataset=replica.dataset, shard=replica.index, epoch=epoch,
+                                             primary=ctx.node_id)
+        while True:
+            try:
+                response = await ctx.peers.peer(ctx.address_of(backup)).BeginEpoch(
+                    request, timeout=max(0.05, min(1.0, deadline - time.monotonic())))
+                return int(response.seq)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    raise _deposed(replica, backup, exc) from exc
+                if time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(0.1)   # retry pacing while the backup learns the shard map
+
+    outcomes = await asyncio.gather(*(one(b) for b in backups), return_exceptions=True)
+    seqs = {b: o for b, o in zip(backups, outcomes) if isinstance(o, int)}
+    failed = _failed(backups, [True if isinstance(o, int) else o for o in outcomes])
+    return seqs, failed
+
+
+async def catch_up_from_backups(ctx: ReplicationContext, replica: Replica, epoch: int, backups: list[str],
+                                seqs: dict[str, int]) -> list[str]:
+    """Fetch entries a backup holds and this node lacks (unacknowledged writes of the old primary).
+
+    Returns the backups that stay in sync; a backup ahead of us whose entries cannot be
+    fetched is left out (its extra entries were never acknowledged).
+    """
+    own = replica.store.state.seq
+    ahead = {b: s for b, s in seqs.items() if s > own and b in backups}
+    if not ahead:
+        return list(backups)
+    source = max(ahead, key=lambda b: ahead[b])
+    request = peer_pb2.FetchEntriesRequest(dataset=replica.dataset, shard=replica.index, after_seq=own, epoch=epoch)
+    try:
+        response = await ctx.peers.peer(ctx.address_of(source)).FetchEntries(
+            request, timeout=ctx.config.replicate_timeout_s * 2)
+    except grpc.aio.AioRpcError as exc:
+        logger.warning("shard %s: cannot fetch entries from %s: %s", replica.name, source, exc.code().name)
+        return [b for b in backups if b not in ahead]
+    if not response.complete:
+        return [b for b in backups if b not in ahead]
+    async with replica.apply_lock:
+        for message in response.entries:
+            if message.seq != replica.store.state.seq + 1:
+                continue
+            await ctx.run_blocking(replica.store.apply, Entry.decode(message.payload))
+            replica.ring.append(message.seq, Entry.decode(message.payload).epoch, message.payload)
+    logger.info("shard %s: caught up to seq %d from %s before serving", replica.name, replica.store.state.seq, source)
+    top = replica.store.state.seq
+    return [b for b in backups if seqs.get(b, 0) <= top]
+
+
+async def push_to_backups(ctx: ReplicationContext, replica: Replica, epoch: int, backups: list[str],
+                          seqs: dict[str, int]) -> list[str]:
+    """Send lagging backups the entries they miss; return the ones that could not catch up."""
+    own = replica.store.state.seq
+    lagging = [b for b in backups if b in seqs and seqs[b] < own]
+
+    async def one(backup: str) -> bool:
+        entries = replica.ring.after(seqs[backup], own)
+        if entries is None:
+            return False
+        return await _replicate_to(ctx, replica, epoch, backup, entries)
+
+    outcomes = await asyncio.gather(*(one(b) for b in lagging), return_exceptions=True)
+    return _failed(lagging, list(outcomes))

@@ -1,0 +1,47 @@
+"""Recent replication entries of one shard, kept in memory.
+
+Used to reconcile replicas after a primary change: a new primary fetches entries it
+missed from a more advanced backup, or pushes entries a backup missed. The ring is
+bounded by count and bytes; a replica that needs older entries than the ring holds is
+fenced out and refilled by repair instead (issue: self-healing).
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RingEntry:
+    seq: int
+    epoch: int
+    payload: bytes
+
+
+class EntryRing:
+    def __init__(self, entries_max: int = 4096, bytes_max: int = 64 * 1024 * 1024) -> None:
+        self._entries: collections.deque[RingEntry] = collections.deque()
+        self._bytes = 0
+        self._entries_max = entries_max
+        self._bytes_max = bytes_max
+
+    def append(self, seq: int, epoch: int, payload: bytes) -> None:
+        if self._entries and seq != self._entries[-1].seq + 1:
+            self.clear()   # a gap (e.g. after a restart): keep only a contiguous run
+        self._entries.append(RingEntry(seq, epoch, payload))
+        self._bytes += len(payload)
+        while len(self._entries) > self._entries_max or (self._bytes > self._bytes_max and len(self._entries) > 1):
+            self._bytes -= len(self._entries.popleft().payload)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._bytes = 0
+
+    def after(self, seq: int, last_seq: int) -> list[RingEntry] | None:
+        """Entries seq+1..last_seq, or None if the ring no longer holds all of them."""
+        if seq >= last_seq:
+            return []
+        if not self._entries or self._entries[0].seq > seq + 1 or self._entries[-1].seq < last_seq:
+            return None
+        first = self._entries[0].seq
+        return [self._entries[i - first] for i in range(seq + 1, last_seq + 1)]

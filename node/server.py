@@ -1,0 +1,275 @@
+"""grpc.aio servicers for the Data (client) and Peer (node) APIs.
+
+The one place where domain errors (node/errors.py) become gRPC status codes, with the
+shoal.v1.ErrorCode name in the trailing metadata "shoal-error".
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
+
+import grpc
+
+from shoal.client._pb import data_pb2, data_pb2_grpc, peer_pb2, peer_pb2_grpc
+from shoal.node import errors, validation
+from shoal.node.metadata import commands
+from shoal.node.replication import backup
+from shoal.node.status import cluster_map, dataset_info, node_status
+from shoal.node.storage.entry import CompareAndSet, Delete, Put, PutBatch
+
+if TYPE_CHECKING:
+    from shoal.node.node import Node
+    from shoal.node.replication.primary import ShardPrimary
+
+logger = logging.getLogger(__name__)
+
+STATUS_OF: list[tuple[type[errors.NodeError], grpc.StatusCode]] = [
+    (errors.UnknownDatasetError, grpc.StatusCode.NOT_FOUND),
+    (errors.DatasetExistsError, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.StorageFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.OverloadedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.StaleEpochError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.NotEnoughNodesError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.NotPrimaryError, grpc.StatusCode.UNAVAILABLE),
+    (errors.NoLeaseError, grpc.StatusCode.UNAVAILABLE),
+    (errors.NoControllerError, grpc.StatusCode.UNAVAILABLE),
+    (errors.UnknownOutcomeError, grpc.StatusCode.UNAVAILABLE),
+    (errors.ReplicationError, grpc.StatusCode.UNAVAILABLE),
+]
+
+
+def status_code(exc: errors.NodeError) -> grpc.StatusCode:
+    for kind, code in STATUS_OF:
+        if isinstance(exc, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: errors.NodeError) -> None:
+    await context.abort(status_code(exc), str(exc), trailing_metadata=(("shoal-error", exc.code),))
+
+
+def mapped(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn NodeErrors raised by a unary handler into gRPC statuses."""
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await handler(self, request, context)
+        except errors.NodeError as exc:
+            await _abort(context, exc)
+    return wrapper
+
+
+def result_error(result: dict[str, Any]) -> errors.NodeError:
+    """The NodeError for a failed metadata command result."""
+    kinds = {"UNKNOWN_DATASET": errors.UnknownDatasetError, "DATASET_EXISTS": errors.DatasetExistsError,
+             "NOT_ENOUGH_NODES": errors.NotEnoughNodesError, "STALE_EPOCH": errors.StaleEpochError,
+             "INVALID_ARGUMENT": errors.InvalidRequestError}
+    return kinds.get(result.get("error", ""), errors.InvalidRequestError)(result.get("message", "rejected"))
+
+
+def write_id(message: data_pb2.WriteId) -> bytes:
+    if not message.client_id:
+        return b""
+    if len(message.client_id) != 16:
+        raise errors.InvalidRequestError("write_id.client_id must be 16 bytes")
+    return message.client_id + message.request_seq.to_bytes(8, "big")
+
+
+class DataService(data_pb2_grpc.DataServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.config = node.config
+
+    def _primary(self, target: data_pb2.RecordTarget, key: bytes | None) -> ShardPrimary:
+        state = self.node.metadata.state
+        shard = validation.shard_of(state, target.dataset, target.shard, target.epoch)
+        if key is not None:
+            shards = state["datasets"][target.dataset]["shards"]
+            validation.check_key(self.config, target.dataset, key, shards, target.shard)
+        primary = self.node.registry.primary(target.dataset, target.shard)
+        if primary is None or shard["primary"] != self.config.node_id:
+            raise errors.NotPrimaryError(f"shard {target.dataset}/{target.shard}: primary is {shard['primary']}, "
+                                         f"not {self.config.node_id}")
+        primary.check_serving()
+        return primary
+
+    async def _propose(self, command: bytes) -> dict[str, Any]:
+        result = await self.node.context.propose(command, deadline_s=5.0)
+        if not result.get("ok"):
+            raise result_error(result)
+        return result
+
+    @mapped
+    async def CreateDataset(self, request: data_pb2.CreateDatasetRequest, context: Any) -> data_pb2.DatasetInfo:
+        command = commands.create_dataset(request.name, request.shards, request.replication,
+                                          request_id=request.request_id or uuid.uuid4().hex)
+        await self._propose(command)
+        return dataset_info(request.name, self.node.metadata.state["datasets"].get(request.name)
+                            or await self._fresh_dataset(request.name))
+
+    async def _fresh_dataset(self, name: str) -> dict[str, Any]:
+        await self.node.metadata.barrier(timeout_s=2.0)
+        return validation.dataset_of(self.node.metadata.state, name)
+
+    @mapped
+    async def DropDataset(self, request: data_pb2.DropDatasetRequest, context: Any) -> data_pb2.DropDatasetResponse:
+        await self._propose(commands.drop_dataset(request.name, request_id=request.request_id or uuid.uuid4().hex))
+        return data_pb2.DropDatasetResponse()
+
+    @mapped
+    async def ListDatasets(self, request: Any, context: Any) -> data_pb2.ListDatasetsResponse:
+        state = self.node.metadata.state
+        return data_pb2.ListDatasetsResponse(
+            datasets=[dataset_info(name, d) for name, d in sorted(state["datasets"].items())])
+
+    @mapped
+    async def GetClusterMap(self, request: Any, context: Any) -> data_pb2.ClusterMap:
+        return cluster_map(self.node)
+
+    @mapped
+    async def Put(self, request: data_pb2.PutRequest, context: Any) -> data_pb2.PutResponse:
+        primary = self._primary(request.target, request.key)
+        validation.check_value(self.config, request.target.dataset, request.key, request.value)
+        op = Put(request.key, request.value, write_id(request.write_id))
+        await primary.submit(op, len(request.key) + len(request.value))
+        return data_pb2.PutResponse()
+
+    @mapped
+    async def Get(self, request: data_pb2.GetRequest, context: Any) -> data_pb2.GetResponse:
+        primary = self._primary(request.target, request.key)
+        await primary.wait_stable()
+        value = primary.replica.store.get(request.key)   # no await between the check and the read
+        return data_pb2.GetResponse(found=value is not None, value=value or b"")
+
+    @mapped
+    async def Delete(self, request: data_pb2.DeleteRequest, context: Any) -> data_pb2.DeleteResponse:
+        primary = self._primary(request.target, request.key)
+        existed = await primary.submit(Delete(request.key, write_id(request.write_id)), len(request.key))
+        return data_pb2.DeleteResponse(existed=bool(existed))
+
+    @mapped
+    async def CompareAndSet(self, request: data_pb2.CompareAndSetRequest,
+                            context: Any) -> data_pb2.CompareAndSetResponse:
+        target = request.target
+        primary = self._primary(target, request.key)
+        if not request.expect_absent:
+            validation.check_value(self.config, target.dataset, request.key, request.expected)
+        if not request.delete:
+            validation.check_value(self.config, target.dataset, request.key, request.value)
+        op = CompareAndSet(request.key, request.expect_absent, request.expected, request.delete,
+                           request.value, write_id(request.write_id))
+        swapped, found, current = await primary.submit(op, len(request.key) + len(request.value))
+        return data_pb2.CompareAndSetResponse(swapped=swapped, current_found=found, current=current or b"")
+
+    async def PutStream(self, request_iterator: AsyncIterator[data_pb2.PutBatch],
+                        context: Any) -> AsyncIterator[data_pb2.PutBatchAck]:
+        acks: asyncio.Queue[data_pb2.PutBatchAck | None] = asyncio.Queue()
+        window = asyncio.Semaphore(32)   # batches in flight per stream: bounds memory
+
+        async def one(batch: data_pb2.PutBatch) -> None:
+            try:
+                acks.put_nowait(await self._put_batch(batch))
+            finally:
+                window.release()
+
+        async def read() -> None:
+            async with asyncio.TaskGroup() as group:
+                async for batch in request_iterator:
+                    await window.acquire()
+                    group.create_task(one(batch))
+            acks.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (ack := await acks.get()) is not None:
+                yield ack
+            await reader
+        finally:
+            reader.cancel()
+
+    async def _put_batch(self, batch: data_pb2.PutBatch) -> data_pb2.PutBatchAck:
+        seq = batch.write_id.request_seq
+        try:
+            primary = self._primary(batch.target, None)
+            shards = self.node.metadata.state["datasets"][batch.target.dataset]["shards"]
+            keys, values = list(batch.keys), list(batch.values)
+            size = validation.check_batch(self.config, batch.target.dataset, keys, values, shards, batch.target.shard)
+            count = await primary.submit(PutBatch(keys, values, write_id(batch.write_id)), size)
+            return data_pb2.PutBatchAck(request_seq=seq, count=int(count))
+        except errors.NodeError as exc:
+            return data_pb2.PutBatchAck(request_seq=seq, error=exc.code, error_message=str(exc),
+                                        retriable=exc.retriable)
+
+    async def Scan(self, request: data_pb2.ScanRequest, context: Any) -> AsyncIterator[data_pb2.ScanChunk]:
+        try:
+            primary = self._primary(request.target, None)
+            chunk_records = min(request.chunk_records or 1000, 10_000)
+            chunks = primary.replica.store.scan(request.start_key, request.end_key, request.prefix,
+                                                request.limit, chunk_records)
+            while True:
+                await primary.wait_stable()
+                chunk = next(chunks, None)   # one short read txn, no await inside
+                if chunk is None:
+                    return
+                yield data_pb2.ScanChunk(keys=[k for k, _ in chunk], values=[v for _, v in chunk])
+        except errors.NodeError as exc:
+            await _abort(context, exc)
+
+    @mapped
+    async def GetNodeStatus(self, request: Any, context: Any) -> data_pb2.NodeStatus:
+        return await node_status(self.node)
+
+
+class PeerService(peer_pb2_grpc.PeerServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    @mapped
+    async def Replicate(self, request: peer_pb2.ReplicateRequest, context: Any) -> peer_pb2.ReplicateResponse:
+        replica = self.node.registry.replica_for_peer(request.dataset, request.shard)
+        applied = await backup.apply_replicated(self.node.context, replica, request.epoch, request.seq,
+                                                request.payload, request.primary)
+        return peer_pb2.ReplicateResponse(applied_seq=applied)
+
+    @mapped
+    async def BeginEpoch(self, request: peer_pb2.BeginEpochRequest, context: Any) -> peer_pb2.BeginEpochResponse:
+        replica = self.node.registry.replica_for_peer(request.dataset, request.shard)
+        seq, epoch = await backup.begin_epoch(self.node.context, replica, request.epoch, request.primary)
+        return peer_pb2.BeginEpochResponse(seq=seq, epoch=epoch)
+
+    @mapped
+    async def FetchEntries(self, request: peer_pb2.FetchEntriesRequest,
+                           context: Any) -> peer_pb2.FetchEntriesResponse:
+        replica = self.node.registry.replica_for_peer(request.dataset, request.shard)
+        entries = backup.recent_entries(replica, request.after_seq)
+        if entries is None:
+            return peer_pb2.FetchEntriesResponse(complete=False)
+        return peer_pb2.FetchEntriesResponse(complete=True, entries=[
+            peer_pb2.ReplicateRequest(dataset=request.dataset, shard=request.shard, epoch=e.epoch, seq=e.seq,
+                                      payload=e.payload) for e in entries])
+
+    @mapped
+    async def Heartbeat(self, request: peer_pb2.HeartbeatRequest, context: Any) -> peer_pb2.HeartbeatResponse:
+        return self.node.controller.heartbeat(request)
+
+    @mapped
+    async def Join(self, request: peer_pb2.JoinRequest, context: Any) -> peer_pb2.JoinResponse:
+        command = commands.register_node(request.node_id, request.address, request.zone, "",
+                                         request_id=f"join-{request.node_id}-{request.address}")
+        result = await self.node.context.propose(command, deadline_s=5.0)
+        if not result.get("ok"):
+            raise result_error(result)
+        return peer_pb2.JoinResponse(metadata_version=self.node.metadata.version)
+
+    @mapped
+    async def Propose(self, request: peer_pb2.ProposeRequest, context: Any) -> peer_pb2.ProposeResponse:
+        import msgpack
+
+        result = await self.node.metadata.propose(request.command, timeout_s=3.0)
+        return peer_pb2.ProposeResponse(result=msgpack.packb(result, use_bin_type=True))

@@ -1,0 +1,71 @@
+"""Checks on client requests, done before anything is queued or written. Pure."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from shoal.client._routing import shard_for_key
+from shoal.node.errors import (
+    InvalidRequestError, NotPrimaryError, StaleEpochError, TooLargeError, UnknownDatasetError, WrongShardError,
+)
+
+if TYPE_CHECKING:
+    from shoal.node.config import NodeConfig
+
+
+def dataset_of(state: dict[str, Any], name: str) -> dict[str, Any]:
+    dataset = state["datasets"].get(name)
+    if dataset is None:
+        raise UnknownDatasetError(f"unknown dataset {name!r}")
+    return dataset  # type: ignore[no-any-return]
+
+
+def shard_of(state: dict[str, Any], name: str, index: int, epoch: int) -> dict[str, Any]:
+    """The shard entry, after checking the caller's epoch against ours."""
+    dataset = dataset_of(state, name)
+    if not 0 <= index < dataset["shards"]:
+        raise InvalidRequestError(f"dataset {name!r} has {dataset['shards']} shards, no shard {index}")
+    shard: dict[str, Any] = dataset["shard_map"][index]
+    if epoch < shard["epoch"]:
+        raise StaleEpochError(f"shard {name}/{index}: request for epoch {epoch}, current epoch is {shard['epoch']}")
+    if epoch > shard["epoch"]:
+        raise NotPrimaryError(f"shard {name}/{index}: this node has not seen epoch {epoch} yet")
+    return shard
+
+
+def check_key(config: NodeConfig, dataset: str, key: bytes, shards: int, index: int) -> None:
+    if not key:
+        raise InvalidRequestError(f"dataset {dataset!r}: empty key")
+    if len(key) > config.key_bytes_max:
+        raise TooLargeError(f"dataset {dataset!r}: key {key[:40]!r}... is {len(key)} bytes, "
+                            f"limit {config.key_bytes_max}")
+    if shard_for_key(key, shards) != index:
+        raise WrongShardError(f"dataset {dataset!r}: key {key[:60]!r} belongs to shard "
+                              f"{shard_for_key(key, shards)}, not {index}")
+
+
+def check_value(config: NodeConfig, dataset: str, key: bytes, value: bytes) -> None:
+    if len(value) > config.value_bytes_max:
+        raise TooLargeError(f"dataset {dataset!r}: value of key {key[:60]!r} is {len(value)} bytes, "
+                            f"limit {config.value_bytes_max}")
+    try:
+        msgpack.unpackb(value, raw=False, strict_map_key=False)
+    except Exception as exc:   # msgpack raises several unrelated types for bad input
+        raise InvalidRequestError(f"dataset {dataset!r}: value of key {key[:60]!r} is not valid msgpack "
+                                  f"({type(exc).__name__})") from None
+
+
+def check_batch(config: NodeConfig, dataset: str, keys: list[bytes], values: list[bytes],
+                shards: int, index: int) -> int:
+    """Validate a PutBatch; return its size in bytes."""
+    if len(keys) != len(values):
+        raise InvalidRequestError(f"dataset {dataset!r}: batch has {len(keys)} keys and {len(values)} values")
+    if len(keys) > config.batch_records_max:
+        raise TooLargeError(f"dataset {dataset!r}: batch of {len(keys)} records, limit {config.batch_records_max}")
+    size = 0
+    for key, value in zip(keys, values):
+        check_key(config, dataset, key, shards, index)
+        check_value(config, dataset, key, value)
+        size += len(key) + len(value)
+    return size
