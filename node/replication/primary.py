@@ -168,6 +168,8 @@ class ShardPrimary:
         for backup in failed:
             request = commands.remove_replica(self.replica.dataset, self.replica.index, backup, self.epoch)
             result = await self.context.propose(request, deadline_s=self.context.config.replicate_timeout_s * 3)
+            if not result.get("ok") and result.get("error") == "STALE_EPOCH" and await self._already_fenced(backup):
+                continue
             if not result.get("ok"):
                 if result.get("error") == "STALE_EPOCH":
                     self.stop(f"epoch moved past {self.epoch} while fencing out {backup}")
@@ -175,10 +177,26 @@ class ShardPrimary:
                 raise ReplicationError(f"shard {self.name}: cannot fence out {backup}: {result.get('message')}")
             logger.warning("shard %s: backup %s fenced out of the in-sync set (epoch %d -> %d)",
                            self.name, backup, self.epoch, result["epoch"])
-            self.epoch = int(result["epoch"])
-            if backup in self.backups:
-                self.backups.remove(backup)
-            await self.context.run_blocking(self.replica.store.set_epoch, self.epoch)
+            await self._adopt(int(result["epoch"]), [b for b in self.backups if b != backup])
+
+    async def _already_fenced(self, backup: str) -> bool:
+        """After STALE_EPOCH: did the controller fence the backup out while we stay primary?"""
+        await self.context.metadata.barrier(timeout_s=self.context.config.replicate_timeout_s)
+        dataset = self.context.metadata.state["datasets"].get(self.replica.dataset)
+        if dataset is None:
+            return False
+        shard = dataset["shard_map"][self.replica.index]
+        if shard["primary"] != self.context.node_id or backup in shard["replicas"]:
+            return False
+        logger.info("shard %s: backup %s already fenced out at epoch %d", self.name, backup, shard["epoch"])
+        await self._adopt(shard["epoch"], [r for r in shard["replicas"] if r != self.context.node_id])
+        return True
+
+    async def _adopt(self, epoch: int, backups: list[str]) -> None:
+        if epoch > self.epoch:
+            self.epoch = epoch
+            self.backups = backups
+            await self.context.run_blocking(self.replica.store.set_epoch, epoch)
 
 
 def _fail(futures: list[asyncio.Future[Any]], exc: Exception) -> None:

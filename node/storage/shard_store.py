@@ -1,0 +1,587 @@
+"""ShardStore: one shard replica in its own LMDB environment.
+
+Layout (see DESIGN.md beside this file): named DBs `records` (key -> msgpack value),
+`meta` (seq, epoch, checksum, records, format; u64 big-endian), `idem` (write_id ->
+seq u64 + msgpack result) and `idem_log` (seq u64 + write_id -> b"", oldest first).
+Every write transaction updates the data, the idempotency rows and the meta rows
+together, so what the meta says is exactly what the records hold, even after SIGKILL.
+
+Two write paths:
+- `execute(ops, epoch)` on the primary decides every op (CAS outcome, replays of a
+  known write_id) and returns the `Entry` of what it actually changed;
+- `apply(entry)` on a backup replays such an entry without logic, in sequence order.
+
+Why the checksum is an XOR of per-record hashes: it is order-independent and can be
+updated per write (XOR out the old record, XOR in the new one), so replicas compare
+their contents through the meta row without scanning. `verify()` recomputes it.
+
+Threads: a write transaction begins and commits inside one method call (LMDB binds it
+to its thread); the caller runs execute/apply/set_epoch one at a time per store (a lock
+also serialises them, as a guard, not as the intended way to queue writes). Reads
+(`get`, `scan`, `lookup_write`, `state`) may run concurrently from other threads; the
+cached `state` is replaced as a whole after each commit.
+
+A full map or a full/failing disk aborts the whole transaction and raises
+StorageFullError: nothing of the group is applied and the store stays readable.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import functools
+import logging
+import pathlib
+import threading
+import typing
+from collections.abc import Callable, Iterator, Sequence
+
+import lmdb
+import msgpack
+import xxhash
+
+from shoal.node.errors import (
+    InvalidRequestError, NodeError, StaleEpochError, StorageFullError, TooLargeError,
+)
+from shoal.node.storage.entry import CompareAndSet, Delete, Entry, Op, Put, PutBatch
+
+logger = logging.getLogger(__name__)
+
+STORE_FORMAT_VERSION = 1
+_META_KEYS = (b"seq", b"epoch", b"checksum", b"records")
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EDQUOT})
+_Method = typing.TypeVar("_Method", bound=Callable[..., typing.Any])
+
+
+def _one_writer(method: _Method) -> _Method:
+    """Serialise a write method: it reads `state`, commits, then replaces `state`, and a
+    second writer starting between the commit and the replacement would reuse the seq."""
+    @functools.wraps(method)
+    def locked(self: ShardStore, *args: object, **kwargs: object) -> object:
+        with self._write_lock:
+            return method(self, *args, **kwargs)
+    return typing.cast(_Method, locked)
+
+
+class SequenceGapError(NodeError):
+    """An entry is not the next one: the backup must catch up (or it is a duplicate).
+
+    Peer-level only (never sent to clients), so it keeps the base error code.
+    """
+
+    def __init__(self, expected: int, got: int) -> None:
+        super().__init__(f"expected entry seq {expected}, got {got}")
+        self.expected = expected
+        self.got = got
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShardState:
+    """What the meta DB says: last applied entry, adopted epoch, checksum, record count."""
+
+    seq: int
+    epoch: int
+    checksum: int
+    records: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShardStoreStatistics:
+    path: str
+    seq: int
+    epoch: int
+    checksum: int
+    records: int
+    size_bytes: int
+    map_size_bytes: int
+    idempotency_rows: int
+    entries_executed: int      # execute() commits
+    entries_applied: int       # apply() commits
+    ops_replayed: int          # ops answered from an idempotency record
+    storage_full_errors: int
+
+
+class ShardStore:
+    """One LMDB environment holding one shard replica. See the module docstring."""
+
+    def __init__(self, path: pathlib.Path, *, map_size_bytes: int, sync: bool = True,
+                 idempotency_retain: int = 100_000) -> None:
+        assert map_size_bytes > 0 and idempotency_retain >= 0
+        self._path = pathlib.Path(path)
+        self._map_size_bytes = map_size_bytes
+        self._idempotency_retain = idempotency_retain
+        self._entries_executed = 0
+        self._entries_applied = 0
+        self._ops_replayed = 0
+        self._storage_full_errors = 0
+        self._write_lock = threading.Lock()
+        self._path.mkdir(parents=True, exist_ok=True)
+        # lib_version=0 explicitly: LMDB 0.9 file format, readable by every node (notes 2.1).
+        self._env = lmdb.open(
+            str(self._path), map_size=map_size_bytes, subdir=True, max_dbs=4, writemap=False,
+            sync=sync, metasync=sync, max_readers=1024, lib_version=0, readahead=True,
+        )
+        try:
+            self._max_key_bytes = self._env.max_key_size()
+            with self._write_txn() as txn:
+                self._records_db = self._env.open_db(b"records", txn=txn)
+                self._meta_db = self._env.open_db(b"meta", txn=txn)
+                self._idem_db = self._env.open_db(b"idem", txn=txn)
+                self._idem_log_db = self._env.open_db(b"idem_log", txn=txn)
+                state = self._load_state(txn)
+        except BaseException:
+            self._env.close()
+            raise
+        self._state = state
+
+    # ---- state and reads -------------------------------------------------------------
+
+    @property
+    def path(self) -> pathlib.Path:
+        return self._path
+
+    @property
+    def state(self) -> ShardState:
+        """The state as of the last commit (cached; safe to read from any thread)."""
+        return self._state
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value under `key`, or None."""
+        self._check_key(key)
+        with self._env.begin(db=self._records_db) as txn:
+            return txn.get(key)
+
+    def lookup_write(self, write_id: bytes) -> tuple[bool, object]:
+        """`(found, result)` for a write_id; `(False, None)` when nothing is recorded.
+
+        A tuple because a recorded result may itself be None (a Put).
+        """
+        with self._env.begin(db=self._idem_db) as txn:
+            stored = txn.get(write_id) if write_id else None
+        if stored is None:
+            return False, None
+        return True, _unpack_result(stored[8:])
+
+    def scan(self, start: bytes = b"", end: bytes = b"", prefix: bytes = b"", limit: int = 0,
+             chunk_records: int = 1000) -> Iterator[list[tuple[bytes, bytes]]]:
+        """Records with start <= key < end (empty = unbounded) and the prefix, in key order.
+
+        Yields chunks of at most `chunk_records`; each chunk is read in its own short
+        read transaction (no txn is held across a yield, so a slow consumer pins no
+        pages), resuming after the last key. Chunks are not one snapshot together.
+        """
+        assert chunk_records > 0 and limit >= 0
+        position, stop = _scan_bounds(start, end, prefix)
+        remaining = limit if limit else None
+        inclusive = True
+        while position is not None:
+            want = chunk_records if remaining is None else min(chunk_records, remaining)
+            chunk, finished = self._scan_chunk(position, inclusive, stop, want)
+            if chunk:
+                yield chunk
+            if remaining is not None:
+                remaining -= len(chunk)
+                finished = finished or remaining == 0
+            if finished:
+                return
+            position, inclusive = chunk[-1][0], False
+
+    def _scan_chunk(self, position: bytes, inclusive: bool, stop: bytes | None,
+                    want: int) -> tuple[list[tuple[bytes, bytes]], bool]:
+        chunk: list[tuple[bytes, bytes]] = []
+        append = chunk.append
+        with self._env.begin(db=self._records_db) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(position):
+                return chunk, True
+            if not inclusive and cursor.key() == position and not cursor.next():
+                return chunk, True
+            for key, value in cursor.iternext():
+                if stop is not None and key >= stop:
+                    return chunk, True
+                append((key, value))
+                if len(chunk) >= want:
+                    return chunk, False
+        return chunk, True
+
+    def verify(self) -> tuple[int, int]:
+        """Recompute (records, checksum) over every record, in one read transaction.
+
+        Compare with `state` only while no write runs (tests, or a quiesced scrub).
+        """
+        with self._env.begin(db=self._records_db) as txn:
+            return _recompute(txn.cursor())
+
+    def size_bytes(self) -> int:
+        """Bytes of the data file in use (high-water mark of allocated pages)."""
+        return (self._env.info()["last_pgno"] + 1) * self._env.stat()["psize"]
+
+    def statistics(self) -> ShardStoreStatistics:
+        state = self._state
+        with self._env.begin() as txn:
+            idempotency_rows = txn.stat(self._idem_db)["entries"]
+        return ShardStoreStatistics(
+            path=str(self._path), seq=state.seq, epoch=state.epoch, checksum=state.checksum,
+            records=state.records, size_bytes=self.size_bytes(),
+            map_size_bytes=self._map_size_bytes, idempotency_rows=idempotency_rows,
+            entries_executed=self._entries_executed, entries_applied=self._entries_applied,
+            ops_replayed=self._ops_replayed, storage_full_errors=self._storage_full_errors,
+        )
+
+    def close(self) -> None:
+        """Close the environment (idempotent); no method may be called afterwards."""
+        self._env.close()
+
+    def __enter__(self) -> ShardStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ---- writes ----------------------------------------------------------------------
+
+    @_one_writer
+    def execute(self, ops: Sequence[Op], epoch: int) -> tuple[Entry, list[object]]:
+        """Primary path: decide and apply `ops` in order as entry state.seq + 1.
+
+        An op whose write_id is already recorded (in the table, or earlier in this
+        group) changes nothing and returns the recorded result. Results: Put -> None,
+        Delete -> existed, CompareAndSet -> (swapped, current_found, current),
+        PutBatch -> count. Returns the Entry of the effects actually applied (what a
+        backup must replay; possibly empty) and one result per op. Always commits a
+        new seq, so the returned entry also orders after every earlier one.
+        """
+        state = self._state
+        if epoch < state.epoch:
+            raise StaleEpochError(f"shard {self._path}: epoch {epoch} < adopted {state.epoch}")
+        self._check_ops(ops)
+        seq = state.seq + 1
+        with self._write_txn() as txn:
+            group = _Group(txn, self._records_db, self._idem_db, state)
+            results = [group.execute(op) for op in ops]
+            self._record_writes(txn, seq, group.write_ids, group.results)
+            new_state = ShardState(seq, epoch, group.checksum, group.records)
+            self._write_meta(txn, new_state)
+        self._state = new_state
+        self._entries_executed += 1
+        self._ops_replayed += group.replayed
+        entry = Entry(seq, epoch, group.keys, group.values, group.write_ids, group.results)
+        return entry, results
+
+    @_one_writer
+    def apply(self, entry: Entry) -> ShardState:
+        """Backup path: apply an entry decided by the primary; it must be state.seq + 1.
+
+        The entry may carry an older epoch than the adopted one: a new primary
+        reconciling replicas replays entries of its predecessor. Fencing stale
+        primaries is done on the message epoch (replication/backup.py), not here.
+        """
+        state = self._state
+        if entry.seq != state.seq + 1:
+            raise SequenceGapError(state.seq + 1, entry.seq)
+        if len(entry.keys) != len(entry.values) or len(entry.write_ids) != len(entry.results):
+            raise InvalidRequestError(f"shard {self._path}: entry {entry.seq} has ragged columns")
+        if b"" in entry.write_ids:
+            raise InvalidRequestError(f"shard {self._path}: entry {entry.seq} has an empty write id")
+        self._check_keys(entry.keys)
+        with self._write_txn() as txn:
+            checksum, records = _write_effects(
+                txn.cursor(db=self._records_db), entry.keys, entry.values,
+                state.checksum, state.records)
+            self._record_writes(txn, entry.seq, entry.write_ids, entry.results)
+            new_state = ShardState(entry.seq, max(entry.epoch, state.epoch), checksum, records)
+            self._write_meta(txn, new_state)
+        self._state = new_state
+        self._entries_applied += 1
+        return new_state
+
+    @_one_writer
+    def set_epoch(self, epoch: int) -> None:
+        """Persist a higher adopted epoch; a lower or equal one is ignored."""
+        state = self._state
+        if epoch <= state.epoch:
+            return
+        new_state = dataclasses.replace(state, epoch=epoch)
+        with self._write_txn() as txn:
+            self._write_meta(txn, new_state)
+        self._state = new_state
+
+    # ---- internals -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _write_txn(self) -> Iterator[lmdb.Transaction[bytes]]:
+        """One write txn, committed on exit; LMDB full/disk errors -> StorageFullError."""
+        try:
+            with self._env.begin(write=True) as txn:
+                yield txn
+        except lmdb.MapFullError as exc:
+            self._storage_full_errors += 1
+            raise StorageFullError(
+                f"shard {self._path}: LMDB map full (map_size_bytes={self._map_size_bytes}); "
+                "the write was not applied") from exc
+        except lmdb.TxnFullError as exc:
+            raise TooLargeError(f"shard {self._path}: write group too large for one txn") from exc
+        except lmdb.Error as exc:
+            if getattr(exc, "code", 0) not in _DISK_ERRNOS:
+                raise
+            self._storage_full_errors += 1
+            raise StorageFullError(
+                f"shard {self._path}: disk full or failing ({exc}; "
+                f"map_size_bytes={self._map_size_bytes}); the write was not applied") from exc
+
+    def _load_state(self, txn: lmdb.Transaction[bytes]) -> ShardState:
+        stored_format = txn.get(b"format", db=self._meta_db)
+        if stored_format is None:
+            state = ShardState(0, 0, 0, 0)
+            txn.put(b"format", _u64(STORE_FORMAT_VERSION), db=self._meta_db)
+            self._write_meta(txn, state)
+            return state
+        if int.from_bytes(stored_format, "big") != STORE_FORMAT_VERSION:
+            raise NodeError(f"shard {self._path}: unsupported store format {stored_format!r}")
+        fields = [txn.get(name, db=self._meta_db) for name in _META_KEYS]
+        if None in fields:
+            raise NodeError(f"shard {self._path}: meta rows missing: {fields!r}")
+        seq, epoch, checksum, records = (int.from_bytes(field or b"", "big") for field in fields)
+        return ShardState(seq, epoch, checksum, records)
+
+    def _write_meta(self, txn: lmdb.Transaction[bytes], state: ShardState) -> None:
+        put, meta = txn.put, self._meta_db
+        put(b"seq", _u64(state.seq), db=meta)
+        put(b"epoch", _u64(state.epoch), db=meta)
+        put(b"checksum", _u64(state.checksum), db=meta)
+        put(b"records", _u64(state.records), db=meta)
+
+    def _record_writes(self, txn: lmdb.Transaction[bytes], seq: int, write_ids: list[bytes],
+                       results: list[bytes]) -> None:
+        """Store idempotency rows, then trim the oldest beyond the retention bound."""
+        if not write_ids:
+            return
+        seq_bytes = _u64(seq)
+        idem_put = txn.cursor(db=self._idem_db).put
+        log_put = txn.cursor(db=self._idem_log_db).put
+        for write_id, result in zip(write_ids, results):
+            idem_put(write_id, seq_bytes + result)
+            log_put(seq_bytes + write_id, b"")
+        excess = txn.stat(self._idem_db)["entries"] - self._idempotency_retain
+        if excess > 0:
+            # Bounded work per txn: at most 2x the rows added, so a lowered bound
+            # converges over later writes instead of stalling one of them.
+            _trim_writes(txn, self._idem_db, self._idem_log_db,
+                                 min(excess, 2 * len(write_ids)))
+
+    def _check_key(self, key: bytes) -> None:
+        if not key or len(key) > self._max_key_bytes:
+            raise InvalidRequestError(
+                f"key length must be 1..{self._max_key_bytes} bytes, got {len(key)}")
+
+    def _check_keys(self, keys: Sequence[bytes]) -> None:
+        if keys and (min(map(len, keys)) == 0 or max(map(len, keys)) > self._max_key_bytes):
+            raise InvalidRequestError(f"key length must be 1..{self._max_key_bytes} bytes")
+
+    def _check_ops(self, ops: Sequence[Op]) -> None:
+        """Reject bad keys and malformed ops before the write txn begins."""
+        for op in ops:
+            if type(op) is PutBatch:
+                if len(op.keys) != len(op.values):
+                    raise InvalidRequestError(
+                        f"batch has {len(op.keys)} keys but {len(op.values)} values")
+                self._check_keys(op.keys)
+            elif isinstance(op, (Put, Delete, CompareAndSet)):
+                self._check_key(op.key)
+            else:
+                raise InvalidRequestError(f"unknown write op {type(op).__name__}")
+
+
+class _Group:
+    """Decides the ops of one execute() inside its write txn and collects the effects."""
+
+    def __init__(self, txn: lmdb.Transaction[bytes], records_db: lmdb._Database,
+                 idem_db: lmdb._Database, state: ShardState) -> None:
+        cursor = txn.cursor(db=records_db)
+        self._replace = cursor.replace
+        self._pop = cursor.pop
+        self._txn = txn
+        self._records_db = records_db
+        self._idem_db = idem_db
+        self._fresh: dict[bytes, object] = {}   # write_id -> result, decided in this group
+        self.checksum = state.checksum
+        self.records = state.records
+        self.keys: list[bytes] = []
+        self.values: list[bytes | None] = []
+        self.write_ids: list[bytes] = []
+        self.results: list[bytes] = []
+        self.replayed = 0
+
+    def execute(self, op: Op) -> object:
+        write_id = op.write_id
+        if write_id:
+            if write_id in self._fresh:
+                self.replayed += 1
+                return self._fresh[write_id]
+            stored = self._txn.get(write_id, None, self._idem_db)
+            if stored is not None:
+                self.replayed += 1
+                return _unpack_result(stored[8:])
+        result = self._decide(op)
+        if write_id:
+            self._fresh[write_id] = result
+            self.write_ids.append(write_id)
+            self.results.append(msgpack.packb(result, use_bin_type=True))
+        return result
+
+    def _decide(self, op: Op) -> object:
+        if type(op) is PutBatch:
+            self._put(op.keys, op.values)
+            return len(op.keys)
+        if type(op) is Put:
+            self._put((op.key,), (op.value,))
+            return None
+        if type(op) is Delete:
+            return self._delete(op.key)
+        assert type(op) is CompareAndSet
+        return self._compare_and_set(op)
+
+    def _put(self, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
+        self.checksum, self.records = _write_values(
+            self._replace, keys, values, self.checksum, self.records)
+        self.keys.extend(keys)
+        self.values.extend(values)
+
+    def _delete(self, key: bytes) -> bool:
+        old = self._pop(key)
+        if old is None:
+            return False
+        self.checksum ^= _xxh(old, _xxh(key))
+        self.records -= 1
+        self.keys.append(key)
+        self.values.append(None)
+        return True
+
+    def _compare_and_set(self, op: CompareAndSet) -> tuple[bool, bool, bytes | None]:
+        current = self._txn.get(op.key, None, self._records_db)
+        if op.expect_absent:
+            swapped = current is None
+        else:
+            swapped = current is not None and _same_document(current, op.expected)
+        if swapped:
+            if op.delete:
+                self._delete(op.key)
+            else:
+                self._put((op.key,), (op.value,))
+        return swapped, current is not None, current
+
+
+_xxh = xxhash.xxh64_intdigest
+
+
+def _write_values(replace: Callable[[bytes, bytes], bytes | None], keys: Sequence[bytes], values: Sequence[bytes],
+                  checksum: int, records: int) -> tuple[int, int]:
+    """The hot loop: put every record with cursor.replace, updating checksum and count."""
+    xxh = _xxh
+    for key, value in zip(keys, values):
+        seed = xxh(key)
+        old = replace(key, value)
+        checksum ^= xxh(value, seed)
+        if old is None:
+            records += 1
+        else:
+            checksum ^= xxh(old, seed)
+    return checksum, records
+
+
+def _write_effects(cursor: lmdb.Cursor[bytes], keys: list[bytes], values: list[bytes | None],
+                   checksum: int, records: int) -> tuple[int, int]:
+    """Apply decided effects (None = delete) in order; returns (checksum, records)."""
+    if None not in values:
+        puts = typing.cast("list[bytes]", values)  # no None in it
+        return _write_values(cursor.replace, keys, puts, checksum, records)
+    xxh, replace, pop = _xxh, cursor.replace, cursor.pop
+    for key, value in zip(keys, values):
+        seed = xxh(key)
+        if value is None:
+            old = pop(key)
+            records -= old is not None
+        else:
+            old = replace(key, value)
+            checksum ^= xxh(value, seed)
+            records += old is None
+        if old is not None:
+            checksum ^= xxh(old, seed)
+    return checksum, records
+
+
+def _recompute(cursor: lmdb.Cursor[bytes]) -> tuple[int, int]:
+    checksum = records = 0
+    xxh = _xxh
+    for key, value in cursor.iternext():
+        checksum ^= xxh(value, xxh(key))
+        records += 1
+    return records, checksum
+
+
+def _trim_writes(txn: lmdb.Transaction[bytes], idem_db: lmdb._Database, log_db: lmdb._Database,
+                 budget: int) -> None:
+    """Drop up to `budget` oldest idempotency rows (idem_log order = seq order)."""
+    cursor = txn.cursor(db=log_db)
+    while budget > 0 and cursor.first():
+        log_key = cursor.key()
+        seq_bytes, write_id = log_key[:8], log_key[8:]
+        stored = txn.get(write_id, None, idem_db)
+        # A write_id recorded again later owns a newer log row; keep its idem row.
+        if stored is not None and stored[:8] == seq_bytes:
+            txn.delete(write_id, db=idem_db)
+        cursor.delete()
+        budget -= 1
+
+
+def _unpack_result(packed: bytes) -> object:
+    """A recorded result as execute() returned it fresh (msgpack turns tuples into lists)."""
+    result = msgpack.unpackb(packed, raw=False)
+    return tuple(result) if type(result) is list else result
+
+
+def _same_document(current: bytes, expected: bytes) -> bool:
+    """CAS comparison: equal msgpack documents, whatever the map order or int width.
+
+    Falls back to byte equality when either side does not decode.
+    """
+    if current == expected:
+        return True
+    try:
+        left = msgpack.unpackb(current, raw=False, strict_map_key=False)
+        right = msgpack.unpackb(expected, raw=False, strict_map_key=False)
+    except Exception:  # undecodable on either side: only identical bytes match
+        return False
+    return _same_value(left, right)
+
+
+def _same_value(left: object, right: object) -> bool:
+    """Structural equality that keeps types apart (True != 1, 1 != 1.0)."""
+    if type(left) is not type(right):
+        return False
+    if type(left) is dict:
+        assert isinstance(right, dict)
+        return left.keys() == right.keys() and all(
+            _same_value(value, right[key]) for key, value in left.items())
+    if type(left) is list:
+        assert isinstance(right, list)
+        return len(left) == len(right) and all(map(_same_value, left, right))
+    return left == right
+
+
+def _scan_bounds(start: bytes, end: bytes, prefix: bytes) -> tuple[bytes | None, bytes | None]:
+    """(first key to seek, exclusive stop or None); first is None for an empty range."""
+    position = max(start, prefix)
+    stop: bytes | None = end or None
+    if prefix:
+        stripped = prefix.rstrip(b"\xff")
+        if stripped:  # the smallest key above every key with this prefix
+            successor = stripped[:-1] + bytes([stripped[-1] + 1])
+            stop = successor if stop is None else min(stop, successor)
+    if stop is not None and position >= stop:
+        return None, stop
+    return position, stop
+
+
+def _u64(value: int) -> bytes:
+    return value.to_bytes(8, "big")
