@@ -46,7 +46,8 @@ async def _replicate_to(ctx: ReplicationContext, replica: Replica, epoch: int, b
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 raise _deposed(replica, backup, exc) from exc
-            logger.info("shard %s: replicate seq %d to %s failed: %s", replica.name, entry.seq, backup, exc.code().name)
+            logger.debug("shard %s: replicate seq %d to %s failed: %s", replica.name, entry.seq, backup, exc.code().name)
+            await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))   # retry pacing
             continue   # retried until the deadline: Replicate is idempotent by seq
         if response.applied_seq >= entries[-1].seq:
             return True

@@ -1,0 +1,44 @@
+"""Shared pieces of the benchmarks: the record generator, timing, a report table."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import time
+from typing import Any, Callable, Iterator
+
+COUNTRIES = [f"C{i:02d}" for i in range(50)]
+
+
+def records(count: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The workload of notes/baselines.md: 16-byte keys, ~65-byte msgpack map values."""
+    for i in range(count):
+        yield f"user:{i:011d}", {"id": i, "user": i % 10_000, "country": COUNTRIES[i % 50],
+                                 "amount": (i * 7919) % 1000, "ts": 1_700_000_000 + i}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Measurement:
+    name: str
+    seconds: list[float]
+    count: int
+
+    @property
+    def rate(self) -> float:
+        return self.count / statistics.median(self.seconds)
+
+
+def timed(fn: Callable[[], int]) -> tuple[float, int]:
+    start = time.perf_counter()
+    count = fn()
+    return time.perf_counter() - start, count
+
+
+def machine() -> str:
+    return f"{os.cpu_count()} cores, {os.uname().sysname} {os.uname().release}"
+
+
+def print_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))

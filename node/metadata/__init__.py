@@ -1,0 +1,67 @@
+"""Cluster metadata: the replicated state machine and the two stores that run it.
+
+- `fsm`       pure state machine (apply(state, command) -> (state, result))
+- `commands`  the command messages and result shape
+- `raft`      RaftMetadata: the state replicated by pysyncobj (the only pysyncobj import)
+- `local`     LocalMetadata: a standalone node's state in one file, no Raft
+
+Both stores satisfy `MetadataStore`, so the rest of the node (server, controller,
+reconcilers) never knows which one it runs on. This module imports neither store, so
+importing the package does not import pysyncobj.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MetadataStatistics:
+    role: str                 # "leader" | "follower" | "candidate"
+    term: int                 # Raft term (0 for LocalMetadata)
+    commit_index: int         # Raft commit index (commands applied, for LocalMetadata)
+    last_applied: int         # Raft index last applied to the local state
+    log_length: int           # entries in the Raft log since the last dump (0 for LocalMetadata)
+    leader: str | None        # Raft address of the known leader, may be stale
+    version: int              # the state's version
+
+
+class MetadataStore(Protocol):
+    """What the node needs from its metadata, Raft-backed or local.
+
+    `state` is never mutated in place (copy-on-write), so any thread may read it; treat
+    it as read-only. The `on_change` callback a store is built with runs on a store thread
+    (Raft tick thread, or a worker thread for LocalMetadata), after each applied command:
+    keep it to `loop.call_soon_threadsafe(...)`. Reads of `state` are local and may be stale; `await barrier()`
+    first when a read must see every command acknowledged before it.
+    """
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    async def propose(self, command: bytes, timeout_s: float) -> dict[str, Any]:
+        """Apply `command` through the log; return the state machine's result dict.
+
+        Raises NoControllerError when the command was certainly not applied, and
+        UnknownOutcomeError when it may have been (retry with the same bytes).
+        """
+        ...
+
+    async def barrier(self, timeout_s: float) -> None: ...
+
+    @property
+    def state(self) -> dict[str, Any]: ...
+
+    @property
+    def version(self) -> int: ...
+
+    def is_leader(self) -> bool: ...
+
+    def role(self) -> str: ...
+
+    def leader_raft_address(self) -> str | None: ...
+
+    def is_ready(self) -> bool: ...
+
+    def statistics(self) -> MetadataStatistics: ...

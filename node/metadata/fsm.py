@@ -1,0 +1,282 @@
+"""The metadata state machine: `apply(state, command) -> (new_state, result)`. Pure.
+
+Why pure, total and copy-on-write (see DESIGN.md beside this file):
+- pysyncobj re-applies every logged command after a restart, and retries forever a
+  command whose replicated method raises (notes/dependencies.md section 0, items 1 and 4).
+  So `apply` does no I/O, never raises (any exception becomes an error result with the
+  state unchanged) and depends only on its arguments. Side effects live in reconcilers
+  that read the state.
+- The state is read by gRPC handlers on other threads while the Raft tick thread applies
+  commands. `apply` never mutates its input: it builds new dicts along the changed path
+  and shares the rest, so a reader holding an old state sees a consistent snapshot, and
+  publishing a new state is one attribute assignment.
+- The state is plain dicts, lists, str and int, so pickle (pysyncobj dumps) and msgpack
+  (LocalMetadata) both store it.
+
+State layout:
+  version   +1 per applied command that changed nodes, datasets, jobs or tokens
+  nodes     {node_id: {"address", "zone", "state", "raft_address"}}
+  datasets  {name: {"shards", "replication", "shard_map": [{"epoch", "primary",
+             "replicas" (primary first, the in-sync set), "learners"}]}}
+  jobs, tokens   reserved (empty) for job and token commands
+  requests  {request_id: result} for the last REQUESTS_MAX commands (errors included, so
+            a retried request always gets the first answer); noop is not recorded
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from shoal.node import placement
+from shoal.node.metadata import commands
+from shoal.node.metadata.commands import (
+    DATASET_EXISTS, INVALID_ARGUMENT, NOT_ENOUGH_NODES, STALE_EPOCH, UNKNOWN_DATASET, error, ok,
+)
+
+logger = logging.getLogger(__name__)
+
+State = dict[str, Any]
+Result = dict[str, Any]
+Changes = dict[str, Any] | None   # top-level keys to replace; None = no change
+
+REQUESTS_MAX = 10_000
+SHARDS_MAX = 4096
+REPLICATION_MAX = 9                 # more copies than this is a typo, not a plan
+REPLICATION_DEFAULT_MAX = 3
+TEXT_CHARS_MAX = 256                # addresses and zones
+NODE_ID_CHARS_MAX = 128
+_DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")   # used with fullmatch
+
+
+def initial_state() -> State:
+    return {"version": 0, "nodes": {}, "datasets": {}, "jobs": {}, "tokens": {}, "requests": {}}
+
+
+def apply(state: State, command: bytes) -> tuple[State, Result]:
+    """Apply one command. Total: never raises; on any error the state is returned unchanged."""
+    try:
+        return _apply(state, command)
+    except Exception as exc:  # a bug here must not wedge the Raft log (see module docstring)
+        return state, error(INVALID_ARGUMENT, f"internal error applying command: {type(exc).__name__}: {exc}")
+
+
+def _apply(state: State, command: bytes) -> tuple[State, Result]:
+    try:
+        decoded = commands.decode_command(command)
+    except ValueError as exc:
+        return state, error(INVALID_ARGUMENT, f"malformed command: {exc}")
+    op = decoded["op"]
+    if op == "noop":
+        return state, ok()
+    request_id = decoded["request_id"]
+    stored = state["requests"].get(request_id)
+    if stored is not None:
+        return state, stored
+    changes, result = _HANDLERS[op](state, decoded)
+    new_state = dict(state)
+    if changes:
+        new_state.update(changes)
+        new_state["version"] = state["version"] + 1
+    new_state["requests"] = _remember(state["requests"], request_id, result)
+    return new_state, result
+
+
+def _remember(requests: dict[str, Result], request_id: str, result: Result) -> dict[str, Result]:
+    remembered = dict(requests)
+    remembered[request_id] = result
+    while len(remembered) > REQUESTS_MAX:
+        del remembered[next(iter(remembered))]   # dicts keep insertion order: the oldest goes
+    return remembered
+
+
+# ---- handlers: (state, command) -> (changes, result); they may assume decoded types ----
+
+def _register_node(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
+    node_id = cmd["node_id"]
+    problem = _node_id_problem(node_id) or _text_problem(cmd, ("address", "zone", "raft_address"))
+    if problem:
+        return None, error(INVALID_ARGUMENT, problem)
+    if not cmd["address"]:
+        return None, error(INVALID_ARGUMENT, "register_node: address must not be empty")
+    raft_address = cmd["raft_address"]
+    owner = node_by_raft_address(state, raft_address) if raft_address else None
+    if owner is not None and owner != node_id:
+        return None, error(INVALID_ARGUMENT, f"raft address {raft_address} already belongs to node {owner}")
+    entry = {"address": cmd["address"], "zone": cmd["zone"], "state": "alive", "raft_address": raft_address}
+    if state["nodes"].get(node_id) == entry:
+        return None, ok(node_id=node_id)
+    return {"nodes": {**state["nodes"], node_id: entry}}, ok(node_id=node_id)
+
+
+def _set_node_state(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
+    node_id, node_state = cmd["node_id"], cmd["state"]
+    if node_state not in commands.NODE_STATES:
+        return None, error(INVALID_ARGUMENT, f"node state must be one of {', '.join(commands.NODE_STATES)}, "
+                                             f"got {node_state!r}")
+    entry = state["nodes"].get(node_id)
+    if entry is None:
+        return None, error(INVALID_ARGUMENT, f"unknown node {node_id!r}")
+    if entry["state"] == node_state:
+        return None, ok(node_id=node_id, state=node_state)
+    nodes = {**state["nodes"], node_id: {**entry, "state": node_state}}
+    return {"nodes": nodes}, ok(node_id=node_id, state=node_state)
+
+
+def _create_dataset(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
+    name, shards, replication = cmd["name"], cmd["shards"], cmd["replication"]
+    if not _DATASET_NAME.fullmatch(name):
+        return None, error(INVALID_ARGUMENT, f"dataset name {name[:140]!r} must match "
+                                             "[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+    if not 1 <= shards <= SHARDS_MAX:
+        return None, error(INVALID_ARGUMENT, f"shards must be within 1..{SHARDS_MAX}, got {shards}")
+    if not 0 <= replication <= REPLICATION_MAX:
+        return None, error(INVALID_ARGUMENT, f"replication must be within 0..{REPLICATION_MAX} "
+                                             f"(0 = default), got {replication}")
+    if name in state["datasets"]:
+        return None, error(DATASET_EXISTS, f"dataset {name} already exists")
+    alive = {node_id: n["zone"] for node_id, n in state["nodes"].items() if n["state"] == "alive"}
+    replication = replication or max(1, min(REPLICATION_DEFAULT_MAX, len(alive)))
+    if len(alive) < replication:
+        return None, error(NOT_ENOUGH_NODES, f"replication {replication} needs {replication} alive nodes, "
+                                             f"{len(alive)} alive")
+    load, primary_load = _loads(state)
+    chosen = placement.place(alive, load, primary_load, shards, replication)
+    shard_map = [{"epoch": 1, "primary": nodes[0], "replicas": nodes, "learners": []} for nodes in chosen]
+    dataset = {"shards": shards, "replication": replication, "shard_map": shard_map}
+    return ({"datasets": {**state["datasets"], name: dataset}},
+            ok(dataset=name, shards=shards, replication=replication))
+
+
+def _drop_dataset(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
+    name = cmd["name"]
+    if name not in state["datasets"]:
+        return None, error(UNKNOWN_DATASET, f"unknown dataset {name[:140]!r}")
+    datasets = {k: v for k, v in state["datasets"].items() if k != name}
+    return {"datasets": datasets}, ok(dataset=name)
+
+
+def _remove_replica(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
+    located = _locate(state, cmd["dataset"], cmd["shard"], cmd["expected_epoch"])
+    if "error" in located:
+        return None, located
+    current, node_id = located["shard"], cmd["node_id"]
+    if node_id not in current["replicas"]:
+        return None, ok(epoch=current["epoch"])       # already fenced out: idempotent
+    if node_id == current["primary"]:
+        return None, error(INVALID_ARGUMENT, f"{node_id} is the primary of {cmd['dataset']}/{cmd['shard']}: "
+                                             "promote another replica instead of removing it")
+    if len(current["replicas"]) <= 1:
+        return None, error(INVALID_ARGUMENT, "the last replica of a shard is never removed")
+    replicas = [r for r in current["replicas"] if r != node_id]
+    changed = {**current, "epoch": current["epoch"] + 1, "replicas": replicas}
+    return _replace_shard(state, cmd["dataset"], cmd["shard"], changed), ok(epoch=changed["epoch"])
+
+
+def _promote(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
+    located = _locate(state, cmd["dataset"], cmd["shard"], cmd["expected_epoch"])
+    if "error" in located:
+        return None, located
+    current, new_primary = located["shard"], cmd["new_primary"]
+    if new_primary == current["primary"]:
+        return None, ok(epoch=current["epoch"])
+    if new_primary not in current["replicas"]:
+        return None, error(INVALID_ARGUMENT, f"{new_primary!r} is not an in-sync replica of "
+                                             f"{cmd['dataset']}/{cmd['shard']}")
+    node_state = state["nodes"].get(new_primary, {}).get("state")
+    if node_state in ("dead", "removed"):
+        return None, error(INVALID_ARGUMENT, f"cannot promote {new_primary}: node is {node_state}")
+    replicas = [new_primary] + [r for r in current["replicas"] if r not in (new_primary, current["primary"])]
+    changed = {**current, "epoch": current["epoch"] + 1, "primary": new_primary, "replicas": replicas}
+    return _replace_shard(state, cmd["dataset"], cmd["shard"], changed), ok(epoch=changed["epoch"])
+
+
+_HANDLERS: dict[str, Callable[[State, dict[str, Any]], tuple[Changes, Result]]] = {
+    "register_node": _register_node,
+    "set_node_state": _set_node_state,
+    "create_dataset": _create_dataset,
+    "drop_dataset": _drop_dataset,
+    "remove_replica": _remove_replica,
+    "promote": _promote,
+}
+assert set(_HANDLERS) == commands.OPS - {"noop"}
+
+
+# ---- small pure helpers ----
+
+def _locate(state: State, dataset: str, index: int, expected_epoch: int) -> dict[str, Any]:
+    """{"shard": shard} when it exists at the expected epoch, else an error result."""
+    if dataset not in state["datasets"]:
+        return error(UNKNOWN_DATASET, f"unknown dataset {dataset[:140]!r}")
+    found = shard(state, dataset, index)
+    if found is None:
+        count = state["datasets"][dataset]["shards"]
+        return error(INVALID_ARGUMENT, f"shard {index} out of range 0..{count - 1} in {dataset}")
+    if found["epoch"] != expected_epoch:
+        return error(STALE_EPOCH, f"{dataset}/{index} is at epoch {found['epoch']}, not {expected_epoch}",
+                     epoch=found["epoch"])
+    return {"shard": found}
+
+
+def _replace_shard(state: State, dataset: str, index: int, new_shard: dict[str, Any]) -> dict[str, Any]:
+    old = state["datasets"][dataset]
+    shard_map = list(old["shard_map"])
+    shard_map[index] = new_shard
+    return {"datasets": {**state["datasets"], dataset: {**old, "shard_map": shard_map}}}
+
+
+def _loads(state: State) -> tuple[dict[str, int], dict[str, int]]:
+    """Replicas and primaries per node over every dataset."""
+    load: dict[str, int] = {}
+    primary_load: dict[str, int] = {}
+    for dataset in state["datasets"].values():
+        for entry in dataset["shard_map"]:
+            primary_load[entry["primary"]] = primary_load.get(entry["primary"], 0) + 1
+            for node_id in entry["replicas"]:
+                load[node_id] = load.get(node_id, 0) + 1
+    return load, primary_load
+
+
+def _node_id_problem(node_id: str) -> str | None:
+    if not 0 < len(node_id) <= NODE_ID_CHARS_MAX or any(c.isspace() for c in node_id):
+        return f"node id must be 1..{NODE_ID_CHARS_MAX} characters without spaces"
+    return None
+
+
+def _text_problem(cmd: dict[str, Any], fields: tuple[str, ...]) -> str | None:
+    for field in fields:
+        if len(cmd[field]) > TEXT_CHARS_MAX:
+            return f"{field} longer than {TEXT_CHARS_MAX} characters"
+    return None
+
+
+# ---- read helpers (pure) ----
+
+def shard(state: State, dataset: str, index: int) -> dict[str, Any] | None:
+    """The shard map entry, or None if the dataset or index does not exist."""
+    entry = state["datasets"].get(dataset)
+    if entry is None or not 0 <= index < len(entry["shard_map"]):
+        return None
+    found: dict[str, Any] = entry["shard_map"][index]
+    return found
+
+
+def under_replicated(state: State) -> int:
+    """Shards with fewer in-sync replicas on alive nodes than their replication factor."""
+    nodes = state["nodes"]
+    count = 0
+    for dataset in state["datasets"].values():
+        for entry in dataset["shard_map"]:
+            alive = sum(1 for n in entry["replicas"] if nodes.get(n, {}).get("state") == "alive")
+            count += alive < dataset["replication"]
+    return count
+
+
+def node_by_raft_address(state: State, raft_address: str) -> str | None:
+    """The id of the node whose Raft address is `raft_address`, or None."""
+    nodes: dict[str, dict[str, Any]] = state["nodes"]
+    for node_id, entry in nodes.items():
+        if entry["raft_address"] == raft_address:
+            return node_id
+    return None

@@ -1,0 +1,162 @@
+"""LocalMetadata: a standalone node's metadata, without Raft, persisted in one file.
+
+Same API as RaftMetadata (the MetadataStore protocol), so the rest of the node does not
+care whether it runs alone. Commands go through the same pure `fsm.apply`; after every
+command that changed the state (including the request table, so that a retried request
+still gets its first answer after a restart) the whole state is written to
+`data_dir/metadata.msgpack`: write a temporary file, fsync it, rename it over the old
+one, fsync the directory. The state is small (nodes, shard maps, recent request ids), so
+rewriting it whole is simpler than a log and cheap at metadata rates.
+
+The write runs in a worker thread (`asyncio.to_thread`) so a slow disk does not stall the
+event loop; a lock keeps apply + persist + publish atomic and in order. If the write
+fails the in-memory state is not advanced unless the rename already happened, and the
+caller gets UnknownOutcomeError (retry with the same request id, as with Raft).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pathlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from shoal.node.errors import NoControllerError, NodeError, UnknownOutcomeError
+from shoal.node.metadata import MetadataStatistics, fsm
+
+logger = logging.getLogger(__name__)
+
+METADATA_FILE = "metadata.msgpack"
+_STATE_KEYS = frozenset(fsm.initial_state())
+
+
+class LocalMetadata:
+    """A single node's metadata store. See MetadataStore for the API contract."""
+
+    def __init__(self, data_dir: pathlib.Path | str, on_change: Callable[[], None] | None = None) -> None:
+        self._data_dir = pathlib.Path(data_dir)
+        self._path = self._data_dir / METADATA_FILE
+        self._on_change = on_change
+        self._state: dict[str, Any] = fsm.initial_state()
+        self._applied_count = 0
+        self._lock = threading.Lock()
+        self._started = False
+
+    def start(self) -> None:
+        """Load the persisted state, if any. Raises NodeError if the file is unreadable."""
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        if self._path.exists():
+            self._state = _load(self._path)
+        self._started = True
+        logger.info("local metadata started from %s (version %d)", self._path, self._state["version"])
+
+    def stop(self) -> None:
+        self._started = False
+
+    async def propose(self, command: bytes, timeout_s: float) -> dict[str, Any]:
+        """Apply and persist `command`; the result dict of the state machine."""
+        if not self._started:
+            raise NoControllerError("local metadata is not running")
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self._apply, command), timeout_s)
+        except TimeoutError:
+            raise UnknownOutcomeError(f"metadata write not confirmed within {timeout_s} s; "
+                                      "it may still apply (retry with the same request id)") from None
+
+    async def barrier(self, timeout_s: float) -> None:
+        """Nothing to wait for: every proposal is applied before propose() returns."""
+        if not self._started:
+            raise NoControllerError("local metadata is not running")
+
+    def _apply(self, command: bytes) -> dict[str, Any]:
+        with self._lock:
+            before = self._state
+            new_state, result = fsm.apply(before, command)
+            self._applied_count += 1
+            try:
+                if new_state is not before:
+                    self._persist(new_state)   # publishes new_state once the rename is done
+            finally:
+                if self._state is not before:
+                    self._notify()
+        return result
+
+    def _notify(self) -> None:
+        if self._on_change is None:
+            return
+        try:
+            self._on_change()
+        except Exception:
+            logger.exception("metadata on_change callback failed")
+
+    def _persist(self, state: dict[str, Any]) -> None:
+        tmp = self._path.with_name(METADATA_FILE + ".tmp")
+        data = msgpack.packb(state, use_bin_type=True)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise UnknownOutcomeError(f"cannot write metadata file {tmp}: {exc.strerror or exc}") from None
+        try:
+            os.replace(tmp, self._path)
+        except OSError as exc:
+            raise UnknownOutcomeError(f"cannot rename {tmp} to {self._path}: {exc.strerror or exc}") from None
+        self._state = state   # the new file is in place: a restart would load it
+        try:
+            _fsync_dir(self._data_dir)
+        except OSError as exc:
+            raise UnknownOutcomeError(f"cannot fsync {self._data_dir}: {exc.strerror or exc}") from None
+
+    # ---- reads ----
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self._state
+
+    @property
+    def version(self) -> int:
+        version: int = self._state["version"]
+        return version
+
+    def is_leader(self) -> bool:
+        return True
+
+    def role(self) -> str:
+        return "leader"
+
+    def leader_raft_address(self) -> str | None:
+        return None
+
+    def is_ready(self) -> bool:
+        return self._started
+
+    def statistics(self) -> MetadataStatistics:
+        return MetadataStatistics(role="leader", term=0, commit_index=self._applied_count,
+                                  last_applied=self._applied_count, log_length=0, leader=None,
+                                  version=self.version)
+
+
+def _load(path: pathlib.Path) -> dict[str, Any]:
+    try:
+        state = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=True)
+    except OSError as exc:
+        raise NodeError(f"cannot read metadata file {path}: {exc.strerror or exc}") from None
+    except Exception as exc:
+        raise NodeError(f"metadata file {path} is corrupt: {exc}") from None
+    if not isinstance(state, dict) or set(state) != _STATE_KEYS:
+        raise NodeError(f"metadata file {path} does not hold a metadata state")
+    return state
+
+
+def _fsync_dir(directory: pathlib.Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

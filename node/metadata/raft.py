@@ -1,0 +1,292 @@
+"""RaftMetadata: the metadata state machine replicated by pysyncobj. The ONLY pysyncobj import.
+
+Shape: a plain `SyncObj` plus one `SyncObjConsumer` (`_ReplicatedState`) whose only
+snapshotted attribute is `state`, replaced wholesale by the one replicated method
+`_apply(command: bytes)`, which calls the pure `fsm.apply`. A consumer rather than a
+SyncObj subclass because SyncObj starts its tick thread inside `__init__`: a subclass
+could only create `state` after that thread may already be replaying the journal.
+The consumer records its non-replicated attributes (the callback) before its own
+`__init__` ends, so they are never pickled into dumps (notes/dependencies.md 1.2).
+
+Rules from notes/dependencies.md section 0 this module follows:
+- journalFile AND fullDumpFile (item 2); a password always (item 7; the port unpickles);
+- `_apply` never raises (item 1): fsm.apply is total, and a last guard catches anyway;
+  callbacks we hand to pysyncobj never raise either (they run inside its apply loop);
+- every proposal has a deadline, and a timeout, LEADER_CHANGED or UNKNOWN_OUTCOME is
+  an unknown outcome, never a failure (item 5): commands carry request ids;
+- leaderFallbackTimeout comes from config (about 2 s, not 30 s: item 6).
+
+Choices beyond the brief, and why:
+- `bindAddress` = the configured Raft address: pysyncobj binds 0.0.0.0 otherwise, which
+  exposes a port that unpickles input on every interface.
+- The port is probed before pysyncobj starts, so a taken port fails at once with the OS
+  error and the address, instead of after pysyncobj's silent retries.
+- `start()` must run on a thread that lives as long as the node (the main thread):
+  pysyncobj's tick thread exits when the thread that created the SyncObj exits.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import pathlib
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, SyncObjException, replicated
+
+from shoal.node.config import NodeConfig, parse_host_port
+from shoal.node.errors import ConfigError, NoControllerError, UnknownOutcomeError
+from shoal.node.metadata import MetadataStatistics, commands, fsm
+
+logger = logging.getLogger(__name__)
+
+_ROLES = {0: "follower", 1: "candidate", 2: "leader"}
+_REASONS = {value: name for name, value in vars(FAIL_REASON).items() if name.isupper()}
+# Certainly not applied: the caller may retry (same request id or not).
+_NOT_APPLIED = frozenset({FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FAIL_REASON.DISCARDED,
+                          FAIL_REASON.NOT_LEADER, FAIL_REASON.REQUEST_DENIED})
+_STOPPED = -1                       # our own reason: the store stopped while waiting
+_BIND_RETRIES = 3                   # then startup fails (0 would retry forever)
+_BIND_RETRY_S = 0.5
+_COMMANDS_QUEUE_MAX = 10_000
+
+
+class _ReplicatedState(SyncObjConsumer):  # type: ignore[misc]
+    """Holds `state`; everything else is created before SyncObjConsumer.__init__ records it."""
+
+    def __init__(self, on_applied: Callable[[dict[str, Any]], None]) -> None:
+        self._on_applied = on_applied          # not replicated: exists before super().__init__()
+        super().__init__()
+        self.state: dict[str, Any] = fsm.initial_state()   # the one replicated attribute
+
+    @replicated  # type: ignore[untyped-decorator]
+    def _apply(self, command: bytes) -> dict[str, Any]:
+        try:
+            self.state, result = fsm.apply(self.state, command)
+        except Exception as exc:  # fsm.apply is total; raising here would wedge the log forever
+            logger.critical("metadata state machine raised on a command (bug): %r", exc)
+            result = commands.error(commands.INVALID_ARGUMENT, f"internal error: {exc!r}")
+        self._on_applied(self.state)
+        return result
+
+
+class RaftMetadata:
+    """A metadata voter. See MetadataStore (node/metadata/__init__.py) for the API contract."""
+
+    def __init__(self, config: NodeConfig, on_change: Callable[[], None], *,
+                 log_compaction_min_entries: int = 5000, log_compaction_min_time_s: float = 300.0) -> None:
+        if not config.raft:
+            raise ConfigError("RaftMetadata needs a Raft address (--raft HOST:PORT)")
+        if not config.raft_password:
+            raise ConfigError("RaftMetadata needs a Raft password: the Raft port unpickles what it receives")
+        self._config = config
+        self._on_change = on_change
+        self._compaction_min_entries = log_compaction_min_entries
+        self._compaction_min_time_s = log_compaction_min_time_s
+        self._consumer = _ReplicatedState(self._on_applied)
+        self._notified_state = self._consumer.state
+        self._syncobj: SyncObj | None = None
+        self._role = "follower"
+        self._pending: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[tuple[Any, int]]]] = set()
+        self._pending_lock = threading.Lock()
+
+    # ---- lifecycle ----
+
+    def start(self) -> None:
+        """Bind the Raft port and start the tick thread; raise ConfigError if the port is taken.
+
+        Call it on the main thread: pysyncobj's tick thread exits with the thread that started it.
+        Journal replay runs on the tick thread and calls on_change, possibly before this returns.
+        """
+        assert self._syncobj is None, "RaftMetadata already started"
+        raft_dir = self._config.data_dir / "raft"
+        raft_dir.mkdir(parents=True, exist_ok=True)
+        _probe_bind(self._config.raft)
+        self._consumer = _ReplicatedState(self._on_applied)   # fresh: the journal replays into it
+        self._notified_state = self._consumer.state
+        syncobj = SyncObj(self._config.raft, list(self._config.raft_peers),
+                          conf=self._syncobj_conf(raft_dir), consumers=[self._consumer])
+        try:
+            syncobj.waitBinded()
+        except SyncObjException:
+            _destroy_unbound(syncobj)
+            raise ConfigError(f"cannot bind the Raft port {self._config.raft} "
+                              f"after {_BIND_RETRIES} attempts (another process on it?)") from None
+        syncobj.addOnTickCallback(self._on_tick)
+        self._syncobj = syncobj
+        logger.info("raft metadata started on %s (peers %s, dir %s)", self._config.raft,
+                    ", ".join(self._config.raft_peers) or "none", raft_dir)
+
+    def _syncobj_conf(self, raft_dir: pathlib.Path) -> SyncObjConf:
+        return SyncObjConf(
+            journalFile=str(raft_dir / "journal"), fullDumpFile=str(raft_dir / "dump"),  # both, always
+            password=self._config.raft_password,
+            dynamicMembershipChange=False,
+            appendEntriesUseBatch=False,        # a commit in ~1 ms instead of one heartbeat period
+            commandsWaitLeader=False,           # no leader: fail fast (MISSING_LEADER), callers retry
+            commandsQueueSize=_COMMANDS_QUEUE_MAX,
+            leaderFallbackTimeout=self._config.leader_fallback_timeout_s,
+            connectionRetryTime=1.0,
+            logCompactionSplit=True, useFork=False,
+            logCompactionMinEntries=self._compaction_min_entries,
+            logCompactionMinTime=self._compaction_min_time_s,
+            bindAddress=self._config.raft, maxBindRetries=_BIND_RETRIES, bindRetryTime=_BIND_RETRY_S,
+            onStateChanged=self._on_state_changed,
+        )
+
+    def stop(self) -> None:
+        """Stop the tick thread and close the port and journal; waits for it. Idempotent."""
+        syncobj, self._syncobj = self._syncobj, None
+        if syncobj is None:
+            return
+        syncobj.removeOnTickCallback(self._on_tick)
+        syncobj.destroy_synchronous()
+        self._role = "follower"
+        with self._pending_lock:
+            pending, self._pending = self._pending, set()
+        for loop, future in pending:
+            _settle_threadsafe(loop, future, (None, _STOPPED))
+        logger.info("raft metadata stopped on %s", self._config.raft)
+
+    # ---- proposals ----
+
+    async def propose(self, command: bytes, timeout_s: float) -> dict[str, Any]:
+        """Append `command` to the log and return the state machine's result once applied here."""
+        try:
+            commands.decode_command(command)
+        except ValueError as exc:   # keep garbage out of the log
+            return commands.error(commands.INVALID_ARGUMENT, f"malformed command: {exc}")
+        consumer, syncobj = self._consumer, self._syncobj
+        if syncobj is None:
+            raise NoControllerError("raft metadata is not running on this node")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[Any, int]] = loop.create_future()
+
+        def on_done(result: Any, reason: int) -> None:   # pysyncobj's tick thread
+            _settle_threadsafe(loop, future, (result, reason))
+
+        entry = (loop, future)
+        with self._pending_lock:
+            self._pending.add(entry)
+        try:
+            consumer._apply(command, callback=on_done)
+            result, reason = await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise UnknownOutcomeError(f"metadata proposal not confirmed within {timeout_s} s; "
+                                      "it may still apply (retry with the same request id)") from None
+        finally:
+            with self._pending_lock:
+                self._pending.discard(entry)
+        return _result_or_raise(result, reason)
+
+    async def barrier(self, timeout_s: float) -> None:
+        """A no-op through the log: afterwards `state` reflects every command committed before it."""
+        await self.propose(commands.noop(), timeout_s)
+
+    # ---- reads (any thread) ----
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self._consumer.state
+
+    @property
+    def version(self) -> int:
+        version: int = self._consumer.state["version"]
+        return version
+
+    def is_leader(self) -> bool:
+        syncobj = self._syncobj
+        return syncobj is not None and bool(syncobj._isLeader())
+
+    def role(self) -> str:
+        return self._role if self._syncobj is not None else "follower"
+
+    def leader_raft_address(self) -> str | None:
+        syncobj = self._syncobj
+        leader = syncobj._getLeader() if syncobj is not None else None
+        return str(leader.id) if leader is not None else None
+
+    def is_ready(self) -> bool:
+        syncobj = self._syncobj
+        return syncobj is not None and bool(syncobj.isReady())
+
+    def statistics(self) -> MetadataStatistics:
+        syncobj = self._syncobj
+        if syncobj is None:
+            return MetadataStatistics("follower", 0, 0, 0, 0, None, self.version)
+        return MetadataStatistics(role=self.role(), term=syncobj.raftCurrentTerm,
+                                  commit_index=syncobj.raftCommitIndex, last_applied=syncobj.raftLastApplied,
+                                  log_length=syncobj._getRaftLogSize(), leader=self.leader_raft_address(),
+                                  version=self.version)
+
+    # ---- callbacks from the tick thread: cheap, and they never raise ----
+
+    def _on_applied(self, state: dict[str, Any]) -> None:
+        self._notified_state = state
+        self._notify()
+
+    def _on_tick(self) -> None:
+        # A dump loaded at start or streamed from the leader replaces `state` without _apply.
+        if self._consumer.state is not self._notified_state:
+            self._notified_state = self._consumer.state
+            self._notify()
+
+    def _notify(self) -> None:
+        try:
+            self._on_change()
+        except Exception:
+            logger.exception("metadata on_change callback failed")
+
+    def _on_state_changed(self, old: int, new: int) -> None:
+        self._role = _ROLES.get(new, "follower")
+        syncobj = self._syncobj
+        term = syncobj.raftCurrentTerm if syncobj is not None else -1
+        # Elections without a winner repeat every ~1 s during a partition: only leadership is INFO.
+        level = logging.INFO if "leader" in (self._role, _ROLES.get(old)) else logging.DEBUG
+        logger.log(level, "raft role of %s changed from %s to %s (term %d)", self._config.raft,
+                   _ROLES.get(old, old), self._role, term)
+
+
+def _settle_threadsafe(loop: asyncio.AbstractEventLoop, future: asyncio.Future[tuple[Any, int]],
+                       outcome: tuple[Any, int]) -> None:
+    """Resolve `future` on its loop from any thread; never raises (it runs inside pysyncobj)."""
+    def settle() -> None:
+        if not future.done():
+            future.set_result(outcome)
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:   # the loop is closed: nobody waits any more
+        pass
+
+
+def _result_or_raise(result: Any, reason: int) -> dict[str, Any]:
+    if reason == FAIL_REASON.SUCCESS and isinstance(result, dict):
+        return result
+    name = _REASONS.get(reason, "STOPPED" if reason == _STOPPED else str(reason))
+    if reason in _NOT_APPLIED:
+        raise NoControllerError(f"metadata proposal not applied: {name} (no reachable Raft leader)")
+    raise UnknownOutcomeError(f"metadata proposal outcome unknown: {name} (retry with the same request id)")
+
+
+def _probe_bind(address: str) -> None:
+    """Fail fast, with the OS's reason and the address, if the Raft port cannot be bound."""
+    host, port = parse_host_port(address, "raft")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, _, _, _, sockaddr = sorted(infos, key=lambda info: info[0] != socket.AF_INET)[0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as pysyncobj does
+            probe.bind(sockaddr)
+    except OSError as exc:
+        raise ConfigError(f"cannot bind the Raft port {address}: {exc.strerror or exc} "
+                          "(another daemon on it, or not an address of this host?)") from None
+
+
+def _destroy_unbound(syncobj: SyncObj) -> None:
+    """Release the journal of a SyncObj that never bound (its tick thread may have exited)."""
+    if syncobj.tick_thread_alive():
+        syncobj.destroy_synchronous()
+    else:
+        syncobj._doDestroy()
