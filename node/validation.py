@@ -58,14 +58,43 @@ def check_value(config: NodeConfig, dataset: str, key: bytes, value: bytes) -> N
 
 def check_batch(config: NodeConfig, dataset: str, keys: list[bytes], values: list[bytes],
                 shards: int, index: int) -> int:
-    """Validate a PutBatch; return its size in bytes."""
+    """Validate a PutBatch; return its size in bytes.
+
+    The hot path of ingest: whole-batch checks (map, one Unpacker over all values) so
+    that a 1,000-record batch costs well under a microsecond per record. On any
+    failure, the per-record checks run to name the offending key.
+    """
     if len(keys) != len(values):
         raise InvalidRequestError(f"dataset {dataset!r}: batch has {len(keys)} keys and {len(values)} values")
     if len(keys) > config.batch_records_max:
         raise TooLargeError(f"dataset {dataset!r}: batch of {len(keys)} records, limit {config.batch_records_max}")
-    size = 0
-    for key, value in zip(keys, values):
-        check_key(config, dataset, key, shards, index)
-        check_value(config, dataset, key, value)
-        size += len(key) + len(value)
-    return size
+    if not keys:
+        return 0
+    key_lengths = list(map(len, keys))
+    value_lengths = list(map(len, values))
+    fine = (min(key_lengths) > 0 and max(key_lengths) <= config.key_bytes_max
+            and max(value_lengths) <= config.value_bytes_max
+            and all(shard_for_key(k, shards) == index for k in keys) and _all_msgpack(values, value_lengths))
+    if not fine:
+        for key, value in zip(keys, values):
+            check_key(config, dataset, key, shards, index)
+            check_value(config, dataset, key, value)
+    return sum(key_lengths) + sum(value_lengths)
+
+
+def _all_msgpack(values: list[bytes], lengths: list[int]) -> bool:
+    """True when every value is exactly one msgpack object."""
+    data = b"".join(values)
+    unpacker = msgpack.Unpacker(max_buffer_size=len(data) + 1)
+    unpacker.feed(data)
+    skip, tell = unpacker.skip, unpacker.tell
+    offset = 0
+    try:
+        for length in lengths:
+            offset += length
+            skip()
+            if tell() != offset:
+                return False
+    except Exception:   # OutOfData, ExtraData, FormatError...: not valid msgpack
+        return False
+    return True
