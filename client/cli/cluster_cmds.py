@@ -1,0 +1,145 @@
+"""`shoal up` and `shoal down`: a local cluster of real node processes (shoal.client.local).
+
+`up` starts N nodes under one data dir, waits until they are ready, prints the addresses
+and the SHOAL_CLUSTER line, then either returns (--detach) or shows a status line every
+~2 s until Ctrl-C (or SIGTERM/SIGHUP) and stops every node. `down` stops the nodes
+recorded in DATA_DIR/cluster.json. Every error is one line on stderr and exit code 1, and
+`up` never leaves a node running when it fails: LocalCluster.start stops what it started.
+
+Why --port and --nodes default to None rather than 7400 and 3: on an existing data dir
+the recorded layout wins, and only a value the user actually typed can contradict it.
+"""
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, NoReturn
+
+import typer
+
+from shoal.client import _status as cluster_status
+from shoal.client.cli._common import fail
+from shoal.client.local import ClusterRunningError, LocalCluster, LocalClusterError, read_record
+
+DEFAULT_DATA_DIR = Path("shoal-data")
+DEFAULT_BASE_PORT = 7400
+STATUS_INTERVAL_S = 2.0
+NO_TLS_WARNING = ("WARNING: this local cluster runs WITHOUT TLS and without authentication: anyone who can "
+                  "reach {addresses} can read and change its data. Fine for a first try on one machine; "
+                  "use `shoal certs init` and node flags for anything else.")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `up` and `down` to the shoal app."""
+    app.command("up")(up)
+    app.command("down")(down)
+
+
+def up(
+    nodes: Annotated[int | None, typer.Option(
+        "--nodes", min=1, max=64, help="Number of nodes (default 3; an existing data dir keeps its count).")] = None,
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Where node data, logs and cluster.json live.")]
+    = DEFAULT_DATA_DIR,
+    port: Annotated[int | None, typer.Option(
+        "--port", min=1, max=65_000, help="gRPC port of n1; node i uses PORT+i-1 and Raft PORT+100+i-1 "
+        f"(default {DEFAULT_BASE_PORT}; an existing data dir keeps its ports).")] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="Return once ready and leave the nodes running.")]
+    = False,
+    timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait until the cluster is ready.")]
+    = 60.0,
+) -> None:
+    """Start a local cluster of real node processes (no TLS) and wait until it is ready."""
+    try:
+        fresh = read_record(data_dir.resolve()) is None
+        base_port = port if port is not None or not fresh else DEFAULT_BASE_PORT
+        cluster = LocalCluster(data_dir, nodes=nodes, base_port=base_port, detach=detach)
+        running = [f"{node_id} (pid {cluster.pid(node_id)})" for node_id in cluster.running()]
+        if running:
+            raise ClusterRunningError(f"the cluster in {cluster.data_dir} is already running ({', '.join(running)}); "
+                                      f"stop it first: shoal down --data-dir {data_dir}")
+    except (LocalClusterError, OSError) as exc:
+        _fail(exc)
+    typer.secho(NO_TLS_WARNING.format(addresses=", ".join(cluster.addresses)), fg="red", bold=True, err=True)
+    typer.echo(f"starting {len(cluster.nodes)} nodes in {cluster.data_dir} ...")
+    try:
+        cluster.start(timeout_s)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; every node was stopped", err=True)
+        raise typer.Exit(130) from None
+    except (LocalClusterError, OSError) as exc:
+        _fail(exc, hint=f" (node logs: {cluster.data_dir}/n*/node.log)")
+    _print_ready(cluster)
+    if detach:
+        typer.echo(f"running in the background; stop it with: shoal down --data-dir {data_dir}")
+        return
+    _run_foreground(cluster)
+
+
+def down(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="The data dir given to shoal up.")]
+    = DEFAULT_DATA_DIR,
+    timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait after SIGTERM before SIGKILL.")]
+    = 15.0,
+) -> None:
+    """Stop the local cluster recorded in DATA_DIR/cluster.json."""
+    try:
+        cluster = LocalCluster.open(data_dir, detach=True)
+        exits = cluster.stop(timeout_s)
+    except (LocalClusterError, OSError) as exc:
+        _fail(exc)
+    if not exits:
+        typer.echo(f"no node of {cluster.data_dir} was running")
+    for node_exit in exits:
+        how = " with SIGKILL (it ignored SIGTERM)" if node_exit.forced else ""
+        typer.echo(f"stopped {node_exit.id} (pid {node_exit.pid}){how}")
+
+
+def _print_ready(cluster: LocalCluster) -> None:
+    typer.secho(f"shoal cluster ready: {len(cluster.nodes)} nodes, data in {cluster.data_dir}", fg="green")
+    for node in cluster.nodes:
+        raft = f"raft {node.raft_address}" if node.voter else "data-only"
+        typer.echo(f"  {node.id}  {node.address}  {raft}  pid {cluster.pid(node.id)}  log {node.log_path}")
+    typer.echo(f"export SHOAL_CLUSTER={cluster.cluster_address}")
+
+
+def _run_foreground(cluster: LocalCluster) -> None:
+    """Print a status line every ~2 s until Ctrl-C, SIGTERM or SIGHUP, then stop every node."""
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    typer.echo("press Ctrl-C to stop the cluster")
+    try:
+        while True:
+            typer.echo(status_line(cluster))
+            time.sleep(STATUS_INTERVAL_S)   # display cadence, not a wait for a state
+    except KeyboardInterrupt:
+        typer.echo("stopping ...")
+    finally:
+        exits = cluster.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    forced = [node_exit.id for node_exit in exits if node_exit.forced]
+    typer.echo(f"stopped {len(exits)} nodes" + (f" ({', '.join(forced)} needed SIGKILL)" if forced else ""))
+
+
+def status_line(cluster: LocalCluster) -> str:
+    """One line: nodes alive, controller, datasets, under-replicated shards, local processes down."""
+    stamp = time.strftime("%H:%M:%S")
+    down_ids = [node.id for node in cluster.nodes if not cluster.is_running(node.id)]
+    down_text = f"  exited: {', '.join(down_ids)}" if down_ids else ""
+    try:
+        cluster_map = cluster.cluster_map()
+    except LocalClusterError:
+        return f"{stamp}  no node answers{down_text}"
+    alive = sum(1 for info in cluster_map.nodes if info.state == "alive")
+    under_replicated = cluster_status.assemble(cluster_map, {})["under_replicated"]   # as `shoal status` counts
+    return (f"{stamp}  nodes alive {alive}/{len(cluster_map.nodes)}  controller {cluster_map.controller or '-'}"
+            f"  datasets {len(cluster_map.datasets)}  under-replicated {under_replicated}{down_text}")
+
+
+def _fail(exc: BaseException, hint: str = "") -> NoReturn:
+    message = exc.summary if isinstance(exc, LocalClusterError) else str(exc)
+    fail(message + hint)
