@@ -45,6 +45,7 @@ async def beat_once(node: Node, hint: str | None) -> str | None:
         node.metadata.install(response.metadata_version, response.metadata)   # data-only nodes
     if response.lease_granted:
         node.lease.grant(sent_at_s, response.lease_s, response.metadata_version)
+        node.known_controller = response.controller
         return target
     return response.controller_address or node.config.join or None
 

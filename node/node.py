@@ -46,6 +46,7 @@ class Node:
         self.datadir = DataDir(config.data_dir)
         self.started_at_s = time.monotonic()
         self._changed = asyncio.Event()
+        self.known_controller = ""   # from the last granted heartbeat; data-only nodes have no Raft view
 
     def _make_metadata(self, peers: PeerClients) -> MetadataStore:
         loop = asyncio.get_running_loop()
@@ -68,7 +69,7 @@ class Node:
     def controller_id(self) -> str | None:
         if self.config.standalone:
             return self.config.node_id
-        return self.controller.leader_id()
+        return self.controller.leader_id() or self.known_controller or None
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
