@@ -87,6 +87,7 @@ class DataService(data_pb2_grpc.DataServicer):
         self.config = node.config
 
     def _primary(self, target: data_pb2.RecordTarget, key: bytes | None) -> ShardPrimary:
+        """The active primary for the target, checked against ONE metadata snapshot."""
         state = self.node.metadata.state
         shard = validation.shard_of(state, target.dataset, target.shard, target.epoch)
         if key is not None:
@@ -96,8 +97,16 @@ class DataService(data_pb2_grpc.DataServicer):
         if primary is None or shard["primary"] != self.config.node_id:
             raise errors.NotPrimaryError(f"shard {target.dataset}/{target.shard}: primary is {shard['primary']}, "
                                          f"not {self.config.node_id}")
-        primary.check_serving()
+        primary.check_serving(state["version"])
         return primary
+
+    async def _stable_primary(self, target: data_pb2.RecordTarget, key: bytes | None) -> ShardPrimary:
+        """Like _primary, once no write group is in flight; read before the next await."""
+        while True:
+            primary = self._primary(target, key)
+            if primary.stable:
+                return primary
+            await primary.wait_stable()
 
     async def _propose(self, command: bytes) -> dict[str, Any]:
         result = await self.node.context.propose(command, deadline_s=5.0)
@@ -142,8 +151,7 @@ class DataService(data_pb2_grpc.DataServicer):
 
     @mapped
     async def Get(self, request: data_pb2.GetRequest, context: Any) -> data_pb2.GetResponse:
-        primary = self._primary(request.target, request.key)
-        await primary.wait_stable()
+        primary = await self._stable_primary(request.target, request.key)
         value = primary.replica.store.get(request.key)   # no await between the check and the read
         return data_pb2.GetResponse(found=value is not None, value=value or b"")
 
@@ -213,7 +221,7 @@ class DataService(data_pb2_grpc.DataServicer):
             chunks = primary.replica.store.scan(request.start_key, request.end_key, request.prefix,
                                                 request.limit, chunk_records)
             while True:
-                await primary.wait_stable()
+                await self._stable_primary(request.target, None)
                 chunk = next(chunks, None)   # one short read txn, no await inside
                 if chunk is None:
                     return

@@ -33,8 +33,11 @@ class ReplicationContext:
         # LMDB write transactions block (fsync): never on the event loop (notes 3.2).
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="lmdb")
 
-    def lease_valid(self) -> bool:
-        return self.lease.valid(self.metadata.version)
+    def lease_valid(self, metadata_version: int | None = None) -> bool:
+        """Pass the version of the state snapshot a routing decision was made on: the
+        lease must hold for *that* snapshot, not a newer one applied meanwhile."""
+        version = self.metadata.version if metadata_version is None else metadata_version
+        return self.lease.valid(version)
 
     def address_of(self, node_id: str) -> str:
         node = self.metadata.state["nodes"].get(node_id)

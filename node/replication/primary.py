@@ -71,23 +71,24 @@ class ShardPrimary:
 
     # ---- serving ----
 
-    def check_serving(self) -> None:
+    def check_serving(self, metadata_version: int | None = None) -> None:
         if self.state != "active":
             raise NotPrimaryError(f"shard {self.name}: primary is {self.state} at epoch {self.epoch}")
-        if not self.context.lease_valid():
+        if not self.context.lease_valid(metadata_version):
             raise NoLeaseError(f"shard {self.name}: this node's primary lease is not valid now")
 
     async def submit(self, op: Op, size_bytes: int) -> Any:
-        self.check_serving()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((op, size_bytes, future))
         return await future
 
+    @property
+    def stable(self) -> bool:
+        """No group is between "applied here" and "acknowledged": reads may run now."""
+        return self._stable.is_set()
+
     async def wait_stable(self) -> None:
-        """Return when no group is in flight; the caller must then read without awaiting."""
-        while not self._stable.is_set():
-            await self._stable.wait()
-        self.check_serving()
+        await self._stable.wait()
 
     # ---- activation: adopt the epoch on every backup and reconcile ----
 
