@@ -107,6 +107,9 @@ class Node:
         except RuntimeError as exc:
             raise StartupError(f"cannot listen on {config.listen}: address in use or not available ({exc})") from None
         await server.start()
+        if config.http_listen:
+            from shoal.node import metrics
+            metrics.serve(self)
         self.metadata.start()
         logger.info("node %s listening on %s (%s)", config.node_id, config.listen, self._mode())
         try:
