@@ -1,0 +1,74 @@
+"""Shoal's Python client: `from shoal.client import Client`.
+
+    with Client("127.0.0.1:7400") as c:
+        c.create_dataset("events", shards=8, replication=3)
+        c.put("events", "k1", {"country": "DE", "amount": 12})
+        c.get("events", "k1")
+
+Everything public is re-exported here; the underscore modules are private. The client
+never imports shoal.node, so it installs and runs without LMDB or pysyncobj.
+
+GRPC_VERBOSITY defaults to ERROR (notes/dependencies.md 3.9): gRPC's INFO lines about
+GOAWAYs and forks would otherwise land on the stderr of every program using the client,
+the `shoal` command included. An explicit setting in the environment wins.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+from shoal.client._client import Client, DatasetInfo  # noqa: E402
+from shoal.client._errors import (  # noqa: E402
+    AlreadyExistsError,
+    ClusterUnreachableError,
+    DatasetExistsError,
+    DatasetNotFoundError,
+    DeadlineExceededError,
+    InternalError,
+    InvalidArgumentError,
+    NoControllerError,
+    NoLeaseError,
+    NotEnoughNodesError,
+    NotFoundError,
+    NotPrimaryError,
+    OverloadedError,
+    ReplicationFailedError,
+    ResourceExhaustedError,
+    ShoalError,
+    StaleEpochError,
+    StorageFullError,
+    TooLargeError,
+    UnavailableError,
+    UnknownOutcomeError,
+    WrongShardError,
+)
+from shoal.client._records import ABSENT  # noqa: E402
+
+__all__ = [
+    "ABSENT",
+    "AlreadyExistsError",
+    "Client",
+    "ClusterUnreachableError",
+    "DatasetExistsError",
+    "DatasetInfo",
+    "DatasetNotFoundError",
+    "DeadlineExceededError",
+    "InternalError",
+    "InvalidArgumentError",
+    "NoControllerError",
+    "NoLeaseError",
+    "NotEnoughNodesError",
+    "NotFoundError",
+    "NotPrimaryError",
+    "OverloadedError",
+    "ReplicationFailedError",
+    "ResourceExhaustedError",
+    "ShoalError",
+    "StaleEpochError",
+    "StorageFullError",
+    "TooLargeError",
+    "UnavailableError",
+    "UnknownOutcomeError",
+    "WrongShardError",
+]

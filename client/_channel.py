@@ -1,0 +1,289 @@
+"""Where requests go: one long-lived gRPC channel per node, and the cached shard map.
+
+- Channel options follow notes/dependencies.md 3.3/3.5/3.7: 16 MiB messages both ways
+  (ingest batches are about 1 MiB, a scan chunk may be larger), keepalive with
+  `http2.ping_timeout_ms` set (in grpcio 1.85 only that bounds the wait for a ping ack,
+  so a paused node is noticed in about 15 s), and a reconnect backoff capped at 5 s.
+- Backoff between retries: 20 ms, doubling, capped at 500 ms; one attempt may take a
+  quarter of the call's deadline (attempt_timeout_s), so a paused node is retried around.
+- No retry policy in the service config: the client retries itself, driven by the error
+  flags and carrying write ids; gRPC's own transparent retries (request never left) stay.
+- `rpc_errors` is the one place where a grpc.RpcError becomes a ShoalError.
+- The shard map is an immutable ClusterView swapped as a whole; refreshes are serialized
+  and skipped when another thread already loaded a newer map.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Final
+
+import grpc
+
+from shoal.client._errors import (
+    ClusterUnreachableError, DatasetNotFoundError, DeadlineExceededError, InvalidArgumentError, ShoalError,
+    UnavailableError, error_from_rpc, may_have_applied,
+)
+from shoal.client._pb import data_pb2 as pb
+from shoal.client._pb import data_pb2_grpc as pb_grpc
+
+logger = logging.getLogger(__name__)
+
+MESSAGE_BYTES_MAX: Final = 16 * 1024 * 1024   # gRPC message limit, both ways (the node sets the same)
+
+CHANNEL_OPTIONS: Final[tuple[tuple[str, int], ...]] = (
+    ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
+    ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.ping_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+)
+MAP_TIMEOUT_S_MAX: Final = 2.0   # one GetClusterMap try: a local read on the node
+BACKOFF_S_MIN: Final = 0.02
+BACKOFF_S_MAX: Final = 0.5
+ATTEMPT_S_MIN: Final = 1.0
+ATTEMPTS_PER_CALL: Final = 4     # an attempt gets at most a quarter of the call's deadline
+
+
+@contextlib.contextmanager
+def rpc_errors(what: str, *, node: str, dataset: str | None = None, key: str | bytes | None = None,
+               shard: int | None = None) -> Iterator[None]:
+    """Turn a grpc.RpcError raised in the block into the matching ShoalError."""
+    try:
+        yield
+    except grpc.RpcError as exc:
+        raise error_from_rpc(exc, what, node=node, dataset=dataset, key=key, shard=shard) from exc
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShardRoute:
+    shard: int
+    epoch: int
+    primary: str        # node id; "" while the shard has no primary
+    address: str        # the primary's gRPC address; "" when unknown
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DatasetRoute:
+    name: str
+    shards: int
+    replication: int
+    routes: tuple[ShardRoute, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClusterView:
+    """One ClusterMap, indexed for routing."""
+
+    version: int
+    message: pb.ClusterMap
+    datasets: Mapping[str, DatasetRoute]
+    addresses: Mapping[str, str]       # node id -> gRPC address
+
+    @classmethod
+    def from_message(cls, message: pb.ClusterMap) -> ClusterView:
+        addresses = {node.id: node.address for node in message.nodes}
+        datasets = {info.name: dataset_route(info, addresses) for info in message.datasets}
+        return cls(message.version, message, datasets, addresses)
+
+    def with_dataset(self, info: pb.DatasetInfo | None, name: str) -> ClusterView:
+        """This view with one dataset replaced (info) or removed (None)."""
+        datasets = dict(self.datasets)
+        datasets.pop(name, None)
+        if info is not None:
+            datasets[name] = dataset_route(info, self.addresses)
+        return dataclasses.replace(self, datasets=datasets)
+
+
+def dataset_route(info: pb.DatasetInfo, addresses: Mapping[str, str]) -> DatasetRoute:
+    by_index = {shard.index: shard for shard in info.shard_map}
+    routes = []
+    for index in range(info.shards):
+        shard = by_index.get(index)
+        if shard is None:
+            routes.append(ShardRoute(index, 0, "", ""))
+        else:
+            routes.append(ShardRoute(index, shard.epoch, shard.primary, addresses.get(shard.primary, "")))
+    return DatasetRoute(info.name, info.shards, info.replication, tuple(routes))
+
+
+class Transport:
+    """Channels per address plus the cached cluster view; thread-safe."""
+
+    def __init__(self, seeds: tuple[str, ...]) -> None:
+        assert seeds
+        self.seeds = seeds
+        self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._stubs: dict[str, tuple[grpc.Channel, pb_grpc.DataStub]] = {}
+        self._view: ClusterView | None = None
+        self._closed = False
+
+    # ---- channels ----
+
+    def stub(self, address: str) -> pb_grpc.DataStub:
+        with self._lock:
+            if self._closed:
+                raise ShoalError("the client is closed", node=address)
+            entry = self._stubs.get(address)
+            if entry is None:
+                channel = grpc.insecure_channel(address, options=list(CHANNEL_OPTIONS))
+                entry = self._stubs[address] = (channel, pb_grpc.DataStub(channel))  # type: ignore[no-untyped-call]
+            return entry[1]
+
+    def call(self, address: str, method: str, request: Any, deadline_s: float, *, what: str,
+             dataset: str | None = None, key: str | bytes | None = None, shard: int | None = None) -> Any:
+        """One unary call with the time left until `deadline_s` (time.monotonic)."""
+        rpc = getattr(self.stub(address), method)
+        with rpc_errors(what, node=address, dataset=dataset, key=key, shard=shard):
+            return rpc(request, timeout=_timeout_s(deadline_s))
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            entries, self._stubs = list(self._stubs.values()), {}
+        for channel, _ in entries:
+            channel.close()
+
+    # ---- the cluster view ----
+
+    @property
+    def version(self) -> int:
+        view = self._view
+        return -1 if view is None else view.version
+
+    def view(self, deadline_s: float) -> ClusterView:
+        view = self._view
+        return view if view is not None else self.refresh(deadline_s, seen_version=-1)
+
+    def dataset(self, name: str, deadline_s: float) -> DatasetRoute:
+        """The route of a dataset; reloads the map once before calling it unknown."""
+        view = self.view(deadline_s)
+        route = view.datasets.get(name)
+        if route is None:
+            view = self.refresh(deadline_s, seen_version=view.version)
+            route = view.datasets.get(name)
+        if route is None:
+            raise DatasetNotFoundError(f"dataset {name} does not exist", dataset=name)
+        return route
+
+    def update_dataset(self, name: str, info: pb.DatasetInfo | None) -> None:
+        """Record a create (info) or drop (None) this client just made."""
+        with self._refresh_lock:
+            if self._view is not None:
+                self._view = self._view.with_dataset(info, name)
+
+    def candidates(self) -> list[str]:
+        """Addresses to ask for metadata: the controller, the other nodes, then the seeds."""
+        view = self._view
+        ordered: list[str] = []
+        if view is not None:
+            controller = view.addresses.get(view.message.controller, "")
+            alive = [node.address for node in view.message.nodes if node.state == "alive"]
+            others = [node.address for node in view.message.nodes if node.state != "alive"]
+            ordered = [controller, *alive, *self.seeds, *others]
+        else:
+            ordered = list(self.seeds)
+        return list(dict.fromkeys(address for address in ordered if address))
+
+    def refresh(self, deadline_s: float, *, seen_version: int) -> ClusterView:
+        """Reload the map unless a newer one than `seen_version` is already cached."""
+        with self._refresh_lock:
+            view = self._view
+            if view is not None and view.version > seen_version:
+                return view
+            fetched = self._fetch(deadline_s, at_least=-1 if view is None else view.version)
+            if fetched is not None:
+                self._view = view = fetched
+                logger.debug("cluster map version %d loaded", fetched.version)
+            assert view is not None
+            return view
+
+    def _fetch(self, deadline_s: float, *, at_least: int) -> ClusterView | None:
+        """The first map at least as new as the cached one; None if only older ones answered."""
+        tried: list[str] = []
+        last: ShoalError | None = None
+        answered = False
+        for address in self.candidates():
+            if time.monotonic() >= deadline_s:
+                break
+            tried.append(address)
+            try:
+                message = self.call(address, "GetClusterMap", pb.ClusterMapRequest(),
+                                    min(deadline_s, time.monotonic() + MAP_TIMEOUT_S_MAX), what="cluster map")
+            except ShoalError as exc:
+                last = exc
+                continue
+            answered = True
+            if message.version >= at_least:
+                return ClusterView.from_message(message)
+        if answered:
+            return None
+        if last is not None and not unreachable(last):
+            raise last      # a node answered, with an error that is not about reaching it
+        raise self.unreachable_error(tried, last) from last
+
+    def unreachable_error(self, tried: Sequence[str], last: ShoalError | None) -> ClusterUnreachableError:
+        detail = "no time left" if last is None else last.message.split(": ", 1)[-1]
+        return ClusterUnreachableError(f"cannot reach the cluster at {','.join(tried or self.seeds)} ({detail})",
+                                       sent=last is not None and may_have_applied(last))
+
+
+def unreachable(exc: ShoalError) -> bool:
+    """The node did not answer at all (as opposed to answering with an error)."""
+    return type(exc) is UnavailableError or isinstance(exc, (DeadlineExceededError, ClusterUnreachableError))
+
+
+def needs_refresh(exc: ShoalError) -> bool:
+    """Reload the map before retrying: the error says so, or the node is gone (maybe replaced)."""
+    return exc.refresh_routing or unreachable(exc)
+
+
+class Backoff:
+    """20 ms, 40 ms, ... capped at 500 ms; never sleeps past the deadline."""
+
+    __slots__ = ("_next_s",)
+
+    def __init__(self) -> None:
+        self._next_s = BACKOFF_S_MIN
+
+    def sleep(self, deadline_s: float) -> None:
+        time.sleep(max(0.0, min(self._next_s, deadline_s - time.monotonic())))
+        self._next_s = min(self._next_s * 2, BACKOFF_S_MAX)
+
+    def reset(self) -> None:
+        self._next_s = BACKOFF_S_MIN
+
+
+def parse_addresses(addresses: str | Sequence[str]) -> tuple[str, ...]:
+    """"a:1,b:2" or ["a:1", "b:2"] -> ("a:1", "b:2"), checking each is HOST:PORT."""
+    items = addresses.split(",") if isinstance(addresses, str) else list(addresses)
+    seeds = tuple(dict.fromkeys(item.strip() for item in items if item.strip()))
+    if not seeds:
+        raise InvalidArgumentError("no cluster address given (expected HOST:PORT[,HOST:PORT...])")
+    for seed in seeds:
+        host, sep, port = seed.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise InvalidArgumentError(f"bad cluster address {seed!r}: expected HOST:PORT")
+    return seeds
+
+
+def attempt_timeout_s(timeout_s: float) -> float:
+    """How long one attempt may wait for a node: a quarter of the call's time, at least 1 s.
+
+    Without a cap, one paused node would eat the whole deadline; with it, the retry loop
+    reloads the map and reaches the node the controller promoted in its place.
+    """
+    return max(ATTEMPT_S_MIN, timeout_s / ATTEMPTS_PER_CALL)
+
+
+def _timeout_s(deadline_s: float) -> float:
+    return max(0.001, deadline_s - time.monotonic())

@@ -1,0 +1,431 @@
+"""Client: the synchronous Python API of Shoal.
+
+Every call has one overall deadline (`timeout_s`) and runs in a retry loop driven by the
+error flags: `refresh_routing` (or a node that does not answer: it may have been
+replaced) reloads the shard map; `retriable` backs off (20 ms, doubling, capped at
+500 ms) and tries again, with the same write id for writes, so a write the node already
+applied is not applied twice. One attempt gets at most a quarter of the deadline, so a
+paused node cannot eat it all. A write whose attempts may have reached a node (lost
+connection after sending, deadline, UNKNOWN_OUTCOME) and that runs out of time raises
+UnknownOutcomeError, never a plain failure: the caller must not assume it was not written.
+
+Records go straight to their shard's primary (key -> shard with the same hash the node
+uses), naming the shard and the epoch of our map; dataset operations go to any node,
+the controller first. Bulk ingest: put_many encodes and batches records per shard
+(_records.ShardBatcher) and hands the batches to one _records.ShardStream per shard.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Final, TypeVar
+
+from shoal.client import _status
+from shoal.client._channel import (
+    Backoff, Transport, attempt_timeout_s, needs_refresh, parse_addresses, rpc_errors, unreachable,
+)
+from shoal.client._errors import (
+    DeadlineExceededError, InvalidArgumentError, NotPrimaryError, ShoalError, UnknownOutcomeError, may_have_applied,
+)
+from shoal.client._pb import data_pb2 as pb
+from shoal.client._records import (
+    ABSENT, ShardBatcher, ShardStream, ValueEncoder, decode_key, decode_value, encode_key,
+)
+from shoal.client._routing import shard_for_key
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+REPLICATION_DEFAULT_MAX: Final = 3
+STREAM_WINDOW_BATCHES: Final = 8       # unacknowledged batches per shard stream
+STATUS_TIMEOUT_S_MAX: Final = 2.0      # per node in status(): unreachable nodes are reported
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DatasetInfo:
+    name: str
+    shards: int
+    replication: int
+
+    @classmethod
+    def from_message(cls, message: pb.DatasetInfo) -> DatasetInfo:
+        return cls(message.name, message.shards, message.replication)
+
+
+class Client:
+    """A connection to a Shoal cluster; thread-safe, one per process is enough.
+
+    `addresses` are seed nodes ("host:port", a list or a comma-separated string); the
+    client learns the other nodes from the cluster map. Nothing connects until the first
+    call. `timeout_s` bounds every call, retries included.
+    """
+
+    def __init__(self, addresses: str | Sequence[str] = "127.0.0.1:7400", *, timeout_s: float = 10.0) -> None:
+        if not timeout_s > 0:
+            raise InvalidArgumentError(f"timeout_s must be positive, got {timeout_s}")
+        self.timeout_s = timeout_s
+        self.seeds = parse_addresses(addresses)
+        self.client_id = os.urandom(16)
+        self._seq = itertools.count(1)
+        self._seq_lock = threading.Lock()
+        self._transport = Transport(self.seeds)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every channel; later calls raise ShoalError."""
+        self._transport.close()
+
+    def __repr__(self) -> str:
+        return f"Client({','.join(self.seeds)!r}, timeout_s={self.timeout_s})"
+
+    # ---- datasets ----
+
+    def create_dataset(self, name: str, shards: int = 8, replication: int = 0) -> DatasetInfo:
+        """Create a dataset of `shards` shards; replication 0 means min(3, live nodes)."""
+        _check_name(name)
+        if shards < 1 or replication < 0:
+            raise InvalidArgumentError(f"shards must be >= 1 and replication >= 0, got {shards} and "
+                                       f"{replication}", dataset=name)
+        request_id = uuid.uuid4().hex     # the same id on every retry: created once
+
+        def attempt(deadline_s: float) -> pb.DatasetInfo:
+            wanted = replication or self._default_replication(deadline_s)
+            request = pb.CreateDatasetRequest(name=name, shards=shards, replication=wanted,
+                                              request_id=request_id)
+            info: pb.DatasetInfo = self._metadata_call("CreateDataset", request, deadline_s, "create dataset", name)
+            return info
+
+        info = self._retry("create dataset", attempt, write=True, dataset=name)
+        self._transport.update_dataset(name, info if len(info.shard_map) else None)
+        return DatasetInfo.from_message(info)
+
+    def list_datasets(self) -> list[DatasetInfo]:
+        response = self._retry("list datasets", lambda deadline_s: self._metadata_call(
+            "ListDatasets", pb.ListDatasetsRequest(), deadline_s, "list datasets", None), write=False)
+        return [DatasetInfo.from_message(info) for info in response.datasets]
+
+    def drop_dataset(self, name: str) -> None:
+        """Drop a dataset and all its records; DatasetNotFoundError if there is none."""
+        _check_name(name)
+        request = pb.DropDatasetRequest(name=name, request_id=uuid.uuid4().hex)
+        self._retry("drop dataset", lambda deadline_s: self._metadata_call(
+            "DropDataset", request, deadline_s, "drop dataset", name), write=True, dataset=name)
+        self._transport.update_dataset(name, None)
+
+    # ---- records ----
+
+    def put(self, dataset: str, key: str | bytes, value: Any) -> None:
+        key_bytes = encode_key(dataset, key)
+        value_bytes = ValueEncoder().encode(dataset, key, value)
+        write_id = self._write_id()
+
+        def attempt(deadline_s: float) -> None:
+            address, target = self._target(dataset, key_bytes, deadline_s)
+            request = pb.PutRequest(target=target, key=key_bytes, value=value_bytes, write_id=write_id)
+            self._transport.call(address, "Put", request, deadline_s, what="put", dataset=dataset, key=key,
+                                 shard=target.shard)
+
+        self._retry("put", attempt, write=True, dataset=dataset, key=key)
+
+    def get(self, dataset: str, key: str | bytes, default: Any = None) -> Any:
+        """The value stored under `key`, or `default`; read from the shard's primary."""
+        key_bytes = encode_key(dataset, key)
+
+        def attempt(deadline_s: float) -> pb.GetResponse:
+            address, target = self._target(dataset, key_bytes, deadline_s)
+            response: pb.GetResponse = self._transport.call(
+                address, "Get", pb.GetRequest(target=target, key=key_bytes), deadline_s, what="get",
+                dataset=dataset, key=key, shard=target.shard)
+            return response
+
+        response = self._retry("get", attempt, write=False, dataset=dataset, key=key)
+        return decode_value(response.value) if response.found else default
+
+    def delete(self, dataset: str, key: str | bytes) -> bool:
+        """Delete `key`; True if it existed."""
+        key_bytes = encode_key(dataset, key)
+        write_id = self._write_id()
+
+        def attempt(deadline_s: float) -> pb.DeleteResponse:
+            address, target = self._target(dataset, key_bytes, deadline_s)
+            request = pb.DeleteRequest(target=target, key=key_bytes, write_id=write_id)
+            response: pb.DeleteResponse = self._transport.call(address, "Delete", request, deadline_s,
+                                                               what="delete", dataset=dataset, key=key,
+                                                               shard=target.shard)
+            return response
+
+        return bool(self._retry("delete", attempt, write=True, dataset=dataset, key=key).existed)
+
+    def compare_and_set(self, dataset: str, key: str | bytes, expected: Any, new: Any) -> bool:
+        """Set `key` to `new` only if it holds `expected`; True if it did.
+
+        expected=ABSENT: only if the key does not exist; new=ABSENT: delete it. Values are
+        compared by their msgpack encoding (so dict key order matters).
+        """
+        key_bytes = encode_key(dataset, key)
+        encoder = ValueEncoder()
+        request = pb.CompareAndSetRequest(
+            key=key_bytes, expect_absent=expected is ABSENT, delete=new is ABSENT,
+            expected=b"" if expected is ABSENT else encoder.encode(dataset, key, expected),
+            value=b"" if new is ABSENT else encoder.encode(dataset, key, new), write_id=self._write_id())
+
+        def attempt(deadline_s: float) -> pb.CompareAndSetResponse:
+            address, target = self._target(dataset, key_bytes, deadline_s)
+            request.target.CopyFrom(target)
+            response: pb.CompareAndSetResponse = self._transport.call(
+                address, "CompareAndSet", request, deadline_s, what="compare_and_set", dataset=dataset, key=key,
+                shard=target.shard)
+            return response
+
+        return bool(self._retry("compare_and_set", attempt, write=True, dataset=dataset, key=key).swapped)
+
+    def put_many(self, dataset: str, records: Iterable[tuple[str | bytes, Any]], *, batch_records: int = 1000,
+                 batch_bytes: int = 1024 * 1024) -> int:
+        """Store many records, streamed in batches per shard; returns how many were stored.
+
+        Batches go to each shard's primary over one stream per shard with at most
+        STREAM_WINDOW_BATCHES unacknowledged. A failure raises after stopping the streams:
+        batches acknowledged before it are stored; with UnknownOutcomeError some others may
+        be too. A bad record raises InvalidArgumentError naming it (records before it may
+        have been stored); records after it are not read.
+        """
+        route = self._retry("put_many", lambda deadline_s: self._transport.dataset(dataset, deadline_s),
+                            write=False, dataset=dataset)
+        batcher = ShardBatcher(route.shards, batch_records=batch_records, batch_bytes=batch_bytes)
+        encoder = ValueEncoder()
+        streams: dict[int, ShardStream] = {}
+
+        def send(shard: int, keys: list[bytes], values: list[bytes]) -> None:
+            stream = streams.get(shard)
+            if stream is None:
+                stream = streams[shard] = ShardStream(self._transport, dataset, shard, route.shards,
+                                                      window=STREAM_WINDOW_BATCHES, timeout_s=self.timeout_s)
+            target = pb.RecordTarget(dataset=dataset, shard=shard, epoch=route.routes[shard].epoch)
+            stream.submit(pb.PutBatch(target=target, write_id=self._write_id(), keys=keys, values=values))
+
+        with ShardStream.watching(streams):
+            try:
+                for record in records:
+                    key, value = _unpack_record(dataset, record)
+                    sealed = batcher.add(encode_key(dataset, key), encoder.encode(dataset, key, value))
+                    if sealed is not None:
+                        send(sealed.shard, sealed.keys, sealed.values)
+                for batch in batcher.flush():
+                    send(batch.shard, batch.keys, batch.values)
+                return ShardStream.finish_all(list(streams.values()))
+            finally:
+                ShardStream.stop_all(list(streams.values()))
+
+    def scan(self, dataset: str, *, start: str | bytes | None = None, end: str | bytes | None = None,
+             prefix: str | bytes | None = None, limit: int | None = None) -> Iterator[tuple[str | bytes, Any]]:
+        """Yield (key, value) pairs, shard by shard, in key order within each shard.
+
+        `start` is inclusive, `end` exclusive, `prefix` filters; `limit` caps the total.
+        Keys come back as str when they are valid UTF-8, else as bytes. The order across
+        shards follows the hash, not the keys. A scan interrupted by a failover resumes
+        after the last key it yielded.
+        """
+        bounds = tuple(_bound(dataset, name, value) for name, value in
+                       (("start", start), ("end", end), ("prefix", prefix)))
+        if limit is not None and limit < 0:
+            raise InvalidArgumentError(f"limit must be >= 0, got {limit}", dataset=dataset)
+        return self._scan(dataset, bounds[0], bounds[1], bounds[2], limit)
+
+    # ---- cluster ----
+
+    def cluster_map(self) -> pb.ClusterMap:
+        """A fresh shoal.v1.ClusterMap (nodes, datasets with their shard maps, controller)."""
+        deadline_s = time.monotonic() + self.timeout_s
+        return self._transport.refresh(deadline_s, seen_version=self._transport.version).message
+
+    def node_status(self, address: str) -> pb.NodeStatus:
+        """The shoal.v1.NodeStatus of the node at `address` (one attempt, no retry)."""
+        deadline_s = time.monotonic() + self.timeout_s
+        status: pb.NodeStatus = self._transport.call(address, "GetNodeStatus", pb.NodeStatusRequest(), deadline_s,
+                                                     what="node status")
+        return status
+
+    def status(self) -> dict[str, Any]:
+        """The cluster at a glance (the `shoal status --json` contract, DESIGN.md 9)."""
+        cluster_map = self.cluster_map()
+        return _status.collect(cluster_map, self.node_status_or_error,
+                               timeout_s=min(self.timeout_s, STATUS_TIMEOUT_S_MAX))
+
+    def node_status_or_error(self, address: str, timeout_s: float) -> pb.NodeStatus | ShoalError:
+        try:
+            status: pb.NodeStatus = self._transport.call(address, "GetNodeStatus", pb.NodeStatusRequest(),
+                                                         time.monotonic() + timeout_s, what="node status")
+            return status
+        except ShoalError as exc:
+            return exc
+
+    # ---- internals ----
+
+    def _write_id(self) -> pb.WriteId:
+        with self._seq_lock:
+            seq = next(self._seq)
+        return pb.WriteId(client_id=self.client_id, request_seq=seq)
+
+    def _retry(self, what: str, attempt: Callable[[float], T], *, write: bool, dataset: str | None = None,
+               key: str | bytes | None = None) -> T:
+        """Run `attempt(deadline_s)` until it succeeds, fails for good or time runs out."""
+        deadline_s = time.monotonic() + self.timeout_s
+        backoff = Backoff()
+        maybe_applied = False
+        last: ShoalError | None = None
+        while time.monotonic() < deadline_s:
+            attempt_deadline_s = min(deadline_s, time.monotonic() + attempt_timeout_s(self.timeout_s))
+            try:
+                return attempt(attempt_deadline_s)
+            except ShoalError as exc:
+                last = exc
+                outcome_open = write and may_have_applied(exc)
+                maybe_applied = maybe_applied or outcome_open
+                attempt_expired = isinstance(exc, DeadlineExceededError) and attempt_deadline_s < deadline_s
+                if not exc.retriable and not attempt_expired:
+                    if outcome_open:
+                        raise _unknown_outcome(what, exc, dataset, key) from exc
+                    raise
+                logger.debug("%s: retrying after %s", what, exc)
+            if needs_refresh(last):
+                try:    # the failed attempt routed with this map or an older one
+                    self._transport.refresh(deadline_s, seen_version=self._transport.version)
+                except ShoalError as exc:
+                    last = exc
+            backoff.sleep(deadline_s)
+        if last is None:
+            last = DeadlineExceededError(f"{what} failed: no time left", dataset=dataset, key=key)
+        if maybe_applied:
+            raise _unknown_outcome(what, last, dataset, key) from last
+        raise last
+
+    def _target(self, dataset: str, key_bytes: bytes, deadline_s: float) -> tuple[str, pb.RecordTarget]:
+        """The primary's address and the RecordTarget for one key."""
+        route = self._transport.dataset(dataset, deadline_s)
+        shard = route.routes[shard_for_key(key_bytes, route.shards)]
+        if not shard.address:
+            raise NotPrimaryError("the shard has no primary in our cluster map", dataset=dataset,
+                                  shard=shard.shard)
+        return shard.address, pb.RecordTarget(dataset=dataset, shard=shard.shard, epoch=shard.epoch)
+
+    def _metadata_call(self, method: str, request: Any, deadline_s: float, what: str,
+                       dataset: str | None) -> Any:
+        """A dataset operation: the controller first, the next node when one is unreachable."""
+        last: ShoalError | None = None
+        tried: list[str] = []
+        for address in self._transport.candidates():
+            tried.append(address)
+            try:
+                return self._transport.call(address, method, request, deadline_s, what=what, dataset=dataset)
+            except ShoalError as exc:
+                if not unreachable(exc) or time.monotonic() >= deadline_s:
+                    raise
+                last = exc
+        raise self._transport.unreachable_error(tried, last) from last
+
+    def _default_replication(self, deadline_s: float) -> int:
+        nodes = self._transport.view(deadline_s).message.nodes
+        return max(1, min(REPLICATION_DEFAULT_MAX, sum(1 for node in nodes if node.state == "alive")))
+
+    def _scan(self, dataset: str, start: bytes, end: bytes, prefix: bytes,
+              limit: int | None) -> Iterator[tuple[str | bytes, Any]]:
+        route = self._retry("scan", lambda deadline_s: self._transport.dataset(dataset, deadline_s),
+                            write=False, dataset=dataset)
+        left = limit
+        for shard in range(route.shards):
+            if left == 0:
+                return
+            for key, value in self._scan_shard(dataset, shard, start, end, prefix, left):
+                yield decode_key(key), decode_value(value)
+                if left is not None:
+                    left -= 1
+
+    def _scan_shard(self, dataset: str, shard: int, start: bytes, end: bytes, prefix: bytes,
+                    limit: int | None) -> Iterator[tuple[bytes, bytes]]:
+        """One shard's records; retries and resumes after the last key yielded.
+
+        Each Scan call gets an attempt's share of the deadline; the time the caller spends
+        between records counts against it, so a slow consumer just causes resumes.
+        """
+        deadline_s = time.monotonic() + self.timeout_s
+        backoff = Backoff()
+        while True:
+            progressed = False
+            attempt_deadline_s = min(deadline_s, time.monotonic() + attempt_timeout_s(self.timeout_s))
+            try:
+                route = self._transport.dataset(dataset, attempt_deadline_s).routes[shard]
+                if not route.address:
+                    raise NotPrimaryError("the shard has no primary in our cluster map", dataset=dataset,
+                                          shard=shard)
+                target = pb.RecordTarget(dataset=dataset, shard=shard, epoch=route.epoch)
+                request = pb.ScanRequest(target=target, start_key=start, end_key=end, prefix=prefix,
+                                         limit=limit or 0)
+                call = self._transport.stub(route.address).Scan(
+                    request, timeout=max(0.001, attempt_deadline_s - time.monotonic()))
+                try:
+                    with rpc_errors("scan", node=route.address, dataset=dataset, shard=shard):
+                        for chunk in call:
+                            for key, value in zip(chunk.keys, chunk.values):
+                                yield key, value
+                                start, progressed = key + b"\x00", True   # next key after `key`
+                                if limit is not None:
+                                    limit -= 1
+                finally:
+                    call.cancel()
+                return
+            except ShoalError as exc:
+                if progressed:     # a long scan is not a stuck one: a new deadline per resume
+                    deadline_s = time.monotonic() + self.timeout_s
+                    backoff.reset()
+                expired = isinstance(exc, DeadlineExceededError) and (progressed or attempt_deadline_s < deadline_s)
+                resumable = exc.retriable or expired
+                if not resumable or time.monotonic() >= deadline_s or limit == 0:
+                    raise
+                if needs_refresh(exc):
+                    with contextlib.suppress(ShoalError):   # the next attempt meets it again
+                        self._transport.refresh(deadline_s, seen_version=self._transport.version)
+                backoff.sleep(deadline_s)
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str) or not name:
+        raise InvalidArgumentError(f"dataset name must be a non-empty str, got {name!r}")
+
+
+def _bound(dataset: str, name: str, value: str | bytes | None) -> bytes:
+    if value is None:
+        return b""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, bytes):
+        return value
+    raise InvalidArgumentError(f"scan {name} must be str or bytes, not {type(value).__name__}", dataset=dataset)
+
+
+def _unpack_record(dataset: str, record: Any) -> tuple[Any, Any]:
+    try:
+        key, value = record
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"put_many records must be (key, value) pairs, got {type(record).__name__}",
+                                   dataset=dataset) from None
+    return key, value
+
+
+def _unknown_outcome(what: str, cause: ShoalError, dataset: str | None,
+                     key: str | bytes | None) -> UnknownOutcomeError:
+    return UnknownOutcomeError(f"{what}: the write may or may not have been applied ({cause.message})",
+                               dataset=dataset, key=key, node=cause.node, shard=cause.shard, code=cause.code,
+                               status=cause.status)
+

@@ -1,0 +1,267 @@
+"""The client's error tree, and the one function that turns a gRPC failure into it.
+
+Every error the client raises on purpose is a ShoalError. Two class flags drive the
+client's own retry loop (the caller can read them too):
+
+- `retriable`: the same request may succeed later; the client retries it, with the same
+  write id for writes, until the call's deadline.
+- `refresh_routing`: the client's shard map is out of date; reload it before retrying.
+
+ShoalError
+├── NotFoundError                      NOT_FOUND
+│   └── DatasetNotFoundError           UNKNOWN_DATASET
+├── InvalidArgumentError               INVALID_ARGUMENT (also raised before sending bad input)
+│   ├── TooLargeError                  TOO_LARGE: key, value or batch over its limit
+│   └── WrongShardError                WRONG_SHARD   [retriable, refresh_routing]
+├── AlreadyExistsError                 ALREADY_EXISTS
+│   └── DatasetExistsError             DATASET_EXISTS
+├── ResourceExhaustedError             RESOURCE_EXHAUSTED
+│   ├── StorageFullError               STORAGE_FULL: the shard stays readable
+│   └── OverloadedError                OVERLOADED    [retriable]
+├── UnavailableError                   UNAVAILABLE, CANCELLED, ABORTED   [retriable]
+│   ├── NotPrimaryError                NOT_PRIMARY   [retriable, refresh_routing]
+│   ├── NoLeaseError                   NO_LEASE      [retriable, refresh_routing]
+│   ├── NoControllerError              NO_CONTROLLER [retriable]
+│   ├── ReplicationFailedError         REPLICATION_FAILED [retriable]
+│   └── ClusterUnreachableError        no seed or known node answered [retriable]
+├── StaleEpochError                    STALE_EPOCH   [retriable, refresh_routing]
+├── NotEnoughNodesError                NOT_ENOUGH_NODES
+├── DeadlineExceededError              DEADLINE_EXCEEDED (a read, or a write never sent)
+├── UnknownOutcomeError                UNKNOWN_OUTCOME [retriable]
+└── InternalError                      INTERNAL, UNKNOWN, UNIMPLEMENTED, DATA_LOSS
+
+UnknownOutcomeError is deliberately not an UnavailableError: a write that may or may not
+have been applied must never look like a plain failure (a caller that treats "failed" as
+"not written" would be wrong). Retrying it with the same write id is safe, which is why
+it is retriable; when the deadline runs out the client raises it to the caller.
+
+Errors that share a gRPC status are told apart by the trailing metadata "shoal-error"
+(the name of shoal.v1.ErrorCode), which wins over the status when both are present.
+"""
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+import grpc
+
+logger = logging.getLogger(__name__)
+
+ERROR_METADATA_KEY = "shoal-error"
+_KEY_REPR_CHARS_MAX = 60
+
+
+class ShoalError(Exception):
+    """Base of every error the client raises on purpose; says what failed and where."""
+
+    retriable: ClassVar[bool] = False
+    refresh_routing: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, dataset: str | None = None, key: str | bytes | None = None,
+                 node: str | None = None, shard: int | None = None, code: str | None = None,
+                 status: str | None = None, sent: bool = True) -> None:
+        super().__init__(message)
+        self.message = message
+        self.dataset = dataset
+        self.key = key
+        self.node = node            # the address the request went to, when one did
+        self.shard = shard
+        self.code = code            # shoal.v1.ErrorCode name from the node, if any
+        self.status = status        # gRPC status name, if the error came from gRPC
+        self.sent = sent            # False when the request certainly never left the client
+
+    def __str__(self) -> str:
+        where = []
+        if self.dataset is not None:
+            where.append(f"dataset={self.dataset}")
+        if self.shard is not None:
+            where.append(f"shard={self.shard}")
+        if self.key is not None:
+            text = repr(self.key)
+            if len(text) > _KEY_REPR_CHARS_MAX:
+                text = text[:_KEY_REPR_CHARS_MAX - 3] + "..."
+            where.append(f"key={text}")
+        if self.node is not None:
+            where.append(f"node={self.node}")
+        return f"{self.message} [{' '.join(where)}]" if where else self.message
+
+
+class NotFoundError(ShoalError):
+    pass
+
+
+class DatasetNotFoundError(NotFoundError):
+    pass
+
+
+class InvalidArgumentError(ShoalError):
+    pass
+
+
+class TooLargeError(InvalidArgumentError):
+    pass
+
+
+class WrongShardError(InvalidArgumentError):
+    """The key does not hash to the named shard: our map predates a re-created dataset."""
+
+    retriable = True
+    refresh_routing = True
+
+
+class AlreadyExistsError(ShoalError):
+    pass
+
+
+class DatasetExistsError(AlreadyExistsError):
+    pass
+
+
+class ResourceExhaustedError(ShoalError):
+    pass
+
+
+class StorageFullError(ResourceExhaustedError):
+    pass
+
+
+class OverloadedError(ResourceExhaustedError):
+    retriable = True
+
+
+class UnavailableError(ShoalError):
+    retriable = True
+
+
+class NotPrimaryError(UnavailableError):
+    refresh_routing = True
+
+
+class NoLeaseError(UnavailableError):
+    refresh_routing = True
+
+
+class NoControllerError(UnavailableError):
+    pass
+
+
+class ReplicationFailedError(UnavailableError):
+    pass
+
+
+class ClusterUnreachableError(UnavailableError):
+    """No seed or known node answered: the address is wrong or the whole cluster is down."""
+
+
+class StaleEpochError(ShoalError):
+    retriable = True
+    refresh_routing = True
+
+
+class NotEnoughNodesError(ShoalError):
+    pass
+
+
+class DeadlineExceededError(ShoalError):
+    pass
+
+
+class UnknownOutcomeError(ShoalError):
+    retriable = True
+
+
+class InternalError(ShoalError):
+    pass
+
+
+_BY_CODE: dict[str, type[ShoalError]] = {
+    "UNKNOWN_DATASET": DatasetNotFoundError,
+    "DATASET_EXISTS": DatasetExistsError,
+    "INVALID_ARGUMENT": InvalidArgumentError,
+    "TOO_LARGE": TooLargeError,
+    "STORAGE_FULL": StorageFullError,
+    "OVERLOADED": OverloadedError,
+    "NOT_PRIMARY": NotPrimaryError,
+    "STALE_EPOCH": StaleEpochError,
+    "NO_LEASE": NoLeaseError,
+    "NO_CONTROLLER": NoControllerError,
+    "UNKNOWN_OUTCOME": UnknownOutcomeError,
+    "NOT_ENOUGH_NODES": NotEnoughNodesError,
+    "REPLICATION_FAILED": ReplicationFailedError,
+    "WRONG_SHARD": WrongShardError,
+}
+
+_BY_STATUS: dict[grpc.StatusCode, type[ShoalError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidArgumentError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.CANCELLED: UnavailableError,
+    grpc.StatusCode.ABORTED: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.INTERNAL: InternalError,
+    grpc.StatusCode.UNKNOWN: InternalError,
+    grpc.StatusCode.UNIMPLEMENTED: InternalError,
+    grpc.StatusCode.DATA_LOSS: InternalError,
+}
+
+# gRPC says this when the connection was never established: the request did not leave.
+_NOT_SENT_MARKERS = ("failed to connect to all addresses", "Failed to connect to remote host")
+
+
+def error_from_code(code: str, message: str, *, node: str | None = None, dataset: str | None = None,
+                    shard: int | None = None) -> ShoalError:
+    """Build the error for a shoal.v1.ErrorCode name (PutBatchAck.error; not a gRPC failure)."""
+    cls = _BY_CODE.get(code, ShoalError)
+    return cls(message, code=code, node=node, dataset=dataset, shard=shard)
+
+
+def error_from_rpc(exc: grpc.RpcError, what: str, *, node: str | None = None, dataset: str | None = None,
+                   key: str | bytes | None = None, shard: int | None = None) -> ShoalError:
+    """THE mapping from a failed gRPC call to a ShoalError; callers `raise ... from exc`.
+
+    `what` names the operation ("put", "scan"); the message reads "put failed: <details>".
+    """
+    status = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if isinstance(exc, grpc.Call) else None) or str(exc)
+    code = _shoal_code(exc)
+    sent = not any(marker in details for marker in _NOT_SENT_MARKERS)
+    cls = _BY_CODE.get(code or "") or _BY_STATUS.get(status, ShoalError)
+    message = f"{what} failed: {_short_details(details)}"
+    if status is grpc.StatusCode.DEADLINE_EXCEEDED:
+        message = f"{what} failed: no answer before the deadline"
+    return cls(message, dataset=dataset, key=key, node=node, shard=shard, code=code,
+               status=status.name, sent=sent)
+
+
+def may_have_applied(exc: ShoalError) -> bool:
+    """True when a write that failed with `exc` may nevertheless have been applied.
+
+    Definite rejections from the node (NOT_PRIMARY, STALE_EPOCH, OVERLOADED, a bad
+    argument ...) were not applied; a lost connection after sending, a deadline, an
+    internal error or an explicit UNKNOWN_OUTCOME leave the outcome open.
+    """
+    if isinstance(exc, (UnknownOutcomeError, DeadlineExceededError, ReplicationFailedError, InternalError)):
+        return True
+    if type(exc) in (UnavailableError, ClusterUnreachableError):   # no verdict from a node
+        return exc.sent
+    return False
+
+
+def _shoal_code(exc: grpc.RpcError) -> str | None:
+    metadata = exc.trailing_metadata() if isinstance(exc, grpc.Call) else None
+    for item in metadata or ():
+        if item[0] == ERROR_METADATA_KEY:
+            value = item[1]
+            return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    return None
+
+
+def _short_details(details: str) -> str:
+    """Keep gRPC's connection errors readable: 'Connection refused', not a chain of causes."""
+    marker = "Failed to connect to remote host: "
+    if marker in details:
+        return details.split(marker, 1)[1].strip()
+    return " ".join(details.split())

@@ -1,0 +1,120 @@
+"""Cluster status: one dict from the cluster map plus every node's own NodeStatus.
+
+This is the contract of `shoal status --json` (DESIGN.md section 9), which scripts and
+our own checks read, so keys are only ever added:
+
+    {"version": int, "controller": str,                   # node id of the Raft leader ("" if none)
+     "nodes": [{"id", "address", "zone", "state", "raft_role", "reachable", "shards",
+                "primaries", "learners", "disk_free_bytes", "disk_used_bytes", "uptime_s",
+                "lease_valid", "version", "error"}],
+     "datasets": [{"name", "shards", "replication", "under_replicated"}],
+     "under_replicated": int}
+
+Shard and primary counts come from the map (the controller's word, also for nodes that
+do not answer); raft role, disk and uptime come from the node itself and are None when
+it did not answer within the short per-node timeout. An unreachable node is reported
+(`reachable: false`, `error`), never raised: status is what one runs when things break.
+A shard is under-replicated when fewer of its in-sync replicas than the dataset's
+replication factor sit on nodes that are not dead or removed.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final
+
+from shoal.client._errors import ShoalError
+from shoal.client._pb import data_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+FETCH_THREADS_MAX: Final = 16
+GONE_STATES: Final = frozenset({"dead", "removed"})
+
+NodeStatusFetch = Callable[[str, float], "pb.NodeStatus | ShoalError"]
+
+
+def collect(cluster_map: pb.ClusterMap, fetch: NodeStatusFetch, *, timeout_s: float) -> dict[str, Any]:
+    """Ask every node of the map for its status in parallel, then assemble."""
+    addresses = list(dict.fromkeys(node.address for node in cluster_map.nodes if node.address))
+    statuses: dict[str, pb.NodeStatus | ShoalError] = {}
+    if addresses:
+        with ThreadPoolExecutor(max_workers=min(FETCH_THREADS_MAX, len(addresses)),
+                                thread_name_prefix="shoal-status") as pool:
+            statuses = dict(zip(addresses, pool.map(lambda address: fetch(address, timeout_s), addresses)))
+    return assemble(cluster_map, statuses)
+
+
+def assemble(cluster_map: pb.ClusterMap, statuses: Mapping[str, pb.NodeStatus | ShoalError]) -> dict[str, Any]:
+    """Pure: the status dict from a map and what each address answered."""
+    hosted: collections.Counter[str] = collections.Counter()
+    primaries: collections.Counter[str] = collections.Counter()
+    learners: collections.Counter[str] = collections.Counter()
+    for dataset in cluster_map.datasets:
+        for shard in dataset.shard_map:
+            hosted.update(set(shard.replicas) | set(shard.learners))
+            learners.update(shard.learners)
+            if shard.primary:
+                primaries[shard.primary] += 1
+    nodes = [_node_entry(node, statuses.get(node.address), hosted[node.id], primaries[node.id],
+                         learners[node.id]) for node in cluster_map.nodes]
+    gone = {node.id for node in cluster_map.nodes if node.state in GONE_STATES}
+    known = {node.id for node in cluster_map.nodes}
+    datasets = []
+    for dataset in cluster_map.datasets:
+        datasets.append({
+            "name": dataset.name,
+            "shards": dataset.shards,
+            "replication": dataset.replication,
+            "under_replicated": _under_replicated(dataset, known - gone),
+        })
+    return {
+        "version": cluster_map.version,
+        "controller": cluster_map.controller,
+        "nodes": nodes,
+        "datasets": datasets,
+        "under_replicated": sum(entry["under_replicated"] for entry in datasets),
+    }
+
+
+def _under_replicated(dataset: pb.DatasetInfo, healthy: set[str]) -> int:
+    by_index = {shard.index: shard for shard in dataset.shard_map}
+    count = 0
+    for index in range(dataset.shards):
+        shard = by_index.get(index)
+        in_sync = 0 if shard is None else sum(1 for replica in shard.replicas if replica in healthy)
+        if in_sync < dataset.replication:
+            count += 1
+    return count
+
+
+def _node_entry(node: pb.NodeInfo, status: pb.NodeStatus | ShoalError | None, shards: int, primaries: int,
+                learners: int) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "id": node.id,
+        "address": node.address,
+        "zone": node.zone,
+        "state": node.state,
+        "raft_role": "unknown",
+        "reachable": isinstance(status, pb.NodeStatus),
+        "shards": shards,
+        "primaries": primaries,
+        "learners": learners,
+        "disk_free_bytes": None,
+        "disk_used_bytes": None,
+        "uptime_s": None,
+        "lease_valid": None,
+        "version": None,
+        "error": None,
+    }
+    if isinstance(status, pb.NodeStatus):
+        entry.update(raft_role=status.raft_role or "none", disk_free_bytes=status.disk_free_bytes,
+                     disk_used_bytes=status.disk_used_bytes, uptime_s=round(status.uptime_s, 3),
+                     lease_valid=status.lease_valid, version=status.version)
+    elif status is not None:
+        entry["error"] = status.message
+    else:
+        entry["error"] = "not asked: the node has no address"
+    return entry

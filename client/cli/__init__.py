@@ -1,0 +1,35 @@
+"""The `shoal` command (entry point `shoal = shoal.client.cli:main`; also `python -m shoal.client.cli`).
+
+`app` is the typer application; command modules add themselves through a
+`register(app)` function, so a new command group is one module plus one line here:
+
+    data_cmds     dataset create|ls|drop, put, get, delete, load, status
+    node_cmds     node start            (node_app: more `shoal node ...` commands)
+    cluster_cmds  up, down              (a local cluster of real processes)
+    chaos_cmds    chaos run|ls
+
+Global options (--cluster / SHOAL_CLUSTER, --timeout / SHOAL_TIMEOUT) live in
+cli/_common.py and reach every command through the typer context.
+"""
+from __future__ import annotations
+
+import typer
+
+from shoal.client.cli import _common, chaos_cmds, cluster_cmds, data_cmds, node_cmds
+from shoal.client.cli.data_cmds import dataset_app
+from shoal.client.cli.node_cmds import node_app
+
+app = typer.Typer(name="shoal", no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+app.callback()(_common.main_options)
+
+for _module in (data_cmds, node_cmds, cluster_cmds, chaos_cmds):
+    _module.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="shoal")
+
+
+__all__ = ["app", "dataset_app", "main", "node_app"]

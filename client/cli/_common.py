@@ -1,0 +1,88 @@
+"""What every `shoal` command shares: the global options, the client, one-line errors.
+
+Errors are one line on stderr ("error: ...") and exit code 1, never a traceback, for
+anything a user can cause: a bad address, an unknown dataset, an unreachable cluster.
+`command_errors` is the one place that turns ShoalError into such a line; commands
+raise or call `fail` and never print errors themselves. Plain typer.echo, not rich, for
+errors: rich wraps long lines at the terminal width, and "one line" is part of the
+contract scripts rely on.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from typing import Annotated, NoReturn, ParamSpec, TypeVar
+
+import typer
+
+from shoal.client import Client, ShoalError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CLUSTER = "127.0.0.1:7400"
+DEFAULT_TIMEOUT_S = 10.0
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CliState:
+    """The global options, stored in the typer context for every subcommand."""
+
+    cluster: str = DEFAULT_CLUSTER
+    timeout_s: float = DEFAULT_TIMEOUT_S
+
+
+def main_options(
+    ctx: typer.Context,
+    cluster: Annotated[str, typer.Option(
+        "--cluster", envvar="SHOAL_CLUSTER", metavar="HOST:PORT[,HOST:PORT...]",
+        help="Any node(s) of the cluster; the others are found from there.")] = DEFAULT_CLUSTER,
+    timeout_s: Annotated[float, typer.Option(
+        "--timeout", envvar="SHOAL_TIMEOUT", min=0.1, metavar="SECONDS",
+        help="Give up on a request (retries included) after this long.")] = DEFAULT_TIMEOUT_S,
+) -> None:
+    """Shoal: a distributed data store. Start nodes, load data, look at the cluster."""
+    ctx.obj = CliState(cluster, timeout_s)
+
+
+def state(ctx: typer.Context) -> CliState:
+    found = ctx.find_object(CliState)
+    return found if found is not None else CliState()
+
+
+@contextlib.contextmanager
+def connect(ctx: typer.Context) -> Iterator[Client]:
+    """A Client for the --cluster address, closed at the end of the block."""
+    options = state(ctx)
+    client = Client(options.cluster, timeout_s=options.timeout_s)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def fail(message: str, *, code: int = 1) -> NoReturn:
+    """Print one `error: ...` line on stderr and exit with `code`."""
+    typer.echo(f"error: {one_line(message)}", err=True)
+    raise typer.Exit(code)
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def command_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Decorate a command: ShoalError and Ctrl-C become one line and an exit code."""
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except ShoalError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            fail("interrupted", code=130)
+    return wrapper

@@ -1,0 +1,81 @@
+"""`shoal node start`: run a node daemon in the foreground.
+
+The flags become a dict keyed by NodeConfig field names (None = not given, so the config
+file and SHOAL_* environment variables can supply it) for shoal.node.__main__.run, which
+merges file < environment < flags, validates, and runs until SIGTERM/SIGINT.
+
+shoal.node is imported inside the command: the client and every other command must
+work where only the client is installed, without LMDB or pysyncobj (DESIGN.md 1).
+Other node commands (`shoal node drain`) register on `node_app`.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from shoal.client.cli._common import fail
+
+logger = logging.getLogger(__name__)
+
+node_app = typer.Typer(help="Run and manage node daemons.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(node_app, name="node")
+
+
+@node_app.command("start")
+def start(
+    node_id: Annotated[str | None, typer.Option("--id", help="Unique, stable node id (e.g. n1).")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where shards and Raft state live.",
+                                                  file_okay=False)] = None,
+    listen: Annotated[str | None, typer.Option("--listen", metavar="HOST:PORT",
+                                               help="gRPC address to bind (client and peer API).")] = None,
+    advertise: Annotated[str | None, typer.Option("--advertise", metavar="HOST:PORT",
+                                                  help="Address others dial (default: --listen).")] = None,
+    raft: Annotated[str | None, typer.Option("--raft", metavar="HOST:PORT",
+                                             help="This metadata voter's Raft address.")] = None,
+    raft_peers: Annotated[str | None, typer.Option("--raft-peers", metavar="A,B",
+                                                   help="The other voters' Raft addresses.")] = None,
+    join: Annotated[str | None, typer.Option("--join", metavar="HOST:PORT",
+                                             help="Data-only node: any member's gRPC address.")] = None,
+    zone: Annotated[str | None, typer.Option("--zone", help="Failure zone; replicas spread across zones.")]
+    = None,
+    http_listen: Annotated[str | None, typer.Option("--http-listen", metavar="HOST:PORT",
+                                                    help="Prometheus /metrics address (default: off).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", metavar="FILE", dir_okay=False,
+                                                help="TOML config file (flags and SHOAL_* env override it).")]
+    = None,
+    log_level: Annotated[str | None, typer.Option("--log-level", metavar="LEVEL",
+                                                  help="DEBUG, INFO, WARNING or ERROR (default: INFO).")] = None,
+) -> None:
+    """Run a node daemon in the foreground until SIGTERM or Ctrl-C."""
+    flags: dict[str, Any] = {
+        "node_id": node_id,
+        "data_dir": None if data_dir is None else str(data_dir),
+        "listen": listen,
+        "advertise": advertise,
+        "raft": raft,
+        "raft_peers": raft_peers,
+        "join": join,
+        "zone": zone,
+        "http_listen": http_listen,
+        "log_level": None if log_level is None else log_level.upper(),
+    }
+    try:
+        from shoal.node.__main__ import run
+        from shoal.node.errors import NodeError
+    except ImportError as exc:
+        fail(f"cannot start a node here: {exc} (the daemon needs lmdb and pysyncobj)")
+    try:
+        code = run(flags, None if config is None else str(config))
+    except NodeError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"node {node_id or ''} failed to start: {exc}")
+    except KeyboardInterrupt:
+        code = 130
+    raise typer.Exit(code)
