@@ -30,6 +30,9 @@ class ShardRegistry:
         self.config = context.config
         self._replicas: dict[tuple[str, int], Replica] = {}
         self._activations: dict[tuple[str, int], asyncio.Task[None]] = {}
+        # Datasets this process saw in the metadata. Only those are dropped when they
+        # vanish: a state that is still replaying after a restart must never delete data.
+        self._seen_datasets: set[str] = set()
 
     def replicas(self) -> list[Replica]:
         return [self._replicas[k] for k in sorted(self._replicas)]
@@ -64,6 +67,7 @@ class ShardRegistry:
     def reconcile(self) -> None:
         state = self.context.metadata.state
         me = self.config.node_id
+        self._seen_datasets.update(state["datasets"])
         for name, dataset in state["datasets"].items():
             for index, shard in enumerate(dataset["shard_map"]):
                 if me in shard["replicas"] or me in shard.get("learners", []):
@@ -71,7 +75,7 @@ class ShardRegistry:
                 elif (name, index) in self._replicas:
                     self._stop_primary(self._replicas[(name, index)], f"not an in-sync replica at {shard['epoch']}")
         if self.context.metadata.is_ready():
-            for key in [k for k in self._replicas if k[0] not in state["datasets"]]:
+            for key in [k for k in self._replicas if k[0] in self._seen_datasets - set(state["datasets"])]:
                 self._drop(*key)
 
     def _reconcile_shard(self, replica: Replica, shard: dict[str, Any]) -> None:

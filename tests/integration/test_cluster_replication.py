@@ -135,7 +135,8 @@ def test_restart_of_all_nodes_keeps_data_and_metadata(cluster: LocalCluster) -> 
     cluster.wait_ready(timeout_s=60)
     with cluster.client(timeout_s=20) as client:
         assert [d.name for d in client.cluster_map().datasets] == [d.name for d in before]
-        assert dict(client.scan("keep")) == {f"k{i}": i for i in range(3000)}
+        scanned = dict(client.scan("keep"))
+        assert scanned == {f"k{i}": i for i in range(3000)}, f"{len(scanned)} records\n{cluster.dump_logs()}"
 
 
 def test_paused_old_primary_cannot_acknowledge_after_failover(cluster: LocalCluster) -> None:
