@@ -1,6 +1,7 @@
 """Shared pytest fixtures and hooks for every test folder.
 
-- `--run-slow`: tests marked `@pytest.mark.slow` are skipped unless it is given.
+- `--run-slow`: tests marked `@pytest.mark.slow` (soaks, long chaos runs: more than ~20 s each)
+  are skipped unless it is given; CI runs everything else.
 - `dump_logs_on_failure(name, dumper)`: register a callable returning text (node logs); when
   the test fails in setup or call, its output is attached to the failure report as a section
   named "node logs: NAME", while the processes are still up. Any fixture that owns processes

@@ -145,7 +145,6 @@ def register(index: int) -> bytes:
     return commands.register_node(f"n{index}", f"127.0.0.1:{7400 + index}", f"z{index}", "")
 
 
-@pytest.mark.slow
 def test_raft_metadata_follower_proposal_reaches_every_voter(groups: Callable[..., Group]) -> None:
     """A command proposed on a follower is applied there before propose returns, then on all voters."""
     group = groups()
@@ -165,7 +164,6 @@ def test_raft_metadata_follower_proposal_reaches_every_voter(groups: Callable[..
     assert stats.version == 4 and stats.last_applied >= 5 and stats.leader == follower.leader_raft_address()
 
 
-@pytest.mark.slow
 def test_raft_metadata_error_results_are_returned_and_retries_apply_once(groups: Callable[..., Group]) -> None:
     """FSM errors come back as dicts; a timed-out proposal is an unknown outcome; its retry applies once."""
     group = groups()
@@ -184,7 +182,6 @@ def test_raft_metadata_error_results_are_returned_and_retries_apply_once(groups:
     group.wait_converged(version=1)
 
 
-@pytest.mark.slow
 def test_raft_metadata_new_leader_after_leader_stops(groups: Callable[..., Group]) -> None:
     """Stopping the leader elects another; proposals continue on the remaining two voters."""
     group = groups()
@@ -201,7 +198,6 @@ def test_raft_metadata_new_leader_after_leader_stops(groups: Callable[..., Group
     group.wait_converged(version=3)
 
 
-@pytest.mark.slow
 def test_raft_metadata_state_survives_restart_from_dump_and_journal(groups: Callable[..., Group]) -> None:
     """Stop all voters and start them on the same dirs: the state comes back from full dump + journal.
 
@@ -237,7 +233,6 @@ def test_raft_metadata_state_survives_restart_from_dump_and_journal(groups: Call
     wait_until(lambda: all(m.is_ready() for m in group.running()), 10.0, "every voter ready", group.describe)
 
 
-@pytest.mark.slow
 def test_raft_metadata_stop_turns_pending_proposals_into_unknown_outcomes(groups: Callable[..., Group]) -> None:
     """A proposal still waiting for its commit when the store stops fails at once as UnknownOutcomeError."""
     group = groups()
@@ -260,7 +255,6 @@ def test_raft_metadata_stop_turns_pending_proposals_into_unknown_outcomes(groups
     asyncio.run(scenario())
 
 
-@pytest.mark.slow
 def test_raft_metadata_without_quorum_fails_fast(groups: Callable[..., Group]) -> None:
     """One voter of three, alone: proposals and barriers raise NoControllerError at once, not at the deadline."""
     group = groups()
