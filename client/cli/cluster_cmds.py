@@ -28,7 +28,7 @@ DEFAULT_BASE_PORT = 7400
 STATUS_INTERVAL_S = 2.0
 NO_TLS_WARNING = ("WARNING: this local cluster runs WITHOUT TLS and without authentication: anyone who can "
                   "reach {addresses} can read and change its data. Fine for a first try on one machine; "
-                  "use `shoal certs init` and node flags for anything else.")
+                  "keep it on loopback (mTLS and tokens are not built yet, see DESIGN.md section 7).")
 
 
 def register(app: typer.Typer) -> None:
