@@ -217,11 +217,8 @@ class Client:
 
         with ShardStream.watching(streams):
             try:
-                for record in records:
-                    key, value = _unpack_record(dataset, record)
-                    sealed = batcher.add(encode_key(dataset, key), encoder.encode(dataset, key, value))
-                    if sealed is not None:
-                        send(sealed.shard, sealed.keys, sealed.values)
+                for sealed in batcher.fill(dataset, records, encoder):
+                    send(sealed.shard, sealed.keys, sealed.values)
                 for batch in batcher.flush():
                     send(batch.shard, batch.keys, batch.values)
                 return ShardStream.finish_all(list(streams.values()))
@@ -412,15 +409,6 @@ def _bound(dataset: str, name: str, value: str | bytes | None) -> bytes:
     if isinstance(value, bytes):
         return value
     raise InvalidArgumentError(f"scan {name} must be str or bytes, not {type(value).__name__}", dataset=dataset)
-
-
-def _unpack_record(dataset: str, record: Any) -> tuple[Any, Any]:
-    try:
-        key, value = record
-    except (TypeError, ValueError):
-        raise InvalidArgumentError(f"put_many records must be (key, value) pairs, got {type(record).__name__}",
-                                   dataset=dataset) from None
-    return key, value
 
 
 def _unknown_outcome(what: str, cause: ShoalError, dataset: str | None,

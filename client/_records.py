@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 import msgpack
@@ -85,6 +85,16 @@ def encode_key(dataset: str, key: object) -> bytes:
     return raw
 
 
+def unpack_record(dataset: str, record: Any) -> tuple[Any, Any]:
+    """A put_many record as (key, value), or InvalidArgumentError."""
+    try:
+        key, value = record
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"put_many records must be (key, value) pairs, got {type(record).__name__}",
+                                   dataset=dataset) from None
+    return key, value
+
+
 def decode_key(raw: bytes) -> str | bytes:
     """Keys come back as str when they are valid UTF-8, else as bytes."""
     try:
@@ -105,6 +115,11 @@ class ValueEncoder:
 
     def __init__(self) -> None:
         self._packer = msgpack.Packer(use_bin_type=True)
+
+    def pack(self, value: Any) -> bytes:
+        """Pack without checks (the hot loop checks and falls back to `encode`)."""
+        packed: bytes = self._packer.pack(value)
+        return packed
 
     def encode(self, dataset: str, key: str | bytes, value: Any) -> bytes:
         try:
@@ -173,6 +188,42 @@ class ShardBatcher:
         # batch_records (the old one had fewer than batch_records, so the limit is >= 2);
         # if that record alone reaches batch_bytes it is sealed by the next add or flush.
         return sealed
+
+    def fill(self, dataset: str, records: Iterable[Any], encoder: ValueEncoder) -> Iterator[RecordBatch]:
+        """The ingest hot loop: encode, route and batch (key, value) records, yielding full batches.
+
+        Same result as `add(encode_key(...), encoder.encode(...))` per record, without the
+        per-record function calls; anything unusual goes through those slow paths, which
+        raise the precise error naming the record.
+        """
+        pack = encoder.pack
+        shard_count, records_max, bytes_max = self._shard_count, self._records_max, self._bytes_max
+        value_max = MESSAGE_BYTES_MAX - MESSAGE_HEADROOM_BYTES
+        batches = self._open
+        for record in records:
+            try:
+                key, value = record
+                raw = key.encode("utf-8") if type(key) is str else key
+                packed = pack(value)
+                fast = type(raw) is bytes and 0 < len(raw) <= KEY_BYTES_MAX and len(packed) <= value_max
+            except Exception:   # any problem: the slow path below names it precisely
+                fast = False
+            if not fast:
+                key, value = unpack_record(dataset, record)
+                raw, packed = encode_key(dataset, key), encoder.encode(dataset, key, value)
+            shard = shard_for_key(raw, shard_count)
+            batch = batches.get(shard)
+            size_bytes = len(raw) + len(packed) + RECORD_OVERHEAD_BYTES
+            if batch is not None and batch.size_bytes + size_bytes > bytes_max:
+                yield batches.pop(shard)
+                batch = None
+            if batch is None:
+                batch = batches[shard] = RecordBatch(shard)
+            batch.keys.append(raw)
+            batch.values.append(packed)
+            batch.size_bytes += size_bytes
+            if len(batch.keys) >= records_max or batch.size_bytes >= bytes_max:
+                yield batches.pop(shard)
 
     def flush(self) -> Iterator[RecordBatch]:
         """Hand out every partly filled batch (end of input)."""

@@ -143,3 +143,29 @@ def test_shard_batcher_bounds_hold_for_any_input(sizes: list[int], shards: int, 
         expected = [key for key, _ in records if shard_for_key(key, shards) == shard]
         got = [key for batch in batches if batch.shard == shard for key in batch.keys]
         assert got == expected
+
+
+def test_fill_matches_add_record_for_record() -> None:
+    """The ingest hot loop builds exactly the batches that add() builds, mixed keys and values included."""
+    records = [(f"k{i}", {"i": i}) if i % 3 else (f"k{i}".encode(), [i, "x" * (i % 50)]) for i in range(5000)]
+    slow, fast = (ShardBatcher(5, batch_records=97, batch_bytes=4096) for _ in range(2))
+    encoder = ValueEncoder()
+    expected = [b for key, value in records
+                if (b := slow.add(encode_key("ds", key), encoder.encode("ds", key, value))) is not None]
+    expected += list(slow.flush())
+    got = list(fast.fill("ds", records, encoder)) + list(fast.flush())
+    assert [(b.shard, b.keys, b.values) for b in got] == [(b.shard, b.keys, b.values) for b in expected]
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    (("k", object()), InvalidArgumentError, "encoded"),
+    ((b"", 1), InvalidArgumentError, "empty"),
+    (("k" * 600, 1), TooLargeError, "key"),
+    ((7, 1), InvalidArgumentError, "str or bytes"),
+    ("just-a-string", InvalidArgumentError, "pairs"),
+])
+def test_fill_names_the_bad_record(bad, error, match) -> None:  # type: ignore[no-untyped-def]
+    """A bad record in the hot loop raises the same precise error as the slow path."""
+    batcher = ShardBatcher(3, batch_records=10, batch_bytes=1 << 20)
+    with pytest.raises(error, match=match):
+        list(batcher.fill("ds", [("ok", 1), bad], ValueEncoder()))
