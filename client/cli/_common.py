@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
+from rich.console import Console
 
 from shoal.client import Client, ShoalError
 
@@ -63,6 +64,12 @@ def connect(ctx: typer.Context) -> Iterator[Client]:
         yield client
     finally:
         client.close()
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A rich console; 140 columns when not a terminal, so piped tables are not cut at 80."""
+    probe = Console(stderr=stderr)
+    return probe if probe.is_terminal else Console(stderr=stderr, width=140)
 
 
 def fail(message: str, *, code: int = 1) -> NoReturn:

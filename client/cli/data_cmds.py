@@ -21,10 +21,10 @@ from types import TracebackType
 from typing import IO, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from shoal.client.cli import _common
 from shoal.client.cli._common import command_errors, connect, fail
 
 dataset_app = typer.Typer(help="Create, list and drop datasets.", no_args_is_help=True)
@@ -74,7 +74,7 @@ def ls(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     table = Table("name", "shards", "replication")
     for info in datasets:
         table.add_row(info.name, str(info.shards), str(info.replication))
-    Console().print(table if datasets else "no datasets")
+    _common.console().print(table if datasets else "no datasets")
 
 
 @dataset_app.command("drop")
@@ -165,7 +165,7 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
-    console = Console()
+    console = _common.console()
     nodes = Table("id", "address", "zone", "state", "raft role", "shards", "primaries", "disk free", "uptime",
                   title="nodes")
     for node in report["nodes"]:
@@ -185,7 +185,7 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 def _progress(total_bytes: int) -> Progress:
-    console = Console(stderr=True)
+    console = _common.console(stderr=True)
     return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                     console=console, transient=True, disable=not console.is_terminal or not total_bytes)
 
