@@ -84,7 +84,8 @@ class NodeConfig:
             raise ConfigError(f"a Raft group has 1, 3 or 5 voters, got {len(self.raft_peers) + 1}")
         if self.raft and len(self.raft_password) < 8:
             raise ConfigError("a Raft password of at least 8 characters is mandatory with --raft "
-                              "(SHOAL_RAFT_PASSWORD or raft_password_file): the Raft port unpickles what it receives")
+                              "(SHOAL_RAFT_PASSWORD_FILE, SHOAL_RAFT_PASSWORD or raft_password_file in the config file): "
+                              "the Raft port unpickles what it receives")
         if self.map_size_bytes < 1 * MiB:
             raise ConfigError(f"map_size_bytes must be at least 1 MiB, got {self.map_size_bytes}")
         if not 1 <= self.key_bytes_max <= 511:
