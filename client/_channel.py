@@ -136,7 +136,7 @@ class Transport:
             entry = self._stubs.get(address)
             if entry is None:
                 channel = grpc.insecure_channel(address, options=list(CHANNEL_OPTIONS))
-                entry = self._stubs[address] = (channel, pb_grpc.DataStub(channel))  # type: ignore[no-untyped-call]
+                entry = self._stubs[address] = (channel, pb_grpc.DataStub(channel))
             return entry[1]
 
     def call(self, address: str, method: str, request: Any, deadline_s: float, *, what: str,

@@ -561,7 +561,7 @@ class _Probe:
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     def _stub(self, node: NodeHandle) -> data_pb2_grpc.DataStub:
-        return data_pb2_grpc.DataStub(self._channel(node))  # type: ignore[no-untyped-call]
+        return data_pb2_grpc.DataStub(self._channel(node))
 
     def node_status(self, node: NodeHandle) -> data_pb2.NodeStatus | None:
         try:

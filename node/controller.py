@@ -131,7 +131,8 @@ class Controller:
                 and self.silent_s(r) < self.config.node_suspect_after_s]
         if not live:
             return None
-        return max(live, key=lambda r: (self._reported_seq.get(r, {}).get((name, index), -1), r))
+        best: str = max(live, key=lambda r: (self._reported_seq.get(r, {}).get((name, index), -1), r))
+        return best
 
     async def _propose(self, command: bytes) -> None:
         result = await self.context.propose(command, deadline_s=3.0)

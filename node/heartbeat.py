@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from shoal.client._pb import peer_pb2
+from shoal.node.metadata.remote import RemoteMetadata
 
 if TYPE_CHECKING:
     from shoal.node.node import Node
@@ -41,8 +42,8 @@ async def beat_once(node: Node, hint: str | None) -> str | None:
         except grpc.aio.AioRpcError as exc:
             logger.debug("heartbeat to %s failed: %s", target, exc.code().name)
             return node.config.join or None
-    if response.metadata:
-        node.metadata.install(response.metadata_version, response.metadata)   # data-only nodes
+    if response.metadata and isinstance(node.metadata, RemoteMetadata):   # voters have Raft instead
+        node.metadata.install(response.metadata_version, response.metadata)
     if response.lease_granted:
         node.lease.grant(sent_at_s, response.lease_s, response.metadata_version)
         node.known_controller = response.controller

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import grpc
@@ -73,7 +74,7 @@ async def replicate(ctx: ReplicationContext, replica: Replica, epoch: int, backu
     return _failed(backups, outcomes)
 
 
-def _failed(backups: list[str], outcomes: list[object]) -> list[str]:
+def _failed(backups: list[str], outcomes: Sequence[object]) -> list[str]:
     for outcome in outcomes:
         if isinstance(outcome, StaleEpochError):
             raise outcome
