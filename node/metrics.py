@@ -35,15 +35,27 @@ class NodeCollector(Collector):
                                    labels=labels + ["role"])
         records = GaugeMetricFamily("shoal_shard_records", "records per shard replica", labels=labels + ["shard"])
         counts: dict[str, int] = {"primary": 0, "backup": 0, "stale": 0}
+        groups = GaugeMetricFamily("shoal_primary_groups", "write groups (entries) acknowledged by primaries here",
+                                   labels=labels)
+        ops = GaugeMetricFamily("shoal_primary_ops", "client write ops acknowledged by primaries here", labels=labels)
+        group_total = op_total = 0
         for replica in node.registry.replicas():
+            if replica.primary is not None:
+                stats = replica.primary.statistics()
+                group_total += stats.groups_committed
+                op_total += stats.ops_committed
             entry = state["datasets"].get(replica.dataset, {}).get("shard_map", [])
             in_sync = replica.index < len(entry) and node.config.node_id in entry[replica.index]["replicas"]
             counts[replica.role(in_sync)] += 1
             records.add_metric(me + [replica.name], replica.store.state.records)
         for role, count in counts.items():
             shards.add_metric(me + [role], count)
+        groups.add_metric(me, group_total)
+        ops.add_metric(me, op_total)
         yield shards
         yield records
+        yield groups
+        yield ops
         yield GaugeMetricFamily("shoal_under_replicated_shards", "shards with fewer in-sync replicas than wanted",
                                 value=fsm.under_replicated(state))
         yield GaugeMetricFamily("shoal_metadata_version", "applied metadata version", value=state["version"])

@@ -11,6 +11,7 @@ sees a write that a failover could still lose.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,16 @@ GROUP_OPS_MAX = 512
 GROUP_BYTES_MAX = 8 * 1024 * 1024
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class PrimaryStatistics:
+    state: str
+    epoch: int
+    backups: int
+    groups_committed: int      # entries replicated and acknowledged
+    ops_committed: int         # client ops in them (ops / groups = the group-commit factor)
+    backups_fenced: int
+
+
 class ShardPrimary:
     def __init__(self, replica: Replica, context: ReplicationContext, *, epoch: int, backups: list[str]) -> None:
         self.replica = replica
@@ -42,6 +53,13 @@ class ShardPrimary:
         self._stable = asyncio.Event()
         self._stable.set()
         self._task: asyncio.Task[None] | None = None
+        self._groups_committed = 0
+        self._ops_committed = 0
+        self._backups_fenced = 0
+
+    def statistics(self) -> PrimaryStatistics:
+        return PrimaryStatistics(self.state, self.epoch, len(self.backups), self._groups_committed,
+                                 self._ops_committed, self._backups_fenced)
 
     @property
     def name(self) -> str:
@@ -53,7 +71,8 @@ class ShardPrimary:
     def stop(self, reason: str) -> None:
         if self.state == "stopped":
             return
-        logger.info("shard %s stops serving as primary at epoch %d: %s", self.name, self.epoch, reason)
+        logger.info("shard %s stops serving as primary at epoch %d: %s (%d groups, %d ops acknowledged)",
+                    self.name, self.epoch, reason, self._groups_committed, self._ops_committed)
         self.state = "stopped"
         if self._task is not None:
             self._task.cancel()
@@ -143,6 +162,8 @@ class ShardPrimary:
             _fail(futures, UnknownOutcomeError(f"shard {self.name}: internal error during write: {exc}"))
             self.stop("internal error")
         else:
+            self._groups_committed += 1
+            self._ops_committed += len(futures)
             for future, result in zip(futures, results):
                 if not future.done():
                     future.set_result(result)
@@ -178,6 +199,7 @@ class ShardPrimary:
                 raise ReplicationError(f"shard {self.name}: cannot fence out {backup}: {result.get('message')}")
             logger.warning("shard %s: backup %s fenced out of the in-sync set (epoch %d -> %d)",
                            self.name, backup, self.epoch, result["epoch"])
+            self._backups_fenced += 1
             await self._adopt(int(result["epoch"]), [b for b in self.backups if b != backup])
 
     async def _already_fenced(self, backup: str) -> bool:
