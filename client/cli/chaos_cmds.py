@@ -26,10 +26,10 @@ def register(app: typer.Typer) -> None:
 def run(
     scenario: Annotated[str, typer.Argument(help="A shipped scenario name (see `shoal chaos ls`) or a TOML file.")],
     seed: Annotated[int | None, typer.Option("--seed", min=0, help="Fixes every random choice; "
-                                             "the same seed replays the same fault schedule [default: random].")]
+                                             "the same seed replays the same fault schedule (default: a random seed, printed).")]
     = None,
     report: Annotated[Path | None, typer.Option("--report", help="Directory for report.json, timeline.png and, "
-                                                "on failure, the repro folder [default: a new temp dir].")] = None,
+                                                "on failure, the repro folder (default: a new temp dir, printed).")] = None,
     duration_s: Annotated[float | None, typer.Option(
         "--duration", min=1.0, help="Seconds of workload; a run at least twice the scenario's length repeats "
         "its faults every scenario length.")] = None,

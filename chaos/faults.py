@@ -1,0 +1,241 @@
+"""Faults and their seeded schedule.
+
+`build_schedule(scenario, seed)` computes the whole plan before the cluster starts: every
+start time, duration and random target (a node, a minority, a shard whose primary is hit)
+comes from one `random.Random(seed)`, so the same seed replays the same schedule. Targets
+that depend on the cluster's state ("leader", "primary of shard 2", "a follower") can only
+be resolved at injection; the seed fixes everything about them that is random.
+
+A `Fault` has `name`, `available(cluster) -> (bool, reason)`, `inject()` and `heal()`;
+the runner records each injection's start and end in a `FaultRecord`. Process faults act
+through LocalCluster (kill -9 of the process group, SIGSTOP/SIGCONT, SIGTERM + start);
+network faults through netlab rules on the bridge, so they need the nodes in namespaces.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
+
+from shoal.chaos.scenario import NETWORK_FAULTS, FaultSpec, Scenario, Span
+
+if TYPE_CHECKING:
+    from shoal.chaos.netlab import NetLab
+
+logger = logging.getLogger(__name__)
+
+
+class ClusterControl(Protocol):
+    """What faults need from a cluster (shoal.client.local.LocalCluster provides it)."""
+
+    def kill(self, node_id: str) -> Any: ...
+    def pause(self, node_id: str) -> None: ...
+    def resume(self, node_id: str) -> None: ...
+    def terminate(self, node_id: str, timeout_s: float = ...) -> Any: ...
+    def start_node(self, node_id: str) -> None: ...
+    def is_running(self, node_id: str) -> bool: ...
+    def raft_leader(self) -> str | None: ...
+    def primary_of(self, dataset: str, key_or_shard: str | bytes | int) -> str: ...
+
+
+class FaultError(RuntimeError):
+    """A fault could not be injected or healed (e.g. no Raft leader to kill)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedFault:
+    """One fault of the schedule, fully determined by scenario + seed."""
+
+    index: int
+    kind: str
+    target: str
+    start_s: float                  # since the workload start
+    duration_s: float
+    nodes: tuple[int, ...]          # 1-based nodes fixed by the seed; () = resolved at injection
+    shard: int                      # target "primary": the shard whose primary is hit; else -1
+    choice_seed: int                # for choices among live nodes at injection ("follower")
+    direction: str = "both"
+    percent: int = 0
+    cut_clients: bool = False
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.duration_s
+
+    @property
+    def name(self) -> str:
+        what = {"primary": f"primary of shard {self.shard}"}.get(self.target, self.target)
+        if self.nodes:
+            what = ",".join(f"n{i}" for i in self.nodes)
+        extra = {"partition": f" ({self.direction})" if self.direction != "both" else "",
+                 "loss": f" {self.percent}%"}.get(self.kind, "")
+        return f"{self.kind} {what}{extra}"
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    seed: int
+    workload_seed: int
+    faults: tuple[PlannedFault, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "workload_seed": self.workload_seed,
+                "faults": [asdict(f) | {"name": f.name} for f in self.faults]}
+
+    @property
+    def first_fault_s(self) -> float | None:
+        return min((f.start_s for f in self.faults), default=None)
+
+    @property
+    def final_heal_s(self) -> float | None:
+        return max((f.end_s for f in self.faults), default=None)
+
+
+def build_schedule(scenario: Scenario, seed: int) -> Schedule:
+    """The whole plan from the seed; pure (no clock, no cluster).
+
+    With `fault_period_s` set (a run longer than its scenario), the scenario's faults are
+    drawn again for every whole period, shifted by it: fresh times and targets each time.
+    """
+    rng = random.Random(seed)
+    workload_seed = rng.getrandbits(32)
+    period_s = scenario.fault_period_s
+    cycles = max(1, int(scenario.duration_s // period_s)) if period_s > 0 else 1
+    planned: list[PlannedFault] = []
+    for cycle in range(cycles):
+        for spec in scenario.faults:
+            planned.append(_plan(rng, scenario, spec, len(planned), cycle * period_s))
+    planned.sort(key=lambda f: (f.start_s, f.index))
+    return Schedule(seed=seed, workload_seed=workload_seed, faults=tuple(planned))
+
+
+def _plan(rng: random.Random, scenario: Scenario, spec: FaultSpec, index: int, offset_s: float) -> PlannedFault:
+    nodes = scenario.cluster.nodes
+    start_s = round(offset_s + _pick(rng, spec.start_s), 3)
+    duration_s = _pick(rng, spec.duration_s)
+    chosen: tuple[int, ...] = ()
+    if spec.target == "any":
+        chosen = (rng.randrange(nodes) + 1,)
+    elif spec.target == "minority":
+        chosen = tuple(sorted(rng.sample(range(1, nodes + 1), (nodes - 1) // 2)))
+    elif spec.target.startswith("node-"):
+        chosen = (int(spec.target[5:]),)
+    shard = rng.randrange(scenario.cluster.shards) if spec.target == "primary" else -1
+    return PlannedFault(index=index, kind=spec.kind, target=spec.target, start_s=start_s,
+                        duration_s=duration_s, nodes=chosen, shard=shard, choice_seed=rng.getrandbits(32),
+                        direction=spec.direction, percent=spec.percent, cut_clients=spec.cut_clients)
+
+
+def _pick(rng: random.Random, span: Span) -> float:
+    """Always draw, so a fixed value does not shift later draws when a range is edited."""
+    drawn = rng.uniform(span.low, span.high)
+    return span.low if span.low == span.high else round(drawn, 3)
+
+
+@dataclass(slots=True)
+class FaultRecord:
+    """What happened to one planned fault; times are seconds since the workload start."""
+
+    name: str
+    kind: str
+    planned_start_s: float
+    planned_end_s: float
+    status: str = "planned"         # planned | injected | healed | unavailable | error
+    reason: str = ""                # why unavailable or error
+    targets: list[str] = field(default_factory=list)
+    start_s: float | None = None    # injection began
+    injected_s: float | None = None  # injection call returned
+    end_s: float | None = None      # heal call returned
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Fault:
+    """One planned fault bound to a cluster (and a netlab for network faults)."""
+
+    def __init__(self, plan: PlannedFault, cluster: ClusterControl, *, dataset: str,
+                 lab: NetLab | None = None, lab_reason: str = "") -> None:
+        self.plan = plan
+        self.cluster = cluster
+        self.dataset = dataset
+        self.lab = lab
+        self.lab_reason = lab_reason or "nodes are not in network namespaces"
+        self.targets: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    @property
+    def fault_id(self) -> str:
+        return f"fault{self.plan.index}"
+
+    def available(self, cluster: ClusterControl | None = None) -> tuple[bool, str]:
+        if self.plan.kind in NETWORK_FAULTS and self.lab is None:
+            return False, f"{self.plan.kind} needs nodes in network namespaces: {self.lab_reason}"
+        return True, ""
+
+    def resolve_targets(self) -> list[str]:
+        """Node ids to hit now: seed-chosen nodes, or the current leader/primary/a follower."""
+        plan = self.plan
+        if plan.nodes:
+            return [f"n{i}" for i in plan.nodes]
+        leader = self.cluster.raft_leader()
+        if plan.target == "leader":
+            if leader is None:
+                raise FaultError("no Raft leader to target")
+            return [leader]
+        if plan.target == "primary":
+            return [self.cluster.primary_of(self.dataset, plan.shard)]
+        if plan.target == "follower":
+            node_ids: Sequence[str] = getattr(self.cluster, "running")()
+            followers = sorted(n for n in node_ids if n != leader)
+            if not followers:
+                raise FaultError("no running follower to target")
+            return [random.Random(plan.choice_seed).choice(followers)]
+        raise FaultError(f"cannot resolve target {plan.target!r}")
+
+    def inject(self) -> list[str]:
+        self.targets = self.resolve_targets()
+        kind = self.plan.kind
+        for node_id in self.targets:
+            if kind == "kill":
+                self.cluster.kill(node_id)
+            elif kind == "pause":
+                self.cluster.pause(node_id)
+            elif kind == "restart":
+                self.cluster.terminate(node_id)
+        if kind == "partition":
+            assert self.lab is not None
+            self.lab.partition(self.fault_id, [_number(n) for n in self.targets],
+                               direction=self.plan.direction, include_clients=self.plan.cut_clients)
+        elif kind == "loss":
+            assert self.lab is not None
+            for position, node_id in enumerate(self.targets):
+                self.lab.loss(f"{self.fault_id}_{position}", _number(node_id), self.plan.percent,
+                              include_clients=self.plan.cut_clients)
+        logger.info("injected %s on %s", self.name, ", ".join(self.targets))
+        return self.targets
+
+    def heal(self) -> None:
+        kind = self.plan.kind
+        for position, node_id in enumerate(self.targets):
+            if kind in ("kill", "restart") and not self.cluster.is_running(node_id):
+                self.cluster.start_node(node_id)
+            elif kind == "pause":
+                self.cluster.resume(node_id)
+            elif kind == "loss":
+                assert self.lab is not None
+                self.lab.heal(f"{self.fault_id}_{position}")
+        if kind == "partition":
+            assert self.lab is not None
+            self.lab.heal(self.fault_id)
+        logger.info("healed %s on %s", self.name, ", ".join(self.targets))
+
+
+def _number(node_id: str) -> int:
+    """LocalCluster ids are n1..nN; netlab numbers hosts 1..N the same way."""
+    assert node_id.startswith("n") and node_id[1:].isdigit(), node_id
+    return int(node_id[1:])

@@ -1,0 +1,402 @@
+"""Run one scenario with one seed: cluster, workload, faults, checks, report.
+
+Shape of a run (the etcd robustness pattern, notes/fault-injection.md 4.1):
+start the cluster, create the dataset and wait until every shard takes a write, start
+the workload, inject and heal faults on the precomputed schedule, probe liveness right
+after the final heal, stop the workload, read everything back, wait for the replicas to
+converge, stop the cluster, run the checkers, write the report.
+
+Network namespaces: nodes in namespaces are only reachable from a namespace on their
+bridge, and the harness must talk to them (readiness, leader lookup, the workload, the
+checksums). So a netns run is two processes: this one builds the netlab in the root
+namespace and re-runs itself (`python -m shoal.chaos.runner inner ...`) inside the
+client namespace, where the whole run happens; then it tears the netlab down whatever
+happened (and a dead parent's leftovers are removed by the next run, see netlab.py).
+Without root the run goes on over loopback and the network faults are "unavailable".
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import logging
+import os
+import pathlib
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Hashable, Iterator, Mapping
+from dataclasses import replace
+from types import FrameType
+from typing import Any
+
+from shoal.chaos import netlab
+from shoal.chaos.faults import Fault, FaultRecord, Schedule, build_schedule
+from shoal.chaos.history import History
+from shoal.chaos.report import (RunReport, render_verdict, report_from_dict, run_checks, write_report,
+                                 write_repro)
+from shoal.chaos.scenario import Scenario, ScenarioError, load_scenario
+from shoal.chaos.workloads import FinalState, ProbeResult, make_workload, probe_liveness
+
+logger = logging.getLogger(__name__)
+
+NETNS_BASE_PORT = 7400            # every node has its own namespace, so the ports never clash
+CLUSTER_START_TIMEOUT_S = 60.0
+SETUP_TIMEOUT_S = 60.0
+CLIENT_TIMEOUT_S = 1.0            # one workload call (retries included); then failed or unknown
+FINAL_READ_TIMEOUT_S = 30.0
+
+
+def new_seed() -> int:
+    return secrets.randbelow(2**31)
+
+
+def run(scenario: Scenario | str, *, seed: int | None = None, report_dir: pathlib.Path | None = None,
+        duration_s: float | None = None, quiet: bool = False) -> RunReport:
+    """Run a scenario (object, shipped name or path); return its report (also on disk)."""
+    if isinstance(scenario, str):
+        scenario = load_scenario(scenario)
+    if duration_s is not None:
+        scenario = with_duration(scenario, duration_s)
+    seed = new_seed() if seed is None else seed
+    report_dir = pathlib.Path(report_dir or tempfile.mkdtemp(prefix=f"shoal-chaos-{scenario.name}-{seed}-"))
+    report_dir.mkdir(parents=True, exist_ok=True)
+    _say(quiet, f"chaos run {scenario.name} seed={seed} report={report_dir}")
+    available, reason = netlab.availability()
+    if available:
+        netlab.cleanup_stale()        # namespaces of harnesses that died (SIGKILL, crash)
+    with _exit_on_signals():
+        if scenario.needs_netns and available:
+            report = _run_in_netlab(scenario, seed, report_dir, quiet)
+        else:
+            lab_reason = reason or "the scenario runs its nodes on loopback"
+            report = execute(scenario, seed, report_dir, lab=None, lab_reason=lab_reason)
+    if not quiet:
+        render_verdict(report, report_dir)
+    return report
+
+
+@contextlib.contextmanager
+def _exit_on_signals() -> Iterator[None]:
+    """SIGTERM/SIGHUP act like Ctrl-C during a run, so `finally` blocks stop the nodes (they
+    run in their own sessions and would outlive a harness killed by the default action)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {signum: signal.signal(signum, leave) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def with_duration(scenario: Scenario, duration_s: float) -> Scenario:
+    """The scenario run for `duration_s`; a longer run repeats the fault schedule (see faults)."""
+    latest_end_s = max((f.start_s.high + f.duration_s.high for f in scenario.faults), default=0.0)
+    if duration_s <= latest_end_s:
+        raise ScenarioError(f"--duration {duration_s:g} s is too short: a fault of {scenario.name} may "
+                            f"last until {latest_end_s:g} s")
+    period_s = scenario.duration_s if duration_s >= 2 * scenario.duration_s and scenario.faults else 0.0
+    return replace(scenario, duration_s=duration_s, fault_period_s=period_s)
+
+
+def _run_in_netlab(scenario: Scenario, seed: int, report_dir: pathlib.Path, quiet: bool) -> RunReport:
+    scenario_file = report_dir / "scenario.toml"
+    scenario_file.write_text(scenario.text)
+    (report_dir / "report.json").unlink(missing_ok=True)
+    lab = netlab.NetLab(scenario.cluster.nodes, clients=1)
+    started = _utc_now()
+    try:
+        lab.up()
+        argv = [*lab.exec_prefix(lab.client_namespace(1)), sys.executable, "-m", "shoal.chaos.runner",
+                "inner", "--scenario", str(scenario_file), "--seed", str(seed), "--report", str(report_dir),
+                "--duration", repr(scenario.duration_s), "--netlab-prefix", lab.prefix, "--name", scenario.name]
+        env = {**os.environ, "SHOAL_CHAOS_LOG": logging.getLevelName(logging.getLogger().getEffectiveLevel())}
+        completed = subprocess.run(argv, check=False, env=env)
+        report_path = report_dir / "report.json"
+        if report_path.exists():
+            return report_from_dict(json.loads(report_path.read_text()))
+        error = f"the run inside namespace {lab.client_namespace(1)} exited {completed.returncode} without a report"
+    except netlab.NetLabError as exc:
+        error = str(exc)
+    finally:
+        lab.down()
+    report = RunReport(scenario=scenario.name, seed=seed, started_at=started, error=error,
+                       scenario_file=scenario.source)
+    write_report(report_dir, report, [])
+    return report
+
+
+def execute(scenario: Scenario, seed: int, report_dir: pathlib.Path, *, lab: netlab.NetLab | None,
+            lab_reason: str) -> RunReport:
+    """The run itself, in the namespace that can reach the nodes (see module docstring)."""
+    from shoal.client.local import LocalCluster
+
+    schedule = build_schedule(scenario, seed)
+    report = RunReport(scenario=scenario.name, seed=seed, started_at=_utc_now(), schedule=schedule.to_dict(),
+                       scenario_file=scenario.source, workload_s=scenario.duration_s)
+    started_s = time.monotonic()
+    work_dir = report_dir / "work"
+    cluster = LocalCluster(work_dir / "cluster", **_cluster_layout(scenario, lab))
+    faults = [Fault(plan, cluster, dataset=scenario.workload.dataset, lab=lab, lab_reason=lab_reason)
+              for plan in schedule.faults]
+    records = [_record(fault, cluster) for fault in faults]
+    history = History()
+    run = _Run(scenario, schedule, cluster, faults, records, history)
+    try:
+        run.go()
+    except Exception as exc:   # noqa: BLE001 - a harness failure is a failed verdict with its reason
+        logger.exception("chaos run failed")
+        report.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    finally:
+        run.heal_all()
+        run.logs = _safe_logs(cluster)    # node states and log tails while the nodes still run
+        cluster.stop(timeout_s=10.0)
+    operations = run.history.operations()
+    report.faults = [record.to_dict() for record in records]
+    report.ops_by_outcome = {k: v for k, v in run.history.outcome_counts().items() if k != "pending"}
+    if not report.error:
+        report.checks = run_checks(scenario, schedule, operations, records, run.final, run.probe, run.convergence)
+    report.ops_s_before_first_fault = _rate_before(operations, schedule)
+    report.duration_s = time.monotonic() - started_s
+    (report_dir / "history.jsonl").write_text(run.history.to_json())
+    if not report.passed:
+        report.repro_dir = str(write_repro(report_dir, scenario.text, scenario.name, seed, work_dir, run.logs))
+    elif work_dir.exists():
+        shutil.rmtree(work_dir, ignore_errors=True)
+    write_report(report_dir, report, operations)
+    return report
+
+
+class _Run:
+    """The moving parts of one run, so `execute` stays readable."""
+
+    def __init__(self, scenario: Scenario, schedule: Schedule, cluster: Any, faults: list[Fault],
+                 records: list[FaultRecord], history: History) -> None:
+        self.scenario, self.schedule, self.cluster = scenario, schedule, cluster
+        self.faults, self.records, self.history = faults, records, history
+        self.final = FinalState(complete=False, detail="the workload did not finish")
+        self.probe: ProbeResult | None = None
+        self.convergence: Any = None
+        self.logs = ""
+        self._probe_thread: threading.Thread | None = None
+        self._probe_client: Any = None
+        self._t0 = 0.0
+
+    def go(self) -> None:
+        spec = self.scenario.workload
+        self.cluster.start(timeout_s=CLUSTER_START_TIMEOUT_S)
+        admin = self.cluster.client(timeout_s=CLIENT_TIMEOUT_S)
+        # The liveness probe after the final heal uses a client that lived through the faults
+        # (its map is from before them), as an application's would: a fresh client could hide
+        # a client that stays stuck on stale routing.
+        self._probe_client = self.cluster.client(timeout_s=CLIENT_TIMEOUT_S)
+        try:
+            _create_dataset(admin, self.scenario)
+            ready = probe_liveness(self._probe_client, spec.dataset, self.scenario.cluster.shards, SETUP_TIMEOUT_S)
+            if not ready.passed:
+                raise RuntimeError(f"dataset {spec.dataset} not writable on every shard: {ready.detail}")
+            self._t0 = time.monotonic()
+            self.history = History(run_start_s=self._t0)
+            workload = make_workload(spec, self.history, lambda: self.cluster.client(timeout_s=CLIENT_TIMEOUT_S),
+                                     self.schedule.workload_seed, shards=self.scenario.cluster.shards)
+            workload.start()
+            try:
+                self._drive_faults()
+                _pace_until(self._t0 + self.scenario.duration_s)
+            finally:
+                workload.stop()
+            if self._probe_thread is None:
+                self._start_probe()
+            self.final = workload.final(admin, time.monotonic() + FINAL_READ_TIMEOUT_S)
+            assert self._probe_thread is not None
+            self._probe_thread.join()
+            self.convergence = _wait_converged(self.cluster, spec.dataset, self.scenario.checks.converge_within_s)
+        finally:
+            if self._probe_thread is not None:
+                self._probe_thread.join()
+            admin.close()
+            self._probe_client.close()
+
+    def _drive_faults(self) -> None:
+        """Inject and heal on schedule; start the liveness probe at the final heal."""
+        events = sorted([(p.start_s, 1, i) for i, p in enumerate(f.plan for f in self.faults)]
+                        + [(p.end_s, 0, i) for i, p in enumerate(f.plan for f in self.faults)])
+        for at_s, is_inject, index in events:
+            fault, record = self.faults[index], self.records[index]
+            if record.status == "unavailable":
+                continue
+            _pace_until(self._t0 + at_s)
+            if is_inject:
+                self._inject(fault, record)
+            elif record.status == "injected":
+                self._heal(fault, record)
+        if any(r.status != "unavailable" for r in self.records):
+            self._start_probe()
+
+    def _inject(self, fault: Fault, record: FaultRecord) -> None:
+        record.start_s = self.history.elapsed_s()
+        try:
+            record.targets = list(fault.inject())
+            record.status = "injected"
+        except Exception as exc:   # noqa: BLE001 - recorded; the faults check fails with it
+            record.status, record.reason = "error", f"inject: {type(exc).__name__}: {exc}"
+            logger.warning("fault %s not injected: %s", fault.name, exc)
+        record.injected_s = self.history.elapsed_s()
+
+    def _heal(self, fault: Fault, record: FaultRecord) -> None:
+        try:
+            fault.heal()
+            record.status = "healed"
+        except Exception as exc:   # noqa: BLE001
+            record.status, record.reason = "error", f"heal: {type(exc).__name__}: {exc}"
+            logger.warning("fault %s not healed: %s", fault.name, exc)
+        record.end_s = self.history.elapsed_s()
+
+    def heal_all(self) -> None:
+        """Heal whatever is still injected (the run was interrupted)."""
+        for fault, record in zip(self.faults, self.records):
+            if record.status == "injected":
+                self._heal(fault, record)
+
+    def _start_probe(self) -> None:
+        def probe() -> None:
+            self.probe = probe_liveness(self._probe_client, self.scenario.workload.dataset,
+                                        self.scenario.cluster.shards, self.scenario.checks.live_within_s)
+        self._probe_thread = threading.Thread(target=probe, name="chaos-probe", daemon=True)
+        self._probe_thread.start()
+
+
+def _cluster_layout(scenario: Scenario, lab: netlab.NetLab | None) -> dict[str, Any]:
+    shape = scenario.cluster
+    env = {f"SHOAL_{name.upper()}": (str(value).lower() if isinstance(value, bool) else str(value))
+           for name, value in shape.knobs.items()}
+    layout: dict[str, Any] = {"nodes": shape.nodes, "voters": shape.voters, "env": env}
+    if lab is not None:
+        layout["hosts"] = [lab.node_address(i) for i in range(1, shape.nodes + 1)]
+        layout["base_port"] = NETNS_BASE_PORT
+        layout["command_prefix"] = lambda index: lab.exec_prefix(lab.node_namespace(index + 1))
+    return layout
+
+
+def _record(fault: Fault, cluster: Any) -> FaultRecord:
+    available, reason = fault.available(cluster)
+    return FaultRecord(name=fault.name, kind=fault.plan.kind, planned_start_s=fault.plan.start_s,
+                       planned_end_s=fault.plan.end_s, status="planned" if available else "unavailable",
+                       reason=reason)
+
+
+def _create_dataset(client: Any, scenario: Scenario) -> None:
+    from shoal.client._errors import DatasetExistsError, ShoalError
+
+    deadline_s = time.monotonic() + SETUP_TIMEOUT_S
+    while True:
+        try:
+            client.create_dataset(scenario.workload.dataset, shards=scenario.cluster.shards,
+                                  replication=scenario.cluster.replication)
+            return
+        except DatasetExistsError:
+            return
+        except ShoalError as exc:
+            if not exc.retriable or time.monotonic() >= deadline_s:
+                raise
+            time.sleep(0.2)
+
+
+def _wait_converged(cluster: Any, dataset: str, within_s: float) -> Any:
+    """Poll every node's shard checksums until the in-sync replicas agree, or the bound."""
+    from shoal.chaos.checkers import check_convergence
+
+    deadline_s = time.monotonic() + within_s
+    while True:
+        result = check_convergence(replica_checksums(cluster.cluster_map(), cluster.statuses(), dataset))
+        if result.ok or time.monotonic() >= deadline_s:
+            return result
+        time.sleep(0.5)
+
+
+def replica_checksums(cluster_map: Any, statuses: dict[str, Any],
+                      dataset: str) -> dict[Hashable, Mapping[Hashable, tuple[int, Any]]]:
+    """shard -> in-sync replica (from the map) -> (applied seq, checksum) from its own
+    GetNodeStatus; a replica that does not answer counts as (-1, "no answer"), so it
+    never passes as converged."""
+    reported = {(node_id, shard.index): (int(shard.seq), int(shard.checksum))
+                for node_id, status in statuses.items() for shard in status.shards if shard.dataset == dataset}
+    result: dict[Hashable, Mapping[Hashable, tuple[int, Any]]] = {}
+    for info in cluster_map.datasets:
+        if info.name != dataset:
+            continue
+        for shard in info.shard_map:
+            result[shard.index] = {node_id: reported.get((node_id, shard.index), (-1, "no answer"))
+                                   for node_id in shard.replicas}
+    if not result:
+        result[-1] = {"map": (-1, f"dataset {dataset} not in the cluster map")}
+    return result
+
+
+def _pace_until(monotonic_s: float) -> None:
+    """Schedule pacing (not a wait for a state): sleep until the planned moment."""
+    delay_s = monotonic_s - time.monotonic()
+    if delay_s > 0:
+        time.sleep(delay_s)
+
+
+def _rate_before(operations: list[Any], schedule: Schedule) -> float | None:
+    window_s = schedule.first_fault_s
+    if not operations:
+        return 0.0
+    if window_s is None:
+        window_s = max(op.end_s for op in operations)
+    done = sum(1 for op in operations if op.end_s <= window_s)
+    return round(done / window_s, 1) if window_s > 0 else None
+
+
+def _safe_logs(cluster: Any) -> str:
+    try:
+        return str(cluster.dump_logs(200))
+    except Exception as exc:   # noqa: BLE001
+        return f"(logs unavailable: {exc})"
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        print(text, flush=True)
+
+
+def _inner_main(argv: list[str]) -> int:
+    """`python -m shoal.chaos.runner inner ...`: the run inside the client namespace."""
+    parser = argparse.ArgumentParser(prog="shoal.chaos.runner inner")
+    parser.add_argument("--scenario", required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--report", required=True)
+    parser.add_argument("--duration", type=float, required=True)
+    parser.add_argument("--netlab-prefix", required=True)
+    parser.add_argument("--name", required=True)
+    args = parser.parse_args(argv)
+    scenario = replace(with_duration(load_scenario(args.scenario), args.duration), name=args.name)
+    lab = netlab.NetLab.attach(args.netlab_prefix, scenario.cluster.nodes, clients=1)
+    report = execute(scenario, args.seed, pathlib.Path(args.report), lab=lab, lab_reason="")
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=os.environ.get("SHOAL_CHAOS_LOG", "WARNING"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if sys.argv[1:2] != ["inner"]:
+        sys.exit("usage: python -m shoal.chaos.runner inner --scenario FILE --seed N --report DIR ...")
+    sys.exit(_inner_main(sys.argv[2:]))

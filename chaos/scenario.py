@@ -1,0 +1,331 @@
+"""Chaos scenarios: a TOML file naming a cluster shape, one workload, faults and checks.
+
+A scenario is data, parsed once and validated with errors that name the file and the
+field (`kill-leader.toml: faults[0].target: expected one of ..., got 'ledaer'`), because
+a typo in a fault spec would otherwise silently test nothing. Unknown keys are errors
+for the same reason. The format is documented in chaos/DESIGN.md; shipped scenarios
+live in chaos/scenarios/ and are found by name (`shoal chaos run kill-leader`).
+
+Times that a seed may vary are written as a number or a `[low, high]` pair; the seed
+picks inside the range (see faults.build_schedule). Node tunables (`[cluster.knobs]`)
+are restricted to the timing and storage settings a chaos run has reason to change;
+the node validates their relationships (e.g. node_dead_after_s > lease_s + ...) at
+start and the harness reports its error.
+"""
+from __future__ import annotations
+
+import logging
+import pathlib
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+SCENARIO_DIR = pathlib.Path(__file__).resolve().parent / "scenarios"
+WORKLOAD_KINDS = ("register", "set", "bulk")
+PROCESS_FAULTS = ("kill", "pause", "restart")
+NETWORK_FAULTS = ("partition", "loss")
+FAULT_KINDS = PROCESS_FAULTS + NETWORK_FAULTS
+TARGETS = ("any", "leader", "follower", "primary", "minority")   # or "node-N" (1-based)
+DIRECTIONS = ("both", "inbound", "outbound")
+NETWORKS = ("loopback", "netns")
+NODES_MAX = 7                     # 2 cores: more node processes only measure the scheduler
+KNOB_TYPES: dict[str, type] = {   # NodeConfig fields a scenario may set
+    "heartbeat_interval_s": float, "lease_s": float, "node_suspect_after_s": float,
+    "node_dead_after_s": float, "leader_fallback_timeout_s": float,
+    "replicate_timeout_s": float, "lmdb_sync": bool, "map_size_bytes": int,
+}
+WARMUP_S_MIN = 1.0                # the rate before the first fault must be measurable
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be run; the message names the file and the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A number the seed may pick: `low == high` for a fixed value."""
+
+    low: float
+    high: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterShape:
+    nodes: int = 3
+    voters: int = 3                 # metadata voters: nodes 1..voters
+    replication: int = 3
+    shards: int = 4
+    network: str = "loopback"       # loopback | netns (netns when any network fault is listed)
+    knobs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkloadSpec:
+    kind: str = "register"          # register | set | bulk
+    clients: int = 4                # concurrent client threads
+    keys: int = 8                   # register: keys shared by all clients
+    batch_records: int = 200        # bulk: records per put_many call
+    dataset: str = "chaos"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FaultSpec:
+    kind: str                       # kill | pause | restart | partition | loss
+    target: str = "any"             # any | leader | follower | primary | minority | node-N
+    start_s: Span = Span(3.0, 3.0)  # since the workload start
+    duration_s: Span = Span(2.0, 2.0)  # until heal: restart, SIGCONT, rules removed
+    direction: str = "both"         # partition: both | inbound (to target) | outbound
+    percent: int = 0                # loss: share of the target's frames dropped
+    cut_clients: bool = False       # partition/loss also between the target and the clients
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckSpec:
+    linearizable: bool = True       # register workload only
+    no_lost_writes: bool = True
+    converge_within_s: float = 30.0  # replicas' checksums equal after the final heal
+    live_within_s: float = 5.0      # a write + read on every shard succeed after the final heal
+    ops_min: int = 2_000            # fewer recorded operations: the run is invalid
+    ops_s_before_fault_min: float = 30.0  # fewer ops/s before the first fault: invalid
+    checker_timeout_s: float = 60.0  # a checker that does not finish in time fails
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scenario:
+    name: str
+    description: str
+    duration_s: float               # workload time; every fault heals inside it
+    cluster: ClusterShape
+    workload: WorkloadSpec
+    faults: tuple[FaultSpec, ...]
+    checks: CheckSpec
+    fault_period_s: float = 0.0     # > 0: the faults repeat every fault_period_s (long runs)
+    source: str = "<string>"        # file path, for messages and the repro folder
+    text: str = ""                  # the TOML as read, copied into the repro folder
+
+    @property
+    def needs_netns(self) -> bool:
+        return self.cluster.network == "netns"
+
+
+def scenario_path(name_or_path: str) -> pathlib.Path:
+    """A shipped scenario by name (`kill-leader`) or any TOML file by path."""
+    path = pathlib.Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        return path
+    shipped = SCENARIO_DIR / f"{name_or_path}.toml"
+    if not shipped.exists():
+        names = ", ".join(shipped_names()) or "none"
+        raise ScenarioError(f"no scenario {name_or_path!r}: not a file, not shipped (shipped: {names})")
+    return shipped
+
+
+def shipped_names() -> list[str]:
+    return sorted(path.stem for path in SCENARIO_DIR.glob("*.toml"))
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    path = scenario_path(name_or_path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ScenarioError(f"cannot read scenario {path}: {exc.strerror}") from None
+    return parse_scenario(text, source=str(path), default_name=path.stem)
+
+
+def parse_scenario(text: str, *, source: str = "<string>", default_name: str = "scenario") -> Scenario:
+    """Parse and validate; raises ScenarioError naming `source` and the field."""
+    label = pathlib.Path(source).name
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{label}: not valid TOML: {exc}") from None
+    reader = _Reader(label)
+    try:
+        scenario = reader.scenario(table, default_name, source, text)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ScenarioError):
+            raise
+        raise ScenarioError(f"{label}: {exc}") from None
+    _validate(scenario, label)
+    return scenario
+
+
+class _Reader:
+    """Typed access to TOML tables with errors that name the field path."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def fail(self, where: str, message: str) -> ScenarioError:
+        return ScenarioError(f"{self.label}: {where}: {message}")
+
+    def take(self, table: dict[str, Any], where: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(table, dict):
+            raise self.fail(where, f"expected a table, got {type(table).__name__}")
+        unknown = sorted(set(table) - set(allowed))
+        if unknown:
+            raise self.fail(where, f"unknown key(s) {', '.join(unknown)} (allowed: {', '.join(allowed)})")
+        return table
+
+    def number(self, value: Any, where: str, *, integer: bool = False) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+            raise self.fail(where, f"expected {'an integer' if integer else 'a number'}, got {value!r}")
+        return value
+
+    def choice(self, value: Any, where: str, options: tuple[str, ...]) -> str:
+        if value not in options:
+            raise self.fail(where, f"expected one of {', '.join(options)}, got {value!r}")
+        return str(value)
+
+    def span(self, value: Any, where: str) -> Span:
+        if isinstance(value, list):
+            if len(value) != 2:
+                raise self.fail(where, f"expected a number or [low, high], got {value!r}")
+            low, high = (float(self.number(v, where)) for v in value)
+            if low > high:
+                raise self.fail(where, f"low {low} is above high {high}")
+            return Span(low, high)
+        number = float(self.number(value, where))
+        return Span(number, number)
+
+    def scenario(self, table: dict[str, Any], default_name: str, source: str, text: str) -> Scenario:
+        top = self.take(table, "top level", ("name", "description", "duration_s", "cluster",
+                                             "workload", "faults", "checks"))
+        if "duration_s" not in top:
+            raise self.fail("duration_s", "missing (seconds of workload)")
+        faults = top.get("faults", [])
+        if not isinstance(faults, list):
+            raise self.fail("faults", "expected an array of tables ([[faults]])")
+        return Scenario(
+            name=str(top.get("name", default_name)), description=str(top.get("description", "")),
+            duration_s=float(self.number(top["duration_s"], "duration_s")),
+            cluster=self.cluster(top.get("cluster", {}), faults),
+            workload=self.workload(top.get("workload", {})),
+            faults=tuple(self.fault(f, f"faults[{i}]") for i, f in enumerate(faults)),
+            checks=self.checks(top.get("checks", {})), source=source, text=text)
+
+    def cluster(self, table: Any, faults: list[Any]) -> ClusterShape:
+        t = self.take(table, "cluster", ("nodes", "voters", "replication", "shards", "network", "knobs"))
+        wants_netns = any(isinstance(f, dict) and f.get("kind") in NETWORK_FAULTS for f in faults)
+        knobs = self.take(t.get("knobs", {}), "cluster.knobs", tuple(KNOB_TYPES))
+        for name, value in knobs.items():
+            kind = KNOB_TYPES[name]
+            if kind is bool and not isinstance(value, bool):
+                raise self.fail(f"cluster.knobs.{name}", f"expected true or false, got {value!r}")
+            if kind is not bool:
+                self.number(value, f"cluster.knobs.{name}", integer=kind is int)
+        return ClusterShape(
+            nodes=self.number(t.get("nodes", 3), "cluster.nodes", integer=True),
+            voters=self.number(t.get("voters", 3), "cluster.voters", integer=True),
+            replication=self.number(t.get("replication", 3), "cluster.replication", integer=True),
+            shards=self.number(t.get("shards", 4), "cluster.shards", integer=True),
+            network=self.choice(t.get("network", "netns" if wants_netns else "loopback"),
+                                "cluster.network", NETWORKS),
+            knobs=dict(knobs))
+
+    def workload(self, table: Any) -> WorkloadSpec:
+        t = self.take(table, "workload", ("kind", "clients", "keys", "batch_records", "dataset"))
+        return WorkloadSpec(
+            kind=self.choice(t.get("kind", "register"), "workload.kind", WORKLOAD_KINDS),
+            clients=self.number(t.get("clients", 4), "workload.clients", integer=True),
+            keys=self.number(t.get("keys", 8), "workload.keys", integer=True),
+            batch_records=self.number(t.get("batch_records", 200), "workload.batch_records", integer=True),
+            dataset=str(t.get("dataset", "chaos")))
+
+    def fault(self, table: Any, where: str) -> FaultSpec:
+        t = self.take(table, where, ("kind", "target", "start_s", "duration_s", "direction",
+                                     "percent", "cut_clients"))
+        if "kind" not in t:
+            raise self.fail(f"{where}.kind", f"missing (one of {', '.join(FAULT_KINDS)})")
+        target = t.get("target", "any")
+        if not (isinstance(target, str) and target.startswith("node-") and target[5:].isdigit()
+                or target in TARGETS):
+            raise self.fail(f"{where}.target", f"expected one of {', '.join(TARGETS)} or node-N "
+                            f"(N from 1), got {target!r}")
+        cut_clients = t.get("cut_clients", False)
+        if not isinstance(cut_clients, bool):
+            raise self.fail(f"{where}.cut_clients", f"expected true or false, got {cut_clients!r}")
+        return FaultSpec(
+            kind=self.choice(t["kind"], f"{where}.kind", FAULT_KINDS), target=target,
+            start_s=self.span(t.get("start_s", 3.0), f"{where}.start_s"),
+            duration_s=self.span(t.get("duration_s", 2.0), f"{where}.duration_s"),
+            direction=self.choice(t.get("direction", "both"), f"{where}.direction", DIRECTIONS),
+            percent=self.number(t.get("percent", 0), f"{where}.percent", integer=True),
+            cut_clients=cut_clients)
+
+    def checks(self, table: Any) -> CheckSpec:
+        names = ("linearizable", "no_lost_writes", "converge_within_s", "live_within_s", "ops_min",
+                 "ops_s_before_fault_min", "checker_timeout_s")
+        t = self.take(table, "checks", names)
+        values: dict[str, Any] = {}
+        for name, value in t.items():
+            if name in ("linearizable", "no_lost_writes"):
+                if not isinstance(value, bool):
+                    raise self.fail(f"checks.{name}", f"expected true or false, got {value!r}")
+                values[name] = value
+            else:
+                values[name] = self.number(value, f"checks.{name}", integer=name == "ops_min")
+        return CheckSpec(**values)
+
+
+def _validate(s: Scenario, label: str) -> None:
+    """Relationships between fields; each failure names the field."""
+    def fail(where: str, message: str) -> ScenarioError:
+        return ScenarioError(f"{label}: {where}: {message}")
+
+    c, w = s.cluster, s.workload
+    if not 0 < s.duration_s <= 3_600:
+        raise fail("duration_s", f"must be within (0, 3600], got {s.duration_s}")
+    if not 1 <= c.nodes <= NODES_MAX:
+        raise fail("cluster.nodes", f"must be within 1..{NODES_MAX}, got {c.nodes}")
+    if c.voters not in (1, 3, 5) or c.voters > c.nodes:
+        raise fail("cluster.voters", f"must be 1, 3 or 5 and at most nodes ({c.nodes}), got {c.voters}")
+    if not 1 <= c.replication <= c.nodes:
+        raise fail("cluster.replication", f"must be within 1..nodes ({c.nodes}), got {c.replication}")
+    if not 1 <= c.shards <= 64:
+        raise fail("cluster.shards", f"must be within 1..64, got {c.shards}")
+    if not 1 <= w.clients <= 64:
+        raise fail("workload.clients", f"must be within 1..64, got {w.clients}")
+    if not 1 <= w.keys <= 1_000 or not 1 <= w.batch_records <= 10_000:
+        raise fail("workload", "keys must be within 1..1000 and batch_records within 1..10000")
+    if not w.dataset.replace("-", "").replace("_", "").isalnum():
+        raise fail("workload.dataset", f"use letters, digits, - and _ only, got {w.dataset!r}")
+    for index, f in enumerate(s.faults):
+        _validate_fault(f, f"faults[{index}]", s, fail)
+    k = s.checks
+    if k.linearizable and w.kind != "register":
+        raise fail("checks.linearizable", f"needs workload.kind = \"register\", not {w.kind!r}")
+    for name in ("converge_within_s", "live_within_s", "checker_timeout_s"):
+        if getattr(k, name) <= 0:
+            raise fail(f"checks.{name}", f"must be positive, got {getattr(k, name)}")
+    if k.ops_min < 0 or k.ops_s_before_fault_min < 0:
+        raise fail("checks", "ops_min and ops_s_before_fault_min must not be negative")
+
+
+def _validate_fault(f: FaultSpec, where: str, s: Scenario, fail: Any) -> None:
+    nodes = s.cluster.nodes
+    if f.kind in NETWORK_FAULTS and s.cluster.network != "netns":
+        raise fail(f"{where}.kind", f"{f.kind} needs cluster.network = \"netns\" (nodes in namespaces)")
+    if f.target.startswith("node-") and not 1 <= int(f.target[5:]) <= nodes:
+        raise fail(f"{where}.target", f"{f.target} does not exist in a {nodes}-node cluster")
+    if f.target in ("minority", "follower") and nodes < 3:
+        raise fail(f"{where}.target", f"{f.target} needs at least 3 nodes, the cluster has {nodes}")
+    if f.start_s.low < WARMUP_S_MIN:
+        raise fail(f"{where}.start_s", f"must be at least {WARMUP_S_MIN} s: the rate before the "
+                   "first fault decides whether the run is valid")
+    if f.duration_s.low < 0:
+        raise fail(f"{where}.duration_s", "must not be negative")
+    if f.start_s.high + f.duration_s.high >= s.duration_s:
+        raise fail(where, f"may end at {f.start_s.high + f.duration_s.high} s, not before the "
+                   f"workload ends (duration_s = {s.duration_s}): every fault heals inside the run")
+    if f.kind == "loss" and not 1 <= f.percent <= 100:
+        raise fail(f"{where}.percent", f"loss needs percent within 1..100, got {f.percent}")
+    if f.kind != "loss" and f.percent:
+        raise fail(f"{where}.percent", "only loss faults take a percent")
+    if f.kind != "partition" and f.direction != "both":
+        raise fail(f"{where}.direction", "only partition faults take a direction")
+    if f.cut_clients and f.kind not in NETWORK_FAULTS:
+        raise fail(f"{where}.cut_clients", "only partition and loss faults take cut_clients")

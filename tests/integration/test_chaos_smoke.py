@@ -1,0 +1,126 @@
+"""Chaos smoke set: real node processes, real faults, three seeds each (fault-injection.md R6).
+
+Each run goes through the CLI (`python -m shoal.client.cli chaos run NAME --seed N --report
+DIR`) in its own process, so the exit-code contract and report.json are what is tested,
+and no thread or channel of a run outlives it. The set (kill leader, kill primary, pause
+primary, partition leader when root) takes about 15-20 s per run; longer runs of every
+shipped scenario are behind --run-slow.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shoal.chaos import netlab
+from shoal.chaos.scenario import load_scenario, shipped_names
+
+SMOKE = ("kill-leader", "kill-primary", "pause-primary", "partition-leader")
+SEEDS = (1, 2, 3)
+NETNS_AVAILABLE, NETNS_REASON = netlab.availability()
+RUN_TIMEOUT_S = 240
+
+
+def chaos_run(scenario: str, seed: int, report_dir: Path, *extra: str) -> tuple[int, str, dict]:
+    """Run the CLI; return its exit code, its output and the parsed report.json."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "shoal.client.cli", "chaos", "run", scenario, "--seed", str(seed),
+         "--report", str(report_dir), *extra],
+        capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env={**os.environ, "COLUMNS": "120"})
+    output = completed.stdout + completed.stderr
+    report_path = report_dir / "report.json"
+    assert report_path.exists(), f"no report.json; output:\n{output}"
+    return completed.returncode, output, json.loads(report_path.read_text())
+
+
+def explain(report: dict, output: str, report_dir: Path) -> str:
+    """The failure message: reasons, the repro folder and the node logs' tails."""
+    tails = report_dir / "repro" / "logs-tail.txt"
+    logs = tails.read_text()[-6000:] if tails.exists() else "(no logs)"
+    return (f"reasons: {report.get('reasons')}\nrepro: {report.get('repro')}\n--- output ---\n{output[-4000:]}"
+            f"\n--- node logs ---\n{logs}")
+
+
+def leftover_processes(report_dir: Path) -> list[str]:
+    """Processes whose command line names this run's directory (nodes, the inner runner)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if str(report_dir) in cmdline:
+                found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("scenario", SMOKE)
+def test_chaos_smoke_passes(scenario: str, seed: int, tmp_path: Path) -> None:
+    """Each smoke scenario passes every check with each seed; the report honours the contract."""
+    if load_scenario(scenario).needs_netns and not NETNS_AVAILABLE:
+        pytest.skip(f"{scenario} needs network namespaces: {NETNS_REASON}")
+    report_dir = tmp_path / "report"
+    code, output, report = chaos_run(scenario, seed, report_dir)
+    assert f"seed={seed}" in output.splitlines()[0]
+    assert report["verdict"] == "pass" and code == 0, explain(report, output, report_dir)
+    assert report["seed"] == seed and report["ops"] >= 2000
+    assert {"workload_valid", "faults", "linearizable", "no_lost_writes", "live_after_heal",
+            "converged"} <= set(report["checks"])
+    assert all(entry["passed"] for entry in report["checks"].values())
+    assert [fault["status"] for fault in report["faults"]] == ["healed"]
+    assert (report_dir / "timeline.png").stat().st_size > 10_000
+    assert not (report_dir / "work").exists() and report["repro"] is None
+    assert leftover_processes(report_dir) == []
+    if NETNS_AVAILABLE:
+        assert [name for name in netlab.list_namespaces() if name.startswith(netlab.PREFIX_ROOT)] == []
+
+
+@pytest.mark.slow
+def test_chaos_same_seed_same_schedule(tmp_path: Path) -> None:
+    """Two runs with one seed inject the same faults at the same planned times on the same target."""
+    first = chaos_run("kill-primary", 7, tmp_path / "a")[2]
+    second = chaos_run("kill-primary", 7, tmp_path / "b")[2]
+    assert first["schedule"] == second["schedule"]
+    planned = [(f["name"], f["planned_start_s"], f["planned_end_s"]) for f in first["faults"]]
+    assert planned == [(f["name"], f["planned_start_s"], f["planned_end_s"]) for f in second["faults"]]
+
+
+def test_chaos_unavailable_fault_fails_verdict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without namespaces a partition scenario still runs (on loopback) but fails, naming why."""
+    from shoal.chaos import runner
+
+    monkeypatch.setattr(netlab, "availability", lambda: (False, "pretend: not root"))
+    report = runner.run("partition-leader", seed=1, report_dir=tmp_path / "r", quiet=True)
+    assert report.verdict == "fail"
+    faults = next(check for check in report.checks if check.name == "faults")
+    assert not faults.passed and "unavailable" in faults.summary and "pretend: not root" in faults.summary
+    assert all(check.passed for check in report.checks if check.name != "faults"), report.reasons()
+    assert report.repro_dir is not None and Path(report.repro_dir, "seed").read_text() == "1\n"
+
+
+def test_chaos_bad_scenario_exits_2(tmp_path: Path) -> None:
+    """A scenario with a typo is one clear line and exit code 2, before anything starts."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text('duration_s = 10\n[[faults]]\nkind = "kill"\ntarget = "ledaer"\n')
+    completed = subprocess.run([sys.executable, "-m", "shoal.client.cli", "chaos", "run", str(bad)],
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 2
+    assert "bad.toml: faults[0].target: expected one of any, leader" in completed.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", [name for name in shipped_names() if name not in SMOKE])
+def test_chaos_long_run_passes(scenario: str, tmp_path: Path) -> None:
+    """Every other shipped scenario, run at twice its length (faults repeat), passes."""
+    spec = load_scenario(scenario)
+    if spec.needs_netns and not NETNS_AVAILABLE:
+        pytest.skip(f"{scenario} needs network namespaces: {NETNS_REASON}")
+    report_dir = tmp_path / "report"
+    code, output, report = chaos_run(scenario, 1, report_dir, "--duration", str(2 * spec.duration_s))
+    assert report["verdict"] == "pass" and code == 0, explain(report, output, report_dir)

@@ -1,0 +1,190 @@
+"""The seeded fault schedule: same seed, same plan; ranges respected; long runs repeat faults."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from shoal.chaos.faults import Fault, FaultError, build_schedule
+from shoal.chaos.scenario import load_scenario, parse_scenario, shipped_names
+
+SCENARIO = parse_scenario("""
+duration_s = 30
+[cluster]
+nodes = 5
+voters = 5
+[[faults]]
+kind = "kill"
+target = "any"
+start_s = [2.0, 6.0]
+duration_s = [1.0, 3.0]
+[[faults]]
+kind = "pause"
+target = "minority"
+start_s = [10.0, 12.0]
+duration_s = [1.0, 5.0]
+[[faults]]
+kind = "kill"
+target = "primary"
+start_s = 20
+duration_s = 2
+""")
+
+
+@pytest.mark.parametrize("name", shipped_names())
+def test_fault_schedule_same_seed_identical(name: str) -> None:
+    """Two builds from the same seed are equal, field by field, for every shipped scenario."""
+    scenario = load_scenario(name)
+    for seed in (0, 1, 12345, 2**31 - 1):
+        assert build_schedule(scenario, seed) == build_schedule(scenario, seed)
+        assert build_schedule(scenario, seed).to_dict() == build_schedule(scenario, seed).to_dict()
+
+
+def test_fault_schedule_seeds_differ() -> None:
+    """Different seeds give different plans (times and targets are drawn)."""
+    plans = {build_schedule(SCENARIO, seed).faults for seed in range(20)}
+    assert len(plans) == 20
+
+
+def test_fault_schedule_within_ranges() -> None:
+    """Drawn times stay in their ranges; any = one node, minority = two of five, primary = a shard."""
+    for seed in range(200):
+        schedule = build_schedule(SCENARIO, seed)
+        kill_any, pause_minority, kill_primary = schedule.faults
+        assert 2.0 <= kill_any.start_s <= 6.0 and 1.0 <= kill_any.duration_s <= 3.0
+        assert len(kill_any.nodes) == 1 and 1 <= kill_any.nodes[0] <= 5
+        assert 10.0 <= pause_minority.start_s <= 12.0
+        assert len(pause_minority.nodes) == 2 and len(set(pause_minority.nodes)) == 2
+        assert kill_primary.start_s == 20 and kill_primary.duration_s == 2
+        assert kill_primary.nodes == () and 0 <= kill_primary.shard < SCENARIO.cluster.shards
+        assert schedule.first_fault_s == kill_any.start_s
+        assert schedule.final_heal_s == kill_primary.end_s
+
+
+def test_fault_schedule_sorted_by_start() -> None:
+    """Faults come in the order they start, whatever order the file lists them in."""
+    reordered = replace(SCENARIO, faults=tuple(reversed(SCENARIO.faults)))
+    starts = [f.start_s for f in build_schedule(reordered, 3).faults]
+    assert starts == sorted(starts)
+
+
+def test_fault_schedule_repeats_in_long_runs() -> None:
+    """With a fault period, each whole period gets its own draw of every fault, shifted."""
+    long_run = replace(SCENARIO, duration_s=95.0, fault_period_s=30.0)
+    schedule = build_schedule(long_run, 9)
+    assert len(schedule.faults) == 9
+    assert len({f.index for f in schedule.faults}) == 9
+    for cycle in range(3):
+        in_cycle = [f for f in schedule.faults if cycle * 30 <= f.start_s < (cycle + 1) * 30]
+        assert len(in_cycle) == 3
+        assert all(f.end_s < (cycle + 1) * 30 for f in in_cycle)
+    assert build_schedule(long_run, 9) == schedule
+
+
+def test_fault_schedule_workload_seed_from_seed() -> None:
+    """The workload's random choices are seeded from the run seed too."""
+    assert build_schedule(SCENARIO, 5).workload_seed == build_schedule(SCENARIO, 5).workload_seed
+    assert build_schedule(SCENARIO, 5).workload_seed != build_schedule(SCENARIO, 6).workload_seed
+
+
+class FakeCluster:
+    """Records what faults do; leader n2, primaries by shard, n1..n3 running."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.down: set[str] = set()
+
+    def kill(self, node_id: str) -> None:
+        self.calls.append(("kill", node_id))
+        self.down.add(node_id)
+
+    def pause(self, node_id: str) -> None:
+        self.calls.append(("pause", node_id))
+
+    def resume(self, node_id: str) -> None:
+        self.calls.append(("resume", node_id))
+
+    def terminate(self, node_id: str, timeout_s: float = 15.0) -> None:
+        self.calls.append(("terminate", node_id))
+        self.down.add(node_id)
+
+    def start_node(self, node_id: str) -> None:
+        self.calls.append(("start", node_id))
+        self.down.discard(node_id)
+
+    def is_running(self, node_id: str) -> bool:
+        return node_id not in self.down
+
+    def running(self) -> list[str]:
+        return [n for n in ("n1", "n2", "n3") if n not in self.down]
+
+    def raft_leader(self) -> str | None:
+        return "n2"
+
+    def primary_of(self, dataset: str, key_or_shard: object) -> str:
+        return f"n{int(str(key_or_shard)) % 3 + 1}"
+
+
+def test_fault_inject_heal_targets() -> None:
+    """Leader, primary and follower targets resolve against the cluster; heal undoes inject."""
+    scenario = parse_scenario("""
+duration_s = 20
+[[faults]]
+kind = "kill"
+target = "leader"
+[[faults]]
+kind = "pause"
+target = "primary"
+start_s = 6
+[[faults]]
+kind = "restart"
+target = "follower"
+start_s = 10
+""")
+    cluster = FakeCluster()
+    schedule = build_schedule(scenario, 4)
+    kill, pause, restart = (Fault(plan, cluster, dataset="chaos") for plan in schedule.faults)
+    assert kill.inject() == ["n2"]
+    kill.heal()
+    primary = f"n{schedule.faults[1].shard % 3 + 1}"
+    assert pause.inject() == [primary]
+    pause.heal()
+    follower = restart.inject()[0]
+    assert follower in ("n1", "n3")
+    restart.heal()
+    assert cluster.calls == [("kill", "n2"), ("start", "n2"), ("pause", primary), ("resume", primary),
+                             ("terminate", follower), ("start", follower)]
+    again = Fault(schedule.faults[2], FakeCluster(), dataset="chaos")
+    assert again.resolve_targets() == [follower]
+
+
+def test_fault_network_unavailable_without_netlab() -> None:
+    """A partition without namespaces is reported unavailable with the reason."""
+    scenario = parse_scenario('duration_s = 10\n[[faults]]\nkind = "partition"\ntarget = "leader"\n')
+    fault = Fault(build_schedule(scenario, 1).faults[0], FakeCluster(), dataset="chaos",
+                  lab_reason="network namespaces and nftables need root")
+    available, reason = fault.available(FakeCluster())
+    assert not available and "need root" in reason
+
+
+def test_fault_leader_missing_raises() -> None:
+    """No leader to kill is an error for the run's record, not a silent no-op."""
+    cluster = FakeCluster()
+    cluster.raft_leader = lambda: None  # type: ignore[method-assign]
+    scenario = parse_scenario('duration_s = 10\n[[faults]]\nkind = "kill"\ntarget = "leader"\n')
+    with pytest.raises(FaultError, match="no Raft leader"):
+        Fault(build_schedule(scenario, 1).faults[0], cluster, dataset="chaos").inject()
+
+
+def test_fault_schedule_duration_override() -> None:
+    """--duration: too short for the faults is an error; twice the length or more repeats the faults."""
+    from shoal.chaos.runner import with_duration
+    from shoal.chaos.scenario import ScenarioError
+
+    scenario = load_scenario("kill-leader")        # 8 s, the fault may last until 6 s
+    with pytest.raises(ScenarioError, match="too short"):
+        with_duration(scenario, 5.0)
+    assert with_duration(scenario, 12.0).fault_period_s == 0.0
+    long_run = with_duration(scenario, 40.0)
+    assert long_run.duration_s == 40.0 and long_run.fault_period_s == 8.0
+    assert len(build_schedule(long_run, 1).faults) == 5
