@@ -200,15 +200,19 @@ class Transport:
             view = self._view
             if view is not None and view.version > seen_version:
                 return view
-            fetched = self._fetch(deadline_s, at_least=-1 if view is None else view.version)
+            fetched = self._fetch(deadline_s, newer_than=-1 if view is None else view.version)
             if fetched is not None:
                 self._view = view = fetched
                 logger.debug("cluster map version %d loaded", fetched.version)
             assert view is not None
             return view
 
-    def _fetch(self, deadline_s: float, *, at_least: int) -> ClusterView | None:
-        """The first map at least as new as the cached one; None if only older ones answered."""
+    def _fetch(self, deadline_s: float, *, newer_than: int) -> ClusterView | None:
+        """The first map newer than the cached one; None when the nodes that answered have nothing newer.
+
+        Every candidate is asked until one is newer: a node cut off from the Raft majority
+        (often the old controller, asked first) keeps answering with the map it has.
+        """
         tried: list[str] = []
         last: ShoalError | None = None
         answered = False
@@ -223,7 +227,7 @@ class Transport:
                 last = exc
                 continue
             answered = True
-            if message.version >= at_least:
+            if message.version > newer_than:
                 return ClusterView.from_message(message)
         if answered:
             return None
