@@ -263,9 +263,30 @@ def run_checks(scenario: Any, schedule: Any, operations: Sequence[Operation], fa
         checks.append(_guarded("linearizable", check_linearizable, operations, bounds.checker_timeout_s))
     if bounds.no_lost_writes:
         checks.append(_guarded("no_lost_writes", check_lost_writes, scenario.workload, operations, final))
+    if bounds.recover_within_s > 0:
+        checks.append(check_recovered([record.to_dict() for record in faults], operations, bounds.recover_within_s))
     checks.append(check_live(probe, bounds.live_within_s))
     checks.append(_guarded("converged", check_converged, convergence, bounds.converge_within_s))
     return checks
+
+
+def check_recovered(faults: Sequence[dict[str, Any]], operations: Sequence[Operation],
+                    within_s: float) -> CheckResult:
+    """Availability under a minority fault: ok operations resume within `within_s` of the
+    injection (the cluster must elect, fence and promote, and clients must follow)."""
+    ok_ends = sorted(op.end_s for op in operations if op.outcome == "ok")
+    judged, slow = 0, []
+    for fault in faults:
+        start, end = fault.get("start_s"), fault.get("end_s")
+        if start is None or end is None or end - start <= within_s:
+            continue
+        judged += 1
+        first_ok = next((t for t in ok_ends if t > start), None)
+        gap = (first_ok if first_ok is not None else end) - start
+        if first_ok is None or first_ok > start + within_s:
+            slow.append(f"{fault['name']}: first ok operation {gap:.1f} s after injection")
+    summary = "; ".join(slow) if slow else f"{judged} faults judged: ok operations resumed within {within_s:g} s"
+    return CheckResult("recovered", not slow, summary, {"within_s": within_s, "judged": judged, "slow": slow})
 
 
 def _guarded(name: str, check: Any, *args: Any) -> CheckResult:

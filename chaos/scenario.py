@@ -90,6 +90,9 @@ class CheckSpec:
     ops_min: int = 2_000            # fewer recorded operations: the run is invalid
     ops_s_before_fault_min: float = 30.0  # fewer ops/s before the first fault: invalid
     checker_timeout_s: float = 60.0  # a checker that does not finish in time fails
+    # During a fault that leaves a majority up, ok operations must resume within this
+    # many seconds of the injection (faults shorter than the bound are not judged); 0 = off.
+    recover_within_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -258,7 +261,7 @@ class _Reader:
 
     def checks(self, table: Any) -> CheckSpec:
         names = ("linearizable", "no_lost_writes", "converge_within_s", "live_within_s", "ops_min",
-                 "ops_s_before_fault_min", "checker_timeout_s")
+                 "ops_s_before_fault_min", "checker_timeout_s", "recover_within_s")
         t = self.take(table, "checks", names)
         values: dict[str, Any] = {}
         for name, value in t.items():
@@ -301,8 +304,8 @@ def _validate(s: Scenario, label: str) -> None:
     for name in ("converge_within_s", "live_within_s", "checker_timeout_s"):
         if getattr(k, name) <= 0:
             raise fail(f"checks.{name}", f"must be positive, got {getattr(k, name)}")
-    if k.ops_min < 0 or k.ops_s_before_fault_min < 0:
-        raise fail("checks", "ops_min and ops_s_before_fault_min must not be negative")
+    if k.ops_min < 0 or k.ops_s_before_fault_min < 0 or k.recover_within_s < 0:
+        raise fail("checks", "ops_min, ops_s_before_fault_min and recover_within_s must not be negative")
 
 
 def _validate_fault(f: FaultSpec, where: str, s: Scenario, fail: Any) -> None:

@@ -314,3 +314,19 @@ def test_workload_register_shard_groups() -> None:
     for thread in range(8):
         shards = {shard_of(key, 4) for key in workload._home_keys[thread]}
         assert shards == {thread % 4} and len(workload._home_keys[thread]) == 2
+
+
+def test_check_recovered_flags_a_fault_with_no_progress_for_too_long() -> None:
+    """Ok ops resuming 5 s into a 9 s fault pass a 7 s bound; none until the heal fails it."""
+    from shoal.chaos.report import check_recovered
+
+    def op(end_s: float) -> Operation:
+        return Operation(process=0, kind="write", key="k", input=1, output=None, outcome="ok",
+                         start_s=end_s - 0.01, end_s=end_s)
+
+    fault = {"name": "partition leader", "start_s": 3.0, "end_s": 12.0}
+    short = {"name": "pause", "start_s": 1.0, "end_s": 2.0}             # shorter than the bound: not judged
+    recovered = check_recovered([fault, short], [op(1.0), op(2.5), op(8.0), op(12.5)], 7.0)
+    assert recovered.passed and recovered.details["judged"] == 1
+    stuck = check_recovered([fault], [op(2.5), op(12.5)], 7.0)
+    assert not stuck.passed and "first ok operation 9.5 s after injection" in stuck.summary
