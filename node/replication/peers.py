@@ -3,17 +3,13 @@ from __future__ import annotations
 
 import grpc
 
+from shoal.client import _channel as client_channel
 from shoal.client._pb import peer_pb2_grpc
 
-# Keepalive per notes/dependencies.md 3.5: ping_timeout_ms is what bounds a dead peer.
-CHANNEL_OPTIONS = [
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.http2.ping_timeout_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 2_000),
+# The client's channel settings (keepalive with ping_timeout_ms, reconnect backoff, notes
+# 3.5/3.7), with a larger message limit for replication entries.
+CHANNEL_OPTIONS = [(name, value) for name, value in client_channel.CHANNEL_OPTIONS
+                   if "message_length" not in name] + [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
