@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final, TypeVar
 
 from shoal.client import _status
+from shoal.client._combiner import PendingPut, PutCombiner
 from shoal.client._channel import (
     Backoff, Transport, attempt_timeout_s, needs_refresh, parse_addresses, rpc_errors, unreachable,
 )
@@ -74,6 +75,7 @@ class Client:
         self.seeds = parse_addresses(addresses)
         self.client_id = os.urandom(16)
         self._seq = itertools.count(1)
+        self._combiner = PutCombiner(self._put_batch, self._put_one)
         self._seq_lock = threading.Lock()
         self._transport = Transport(self.seeds)
 
@@ -127,17 +129,39 @@ class Client:
     # ---- records ----
 
     def put(self, dataset: str, key: str | bytes, value: Any) -> None:
+        """Store one record. Concurrent puts to one shard share one call (client/_combiner.py)."""
         key_bytes = encode_key(dataset, key)
-        value_bytes = ValueEncoder().encode(dataset, key, value)
+        pending = PendingPut(key, key_bytes, ValueEncoder().encode(dataset, key, value))
+        route = self._retry("put", lambda deadline_s: self._transport.dataset(dataset, deadline_s),
+                            write=False, dataset=dataset, key=key)
+        self._combiner.put(dataset, shard_for_key(key_bytes, route.shards), pending)
+
+    def _put_one(self, dataset: str, pending: PendingPut) -> None:
         write_id = self._write_id()
 
         def attempt(deadline_s: float) -> None:
-            address, target = self._target(dataset, key_bytes, deadline_s)
-            request = pb.PutRequest(target=target, key=key_bytes, value=value_bytes, write_id=write_id)
-            self._transport.call(address, "Put", request, deadline_s, what="put", dataset=dataset, key=key,
-                                 shard=target.shard)
+            address, target = self._target(dataset, pending.key_bytes, deadline_s)
+            request = pb.PutRequest(target=target, key=pending.key_bytes, value=pending.value_bytes,
+                                    write_id=write_id)
+            self._transport.call(address, "Put", request, deadline_s, what="put", dataset=dataset,
+                                 key=pending.key, shard=target.shard)
 
-        self._retry("put", attempt, write=True, dataset=dataset, key=key)
+        self._retry("put", attempt, write=True, dataset=dataset, key=pending.key)
+
+    def _put_batch(self, dataset: str, shard: int, batch: list[PendingPut]) -> None:
+        if len(batch) == 1:
+            return self._put_one(dataset, batch[0])
+        write_id = self._write_id()
+        keys, values = [p.key_bytes for p in batch], [p.value_bytes for p in batch]
+
+        def attempt(deadline_s: float) -> None:
+            address, target = self._target(dataset, keys[0], deadline_s)
+            request = pb.PutBatch(target=target, write_id=write_id, keys=keys, values=values)
+            self._transport.call(address, "PutRecords", request, deadline_s, what=f"put of {len(keys)} records",
+                                 dataset=dataset, shard=shard)
+
+        self._retry("put", attempt, write=True, dataset=dataset)
+        return None
 
     def get(self, dataset: str, key: str | bytes, default: Any = None) -> Any:
         """The value stored under `key`, or `default`; read from the shard's primary."""

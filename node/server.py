@@ -204,15 +204,22 @@ class DataService(data_pb2_grpc.DataServicer):
     async def _put_batch(self, batch: data_pb2.PutBatch) -> data_pb2.PutBatchAck:
         seq = batch.write_id.request_seq
         try:
-            primary = self._primary(batch.target, None)
-            shards = self.node.metadata.state["datasets"][batch.target.dataset]["shards"]
-            keys, values = list(batch.keys), list(batch.values)
-            size = validation.check_batch(self.config, batch.target.dataset, keys, values, shards, batch.target.shard)
-            count = await primary.submit(PutBatch(keys, values, write_id(batch.write_id)), size)
-            return data_pb2.PutBatchAck(request_seq=seq, count=int(count))
+            return data_pb2.PutBatchAck(request_seq=seq, count=await self._store_batch(batch))
         except errors.NodeError as exc:
             return data_pb2.PutBatchAck(request_seq=seq, error=exc.code, error_message=str(exc),
                                         retriable=exc.retriable)
+
+    async def _store_batch(self, batch: data_pb2.PutBatch) -> int:
+        primary = self._primary(batch.target, None)
+        shards = self.node.metadata.state["datasets"][batch.target.dataset]["shards"]
+        keys, values = list(batch.keys), list(batch.values)
+        size = validation.check_batch(self.config, batch.target.dataset, keys, values, shards, batch.target.shard)
+        return int(await primary.submit(PutBatch(keys, values, write_id(batch.write_id)), size))
+
+    @mapped
+    async def PutRecords(self, request: data_pb2.PutBatch, context: Any) -> data_pb2.PutBatchAck:
+        count = await self._store_batch(request)
+        return data_pb2.PutBatchAck(request_seq=request.write_id.request_seq, count=count)
 
     async def Scan(self, request: data_pb2.ScanRequest, context: Any) -> AsyncIterator[data_pb2.ScanChunk]:
         try:

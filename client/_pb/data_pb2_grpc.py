@@ -80,6 +80,11 @@ class DataStub:
                 request_serializer=shoal_dot_v1_dot_data__pb2.PutBatch.SerializeToString,
                 response_deserializer=shoal_dot_v1_dot_data__pb2.PutBatchAck.FromString,
                 _registered_method=True)
+        self.PutRecords = channel.unary_unary(
+                '/shoal.v1.Data/PutRecords',
+                request_serializer=shoal_dot_v1_dot_data__pb2.PutBatch.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_data__pb2.PutBatchAck.FromString,
+                _registered_method=True)
         self.Scan = channel.unary_stream(
                 '/shoal.v1.Data/Scan',
                 request_serializer=shoal_dot_v1_dot_data__pb2.ScanRequest.SerializeToString,
@@ -152,6 +157,14 @@ class DataServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutRecords(self, request, context):
+        """One batch of puts as a unary call: the client combines concurrent put() calls to one
+        shard into it. Errors are gRPC statuses (PutBatchAck.error stays unset).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Scan(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -209,6 +222,11 @@ def add_DataServicer_to_server(servicer, server):
             ),
             'PutStream': grpc.stream_stream_rpc_method_handler(
                     servicer.PutStream,
+                    request_deserializer=shoal_dot_v1_dot_data__pb2.PutBatch.FromString,
+                    response_serializer=shoal_dot_v1_dot_data__pb2.PutBatchAck.SerializeToString,
+            ),
+            'PutRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutRecords,
                     request_deserializer=shoal_dot_v1_dot_data__pb2.PutBatch.FromString,
                     response_serializer=shoal_dot_v1_dot_data__pb2.PutBatchAck.SerializeToString,
             ),
@@ -464,6 +482,33 @@ class Data:
             request_iterator,
             target,
             '/shoal.v1.Data/PutStream',
+            shoal_dot_v1_dot_data__pb2.PutBatch.SerializeToString,
+            shoal_dot_v1_dot_data__pb2.PutBatchAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Data/PutRecords',
             shoal_dot_v1_dot_data__pb2.PutBatch.SerializeToString,
             shoal_dot_v1_dot_data__pb2.PutBatchAck.FromString,
             options,
