@@ -35,6 +35,7 @@ class Controller:
         self._leading_since_s: float | None = None
         self._last_seen_s: dict[str, float] = {}
         self._reported_seq: dict[str, dict[tuple[str, int], int]] = {}
+        self._reported_unavailable: set[tuple[str, int, str]] = set()   # log each stuck shard once
 
     # ---- heartbeats (called by the Peer service, or directly for this node) ----
 
@@ -118,8 +119,10 @@ class Controller:
                     continue
                 candidate = self._best_backup(state, name, index, shard, dead)
                 if candidate is None:
-                    logger.error("shard %s/%d unavailable: primary %s dead and no live in-sync backup",
-                                 name, index, dead)
+                    if (name, index, dead) not in self._reported_unavailable:
+                        self._reported_unavailable.add((name, index, dead))
+                        logger.error("shard %s/%d unavailable: primary %s dead and no live in-sync backup",
+                                     name, index, dead)
                     continue
                 logger.warning("shard %s/%d: promoting %s (primary %s dead)", name, index, candidate, dead)
                 await self._propose(commands.promote(name, index, candidate, shard["epoch"]))
