@@ -29,6 +29,9 @@ class Measurement:
 
 
 def timed(fn: Callable[[], int]) -> tuple[float, int]:
+    """Seconds and result of fn(); flushes dirty pages first, so that the previous
+    measurement's writeback does not land in this one's fsyncs."""
+    os.sync()
     start = time.perf_counter()
     count = fn()
     return time.perf_counter() - start, count

@@ -12,6 +12,7 @@ times (default 2, our machines swing 30-70%) and the median is reported.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import pathlib
 import subprocess
@@ -60,9 +61,10 @@ def main() -> None:
     count = options.records
     # Inputs are built before any timing, for every contender: the ceiling gets encoded
     # bytes, put_many the Python records (encoding them is part of its job), load a file.
+    # The ceiling's inputs exist only around its own run: a million extra live objects
+    # would make every garbage collection during the next contender's run slower.
     rows = list(records(count))
     packer = msgpack.Packer(use_bin_type=True)
-    items = [(k.encode(), packer.pack(v)) for k, v in rows]
     results: dict[str, list[float]] = {"ceiling": [], "put_many": [], "load": []}
     with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
         root = pathlib.Path(tmp)
@@ -73,7 +75,10 @@ def main() -> None:
         with LocalCluster(root / "cluster", nodes=1) as cluster:
             address = cluster.addresses[0]
             for run in range(options.passes):
+                items = [(k.encode(), packer.pack(v)) for k, v in rows]
                 results["ceiling"].append(timed(lambda: ceiling(root / f"ceiling{run}", items))[0])
+                del items
+                gc.collect()
                 results["put_many"].append(timed(lambda: ingest_put_many(address, f"pm{run}", rows))[0])
                 results["load"].append(timed(lambda: ingest_load(address, f"ld{run}", jsonl, count))[0])
     measured = {name: Measurement(name, seconds, count) for name, seconds in results.items()}

@@ -215,8 +215,8 @@ class Client:
 
         return bool(self._retry("compare_and_set", attempt, write=True, dataset=dataset, key=key).swapped)
 
-    def put_many(self, dataset: str, records: Iterable[tuple[str | bytes, Any]], *, batch_records: int = 1000,
-                 batch_bytes: int = 1024 * 1024) -> int:
+    def put_many(self, dataset: str, records: Iterable[tuple[str | bytes, Any]], *, batch_records: int = 2000,
+                 batch_bytes: int = 2 * 1024 * 1024) -> int:
         """Store many records, streamed in batches per shard; returns how many were stored.
 
         Batches go to each shard's primary over one stream per shard with at most
