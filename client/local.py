@@ -203,6 +203,14 @@ class LocalCluster:
                 self.stop(timeout_s=5.0)
                 raise
 
+    def start_missing(self, timeout_s: float = 60.0) -> list[str]:
+        """Start the nodes that are not running (e.g. after a kill -9) and wait until ready."""
+        missing = [node.id for node in self._nodes if not self.is_running(node.id)]
+        for node_id in missing:
+            self.start_node(node_id)
+        self.wait_ready(timeout_s)
+        return missing
+
     def start_node(self, node_id: str) -> None:
         """Start one stopped node; returns at once (see wait_ready)."""
         with self._lock:

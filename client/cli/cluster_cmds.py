@@ -50,15 +50,24 @@ def up(
     timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait until the cluster is ready.")]
     = 60.0,
 ) -> None:
-    """Start a local cluster of real node processes (no TLS) and wait until it is ready."""
+    """Start a local cluster of real node processes (no TLS) and wait until it is ready.
+
+    On a data dir whose cluster is partly running, `--detach` starts the nodes that are down.
+    """
     try:
         fresh = read_record(data_dir.resolve()) is None
         base_port = port if port is not None or not fresh else DEFAULT_BASE_PORT
         cluster = LocalCluster(data_dir, nodes=nodes, base_port=base_port, detach=detach)
         running = [f"{node_id} (pid {cluster.pid(node_id)})" for node_id in cluster.running()]
-        if running:
+        if len(running) == len(cluster.nodes) or (running and not detach):
             raise ClusterRunningError(f"the cluster in {cluster.data_dir} is already running ({', '.join(running)}); "
-                                      f"stop it first: shoal down --data-dir {data_dir}")
+                                      f"stop it first (shoal down --data-dir {data_dir}), or start the nodes that "
+                                      "are down with shoal up --detach")
+        if running:
+            started = cluster.start_missing(timeout_s)   # some nodes died: bring them back
+            typer.echo(f"started {', '.join(started)}; the others were running")
+            _print_ready(cluster)
+            return
     except (LocalClusterError, OSError) as exc:
         _fail(exc)
     typer.secho(NO_TLS_WARNING.format(addresses=", ".join(cluster.addresses)), fg="red", bold=True, err=True)

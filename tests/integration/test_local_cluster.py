@@ -7,6 +7,9 @@ Every started process is stopped by the `local_cluster` fixture, failed test or 
 """
 from __future__ import annotations
 
+import os
+import signal
+
 import json
 import socket
 import stat
@@ -224,6 +227,11 @@ def test_cli_up_detach_then_down_leaves_no_process(tmp_path: Path, local_cluster
     again = run_cli("up", "--detach", "--data-dir", str(data_dir))
     assert again.returncode == 1 and "already running" in again.stderr
     assert all(pid_alive(pid) for pid in pids)
+    os.kill(pids[1], signal.SIGKILL)             # n2 dies; `up --detach` brings back just n2
+    revive = run_cli("up", "--detach", "--data-dir", str(data_dir))
+    assert revive.returncode == 0 and "started n2; the others were running" in revive.stdout, revive.stderr
+    pids = recorded_pids(data_dir)
+    assert len(pids) == 3 and all(pid_alive(pid) for pid in pids)
     down = run_cli("down", "--data-dir", str(data_dir))
     assert down.returncode == 0, down.stderr
     assert down.stdout.count("stopped n") == 3
