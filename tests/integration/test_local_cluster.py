@@ -7,10 +7,9 @@ Every started process is stopped by the `local_cluster` fixture, failed test or 
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
-
-import json
 import socket
 import stat
 import subprocess
