@@ -174,6 +174,8 @@ class ShardPrimary:
         ctx = self.context
         epoch = self.epoch
         entry, results = await ctx.run_blocking(self.replica.store.execute, ops, epoch)
+        if not self.backups:
+            return results   # a lone replica: nobody to send to or reconcile with (R=1 ingest)
         payload = entry.encode()
         self.replica.ring.append(entry.seq, entry.epoch, payload)
         try:
