@@ -18,7 +18,7 @@ chaos_app = typer.Typer(help="Kill, pause and partition a local cluster under lo
 
 
 def register(app: typer.Typer) -> None:
-    """Add the `chaos` command group (run, ls) to the shoal app."""
+    """Add the `chaos` command group (run, ls, check) to the shoal app."""
     app.add_typer(chaos_app, name="chaos")
 
 
@@ -73,6 +73,28 @@ def ls() -> None:
         table.add_row(name, f"{faults}; {scenario.workload.kind} x{scenario.workload.clients}; "
                       f"{shape.nodes} nodes ({shape.network}); {scenario.duration_s:g} s", scenario.description)
     Console().print(table)
+
+
+@chaos_app.command("check")
+def check(
+    history: Annotated[Path, typer.Argument(help="history.jsonl of a run, or a JSON list of operations "
+                                            "({process, kind, key, input, output, outcome, start_s, end_s}).")],
+    timeout_s: Annotated[float, typer.Option("--timeout", min=0.1, help="Checker budget; running out is a failure.")]
+    = 60.0,
+) -> None:
+    """Check a recorded register history for linearizability (exit 0 only if it is)."""
+    from shoal.chaos.checkers.linearizability import check_register
+    from shoal.chaos.history import operations_from_json
+
+    try:
+        operations = operations_from_json(history.read_text())
+        result = check_register([op for op in operations if op.kind in ("read", "write", "cas")], timeout_s)
+    except OSError as exc:
+        _fail(f"cannot read {history}: {exc.strerror}")
+    except (ValueError, KeyError, TypeError) as exc:
+        _fail(f"{history}: not a register history ({type(exc).__name__}: {exc})")
+    typer.echo(result.summary())
+    raise typer.Exit(0 if result.ok else 1)
 
 
 def _fail(message: str, *, code: int = 1) -> NoReturn:

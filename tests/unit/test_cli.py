@@ -178,3 +178,23 @@ def test_status_assemble_follows_the_json_contract() -> None:
     assert (n2["shards"], n2["primaries"], n2["raft_role"]) == (2, 1, "follower")
     assert (n3["state"], n3["reachable"], n3["raft_role"], n3["disk_free_bytes"]) == ("dead", False, "unknown", None)
     assert n3["error"] == "node status failed: Connection refused"
+
+
+def test_chaos_check_fails_a_stale_read_and_passes_a_good_history(tmp_path: Path) -> None:
+    """`shoal chaos check` runs the linearizability checker on a history file; exit 1 when illegal."""
+    def op(process: int, kind: str, value: int, start: float) -> dict[str, object]:
+        return {"process": process, "kind": kind, "key": "x", "input": value if kind == "write" else None,
+                "output": value if kind == "read" else None, "outcome": "ok", "start_s": start, "end_s": start + 1}
+
+    stale = tmp_path / "stale.json"
+    stale.write_text(json.dumps([op(0, "write", 1, 0), op(1, "write", 2, 2), op(2, "read", 1, 4)]))
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps([op(0, "write", 1, 0), op(1, "write", 2, 2), op(2, "read", 2, 4)]))
+    runner = CliRunner()
+    from shoal.client.cli import app
+
+    bad_result = runner.invoke(app, ["chaos", "check", str(stale)])
+    assert bad_result.exit_code == 1 and "illegal" in bad_result.output
+    assert "p2 read x -> 1" in bad_result.output
+    good_result = runner.invoke(app, ["chaos", "check", str(good)])
+    assert good_result.exit_code == 0 and "linearizability: ok" in good_result.output
