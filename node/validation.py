@@ -23,6 +23,11 @@ def dataset_of(state: dict[str, Any], name: str) -> dict[str, Any]:
 
 def shard_of(state: dict[str, Any], name: str, index: int, epoch: int) -> dict[str, Any]:
     """The shard entry, after checking the caller's epoch against ours."""
+    if name not in state["datasets"] and epoch > 0:
+        # The caller saw the dataset in a shard map (epochs start at 1): our copy of the
+        # metadata is behind (a data-only node between heartbeats), not the caller wrong.
+        raise NotPrimaryError(f"shard {name}/{index}: this node has not seen dataset {name!r} yet "
+                              f"(metadata version {state['version']})")
     dataset = dataset_of(state, name)
     if not 0 <= index < dataset["shards"]:
         raise InvalidRequestError(f"dataset {name!r} has {dataset['shards']} shards, no shard {index}")

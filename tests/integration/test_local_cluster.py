@@ -244,3 +244,21 @@ def test_data_only_node_joins_with_its_zone(local_cluster: ClusterFactory) -> No
     assert {node_id: status.raft_role for node_id, status in cluster.statuses().items()}["n4"] == "none"
     assert sorted((info.id, info.zone, info.state) for info in cluster.cluster_map().nodes) == [
         ("n1", "a", "alive"), ("n2", "b", "alive"), ("n3", "a", "alive"), ("n4", "b", "alive")]
+
+
+def test_data_only_node_serves_as_primary_and_backup(local_cluster: ClusterFactory) -> None:
+    """Shards placed on the data-only n4 take writes and reads like any other (metadata and lease via heartbeats)."""
+    cluster = local_cluster(4)
+    with cluster.client() as client:
+        client.create_dataset("spread", shards=8, replication=3)
+        shard_map = client.cluster_map().datasets[0].shard_map
+        assert any(shard.primary == "n4" for shard in shard_map)
+        assert sum("n4" in shard.replicas for shard in shard_map) >= 4
+        written = {f"k{i}": i for i in range(400)}
+        assert client.put_many("spread", written.items()) == 400
+        for key in ("k1", "k2", "k3"):
+            client.put("spread", key, -1)
+            written[key] = -1
+        assert dict(client.scan("spread")) == written
+        n4_shards = client.node_status(cluster.node("n4").address).shards
+        assert n4_shards and all(shard.records > 0 for shard in n4_shards)
