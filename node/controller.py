@@ -57,17 +57,19 @@ class Controller:
 
     def leader_address(self) -> str | None:
         """gRPC address of the Raft leader, from the node table."""
-        raft_address = self.metadata.leader_raft_address()
-        for node in self.metadata.state["nodes"].values():
-            if raft_address and node["raft_address"] == raft_address:
-                return str(node["address"])
-        return None
+        leader = self._leader()
+        return None if leader is None else str(leader[1]["address"])
 
     def leader_id(self) -> str | None:
+        leader = self._leader()
+        return None if leader is None else leader[0]
+
+    def _leader(self) -> tuple[str, dict[str, Any]] | None:
         raft_address = self.metadata.leader_raft_address()
-        for node_id, node in self.metadata.state["nodes"].items():
-            if raft_address and node["raft_address"] == raft_address:
-                return str(node_id)
+        if raft_address:
+            for node_id, node in self.metadata.state["nodes"].items():
+                if node["raft_address"] == raft_address:
+                    return str(node_id), node
         return None
 
     def silent_s(self, node_id: str) -> float:

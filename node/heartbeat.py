@@ -19,9 +19,11 @@ logger = logging.getLogger(__name__)
 
 
 def heartbeat_request(node: Node) -> peer_pb2.HeartbeatRequest:
-    shards = [peer_pb2.ShardHeartbeat(dataset=r.dataset, shard=r.index, epoch=s.epoch, seq=s.seq,
-                                      records=s.records, checksum=s.checksum)
-              for r in node.registry.replicas() for s in (r.store.state,)]
+    shards = []
+    for replica in node.registry.replicas():
+        state = replica.store.state
+        shards.append(peer_pb2.ShardHeartbeat(dataset=replica.dataset, shard=replica.index, epoch=state.epoch,
+                                              seq=state.seq, records=state.records, checksum=state.checksum))
     return peer_pb2.HeartbeatRequest(node_id=node.config.node_id, address=node.config.address,
                                      metadata_version=node.metadata.version, shards=shards)
 

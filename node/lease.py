@@ -30,9 +30,6 @@ class Lease:
         self._version_min = max(self._version_min, metadata_version)
         self._grants += 1
 
-    def revoke(self) -> None:
-        self._until_s = 0.0
-
     def valid(self, metadata_version: int) -> bool:
         if self._always_valid:
             return True

@@ -12,13 +12,14 @@ import uuid
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 import grpc
+import msgpack
 
 from shoal.client._pb import data_pb2, data_pb2_grpc, peer_pb2, peer_pb2_grpc
 from shoal.node import errors, validation
 from shoal.node.metadata import commands
 from shoal.node.replication import backup
 from shoal.node.status import cluster_map, dataset_info, node_status
-from shoal.node.storage.entry import CompareAndSet, Delete, Put, PutBatch
+from shoal.node.storage.entry import CompareAndSet, Delete, Put, PutBatch, write_id_of
 
 if TYPE_CHECKING:
     from shoal.node.node import Node
@@ -78,7 +79,7 @@ def write_id(message: data_pb2.WriteId) -> bytes:
         return b""
     if len(message.client_id) != 16:
         raise errors.InvalidRequestError("write_id.client_id must be 16 bytes")
-    return message.client_id + message.request_seq.to_bytes(8, "big")
+    return write_id_of(message.client_id, message.request_seq)
 
 
 class DataService(data_pb2_grpc.DataServicer):
@@ -284,7 +285,5 @@ class PeerService(peer_pb2_grpc.PeerServicer):
 
     @mapped
     async def Propose(self, request: peer_pb2.ProposeRequest, context: Any) -> peer_pb2.ProposeResponse:
-        import msgpack
-
         result = await self.node.metadata.propose(request.command, timeout_s=3.0)
         return peer_pb2.ProposeResponse(result=msgpack.packb(result, use_bin_type=True))

@@ -97,6 +97,8 @@ class ShardPrimary:
             raise NoLeaseError(f"shard {self.name}: this node's primary lease is not valid now")
 
     async def submit(self, op: Op, size_bytes: int) -> Any:
+        if self.state == "stopped":   # the queue of a stopped primary is never drained again
+            raise NotPrimaryError(f"shard {self.name}: this node stopped being its primary")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((op, size_bytes, future))
         return await future
@@ -157,6 +159,9 @@ class ShardPrimary:
             results = await self._apply_and_replicate([op for op, _, _ in group])
         except NodeError as exc:
             _fail(futures, exc)
+        except asyncio.CancelledError:   # stop() while the group was in flight: it may be applied
+            _fail(futures, UnknownOutcomeError(f"shard {self.name}: primary stopped during the write"))
+            raise
         except Exception as exc:  # an unexpected bug: the outcome is unknown, never "failed"
             logger.exception("shard %s: group commit crashed", self.name)
             _fail(futures, UnknownOutcomeError(f"shard {self.name}: internal error during write: {exc}"))

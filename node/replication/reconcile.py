@@ -16,12 +16,12 @@ import grpc
 
 from shoal.client._pb import peer_pb2
 from shoal.node.errors import StaleEpochError
+from shoal.node.replication.ring import RingEntry
 from shoal.node.storage.entry import Entry
 
 if TYPE_CHECKING:
     from shoal.node.replication.context import ReplicationContext
     from shoal.node.replication.replica import Replica
-    from shoal.node.replication.ring import RingEntry
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +66,6 @@ async def _replicate_to(ctx: ReplicationContext, replica: Replica, epoch: int, b
 
 async def replicate(ctx: ReplicationContext, replica: Replica, epoch: int, backups: list[str],
                     seq: int, payload: bytes) -> list[str]:
-    from shoal.node.replication.ring import RingEntry
-
     entry = RingEntry(seq, epoch, payload)
     outcomes = await asyncio.gather(*(_replicate_to(ctx, replica, epoch, b, [entry]) for b in backups),
                                     return_exceptions=True)
