@@ -286,7 +286,7 @@ def make_workload(spec: WorkloadSpec, history: History, client_factory: Callable
 
 # ---- the liveness probe: a write and a read on every shard after the final heal ----
 def shard_of(key: str, shards: int) -> int:
-    from shoal.client._routing import encode_key, shard_for_key
+    from shoal.client.wire.routing import encode_key, shard_for_key
     return shard_for_key(encode_key(key), shards)
 
 

@@ -5,7 +5,10 @@
         c.put("events", "k1", {"country": "DE", "amount": 12})
         c.get("events", "k1")
 
-Everything public is re-exported here; the underscore modules are private. The client
+Everything public is re-exported here; the underscore modules are private. Two public
+subpackages sit beside them: `shoal.client.wire` (stubs, key-to-shard hash, error codes,
+channel factory, retry policy: what client and node share) and `shoal.client.local` (the
+local-cluster supervisor behind `shoal up` and the tests). The client
 never imports shoal.node, so it installs and runs without LMDB or pysyncobj.
 
 GRPC_VERBOSITY defaults to ERROR (notes/dependencies.md 3.9): gRPC's INFO lines about
@@ -42,6 +45,7 @@ from shoal.client._errors import (  # noqa: E402
     UnavailableError,
     UnknownOutcomeError,
     WrongShardError,
+    may_have_applied,
 )
 from shoal.client._records import ABSENT  # noqa: E402
 
@@ -71,4 +75,5 @@ __all__ = [
     "UnavailableError",
     "UnknownOutcomeError",
     "WrongShardError",
+    "may_have_applied",
 ]

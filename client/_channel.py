@@ -1,13 +1,10 @@
 """Where requests go: one long-lived gRPC channel per node, and the cached shard map.
 
-- Channel options follow notes/dependencies.md 3.3/3.5/3.7: 16 MiB messages both ways
-  (ingest batches are about 1 MiB, a scan chunk may be larger), keepalive with
-  `http2.ping_timeout_ms` set (in grpcio 1.85 only that bounds the wait for a ping ack,
-  so a paused node is noticed in about 15 s), and a reconnect backoff capped at 5 s.
-- Backoff between retries: 20 ms, doubling, capped at 500 ms; one attempt may take a
-  quarter of the call's deadline (attempt_timeout_s), so a paused node is retried around.
-- No retry policy in the service config: the client retries itself, driven by the error
-  flags and carrying write ids; gRPC's own transparent retries (request never left) stay.
+- Channels come from the wire room's factory (`shoal.client.wire.channels.Wire`), with
+  the message limit of ClientConfig; its docstring has the options and why.
+- Backoff between retries: CLIENT_RETRY (20 ms, doubling, capped at 500 ms); one attempt
+  may take a quarter of the call's deadline (attempt_timeout_s), so a paused node is
+  retried around.
 - `rpc_errors` is the one place where a grpc.RpcError becomes a ShoalError.
 - The shard map is an immutable ClusterView swapped as a whole; refreshes are serialized
   and skipped when another thread already loaded a newer map.
@@ -28,27 +25,15 @@ from shoal.client._errors import (
     ClusterUnreachableError, DatasetNotFoundError, DeadlineExceededError, InvalidArgumentError, ShoalError,
     UnavailableError, error_from_rpc, may_have_applied,
 )
-from shoal.client._pb import data_pb2 as pb
-from shoal.client._pb import data_pb2_grpc as pb_grpc
+from shoal.client.wire.channels import Wire
+from shoal.client.wire.pb import data_pb2 as pb
+from shoal.client.wire.pb import data_pb2_grpc as pb_grpc
+from shoal.client.wire.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
-MESSAGE_BYTES_MAX: Final = 16 * 1024 * 1024   # gRPC message limit, both ways (the node sets the same)
-
-CHANNEL_OPTIONS: Final[tuple[tuple[str, int], ...]] = (
-    ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
-    ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.http2.ping_timeout_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 5_000),
-)
+CLIENT_RETRY: Final = RetryPolicy(first_s=0.02, max_s=0.5)
 MAP_TIMEOUT_S_MAX: Final = 2.0   # one GetClusterMap try: a local read on the node
-BACKOFF_S_MIN: Final = 0.02
-BACKOFF_S_MAX: Final = 0.5
 ATTEMPT_S_MIN: Final = 1.0
 ATTEMPTS_PER_CALL: Final = 4     # an attempt gets at most a quarter of the call's deadline
 
@@ -118,9 +103,10 @@ def dataset_route(info: pb.DatasetInfo, addresses: Mapping[str, str]) -> Dataset
 class Transport:
     """Channels per address plus the cached cluster view; thread-safe."""
 
-    def __init__(self, seeds: tuple[str, ...]) -> None:
+    def __init__(self, seeds: tuple[str, ...], wire: Wire) -> None:
         assert seeds
         self.seeds = seeds
+        self.wire = wire
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._stubs: dict[str, tuple[grpc.Channel, pb_grpc.DataStub]] = {}
@@ -135,7 +121,7 @@ class Transport:
                 raise ShoalError("the client is closed", node=address)
             entry = self._stubs.get(address)
             if entry is None:
-                channel = grpc.insecure_channel(address, options=list(CHANNEL_OPTIONS))
+                channel = self.wire.channel(address)
                 entry = self._stubs[address] = (channel, pb_grpc.DataStub(channel))
             return entry[1]
 
@@ -249,22 +235,6 @@ def unreachable(exc: ShoalError) -> bool:
 def needs_refresh(exc: ShoalError) -> bool:
     """Reload the map before retrying: the error says so, or the node is gone (maybe replaced)."""
     return exc.refresh_routing or unreachable(exc)
-
-
-class Backoff:
-    """20 ms, 40 ms, ... capped at 500 ms; never sleeps past the deadline."""
-
-    __slots__ = ("_next_s",)
-
-    def __init__(self) -> None:
-        self._next_s = BACKOFF_S_MIN
-
-    def sleep(self, deadline_s: float) -> None:
-        time.sleep(max(0.0, min(self._next_s, deadline_s - time.monotonic())))
-        self._next_s = min(self._next_s * 2, BACKOFF_S_MAX)
-
-    def reset(self) -> None:
-        self._next_s = BACKOFF_S_MIN
 
 
 def parse_addresses(addresses: str | Sequence[str]) -> tuple[str, ...]:

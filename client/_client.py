@@ -35,11 +35,11 @@ from shoal.client._channel import (
 from shoal.client._errors import (
     DeadlineExceededError, InvalidArgumentError, NotPrimaryError, ShoalError, UnknownOutcomeError, may_have_applied,
 )
-from shoal.client._pb import data_pb2 as pb
+from shoal.client.wire.pb import data_pb2 as pb
 from shoal.client._records import (
     ABSENT, ShardBatcher, ShardStream, ValueEncoder, decode_key, decode_value, encode_key,
 )
-from shoal.client._routing import shard_for_key
+from shoal.client.wire.routing import shard_for_key
 
 logger = logging.getLogger(__name__)
 

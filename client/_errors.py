@@ -35,8 +35,10 @@ have been applied must never look like a plain failure (a caller that treats "fa
 "not written" would be wrong). Retrying it with the same write id is safe, which is why
 it is retriable; when the deadline runs out the client raises it to the caller.
 
-Errors that share a gRPC status are told apart by the trailing metadata "shoal-error"
-(the name of shoal.v1.ErrorCode), which wins over the status when both are present.
+Errors that share a gRPC status are told apart by the error code in the trailing
+metadata (wire.codes.ERROR_METADATA_KEY, the name of a shoal.v1.ErrorCode), which wins
+over the status when both are present. OverloadedError carries the node's retry hint
+(`retry_after_s`), which the client's backoff honours.
 """
 from __future__ import annotations
 
@@ -45,9 +47,10 @@ from typing import ClassVar
 
 import grpc
 
+from shoal.client.wire.codes import ERROR_METADATA_KEY, RETRY_AFTER_METADATA_KEY, metadata_value
+
 logger = logging.getLogger(__name__)
 
-ERROR_METADATA_KEY = "shoal-error"
 _KEY_REPR_CHARS_MAX = 60
 
 
@@ -126,7 +129,10 @@ class StorageFullError(ResourceExhaustedError):
 
 
 class OverloadedError(ResourceExhaustedError):
+    """The node is at its in-flight request limit; `retry_after_s` is its hint (seconds)."""
+
     retriable = True
+    retry_after_s: float = 0.0
 
 
 class UnavailableError(ShoalError):
@@ -232,8 +238,11 @@ def error_from_rpc(exc: grpc.RpcError, what: str, *, node: str | None = None, da
     message = f"{what} failed: {_short_details(details)}"
     if status is grpc.StatusCode.DEADLINE_EXCEEDED:
         message = f"{what} failed: no answer before the deadline"
-    return cls(message, dataset=dataset, key=key, node=node, shard=shard, code=code,
-               status=status.name, sent=sent)
+    error = cls(message, dataset=dataset, key=key, node=node, shard=shard, code=code,
+                status=status.name, sent=sent)
+    if isinstance(error, OverloadedError):
+        error.retry_after_s = _retry_after_s(exc)
+    return error
 
 
 def may_have_applied(exc: ShoalError) -> bool:
@@ -250,13 +259,20 @@ def may_have_applied(exc: ShoalError) -> bool:
     return False
 
 
+def _trailing(exc: grpc.RpcError, key: str) -> str | None:
+    return metadata_value(exc.trailing_metadata() if isinstance(exc, grpc.Call) else None, key)
+
+
 def _shoal_code(exc: grpc.RpcError) -> str | None:
-    metadata = exc.trailing_metadata() if isinstance(exc, grpc.Call) else None
-    for item in metadata or ():
-        if item[0] == ERROR_METADATA_KEY:
-            value = item[1]
-            return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
-    return None
+    return _trailing(exc, ERROR_METADATA_KEY)
+
+
+def _retry_after_s(exc: grpc.RpcError) -> float:
+    raw = _trailing(exc, RETRY_AFTER_METADATA_KEY)
+    try:
+        return max(0.0, int(raw or 0) / 1000)
+    except ValueError:
+        return 0.0
 
 
 def _short_details(details: str) -> str:

@@ -19,8 +19,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shoal.client._local_errors import LocalClusterError
-from shoal.client._pb import data_pb2, data_pb2_grpc
-from shoal.client._routing import encode_key, shard_for_key
+from shoal.client.wire.pb import data_pb2, data_pb2_grpc
+from shoal.client.wire.routing import encode_key, shard_for_key
 
 if TYPE_CHECKING:
     from shoal.client._cluster_layout import NodeHandle

@@ -31,8 +31,8 @@ from shoal.client._errors import (
     DeadlineExceededError, InternalError, InvalidArgumentError, NotPrimaryError, ShoalError, TooLargeError,
     UnavailableError, UnknownOutcomeError, error_from_code, may_have_applied,
 )
-from shoal.client._pb import data_pb2 as pb
-from shoal.client._routing import shard_for_key
+from shoal.client.wire.pb import data_pb2 as pb
+from shoal.client.wire.routing import shard_for_key
 
 logger = logging.getLogger(__name__)
 

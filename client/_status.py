@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 from shoal.client._errors import ShoalError
-from shoal.client._pb import data_pb2 as pb
+from shoal.client.wire.pb import data_pb2 as pb
 
 logger = logging.getLogger(__name__)
 

@@ -51,13 +51,13 @@ from shoal.client._local_errors import (
     ClusterLayoutError, ClusterNotReadyError, ClusterRunningError, LocalClusterError, NodeExitedError,
     PortInUseError,
 )
-from shoal.client._pb import data_pb2
+from shoal.client.wire.pb import data_pb2
 from shoal.client._probe import PROBE_TIMEOUT_S, Probe, primary_in_map, raft_leader_of
 from shoal.client._processes import (
     NodeProcess, is_node_process, kill_children, process_state, read_tail, signal_group, signal_pid, spawn,
 )
 # encode_key and shard_for_key were importable from here before the split; they stay so.
-from shoal.client._routing import encode_key as encode_key, shard_for_key as shard_for_key
+from shoal.client.wire.routing import encode_key as encode_key, shard_for_key as shard_for_key
 
 if TYPE_CHECKING:
     from shoal.client import Client

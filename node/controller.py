@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from shoal.client._pb import peer_pb2
+from shoal.client.wire.pb import peer_pb2
 from shoal.node.errors import NodeError
 from shoal.node.metadata import commands
 

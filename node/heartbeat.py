@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from shoal.client._pb import peer_pb2
+from shoal.client.wire.pb import peer_pb2
 from shoal.node.metadata.remote import RemoteMetadata
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from shoal.client._pb import data_pb2, data_pb2_grpc, peer_pb2, peer_pb2_grpc
+from shoal.client.wire.pb import data_pb2, data_pb2_grpc, peer_pb2, peer_pb2_grpc
 from shoal.node import heartbeat
 from shoal.node.config import NodeConfig
 from shoal.node.controller import Controller

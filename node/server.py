@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 import grpc
 import msgpack
 
-from shoal.client._pb import data_pb2, data_pb2_grpc, peer_pb2, peer_pb2_grpc
+from shoal.client.wire.pb import data_pb2, data_pb2_grpc, peer_pb2, peer_pb2_grpc
 from shoal.node import errors, validation
 from shoal.node.metadata import commands
 from shoal.node.replication import backup

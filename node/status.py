@@ -5,7 +5,7 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from shoal.client._pb import data_pb2
+from shoal.client.wire.pb import data_pb2
 
 if TYPE_CHECKING:
     from shoal.node.node import Node

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from shoal.client._routing import shard_for_key
+from shoal.client.wire.routing import shard_for_key
 from shoal.node.errors import (
     InvalidRequestError, NotPrimaryError, StaleEpochError, TooLargeError, UnknownDatasetError, WrongShardError,
 )

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import grpc
 import msgpack
 
-from shoal.client._pb import peer_pb2
+from shoal.client.wire.pb import peer_pb2
 from shoal.node.errors import NoControllerError, UnknownOutcomeError
 from shoal.node.metadata import MetadataStatistics, fsm
 from shoal.node.replication.peers import PeerClients

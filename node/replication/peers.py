@@ -4,7 +4,7 @@ from __future__ import annotations
 import grpc
 
 from shoal.client import _channel as client_channel
-from shoal.client._pb import peer_pb2_grpc
+from shoal.client.wire.pb import peer_pb2_grpc
 
 # The client's channel settings (keepalive with ping_timeout_ms, reconnect backoff, notes
 # 3.5/3.7), with a larger message limit for replication entries.

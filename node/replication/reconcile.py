@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from shoal.client._pb import peer_pb2
+from shoal.client.wire.pb import peer_pb2
 from shoal.node.errors import StaleEpochError
 from shoal.node.replication.ring import RingEntry
 from shoal.node.storage.entry import Entry

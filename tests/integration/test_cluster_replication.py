@@ -9,7 +9,7 @@ from typing import Callable
 import pytest
 
 from shoal.client import Client, NotEnoughNodesError, ShoalError, UnknownOutcomeError
-from shoal.client._routing import encode_key, shard_for_key
+from shoal.client.wire.routing import encode_key, shard_for_key
 from shoal.client.local import LocalCluster
 
 # Fast failure detection for tests; validate() keeps dead_after > lease + fallback + margin.
@@ -151,7 +151,7 @@ def test_paused_old_primary_cannot_acknowledge_after_failover(cluster: LocalClus
         client.put("fence", "k", "after")
         cluster.resume(old.primary)
         # Straight at the old primary with its old epoch: it must refuse, never ack.
-        from shoal.client._pb import data_pb2, data_pb2_grpc
+        from shoal.client.wire.pb import data_pb2, data_pb2_grpc
         import grpc
         import msgpack
         stub = data_pb2_grpc.DataStub(grpc.insecure_channel(cluster.node(old.primary).address))

@@ -21,7 +21,7 @@ import grpc
 import pytest
 
 from shoal.client import _ports
-from shoal.client._pb import data_pb2, data_pb2_grpc
+from shoal.client.wire.pb import data_pb2, data_pb2_grpc
 from shoal.client.local import (
     ClusterLayoutError,
     ClusterRunningError,

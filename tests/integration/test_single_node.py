@@ -15,8 +15,8 @@ import pytest
 from shoal.client import (
     ABSENT, Client, DatasetExistsError, DatasetNotFoundError, InvalidArgumentError, StorageFullError, TooLargeError,
 )
-from shoal.client._pb import data_pb2, data_pb2_grpc
-from shoal.client._routing import shard_for_key
+from shoal.client.wire.pb import data_pb2, data_pb2_grpc
+from shoal.client.wire.routing import shard_for_key
 from shoal.client.local import LocalCluster
 
 

@@ -17,7 +17,7 @@ import typer.main
 from typer.testing import CliRunner, Result
 
 from shoal.client import UnavailableError
-from shoal.client._pb import data_pb2 as pb
+from shoal.client.wire.pb import data_pb2 as pb
 from shoal.client._status import assemble
 from shoal.client.cli import app
 from shoal.client.cli.data_cmds import RecordFile

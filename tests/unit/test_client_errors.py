@@ -26,9 +26,9 @@ from shoal.client import (
     StaleEpochError, StorageFullError, TooLargeError, UnavailableError, UnknownOutcomeError, WrongShardError,
 )
 from shoal.client._errors import error_from_rpc, may_have_applied
-from shoal.client._pb import data_pb2 as pb
-from shoal.client._pb import data_pb2_grpc as pb_grpc
-from shoal.client._routing import shard_for_key
+from shoal.client.wire.pb import data_pb2 as pb
+from shoal.client.wire.pb import data_pb2_grpc as pb_grpc
+from shoal.client.wire.routing import shard_for_key
 
 HANG_S_MAX = 5.0
 SHARDS = 2

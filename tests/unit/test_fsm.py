@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoal.client._pb import data_pb2
+from shoal.client.wire.pb import data_pb2
 from shoal.node.metadata import commands, fsm
 
 

@@ -26,7 +26,7 @@ def test_wheel_installs_only_the_shoal_namespace(tmp_path: pathlib.Path) -> None
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"shoal"}, top
     assert "shoal/__init__.py" not in names        # a namespace, no top-level package
-    for needed in ("shoal/client/_pb/data_pb2.py", "shoal/node/storage/shard_store.py",
+    for needed in ("shoal/client/wire/pb/data_pb2.py", "shoal/node/storage/shard_store.py",
                    "shoal/client/py.typed", "shoal/chaos/scenarios/kill-leader.toml"):
         assert needed in names, needed
     target = tmp_path / "site"

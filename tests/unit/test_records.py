@@ -17,7 +17,7 @@ from shoal.client._records import (
     KEY_BYTES_MAX, RECORD_OVERHEAD_BYTES, RecordBatch, ShardBatcher, ValueEncoder, decode_key, decode_value,
     encode_key,
 )
-from shoal.client._routing import shard_for_key
+from shoal.client.wire.routing import shard_for_key
 
 
 def test_encode_key_accepts_str_and_bytes() -> None:

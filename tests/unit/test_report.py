@@ -239,7 +239,7 @@ def test_workload_set_final_read() -> None:
 @pytest.mark.parametrize("shards", [1, 4, 16])
 def test_workload_probe_keys_cover_every_shard(shards: int) -> None:
     """The liveness probe has one key per shard."""
-    from shoal.client._routing import encode_key, shard_for_key
+    from shoal.client.wire.routing import encode_key, shard_for_key
 
     keys = probe_keys(shards)
     assert [shard_for_key(encode_key(k), shards) for k in keys] == list(range(shards))
@@ -282,7 +282,7 @@ def test_report_convergence_from_node_statuses() -> None:
     from shoal.chaos.checkers import check_convergence
     from shoal.chaos.report import check_converged
     from shoal.chaos.runner import replica_checksums
-    from shoal.client._pb import data_pb2 as pb
+    from shoal.client.wire.pb import data_pb2 as pb
 
     cluster_map = pb.ClusterMap(datasets=[pb.DatasetInfo(name="chaos", shards=2, shard_map=[
         pb.ShardInfo(index=0, primary="n1", replicas=["n1", "n2"]),

@@ -6,7 +6,7 @@ import pathlib
 import msgpack
 import pytest
 
-from shoal.client._routing import shard_for_key
+from shoal.client.wire.routing import shard_for_key
 from shoal.node.config import NodeConfig
 from shoal.node.errors import InvalidRequestError, TooLargeError, WrongShardError
 from shoal.node.validation import check_batch

@@ -4,7 +4,7 @@
 import grpc
 import warnings
 
-from shoal.client._pb import peer_pb2 as shoal_dot_v1_dot_peer__pb2
+from shoal.client.wire.pb import peer_pb2 as shoal_dot_v1_dot_peer__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

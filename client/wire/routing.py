@@ -1,7 +1,6 @@
-"""Key -> shard hashing and shard-map lookups: pure, no I/O.
+"""Key -> shard hashing: pure, no I/O.
 
-The node imports `shard_for_key` too, so client and node always agree on where a key
-lives (the one function both sides share; everything else goes through the stubs).
+Client and node both import `shard_for_key`, so they always agree on where a key lives.
 """
 from __future__ import annotations
 

@@ -1,0 +1,87 @@
+"""`Wire`: the one factory of every gRPC channel and server port in Shoal.
+
+Client channels, the local-cluster probe, node-to-node peer channels and the node's
+server all come from here, so TLS credentials and auth metadata plug in at one place.
+
+Options follow notes/dependencies.md 3.3/3.5/3.7:
+- one message limit for both directions and both sides (16 MiB by default; the node
+  takes its `message_bytes_max`), sized for 2 MiB ingest batches and bounded scan chunks;
+- keepalive with `http2.ping_timeout_ms` set (in grpcio 1.85 only that bounds the wait
+  for a ping ack, so a paused node is noticed in about 15 s), reconnect backoff capped at 5 s;
+- servers: `so_reuseport=0` (a second daemon on the port must fail, not share it, notes
+  section 0.12), and a ping policy that accepts the clients' keepalive.
+- No retry policy in a service config: callers retry themselves (wire.retry), driven by
+  error flags and carrying write ids; gRPC's transparent retries (request never left) stay.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, Final
+
+import grpc
+
+MiB: Final = 1024 * 1024
+MESSAGE_BYTES_MAX: Final = 16 * MiB
+
+_KEEPALIVE: Final[tuple[tuple[str, int], ...]] = (
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.ping_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+)
+_CHANNEL_ONLY: Final[tuple[tuple[str, int], ...]] = (
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+)
+_SERVER_ONLY: Final[tuple[tuple[str, int], ...]] = (
+    ("grpc.so_reuseport", 0),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.max_connection_idle_ms", 300_000),
+)
+
+
+class PortUnavailableError(Exception):
+    """The server cannot bind the address (in use, or not an address of this host)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Wire:
+    """How this process talks gRPC: message limit today, TLS and tokens later.
+
+    Shapes: `message_bytes_max` in bytes, applied to send and receive on channels and
+    servers alike, so a message one side may send the other may receive.
+    """
+
+    message_bytes_max: int = MESSAGE_BYTES_MAX
+
+    def _limits(self) -> tuple[tuple[str, int], ...]:
+        return (("grpc.max_send_message_length", self.message_bytes_max),
+                ("grpc.max_receive_message_length", self.message_bytes_max))
+
+    def channel_options(self) -> list[tuple[str, int]]:
+        return [*self._limits(), *_KEEPALIVE, *_CHANNEL_ONLY]
+
+    def server_options(self) -> list[tuple[str, int]]:
+        return [*self._limits(), *_KEEPALIVE, *_SERVER_ONLY]
+
+    def channel(self, address: str) -> grpc.Channel:
+        """A blocking channel (the client, the local-cluster probe, tests)."""
+        return grpc.insecure_channel(address, options=self.channel_options())
+
+    def aio_channel(self, address: str) -> grpc.aio.Channel:
+        """An asyncio channel (node-to-node peers)."""
+        return grpc.aio.insecure_channel(address, options=self.channel_options())
+
+    def aio_server(self, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> grpc.aio.Server:
+        """The node's server; every RPC passes through `interceptors`, in order."""
+        return grpc.aio.server(options=self.server_options(), interceptors=list(interceptors))
+
+    def add_port(self, server: grpc.aio.Server | Any, address: str) -> int:
+        """Bind `address` on `server`; returns the port. Raises PortUnavailableError."""
+        try:
+            return int(server.add_insecure_port(address))
+        except RuntimeError as exc:
+            raise PortUnavailableError(f"cannot listen on {address}: address in use or not available ({exc})") \
+                from None
