@@ -30,11 +30,12 @@ from typing import Any, Final, TypeVar
 from shoal.client import _status
 from shoal.client._combiner import PendingPut, PutCombiner
 from shoal.client._channel import (
-    Backoff, Transport, attempt_timeout_s, needs_refresh, parse_addresses, rpc_errors, unreachable,
+    CLIENT_RETRY, Transport, attempt_timeout_s, needs_refresh, parse_addresses, rpc_errors, unreachable,
 )
 from shoal.client._errors import (
     DeadlineExceededError, InvalidArgumentError, NotPrimaryError, ShoalError, UnknownOutcomeError, may_have_applied,
 )
+from shoal.client.wire.channels import Wire
 from shoal.client.wire.pb import data_pb2 as pb
 from shoal.client._records import (
     ABSENT, ShardBatcher, ShardStream, ValueEncoder, decode_key, decode_value, encode_key,
@@ -77,7 +78,7 @@ class Client:
         self._seq = itertools.count(1)
         self._combiner = PutCombiner(self._put_batch, self._put_one)
         self._seq_lock = threading.Lock()
-        self._transport = Transport(self.seeds)
+        self._transport = Transport(self.seeds, Wire())
 
     def __enter__(self) -> Client:
         return self
@@ -303,7 +304,7 @@ class Client:
                key: str | bytes | None = None) -> T:
         """Run `attempt(deadline_s)` until it succeeds, fails for good or time runs out."""
         deadline_s = time.monotonic() + self.timeout_s
-        backoff = Backoff()
+        backoff = CLIENT_RETRY.backoff()
         maybe_applied = False
         last: ShoalError | None = None
         while time.monotonic() < deadline_s:
@@ -381,7 +382,7 @@ class Client:
         between records counts against it, so a slow consumer just causes resumes.
         """
         deadline_s = time.monotonic() + self.timeout_s
-        backoff = Backoff()
+        backoff = CLIENT_RETRY.backoff()
         while True:
             progressed = False
             attempt_deadline_s = min(deadline_s, time.monotonic() + attempt_timeout_s(self.timeout_s))

@@ -24,13 +24,12 @@ from typing import Any, Final
 
 import msgpack
 
-from shoal.client._channel import (
-    BACKOFF_S_MAX, MESSAGE_BYTES_MAX, Backoff, Transport, attempt_timeout_s, needs_refresh, rpc_errors,
-)
+from shoal.client._channel import CLIENT_RETRY, Transport, attempt_timeout_s, needs_refresh, rpc_errors
 from shoal.client._errors import (
     DeadlineExceededError, InternalError, InvalidArgumentError, NotPrimaryError, ShoalError, TooLargeError,
     UnavailableError, UnknownOutcomeError, error_from_code, may_have_applied,
 )
+from shoal.client.wire.channels import MESSAGE_BYTES_MAX
 from shoal.client.wire.pb import data_pb2 as pb
 from shoal.client.wire.routing import shard_for_key
 
@@ -375,7 +374,7 @@ class ShardStream:
             raise
 
     def _send_loop(self) -> None:
-        backoff = Backoff()
+        backoff = CLIENT_RETRY.backoff()
         failures = 0    # attempts in a row without an ack: log the first at INFO, the rest at DEBUG
         while True:
             with self._cond:
@@ -411,7 +410,7 @@ class ShardStream:
                 with contextlib.suppress(ShoalError):
                     self._transport.refresh(time.monotonic() + self._timeout_s,
                                             seen_version=self._transport.version)
-            backoff.sleep(time.monotonic() + BACKOFF_S_MAX)
+            backoff.sleep(time.monotonic() + CLIENT_RETRY.max_s)
 
     def _attempt(self) -> None:
         """One stream: send what is pending (and what comes), read acks until it ends."""

@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from shoal.client.wire.channels import PortUnavailableError, Wire
 from shoal.client.wire.pb import data_pb2, data_pb2_grpc, peer_pb2, peer_pb2_grpc
 from shoal.node import heartbeat
 from shoal.node.config import NodeConfig
@@ -25,19 +26,6 @@ from shoal.node.server import DataService, PeerService
 from shoal.node.shards import ShardRegistry
 
 logger = logging.getLogger(__name__)
-
-
-def server_options(config: NodeConfig) -> list[tuple[str, Any]]:
-    return [
-        ("grpc.so_reuseport", 0),   # a second daemon on the port must fail, not share it (notes §0.12)
-        ("grpc.max_receive_message_length", config.message_bytes_max),
-        ("grpc.max_send_message_length", config.message_bytes_max),
-        ("grpc.keepalive_time_ms", 10_000),
-        ("grpc.http2.ping_timeout_ms", 5_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-        ("grpc.max_connection_idle_ms", 300_000),
-    ]
 
 
 class Node:
@@ -84,15 +72,15 @@ class Node:
 
     async def _serve(self, stop: asyncio.Event) -> None:
         config = self.config
-        self.peers = PeerClients()
+        self.wire = Wire(message_bytes_max=config.message_bytes_max)
+        self.peers = PeerClients(self.wire)
         self.metadata = self._make_metadata(self.peers)
         self.lease = Lease(always_valid=config.standalone)
         self.context = ReplicationContext(config, self.metadata, self.lease, self.peers)
         self.registry = ShardRegistry(self.datadir, self.context)
         self.controller = Controller(config, self.context)
         self.registry.open_existing()
-        server = grpc.aio.server(options=server_options(config),
-                                 maximum_concurrent_rpcs=config.inflight_requests_max)
+        server = self.wire.aio_server()
         data_pb2_grpc.add_DataServicer_to_server(DataService(self), server)
         peer_pb2_grpc.add_PeerServicer_to_server(PeerService(self), server)
         health_servicer = health.aio.HealthServicer()
@@ -103,9 +91,9 @@ class Node:
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
         await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         try:
-            server.add_insecure_port(config.listen)
-        except RuntimeError as exc:
-            raise StartupError(f"cannot listen on {config.listen}: address in use or not available ({exc})") from None
+            self.wire.add_port(server, config.listen)
+        except PortUnavailableError as exc:
+            raise StartupError(str(exc)) from None
         await server.start()
         if config.http_listen:
             from shoal.node import metrics
