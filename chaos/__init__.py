@@ -7,7 +7,8 @@
 Scenarios (TOML) are in chaos/scenarios/; the format and the report format are in
 chaos/DESIGN.md. The modules: scenario (parse + validate), faults (the seeded schedule and
 the faults), netlab (network namespaces), workloads (clients recording a History),
-runner (one run end to end), report (checks, report.json, timeline, repro folder).
+runner (one run end to end), judgements (the checks), report (the model and report.json),
+timeline (the picture), screen (the verdict on screen), repro (the repro folder).
 """
 from __future__ import annotations
 

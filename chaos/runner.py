@@ -39,9 +39,11 @@ from typing import Any
 from shoal.chaos import netlab
 from shoal.chaos.faults import Fault, FaultRecord, Schedule, build_schedule
 from shoal.chaos.history import History
-from shoal.chaos.report import (RunReport, render_verdict, report_from_dict, run_checks, write_report,
-                                 write_repro)
+from shoal.chaos.judgements import run_checks
+from shoal.chaos.report import RunReport, report_from_dict, write_report
+from shoal.chaos.repro import write_repro
 from shoal.chaos.scenario import Scenario, ScenarioError, load_scenario
+from shoal.chaos.screen import render_verdict
 from shoal.chaos.workloads import FinalState, ProbeResult, make_workload, probe_liveness
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ logger = logging.getLogger(__name__)
 NETNS_BASE_PORT = 7400            # every node has its own namespace, so the ports never clash
 CLUSTER_START_TIMEOUT_S = 60.0
 SETUP_TIMEOUT_S = 60.0
+SETUP_RETRY_PAUSE_S = 0.2         # fixed pacing of the dataset-create retries (the cluster is settling)
 CLIENT_TIMEOUT_S = 1.0            # one workload call (retries included); then failed or unknown
 FINAL_READ_TIMEOUT_S = 30.0
 
@@ -298,20 +301,24 @@ def _record(fault: Fault, cluster: Any) -> FaultRecord:
 
 
 def _create_dataset(client: Any, scenario: Scenario) -> None:
-    from shoal.client._errors import DatasetExistsError, ShoalError
+    """Create the workload dataset, retrying retriable errors until SETUP_TIMEOUT_S.
 
-    deadline_s = time.monotonic() + SETUP_TIMEOUT_S
-    while True:
+    DatasetExistsError counts as done, on any attempt: after a retry it means an earlier
+    attempt of ours created the dataset and its reply was lost.
+    """
+    from shoal.client import DatasetExistsError, ShoalError
+    from shoal.client.wire.retry import RetryPolicy, retry
+
+    def attempt() -> None:
         try:
             client.create_dataset(scenario.workload.dataset, shards=scenario.cluster.shards,
                                   replication=scenario.cluster.replication)
-            return
         except DatasetExistsError:
             return
-        except ShoalError as exc:
-            if not exc.retriable or time.monotonic() >= deadline_s:
-                raise
-            time.sleep(0.2)
+
+    retry(attempt, policy=RetryPolicy(first_s=SETUP_RETRY_PAUSE_S, max_s=SETUP_RETRY_PAUSE_S, multiplier=1.0),
+          deadline_s=time.monotonic() + SETUP_TIMEOUT_S,
+          retry_on=lambda exc: isinstance(exc, ShoalError) and exc.retriable)
 
 
 def _wait_converged(cluster: Any, dataset: str, within_s: float) -> Any:

@@ -33,15 +33,19 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 from shoal.chaos.history import History
 from shoal.chaos.scenario import WorkloadSpec
+
+if TYPE_CHECKING:
+    from shoal.client.wire.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
 PROBE_PREFIX = "probe-"
 RETRY_PAUSE_S = 0.05              # after a failed/unknown op, so a down cluster is not spun on
+SCAN_RETRY_PAUSE_S = RETRY_PAUSE_S * 4
 FINAL_PROCESS_BASE = 1_000_000    # process ids of the final reads
 JOIN_TIMEOUT_S = 30.0
 
@@ -58,7 +62,7 @@ class RecordClient(Protocol):
 
 def classify_error(exc: BaseException, *, write: bool) -> str:
     """failed | unknown for an exception raised by a client call (see module docstring)."""
-    from shoal.client._errors import ShoalError, may_have_applied
+    from shoal.client import ShoalError, may_have_applied
 
     if isinstance(exc, ShoalError):
         if not write:
@@ -69,7 +73,7 @@ def classify_error(exc: BaseException, *, write: bool) -> str:
 
 
 def absent() -> Any:
-    from shoal.client._records import ABSENT
+    from shoal.client import ABSENT
     return ABSENT
 
 
@@ -208,6 +212,7 @@ class RegisterWorkload(Workload):
         state = FinalState()
         for position, key in enumerate(self.keys):
             process = FINAL_PROCESS_BASE + position
+            backoff = _fixed_retry_policy(RETRY_PAUSE_S).backoff()
             while True:
                 outcome, value = self._call(process, "read", key, None, False, lambda: client.get(self.dataset, key))
                 if outcome == "ok":
@@ -217,7 +222,7 @@ class RegisterWorkload(Workload):
                     state.complete = False
                     state.detail = f"final read of {key} did not succeed before the deadline"
                     break
-                time.sleep(RETRY_PAUSE_S)
+                backoff.sleep(deadline_s)
         return state
 
 
@@ -266,16 +271,26 @@ def _swapped(result: Any) -> bool:
     return bool(getattr(result, "swapped", result))
 
 
+def _fixed_retry_policy(pause_s: float) -> RetryPolicy:
+    """The shared RetryPolicy (shoal.client.wire.retry) with a fixed pause between attempts:
+    the workloads wait for a cluster to come back, not for contention to clear."""
+    from shoal.client.wire.retry import RetryPolicy
+    return RetryPolicy(first_s=pause_s, max_s=pause_s, multiplier=1.0)
+
+
 def _scan_until(client: RecordClient, dataset: str, deadline_s: float) -> FinalState:
     """A complete scan of the dataset (retried until the deadline): every non-probe key."""
-    while True:
-        try:
-            keys = {str(key) for key, _ in client.scan(dataset) if not str(key).startswith(PROBE_PREFIX)}
-            return FinalState(elements=set(keys))
-        except Exception as exc:   # noqa: BLE001 - retried until the deadline, then reported
-            if time.monotonic() >= deadline_s:
-                return FinalState(complete=False, detail=f"final scan failed: {exc}")
-            time.sleep(RETRY_PAUSE_S * 4)
+    from shoal.client.wire.retry import retry
+
+    def scan() -> set[str]:
+        return {str(key) for key, _ in client.scan(dataset) if not str(key).startswith(PROBE_PREFIX)}
+
+    try:
+        keys = retry(scan, policy=_fixed_retry_policy(SCAN_RETRY_PAUSE_S), deadline_s=deadline_s,
+                     retry_on=lambda exc: True)
+    except Exception as exc:   # noqa: BLE001 - retried until the deadline, then reported
+        return FinalState(complete=False, detail=f"final scan failed: {exc}")
+    return FinalState(elements=set(keys))
 
 
 def make_workload(spec: WorkloadSpec, history: History, client_factory: Callable[[], RecordClient],
@@ -311,6 +326,7 @@ def probe_liveness(client: RecordClient, dataset: str, shards: int, within_s: fl
     """Until every shard took a write and returned it on a read, or `within_s` passed."""
     started_s = time.monotonic()
     pending = dict.fromkeys(probe_keys(shards), "not tried")
+    backoff = _fixed_retry_policy(RETRY_PAUSE_S).backoff()
     attempt = 0
     while pending:
         attempt += 1
@@ -329,7 +345,7 @@ def probe_liveness(client: RecordClient, dataset: str, shards: int, within_s: fl
             detail = "; ".join(f"{key}: {why}" for key, why in pending.items())
             return ProbeResult(False, elapsed_s, f"after {elapsed_s:.1f} s: {detail}")
         if pending:
-            time.sleep(RETRY_PAUSE_S)
+            backoff.sleep(started_s + within_s)
     elapsed_s = time.monotonic() - started_s
     if elapsed_s > within_s:   # the last round succeeded, but too late
         return ProbeResult(False, elapsed_s,

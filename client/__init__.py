@@ -47,7 +47,7 @@ from shoal.client._errors import (  # noqa: E402
     WrongShardError,
     may_have_applied,
 )
-from shoal.client._records import ABSENT  # noqa: E402
+from shoal.client._codec import ABSENT  # noqa: E402
 
 __all__ = [
     "ABSENT",

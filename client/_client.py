@@ -37,9 +37,9 @@ from shoal.client._errors import (
 )
 from shoal.client.wire.channels import Wire
 from shoal.client.wire.pb import data_pb2 as pb
-from shoal.client._records import (
-    ABSENT, ShardBatcher, ShardStream, ValueEncoder, decode_key, decode_value, encode_key,
-)
+from shoal.client._batcher import ShardBatcher
+from shoal.client._codec import ABSENT, ValueEncoder, decode_key, decode_value, encode_key
+from shoal.client._ingest_stream import ShardStream
 from shoal.client.wire.routing import shard_for_key
 
 logger = logging.getLogger(__name__)

@@ -34,9 +34,26 @@ class NodeConfig:
     join: str = ""                        # data-only node: any member's gRPC host:port
     leader_fallback_timeout_s: float = 2.0  # a cut-off Raft leader steps down after this
 
+    raft_log_compaction_min_entries: int = 5000   # dump + truncate the journal after this many entries ...
+    raft_log_compaction_min_time_s: float = 300.0  # ... and at most this often
+    raft_commands_queue_max: int = 10_000          # proposals queued in pysyncobj before it refuses more
+    raft_connection_retry_s: float = 1.0           # reconnect period between voters
+
+    # metadata proposals and reads through the log (seconds)
+    propose_timeout_s: float = 5.0            # a client's create/drop dataset or a node's join, retries included
+    propose_attempt_timeout_s: float = 2.0    # one attempt of a proposal through the log
+    propose_forward_timeout_s: float = 3.0    # a proposal forwarded to this voter by a data-only node
+    propose_backoff_s_min: float = 0.05       # between attempts after NO_CONTROLLER / UNKNOWN_OUTCOME ...
+    propose_backoff_s_max: float = 0.5        # ... doubling up to this
+    barrier_timeout_s: float = 2.0            # wait for the local copy to catch up after a proposal
+    register_retry_s: float = 0.2             # pacing of start-up registration until the cluster accepts us
+
     # storage
     map_size_bytes: int = 64 * GiB        # LMDB map per shard: address space, files are sparse
     lmdb_sync: bool = True                # fsync each commit (off only for throwaway benches)
+    lmdb_threads: int = 4                 # threads for blocking LMDB work (commits fsync): never the event loop
+    lmdb_max_readers: int = 1024          # concurrent read transactions per shard environment
+    idempotency_retain_writes: int = 100_000   # write ids remembered per shard, so retries apply once
 
     # limits (TOO_LARGE / RESOURCE_EXHAUSTED beyond them)
     key_bytes_max: int = 511              # LMDB 0.9's key limit
@@ -44,6 +61,17 @@ class NodeConfig:
     batch_records_max: int = 10_000
     message_bytes_max: int = 16 * MiB     # gRPC receive limit on both ends
     inflight_requests_max: int = 2_000    # concurrent RPCs before OVERLOADED
+    overload_retry_after_s: float = 0.05  # the retry hint sent with OVERLOADED
+    put_stream_window_batches: int = 32   # batches of one PutStream being written at once: bounds memory
+    scan_chunk_records: int = 1000        # records per Scan chunk when the caller does not say
+    scan_chunk_records_max: int = 10_000  # the most a caller may ask for per chunk
+
+    # replication
+    group_ops_max: int = 512              # client ops committed as one entry (group commit) ...
+    group_bytes_max: int = 8 * MiB        # ... and their bytes
+    entry_ring_entries_max: int = 4096    # recent entries kept in memory per shard for catch-up ...
+    entry_ring_bytes_max: int = 64 * MiB  # ... and their bytes
+    peer_retry_s: float = 0.1             # pacing of Replicate/BeginEpoch retries to one backup
 
     # failure detection and leases (seconds). The controller declares a node dead only
     # after its lease certainly expired, even one granted by a deposed Raft leader:
@@ -53,6 +81,8 @@ class NodeConfig:
     node_suspect_after_s: float = 2.0
     node_dead_after_s: float = 6.0
     replicate_timeout_s: float = 2.0      # a backup slower than this is fenced out of the in-sync set
+    controller_proposals_per_tick_max: int = 32   # bounded work per controller tick (heartbeat_interval_s)
+    controller_propose_timeout_s: float = 3.0     # one controller decision through the log, retries included
 
     # operations
     log_level: str = "INFO"
@@ -86,6 +116,14 @@ class NodeConfig:
             raise ConfigError("a Raft password of at least 8 characters is mandatory with --raft "
                               "(SHOAL_RAFT_PASSWORD_FILE, SHOAL_RAFT_PASSWORD or raft_password_file in the config file): "
                               "the Raft port unpickles what it receives")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.type in ("int", "float") and not value > 0:
+                raise ConfigError(f"{field.name} must be positive, got {value}")
+        if self.propose_backoff_s_min > self.propose_backoff_s_max:
+            raise ConfigError("propose_backoff_s_min must not exceed propose_backoff_s_max")
+        if self.scan_chunk_records > self.scan_chunk_records_max:
+            raise ConfigError("scan_chunk_records must not exceed scan_chunk_records_max")
         if self.map_size_bytes < 1 * MiB:
             raise ConfigError(f"map_size_bytes must be at least 1 MiB, got {self.map_size_bytes}")
         if not 1 <= self.key_bytes_max <= 511:
@@ -162,14 +200,18 @@ def load_config(flags: dict[str, Any], config_file: str | None = None,
             raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {config_file}: {exc}") from None
-        values.update({k: _coerce(k, v) for k, v in table.get("node", table).items()})
+        settings = dict(table.get("node", table))
+        if "raft_password_file" in settings:   # a file name, read below: not a field of NodeConfig
+            values["raft_password_file"] = str(settings.pop("raft_password_file"))
+        values.update({k: _coerce(k, v) for k, v in settings.items()})
     env = os.environ if environ is None else environ
     for name in _FIELDS:
         raw = env.get("SHOAL_" + name.upper())
         if raw is not None:
             values[name] = _coerce(name, raw)
-    password_file = env.get("SHOAL_RAFT_PASSWORD_FILE") or values.pop("raft_password_file", None)
-    if password_file and "raft_password" not in flags:
+    file_setting = values.pop("raft_password_file", None)
+    password_file = env.get("SHOAL_RAFT_PASSWORD_FILE") or file_setting
+    if password_file and flags.get("raft_password") is None:
         values["raft_password"] = _read_secret(str(password_file))
     for name, raw in flags.items():
         if raw is not None:

@@ -1,4 +1,4 @@
-"""Domain errors of the node. server.py maps each to a gRPC status in one place.
+"""Domain errors of the node. interceptors.ErrorMapping maps each to a gRPC status in one place.
 
 NodeError
 ├── ConfigError            bad configuration at start (never reaches gRPC)
@@ -61,8 +61,14 @@ class StorageFullError(NodeError):
 
 
 class OverloadedError(NodeError):
+    """Too many requests in flight; `retry_after_s` is the hint sent to the caller."""
+
     code = "OVERLOADED"
     retriable = True
+
+    def __init__(self, message: str, *, retry_after_s: float = 0.05) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class NotPrimaryError(NodeError):

@@ -1,11 +1,19 @@
-"""Node: lifecycle glue only. Wires the components together, owns no logic."""
+"""Node: lifecycle glue only. Wires the components together, owns no logic.
+
+What the node owns (and stops, in reverse order): the wire factory, the peer channels,
+the metadata store, the thread pool for blocking LMDB work (and, next, the pool of
+worker processes for compute tasks), the shard registry, the controller, the heartbeat,
+the gRPC server with its interceptor chain, and the HTTP room. Components get the few
+parts they use (Protocols in the consuming modules), never this object, except the
+services and the status/HTTP readers, which see it through their Protocols.
+"""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import signal
 import time
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -13,11 +21,13 @@ from grpc_reflection.v1alpha import reflection
 
 from shoal.client.wire.channels import PortUnavailableError, Wire
 from shoal.client.wire.pb import data_pb2, data_pb2_grpc, peer_pb2, peer_pb2_grpc
-from shoal.node import heartbeat
+from shoal.client.wire.retry import RetryPolicy
+from shoal.node import interceptors
 from shoal.node.config import NodeConfig
 from shoal.node.controller import Controller
 from shoal.node.datadir import DataDir
 from shoal.node.errors import NodeError, StartupError
+from shoal.node.heartbeat import Heartbeat
 from shoal.node.lease import Lease
 from shoal.node.metadata import MetadataStore, commands
 from shoal.node.replication.context import ReplicationContext
@@ -33,8 +43,8 @@ class Node:
         self.config = config
         self.datadir = DataDir(config.data_dir)
         self.started_at_s = time.monotonic()
+        self.ready = False            # registered and serving: gRPC health SERVING, HTTP /readyz 200
         self._changed = asyncio.Event()
-        self.known_controller = ""   # from the last granted heartbeat; data-only nodes have no Raft view
 
     def _make_metadata(self, peers: PeerClients) -> MetadataStore:
         loop = asyncio.get_running_loop()
@@ -51,13 +61,23 @@ class Node:
         from shoal.node.metadata.local import LocalMetadata
         return LocalMetadata(self.config.data_dir, on_change)
 
+    # ---- what status, metrics and the HTTP room read (their Protocols) ----
+
     def raft_role(self) -> str:
         return "none" if not self.config.raft else self.metadata.role()
 
     def controller_id(self) -> str | None:
         if self.config.standalone:
             return self.config.node_id
-        return self.controller.leader_id() or self.known_controller or None
+        return self.controller.leader_id() or self.heartbeat.known_controller or None
+
+    def lease_valid(self) -> bool:
+        return self.context.lease_valid()
+
+    async def disk_usage(self) -> tuple[int, int]:
+        return await self.context.run_blocking(self.datadir.disk_usage)
+
+    # ---- lifecycle ----
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
@@ -70,17 +90,26 @@ class Node:
         finally:
             self.datadir.unlock()
 
-    async def _serve(self, stop: asyncio.Event) -> None:
+    def _wire_components(self) -> None:
         config = self.config
         self.wire = Wire(message_bytes_max=config.message_bytes_max)
         self.peers = PeerClients(self.wire)
         self.metadata = self._make_metadata(self.peers)
         self.lease = Lease(always_valid=config.standalone)
-        self.context = ReplicationContext(config, self.metadata, self.lease, self.peers)
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=config.lmdb_threads,
+                                                              thread_name_prefix="lmdb")
+        self.context = ReplicationContext(config, self.metadata, self.lease, self.peers, self.executor)
         self.registry = ShardRegistry(self.datadir, self.context)
         self.controller = Controller(config, self.context)
+        self.heartbeat = Heartbeat(config, self.metadata, self.registry.replicas, self.lease, self.peers,
+                                   self.controller)
+        self.interceptors = interceptors.chain(config.inflight_requests_max, config.overload_retry_after_s)
+
+    async def _serve(self, stop: asyncio.Event) -> None:
+        config = self.config
+        self._wire_components()
         self.registry.open_existing()
-        server = self.wire.aio_server()
+        server = self.wire.aio_server(self.interceptors)
         data_pb2_grpc.add_DataServicer_to_server(DataService(self), server)
         peer_pb2_grpc.add_PeerServicer_to_server(PeerService(self), server)
         health_servicer = health.aio.HealthServicer()
@@ -95,29 +124,33 @@ class Node:
         except PortUnavailableError as exc:
             raise StartupError(str(exc)) from None
         await server.start()
-        if config.http_listen:
-            from shoal.node import metrics
-            metrics.serve(self)
         self.metadata.start()
         logger.info("node %s listening on %s (%s)", config.node_id, config.listen, self._mode())
+        http_server = None
         try:
+            if config.http_listen:   # StartupError (port taken) unwinds through the finally below
+                from shoal.node import http
+                http_server = await http.serve(self)
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._register(health_servicer)),
                          group.create_task(self._reconcile_loop())]
                 if not config.standalone:
-                    tasks.append(group.create_task(heartbeat.run(self)))
+                    tasks.append(group.create_task(self.heartbeat.run()))
                 if config.raft:
                     tasks.append(group.create_task(self.controller.run()))
                 await stop.wait()
                 logger.info("node %s stopping", config.node_id)
+                self.ready = False
                 await health_servicer.enter_graceful_shutdown()
                 for task in tasks:
                     task.cancel()
         finally:
+            if http_server is not None:
+                await http_server.stop()   # first, so /readyz stops answering before gRPC does
             await server.stop(grace=2.0)
             self.registry.close()
             self.metadata.stop()
-            self.context.close()
+            self.executor.shutdown(wait=True)
             await self.peers.close()
             logger.info("node %s stopped", config.node_id)
 
@@ -126,30 +159,42 @@ class Node:
             return f"metadata voter, raft {self.config.raft}"
         return f"data-only, joined {self.config.join}" if self.config.join else "standalone"
 
+    def _registered(self) -> bool:
+        node = self.metadata.view.node(self.config.node_id)
+        return (node is not None and node.address == self.config.address and node.alive
+                and self.metadata.is_ready())
+
     async def _register(self, health_servicer: health.aio.HealthServicer) -> None:
         """Register this node in the metadata (retried until it sticks), then report SERVING."""
         config = self.config
         command = commands.register_node(config.node_id, config.address, config.zone, config.raft,
                                          request_id=f"register-{config.node_id}-{time.time_ns()}")
-        while True:
-            node = self.metadata.state["nodes"].get(config.node_id)
-            if node and node["address"] == config.address and node["state"] == "alive" and self.metadata.is_ready():
-                break
+        backoff = RetryPolicy(config.register_retry_s, config.register_retry_s, multiplier=1.0).backoff()
+        while not self._registered():   # retried until the cluster accepts us: no deadline at start-up
             try:
-                if config.join:
-                    await self.peers.peer(config.join).Join(peer_pb2.JoinRequest(
-                        node_id=config.node_id, address=config.address, zone=config.zone), timeout=3.0)
-                else:
-                    result = await self.metadata.propose(command, timeout_s=3.0)
-                    if not result.get("ok"):
-                        raise StartupError(f"node {config.node_id} rejected by the cluster: {result.get('message')}")
-            except (NodeError, grpc.aio.AioRpcError) as exc:
+                await self._register_once(command)
+            except NodeError as exc:
                 if isinstance(exc, StartupError):
                     raise
                 logger.debug("registration pending: %s", exc)
-            await asyncio.sleep(0.2)   # retry pacing until the cluster accepts us
+            await backoff.asleep(float("inf"))
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        self.ready = True
         logger.info("node %s ready", config.node_id)
+
+    async def _register_once(self, command: bytes) -> None:
+        config = self.config
+        if config.join:
+            try:
+                await self.peers.peer(config.join).Join(peer_pb2.JoinRequest(
+                    node_id=config.node_id, address=config.address, zone=config.zone),
+                    timeout=config.propose_forward_timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                logger.debug("join through %s pending: %s", config.join, exc.code().name)
+            return
+        result = await self.metadata.propose(command, timeout_s=config.propose_forward_timeout_s)
+        if not result.get("ok"):
+            raise StartupError(f"node {config.node_id} rejected by the cluster: {result.get('message')}")
 
     async def _reconcile_loop(self) -> None:
         while True:

@@ -1,69 +1,62 @@
 """grpc.aio servicers for the Data (client) and Peer (node) APIs.
 
-The one place where domain errors (node/errors.py) become gRPC status codes, with the
-shoal.v1.ErrorCode name in the trailing metadata "shoal-error".
+Handlers raise domain errors (node/errors.py); the interceptor chain
+(node/interceptors.py) turns them into gRPC statuses, for unary and streaming RPCs
+alike. The services see the node through `ServedNode`, the few parts they use.
 """
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Protocol
 
-import grpc
 import msgpack
 
 from shoal.client.wire.pb import data_pb2, data_pb2_grpc, peer_pb2, peer_pb2_grpc
 from shoal.node import errors, validation
 from shoal.node.metadata import commands
 from shoal.node.replication import backup
-from shoal.node.status import cluster_map, dataset_info, node_status
+from shoal.node.status import ReplicaSource, StatusSource, cluster_map, dataset_info, node_status
 from shoal.node.storage.entry import CompareAndSet, Delete, Put, PutBatch, write_id_of
 
 if TYPE_CHECKING:
-    from shoal.node.node import Node
+    from shoal.node.config import NodeConfig
+    from shoal.node.metadata import MetadataStore
+    from shoal.node.replication.context import ReplicationContext
     from shoal.node.replication.primary import ShardPrimary
+    from shoal.node.replication.replica import Replica
 
 logger = logging.getLogger(__name__)
 
-STATUS_OF: list[tuple[type[errors.NodeError], grpc.StatusCode]] = [
-    (errors.UnknownDatasetError, grpc.StatusCode.NOT_FOUND),
-    (errors.DatasetExistsError, grpc.StatusCode.ALREADY_EXISTS),
-    (errors.InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.StorageFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (errors.OverloadedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (errors.StaleEpochError, grpc.StatusCode.FAILED_PRECONDITION),
-    (errors.NotEnoughNodesError, grpc.StatusCode.FAILED_PRECONDITION),
-    (errors.NotPrimaryError, grpc.StatusCode.UNAVAILABLE),
-    (errors.NoLeaseError, grpc.StatusCode.UNAVAILABLE),
-    (errors.NoControllerError, grpc.StatusCode.UNAVAILABLE),
-    (errors.UnknownOutcomeError, grpc.StatusCode.UNAVAILABLE),
-    (errors.ReplicationError, grpc.StatusCode.UNAVAILABLE),
-]
+
+class ShardLookup(ReplicaSource, Protocol):
+    def primary(self, dataset: str, index: int) -> ShardPrimary | None: ...
+
+    def replica_for_peer(self, dataset: str, index: int) -> Replica: ...
 
 
-def status_code(exc: errors.NodeError) -> grpc.StatusCode:
-    for kind, code in STATUS_OF:
-        if isinstance(exc, kind):
-            return code
-    return grpc.StatusCode.INTERNAL
+class HeartbeatSink(Protocol):
+    def heartbeat(self, request: peer_pb2.HeartbeatRequest) -> peer_pb2.HeartbeatResponse: ...
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: errors.NodeError) -> None:
-    await context.abort(status_code(exc), str(exc), trailing_metadata=(("shoal-error", exc.code),))
+class ServedNode(StatusSource, Protocol):
+    """What the services use of the node (node.Node satisfies it)."""
 
+    @property
+    def config(self) -> NodeConfig: ...
 
-def mapped(handler: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn NodeErrors raised by a unary handler into gRPC statuses."""
-    @functools.wraps(handler)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await handler(self, request, context)
-        except errors.NodeError as exc:
-            await _abort(context, exc)
-    return wrapper
+    @property
+    def metadata(self) -> MetadataStore: ...
+
+    @property
+    def registry(self) -> ShardLookup: ...
+
+    @property
+    def context(self) -> ReplicationContext: ...
+
+    @property
+    def controller(self) -> HeartbeatSink: ...
 
 
 def result_error(result: dict[str, Any]) -> errors.NodeError:
@@ -72,6 +65,14 @@ def result_error(result: dict[str, Any]) -> errors.NodeError:
              "NOT_ENOUGH_NODES": errors.NotEnoughNodesError, "STALE_EPOCH": errors.StaleEpochError,
              "INVALID_ARGUMENT": errors.InvalidRequestError}
     return kinds.get(result.get("error", ""), errors.InvalidRequestError)(result.get("message", "rejected"))
+
+
+async def propose_or_raise(context: ReplicationContext, command: bytes, deadline_s: float) -> dict[str, Any]:
+    """Propose through the log; a rejected command raises its NodeError."""
+    result = await context.propose(command, deadline_s=deadline_s)
+    if not result.get("ok"):
+        raise result_error(result)
+    return result
 
 
 def write_id(message: data_pb2.WriteId) -> bytes:
@@ -83,22 +84,21 @@ def write_id(message: data_pb2.WriteId) -> bytes:
 
 
 class DataService(data_pb2_grpc.DataServicer):
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: ServedNode) -> None:
         self.node = node
         self.config = node.config
 
     def _primary(self, target: data_pb2.RecordTarget, key: bytes | None) -> ShardPrimary:
-        """The active primary for the target, checked against ONE metadata snapshot."""
-        state = self.node.metadata.state
-        shard = validation.shard_of(state, target.dataset, target.shard, target.epoch)
+        """The active primary for the target, checked against ONE metadata view."""
+        view = self.node.metadata.view
+        shard = validation.shard_of(view, target.dataset, target.shard, target.epoch)
         if key is not None:
-            shards = state["datasets"][target.dataset]["shards"]
+            shards = view.datasets[target.dataset].shards
             validation.check_key(self.config, target.dataset, key, shards, target.shard)
         primary = self.node.registry.primary(target.dataset, target.shard)
-        if primary is None or shard["primary"] != self.config.node_id:
-            raise errors.NotPrimaryError(f"shard {target.dataset}/{target.shard}: primary is {shard['primary']}, "
-                                         f"not {self.config.node_id}")
-        primary.check_serving(state["version"])
+        if primary is None or shard.primary != self.config.node_id:
+            raise errors.NotPrimaryError(f"shard {shard.name}: primary is {shard.primary}, not {self.config.node_id}")
+        primary.check_serving(view.version)
         return primary
 
     async def _stable_primary(self, target: data_pb2.RecordTarget, key: bytes | None) -> ShardPrimary:
@@ -110,39 +110,31 @@ class DataService(data_pb2_grpc.DataServicer):
             await primary.wait_stable()
 
     async def _propose(self, command: bytes) -> dict[str, Any]:
-        result = await self.node.context.propose(command, deadline_s=5.0)
-        if not result.get("ok"):
-            raise result_error(result)
-        return result
+        return await propose_or_raise(self.node.context, command, self.config.propose_timeout_s)
 
-    @mapped
     async def CreateDataset(self, request: data_pb2.CreateDatasetRequest, context: Any) -> data_pb2.DatasetInfo:
         command = commands.create_dataset(request.name, request.shards, request.replication,
                                           request_id=request.request_id or uuid.uuid4().hex)
         await self._propose(command)
-        return dataset_info(request.name, self.node.metadata.state["datasets"].get(request.name)
-                            or await self._fresh_dataset(request.name))
+        view = self.node.metadata.view
+        dataset = view.dataset(request.name)
+        if dataset is None:   # applied on the leader, not yet here: wait for our copy to catch up
+            await self.node.metadata.barrier(timeout_s=self.config.barrier_timeout_s)
+            view = self.node.metadata.view
+            dataset = validation.dataset_of(view, request.name)
+        return dataset_info(dataset, view)
 
-    async def _fresh_dataset(self, name: str) -> dict[str, Any]:
-        await self.node.metadata.barrier(timeout_s=2.0)
-        return validation.dataset_of(self.node.metadata.state, name)
-
-    @mapped
     async def DropDataset(self, request: data_pb2.DropDatasetRequest, context: Any) -> data_pb2.DropDatasetResponse:
         await self._propose(commands.drop_dataset(request.name, request_id=request.request_id or uuid.uuid4().hex))
         return data_pb2.DropDatasetResponse()
 
-    @mapped
     async def ListDatasets(self, request: Any, context: Any) -> data_pb2.ListDatasetsResponse:
-        state = self.node.metadata.state
-        return data_pb2.ListDatasetsResponse(
-            datasets=[dataset_info(name, d) for name, d in sorted(state["datasets"].items())])
+        view = self.node.metadata.view
+        return data_pb2.ListDatasetsResponse(datasets=[dataset_info(d, view) for d in view.datasets.values()])
 
-    @mapped
     async def GetClusterMap(self, request: Any, context: Any) -> data_pb2.ClusterMap:
         return cluster_map(self.node)
 
-    @mapped
     async def Put(self, request: data_pb2.PutRequest, context: Any) -> data_pb2.PutResponse:
         primary = self._primary(request.target, request.key)
         validation.check_value(self.config, request.target.dataset, request.key, request.value)
@@ -150,19 +142,16 @@ class DataService(data_pb2_grpc.DataServicer):
         await primary.submit(op, len(request.key) + len(request.value))
         return data_pb2.PutResponse()
 
-    @mapped
     async def Get(self, request: data_pb2.GetRequest, context: Any) -> data_pb2.GetResponse:
         primary = await self._stable_primary(request.target, request.key)
         value = primary.replica.store.get(request.key)   # no await between the check and the read
         return data_pb2.GetResponse(found=value is not None, value=value or b"")
 
-    @mapped
     async def Delete(self, request: data_pb2.DeleteRequest, context: Any) -> data_pb2.DeleteResponse:
         primary = self._primary(request.target, request.key)
         existed = await primary.submit(Delete(request.key, write_id(request.write_id)), len(request.key))
         return data_pb2.DeleteResponse(existed=bool(existed))
 
-    @mapped
     async def CompareAndSet(self, request: data_pb2.CompareAndSetRequest,
                             context: Any) -> data_pb2.CompareAndSetResponse:
         target = request.target
@@ -179,7 +168,7 @@ class DataService(data_pb2_grpc.DataServicer):
     async def PutStream(self, request_iterator: AsyncIterator[data_pb2.PutBatch],
                         context: Any) -> AsyncIterator[data_pb2.PutBatchAck]:
         acks: asyncio.Queue[data_pb2.PutBatchAck | None] = asyncio.Queue()
-        window = asyncio.Semaphore(32)   # batches in flight per stream: bounds memory
+        window = asyncio.Semaphore(self.config.put_stream_window_batches)   # bounds memory per stream
 
         async def one(batch: data_pb2.PutBatch) -> None:
             try:
@@ -212,54 +201,47 @@ class DataService(data_pb2_grpc.DataServicer):
 
     async def _store_batch(self, batch: data_pb2.PutBatch) -> int:
         primary = self._primary(batch.target, None)
-        shards = self.node.metadata.state["datasets"][batch.target.dataset]["shards"]
+        shards = self.node.metadata.view.datasets[batch.target.dataset].shards
         keys, values = list(batch.keys), list(batch.values)
         size = validation.check_batch(self.config, batch.target.dataset, keys, values, shards, batch.target.shard)
         return int(await primary.submit(PutBatch(keys, values, write_id(batch.write_id)), size))
 
-    @mapped
     async def PutRecords(self, request: data_pb2.PutBatch, context: Any) -> data_pb2.PutBatchAck:
         count = await self._store_batch(request)
         return data_pb2.PutBatchAck(request_seq=request.write_id.request_seq, count=count)
 
     async def Scan(self, request: data_pb2.ScanRequest, context: Any) -> AsyncIterator[data_pb2.ScanChunk]:
-        try:
-            primary = self._primary(request.target, None)
-            chunk_records = min(request.chunk_records or 1000, 10_000)
-            chunks = primary.replica.store.scan(request.start_key, request.end_key, request.prefix,
-                                                request.limit, chunk_records)
-            while True:
-                await self._stable_primary(request.target, None)
-                chunk = next(chunks, None)   # one short read txn, no await inside
-                if chunk is None:
-                    return
-                yield data_pb2.ScanChunk(keys=[k for k, _ in chunk], values=[v for _, v in chunk])
-        except errors.NodeError as exc:
-            await _abort(context, exc)
+        primary = self._primary(request.target, None)
+        chunk_records = min(request.chunk_records or self.config.scan_chunk_records, self.config.scan_chunk_records_max)
+        chunks = primary.replica.store.scan(request.start_key, request.end_key, request.prefix,
+                                            request.limit, chunk_records)
+        while True:
+            await self._stable_primary(request.target, None)
+            chunk = next(chunks, None)   # one short read txn, no await inside
+            if chunk is None:
+                return
+            yield data_pb2.ScanChunk(keys=[k for k, _ in chunk], values=[v for _, v in chunk])
 
-    @mapped
     async def GetNodeStatus(self, request: Any, context: Any) -> data_pb2.NodeStatus:
         return await node_status(self.node)
 
 
 class PeerService(peer_pb2_grpc.PeerServicer):
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: ServedNode) -> None:
         self.node = node
+        self.config = node.config
 
-    @mapped
     async def Replicate(self, request: peer_pb2.ReplicateRequest, context: Any) -> peer_pb2.ReplicateResponse:
         replica = self.node.registry.replica_for_peer(request.dataset, request.shard)
         applied = await backup.apply_replicated(self.node.context, replica, request.epoch, request.seq,
                                                 request.payload, request.primary)
         return peer_pb2.ReplicateResponse(applied_seq=applied)
 
-    @mapped
     async def BeginEpoch(self, request: peer_pb2.BeginEpochRequest, context: Any) -> peer_pb2.BeginEpochResponse:
         replica = self.node.registry.replica_for_peer(request.dataset, request.shard)
         seq, epoch = await backup.begin_epoch(self.node.context, replica, request.epoch, request.primary)
         return peer_pb2.BeginEpochResponse(seq=seq, epoch=epoch)
 
-    @mapped
     async def FetchEntries(self, request: peer_pb2.FetchEntriesRequest,
                            context: Any) -> peer_pb2.FetchEntriesResponse:
         replica = self.node.registry.replica_for_peer(request.dataset, request.shard)
@@ -270,20 +252,15 @@ class PeerService(peer_pb2_grpc.PeerServicer):
             peer_pb2.ReplicateRequest(dataset=request.dataset, shard=request.shard, epoch=e.epoch, seq=e.seq,
                                       payload=e.payload) for e in entries])
 
-    @mapped
     async def Heartbeat(self, request: peer_pb2.HeartbeatRequest, context: Any) -> peer_pb2.HeartbeatResponse:
         return self.node.controller.heartbeat(request)
 
-    @mapped
     async def Join(self, request: peer_pb2.JoinRequest, context: Any) -> peer_pb2.JoinResponse:
         command = commands.register_node(request.node_id, request.address, request.zone, "",
                                          request_id=f"join-{request.node_id}-{request.address}")
-        result = await self.node.context.propose(command, deadline_s=5.0)
-        if not result.get("ok"):
-            raise result_error(result)
+        await propose_or_raise(self.node.context, command, self.config.propose_timeout_s)
         return peer_pb2.JoinResponse(metadata_version=self.node.metadata.version)
 
-    @mapped
     async def Propose(self, request: peer_pb2.ProposeRequest, context: Any) -> peer_pb2.ProposeResponse:
-        result = await self.node.metadata.propose(request.command, timeout_s=3.0)
+        result = await self.node.metadata.propose(request.command, timeout_s=self.config.propose_forward_timeout_s)
         return peer_pb2.ProposeResponse(result=msgpack.packb(result, use_bin_type=True))

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from shoal.node.errors import NodeError, NotPrimaryError
 from shoal.node.replication.primary import ShardPrimary
 from shoal.node.replication.replica import Replica
+from shoal.node.replication.ring import EntryRing
 from shoal.node.storage.shard_store import ShardStore
 
 if TYPE_CHECKING:
     from shoal.node.datadir import DataDir
+    from shoal.node.metadata.view import ShardView
     from shoal.node.replication.context import ReplicationContext
 
 logger = logging.getLogger(__name__)
@@ -49,9 +51,12 @@ class ShardRegistry:
     def _open(self, dataset: str, index: int) -> Replica:
         replica = self._replicas.get((dataset, index))
         if replica is None:
-            store = ShardStore(self.datadir.shard_path(dataset, index), map_size_bytes=self.config.map_size_bytes,
-                               sync=self.config.lmdb_sync)
-            replica = self._replicas[(dataset, index)] = Replica(dataset, index, store)
+            config = self.config
+            store = ShardStore(self.datadir.shard_path(dataset, index), map_size_bytes=config.map_size_bytes,
+                               sync=config.lmdb_sync, idempotency_retain=config.idempotency_retain_writes,
+                               max_readers=config.lmdb_max_readers)
+            ring = EntryRing(self.config.entry_ring_entries_max, self.config.entry_ring_bytes_max)
+            replica = self._replicas[(dataset, index)] = Replica(dataset, index, store, ring)
         return replica
 
     def replica_for_peer(self, dataset: str, index: int) -> Replica:
@@ -59,39 +64,38 @@ class ShardRegistry:
         replica = self._replicas.get((dataset, index))
         if replica is not None:
             return replica
-        shard = _shard(self.context.metadata.state, dataset, index)
-        if shard is None or self.config.node_id not in shard["replicas"] + shard.get("learners", []):
+        shard = self.context.metadata.view.shard(dataset, index)
+        if shard is None or not shard.holds(self.config.node_id):
             raise NotPrimaryError(f"shard {dataset}/{index}: this node's metadata does not list it as a replica yet")
         return self._open(dataset, index)
 
     def reconcile(self) -> None:
-        state = self.context.metadata.state
+        view = self.context.metadata.view
         me = self.config.node_id
-        self._seen_datasets.update(state["datasets"])
-        for name, dataset in state["datasets"].items():
-            for index, shard in enumerate(dataset["shard_map"]):
-                if me in shard["replicas"] or me in shard.get("learners", []):
-                    self._reconcile_shard(self._open(name, index), shard)
-                elif (name, index) in self._replicas:
-                    self._stop_primary(self._replicas[(name, index)], f"not an in-sync replica at {shard['epoch']}")
+        self._seen_datasets.update(view.datasets)
+        for shard in view.shards():
+            if shard.holds(me):
+                self._reconcile_shard(self._open(shard.dataset, shard.index), shard)
+            elif (shard.dataset, shard.index) in self._replicas:
+                self._stop_primary(self._replicas[(shard.dataset, shard.index)],
+                                   f"not an in-sync replica at {shard.epoch}")
         if self.context.metadata.is_ready():
-            for key in [k for k in self._replicas if k[0] in self._seen_datasets - set(state["datasets"])]:
+            for key in [k for k in self._replicas if k[0] in self._seen_datasets - set(view.datasets)]:
                 self._drop(*key)
 
-    def _reconcile_shard(self, replica: Replica, shard: dict[str, Any]) -> None:
-        me = self.config.node_id
+    def _reconcile_shard(self, replica: Replica, shard: ShardView) -> None:
         primary = replica.primary
-        if shard["primary"] != me:
-            self._stop_primary(replica, f"metadata names {shard['primary']} primary at epoch {shard['epoch']}")
+        if shard.primary != self.config.node_id:
+            self._stop_primary(replica, f"metadata names {shard.primary} primary at epoch {shard.epoch}")
             return
-        backups = [r for r in shard["replicas"] if r != me]
+        backups = shard.backups()
         if primary is not None and primary.state != "stopped":
-            primary.update(shard["epoch"], backups)
+            primary.update(shard.epoch, backups)
             return
         key = (replica.dataset, replica.index)
         if key in self._activations and not self._activations[key].done():
             return
-        primary = replica.primary = ShardPrimary(replica, self.context, epoch=shard["epoch"], backups=backups)
+        primary = replica.primary = ShardPrimary(replica, self.context, epoch=shard.epoch, backups=backups)
         self._activations[key] = asyncio.get_running_loop().create_task(self._activate(primary))
 
     async def _activate(self, primary: ShardPrimary) -> None:
@@ -125,9 +129,3 @@ class ShardRegistry:
             replica.store.close()
         self._replicas.clear()
 
-
-def _shard(state: dict[str, Any], dataset: str, index: int) -> dict[str, Any] | None:
-    entry = state["datasets"].get(dataset)
-    if entry is None or not 0 <= index < entry["shards"]:
-        return None
-    return entry["shard_map"][index]  # type: ignore[no-any-return]

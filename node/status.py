@@ -1,14 +1,21 @@
-"""Build the ClusterMap and NodeStatus messages from the node's state. Read-only."""
+"""Build the ClusterMap and NodeStatus messages from the node's state. Read-only.
+
+The numbers `shoal status` shows come from here (the client only assembles what the
+nodes answer): under-replicated counts use MetadataView's one rule.
+"""
 from __future__ import annotations
 
 import time
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from shoal.client.wire.pb import data_pb2
 
 if TYPE_CHECKING:
-    from shoal.node.node import Node
+    from shoal.node.config import NodeConfig
+    from shoal.node.metadata import MetadataStore
+    from shoal.node.metadata.view import DatasetView, MetadataView
+    from shoal.node.replication.replica import Replica
 
 try:
     SHOAL_VERSION = version("shoal")
@@ -16,38 +23,70 @@ except PackageNotFoundError:   # running from a source tree without install
     SHOAL_VERSION = "0+unknown"
 
 
-def dataset_info(name: str, dataset: dict[str, Any]) -> data_pb2.DatasetInfo:
+class ReplicaSource(Protocol):
+    def replicas(self) -> list[Replica]: ...
+
+
+class StatusSource(Protocol):
+    """What status reads of the node (node.Node satisfies it)."""
+
+    @property
+    def config(self) -> NodeConfig: ...
+
+    @property
+    def metadata(self) -> MetadataStore: ...
+
+    @property
+    def registry(self) -> ReplicaSource: ...
+
+    @property
+    def started_at_s(self) -> float: ...
+
+    def controller_id(self) -> str | None: ...
+
+    def raft_role(self) -> str: ...
+
+    def lease_valid(self) -> bool: ...
+
+    async def disk_usage(self) -> tuple[int, int]: ...
+
+
+def dataset_info(dataset: DatasetView, view: MetadataView) -> data_pb2.DatasetInfo:
     return data_pb2.DatasetInfo(
-        name=name, shards=dataset["shards"], replication=dataset["replication"],
-        shard_map=[data_pb2.ShardInfo(index=i, epoch=s["epoch"], primary=s["primary"], replicas=s["replicas"],
-                                      learners=s.get("learners", []))
-                   for i, s in enumerate(dataset["shard_map"])])
+        name=dataset.name, shards=dataset.shards, replication=dataset.replication,
+        under_replicated=view.under_replicated(dataset.name),
+        shard_map=[data_pb2.ShardInfo(index=s.index, epoch=s.epoch, primary=s.primary, replicas=s.replicas,
+                                      learners=s.learners) for s in dataset.shard_map])
 
 
-def cluster_map(node: Node) -> data_pb2.ClusterMap:
-    state = node.metadata.state
-    nodes = [data_pb2.NodeInfo(id=node_id, address=n["address"], zone=n["zone"], state=n["state"],
-                               raft_address=n["raft_address"])
-             for node_id, n in sorted(state["nodes"].items())]
-    datasets = [dataset_info(name, d) for name, d in sorted(state["datasets"].items())]
-    return data_pb2.ClusterMap(version=state["version"], nodes=nodes, datasets=datasets,
-                               controller=node.controller_id() or "")
+def cluster_map(node: StatusSource) -> data_pb2.ClusterMap:
+    view = node.metadata.view
+    nodes = [data_pb2.NodeInfo(id=n.id, address=n.address, zone=n.zone, state=n.state, raft_address=n.raft_address)
+             for n in view.nodes.values()]
+    datasets = [dataset_info(d, view) for d in view.datasets.values()]
+    return data_pb2.ClusterMap(version=view.version, nodes=nodes, datasets=datasets,
+                               controller=node.controller_id() or "", under_replicated=view.under_replicated())
 
 
-async def node_status(node: Node) -> data_pb2.NodeStatus:
-    used, free = await node.context.run_blocking(node.datadir.disk_usage)
-    state = node.metadata.state
+def replica_role(replica: Replica, view: MetadataView, node_id: str) -> str:
+    """primary | backup | stale: the role of one replica held by this node."""
+    shard = view.shard(replica.dataset, replica.index)
+    return replica.role(shard is not None and shard.in_sync(node_id))
+
+
+async def node_status(node: StatusSource) -> data_pb2.NodeStatus:
+    used, free = await node.disk_usage()
+    view = node.metadata.view
+    me = node.config.node_id
     shards = []
     for replica in node.registry.replicas():
-        entry = state["datasets"].get(replica.dataset, {}).get("shard_map", [])
-        in_sync = replica.index < len(entry) and node.config.node_id in entry[replica.index]["replicas"]
         store_state = replica.store.state
         shards.append(data_pb2.ShardStatus(
-            dataset=replica.dataset, index=replica.index, role=replica.role(in_sync), epoch=store_state.epoch,
-            seq=store_state.seq, records=store_state.records, checksum=store_state.checksum,
-            size_bytes=replica.store.size_bytes()))
+            dataset=replica.dataset, index=replica.index, role=replica_role(replica, view, me),
+            epoch=store_state.epoch, seq=store_state.seq, records=store_state.records,
+            checksum=store_state.checksum, size_bytes=replica.store.size_bytes()))
     return data_pb2.NodeStatus(
-        id=node.config.node_id, address=node.config.address, raft_role=node.raft_role(),
-        controller=node.controller_id() or "", metadata_version=state["version"],
+        id=me, address=node.config.address, raft_role=node.raft_role(),
+        controller=node.controller_id() or "", metadata_version=view.version,
         uptime_s=time.monotonic() - node.started_at_s, disk_used_bytes=used, disk_free_bytes=free,
-        lease_valid=node.context.lease_valid(), shards=shards, version=SHOAL_VERSION)
+        lease_valid=node.lease_valid(), shards=shards, version=SHOAL_VERSION)

@@ -1,7 +1,7 @@
 """Checks on client requests, done before anything is queued or written. Pure."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgpack
 
@@ -12,29 +12,30 @@ from shoal.node.errors import (
 
 if TYPE_CHECKING:
     from shoal.node.config import NodeConfig
+    from shoal.node.metadata.view import DatasetView, MetadataView, ShardView
 
 
-def dataset_of(state: dict[str, Any], name: str) -> dict[str, Any]:
-    dataset = state["datasets"].get(name)
+def dataset_of(view: MetadataView, name: str) -> DatasetView:
+    dataset = view.dataset(name)
     if dataset is None:
         raise UnknownDatasetError(f"unknown dataset {name!r}")
-    return dataset  # type: ignore[no-any-return]
+    return dataset
 
 
-def shard_of(state: dict[str, Any], name: str, index: int, epoch: int) -> dict[str, Any]:
-    """The shard entry, after checking the caller's epoch against ours."""
-    if name not in state["datasets"] and epoch > 0:
+def shard_of(view: MetadataView, name: str, index: int, epoch: int) -> ShardView:
+    """The shard, after checking the caller's epoch against ours."""
+    if view.dataset(name) is None and epoch > 0:
         # The caller saw the dataset in a shard map (epochs start at 1): our copy of the
         # metadata is behind (a data-only node between heartbeats), not the caller wrong.
         raise NotPrimaryError(f"shard {name}/{index}: this node has not seen dataset {name!r} yet "
-                              f"(metadata version {state['version']})")
-    dataset = dataset_of(state, name)
-    if not 0 <= index < dataset["shards"]:
-        raise InvalidRequestError(f"dataset {name!r} has {dataset['shards']} shards, no shard {index}")
-    shard: dict[str, Any] = dataset["shard_map"][index]
-    if epoch < shard["epoch"]:
-        raise StaleEpochError(f"shard {name}/{index}: request for epoch {epoch}, current epoch is {shard['epoch']}")
-    if epoch > shard["epoch"]:
+                              f"(metadata version {view.version})")
+    dataset = dataset_of(view, name)
+    shard = dataset.shard(index)
+    if shard is None:
+        raise InvalidRequestError(f"dataset {name!r} has {dataset.shards} shards, no shard {index}")
+    if epoch < shard.epoch:
+        raise StaleEpochError(f"shard {name}/{index}: request for epoch {epoch}, current epoch is {shard.epoch}")
+    if epoch > shard.epoch:
         raise NotPrimaryError(f"shard {name}/{index}: this node has not seen epoch {epoch} yet")
     return shard
 

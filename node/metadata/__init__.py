@@ -4,15 +4,20 @@
 - `commands`  the command messages and result shape
 - `raft`      RaftMetadata: the state replicated by pysyncobj (the only pysyncobj import)
 - `local`     LocalMetadata: a standalone node's state in one file, no Raft
+- `remote`    RemoteMetadata: a data-only node's copy, installed from heartbeat replies
+- `view`      MetadataView: the typed, frozen read model every reader uses
 
-Both stores satisfy `MetadataStore`, so the rest of the node (server, controller,
+All three stores satisfy `MetadataStore`, so the rest of the node (server, controller,
 reconcilers) never knows which one it runs on. This module imports neither store, so
 importing the package does not import pysyncobj.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from shoal.node.metadata.view import MetadataView
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -51,7 +56,22 @@ class MetadataStore(Protocol):
     async def barrier(self, timeout_s: float) -> None: ...
 
     @property
-    def state(self) -> dict[str, Any]: ...
+    def state(self) -> dict[str, Any]:
+        """The raw replicated state (fsm.py layout): for snapshots only; read `view` instead."""
+        ...
+
+    @property
+    def view(self) -> MetadataView:
+        """The typed read model of `state`, built once per applied state."""
+        ...
+
+    def install_snapshot(self, version: int, snapshot: bytes) -> bool:
+        """Adopt a state the controller sent in a heartbeat reply (data-only nodes).
+
+        Stores that run the state machine themselves (Raft voters, standalone) ignore it
+        and return False; RemoteMetadata returns True when it adopted the snapshot.
+        """
+        ...
 
     @property
     def version(self) -> int: ...

@@ -31,6 +31,7 @@ from typing import Any
 
 from shoal.node import placement
 from shoal.node.metadata import commands
+from shoal.node.metadata.view import MetadataView, default_replication
 from shoal.node.metadata.commands import (
     DATASET_EXISTS, INVALID_ARGUMENT, NOT_ENOUGH_NODES, STALE_EPOCH, UNKNOWN_DATASET, error, ok,
 )
@@ -44,7 +45,6 @@ Changes = dict[str, Any] | None   # top-level keys to replace; None = no change
 REQUESTS_MAX = 10_000
 SHARDS_MAX = 4096
 REPLICATION_MAX = 9                 # more copies than this is a typo, not a plan
-REPLICATION_DEFAULT_MAX = 3
 TEXT_CHARS_MAX = 256                # addresses and zones
 NODE_ID_CHARS_MAX = 128
 _DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")   # used with fullmatch
@@ -101,9 +101,9 @@ def _register_node(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
     if not cmd["address"]:
         return None, error(INVALID_ARGUMENT, "register_node: address must not be empty")
     raft_address = cmd["raft_address"]
-    owner = node_by_raft_address(state, raft_address) if raft_address else None
-    if owner is not None and owner != node_id:
-        return None, error(INVALID_ARGUMENT, f"raft address {raft_address} already belongs to node {owner}")
+    owner = MetadataView.from_state(state).node_by_raft_address(raft_address)
+    if owner is not None and owner.id != node_id:
+        return None, error(INVALID_ARGUMENT, f"raft address {raft_address} already belongs to node {owner.id}")
     entry = {"address": cmd["address"], "zone": cmd["zone"], "state": "alive", "raft_address": raft_address}
     if state["nodes"].get(node_id) == entry:
         return None, ok(node_id=node_id)
@@ -137,7 +137,7 @@ def _create_dataset(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]
     if name in state["datasets"]:
         return None, error(DATASET_EXISTS, f"dataset {name} already exists")
     alive = {node_id: n["zone"] for node_id, n in state["nodes"].items() if n["state"] == "alive"}
-    replication = replication or max(1, min(REPLICATION_DEFAULT_MAX, len(alive)))
+    replication = replication or default_replication(len(alive))
     if len(alive) < replication:
         return None, error(NOT_ENOUGH_NODES, f"replication {replication} needs {replication} alive nodes, "
                                              f"{len(alive)} alive")
@@ -251,7 +251,7 @@ def _text_problem(cmd: dict[str, Any], fields: tuple[str, ...]) -> str | None:
     return None
 
 
-# ---- read helpers (pure) ----
+# ---- read helper for the handlers (readers outside the FSM use view.MetadataView) ----
 
 def shard(state: State, dataset: str, index: int) -> dict[str, Any] | None:
     """The shard map entry, or None if the dataset or index does not exist."""
@@ -260,23 +260,3 @@ def shard(state: State, dataset: str, index: int) -> dict[str, Any] | None:
         return None
     found: dict[str, Any] = entry["shard_map"][index]
     return found
-
-
-def under_replicated(state: State) -> int:
-    """Shards with fewer in-sync replicas on alive nodes than their replication factor."""
-    nodes = state["nodes"]
-    count = 0
-    for dataset in state["datasets"].values():
-        for entry in dataset["shard_map"]:
-            alive = sum(1 for n in entry["replicas"] if nodes.get(n, {}).get("state") == "alive")
-            count += alive < dataset["replication"]
-    return count
-
-
-def node_by_raft_address(state: State, raft_address: str) -> str | None:
-    """The id of the node whose Raft address is `raft_address`, or None."""
-    nodes: dict[str, dict[str, Any]] = state["nodes"]
-    for node_id, entry in nodes.items():
-        if entry["raft_address"] == raft_address:
-            return node_id
-    return None

@@ -27,6 +27,7 @@ import msgpack
 
 from shoal.node.errors import NoControllerError, NodeError, UnknownOutcomeError
 from shoal.node.metadata import MetadataStatistics, fsm
+from shoal.node.metadata.view import MetadataView, ViewCache
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class LocalMetadata:
         self._path = self._data_dir / METADATA_FILE
         self._on_change = on_change
         self._state: dict[str, Any] = fsm.initial_state()
+        self._views = ViewCache()
         self._applied_count = 0
         self._lock = threading.Lock()
         self._started = False
@@ -118,6 +120,13 @@ class LocalMetadata:
     @property
     def state(self) -> dict[str, Any]:
         return self._state
+
+    @property
+    def view(self) -> MetadataView:
+        return self._views.get(self._state)
+
+    def install_snapshot(self, version: int, snapshot: bytes) -> bool:
+        return False   # this store runs the state machine itself
 
     @property
     def version(self) -> int:

@@ -39,6 +39,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, SyncOb
 from shoal.node.config import NodeConfig, parse_host_port
 from shoal.node.errors import ConfigError, NoControllerError, UnknownOutcomeError
 from shoal.node.metadata import MetadataStatistics, commands, fsm
+from shoal.node.metadata.view import MetadataView, ViewCache
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,6 @@ _NOT_APPLIED = frozenset({FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FA
 _STOPPED = -1                       # our own reason: the store stopped while waiting
 _BIND_RETRIES = 3                   # then startup fails (0 would retry forever)
 _BIND_RETRY_S = 0.5
-_COMMANDS_QUEUE_MAX = 10_000
 
 
 class _ReplicatedState(SyncObjConsumer):  # type: ignore[misc]
@@ -76,16 +76,18 @@ class RaftMetadata:
     """A metadata voter. See MetadataStore (node/metadata/__init__.py) for the API contract."""
 
     def __init__(self, config: NodeConfig, on_change: Callable[[], None], *,
-                 log_compaction_min_entries: int = 5000, log_compaction_min_time_s: float = 300.0) -> None:
+                 log_compaction_min_entries: int | None = None, log_compaction_min_time_s: float | None = None) -> None:
         if not config.raft:
             raise ConfigError("RaftMetadata needs a Raft address (--raft HOST:PORT)")
         if not config.raft_password:
             raise ConfigError("RaftMetadata needs a Raft password: the Raft port unpickles what it receives")
         self._config = config
         self._on_change = on_change
-        self._compaction_min_entries = log_compaction_min_entries
-        self._compaction_min_time_s = log_compaction_min_time_s
+        # keyword overrides are for tests; the config holds the tunables
+        self._compaction_min_entries = log_compaction_min_entries or config.raft_log_compaction_min_entries
+        self._compaction_min_time_s = log_compaction_min_time_s or config.raft_log_compaction_min_time_s
         self._consumer = _ReplicatedState(self._on_applied)
+        self._views = ViewCache()
         self._notified_state = self._consumer.state
         self._syncobj: SyncObj | None = None
         self._role = "follower"
@@ -126,9 +128,9 @@ class RaftMetadata:
             dynamicMembershipChange=False,
             appendEntriesUseBatch=False,        # a commit in ~1 ms instead of one heartbeat period
             commandsWaitLeader=False,           # no leader: fail fast (MISSING_LEADER), callers retry
-            commandsQueueSize=_COMMANDS_QUEUE_MAX,
+            commandsQueueSize=self._config.raft_commands_queue_max,
             leaderFallbackTimeout=self._config.leader_fallback_timeout_s,
-            connectionRetryTime=1.0,
+            connectionRetryTime=self._config.raft_connection_retry_s,
             logCompactionSplit=True, useFork=False,
             logCompactionMinEntries=self._compaction_min_entries,
             logCompactionMinTime=self._compaction_min_time_s,
@@ -190,6 +192,13 @@ class RaftMetadata:
     @property
     def state(self) -> dict[str, Any]:
         return self._consumer.state
+
+    @property
+    def view(self) -> MetadataView:
+        return self._views.get(self._consumer.state)
+
+    def install_snapshot(self, version: int, snapshot: bytes) -> bool:
+        return False   # this store runs the state machine itself
 
     @property
     def version(self) -> int:

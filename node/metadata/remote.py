@@ -12,9 +12,11 @@ from typing import Any, Callable
 import grpc
 import msgpack
 
+from shoal.client.wire.codes import ERROR_METADATA_KEY, metadata_value
 from shoal.client.wire.pb import peer_pb2
 from shoal.node.errors import NoControllerError, UnknownOutcomeError
 from shoal.node.metadata import MetadataStatistics, fsm
+from shoal.node.metadata.view import MetadataView, ViewCache
 from shoal.node.replication.peers import PeerClients
 
 logger = logging.getLogger(__name__)
@@ -26,6 +28,7 @@ class RemoteMetadata:
         self._peers = peers
         self._on_change = on_change
         self._state: dict[str, Any] = fsm.initial_state()
+        self._views = ViewCache()
         self._ready = False
 
     def start(self) -> None:
@@ -34,18 +37,19 @@ class RemoteMetadata:
     def stop(self) -> None:
         pass
 
-    def install(self, version: int, snapshot: bytes) -> None:
+    def install_snapshot(self, version: int, snapshot: bytes) -> bool:
         """Adopt a newer snapshot from the controller (older ones are ignored)."""
         state = msgpack.unpackb(snapshot, raw=False, strict_map_key=False)
         if state["version"] < self._state["version"] and self._ready:
-            return
+            return False
         self._state = state
         self._ready = True
         if self._on_change is not None:
             self._on_change()
+        return True
 
     def _voters(self) -> list[str]:
-        voters = [n["address"] for n in self._state["nodes"].values() if n["raft_address"] and n["state"] == "alive"]
+        voters = [n.address for n in self.view.alive_nodes() if n.voter]
         return voters or [self._join]
 
     async def propose(self, command: bytes, timeout_s: float) -> dict[str, Any]:
@@ -56,8 +60,8 @@ class RemoteMetadata:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise UnknownOutcomeError(f"proposal through {address} timed out") from exc
-                if exc.code() == grpc.StatusCode.UNAVAILABLE and dict(exc.trailing_metadata() or ()).get(
-                        "shoal-error") == "UNKNOWN_OUTCOME":
+                if exc.code() == grpc.StatusCode.UNAVAILABLE and metadata_value(
+                        exc.trailing_metadata(), ERROR_METADATA_KEY) == "UNKNOWN_OUTCOME":
                     raise UnknownOutcomeError(f"proposal through {address}: {exc.details()}") from exc
                 continue
             return msgpack.unpackb(response.result, raw=False, strict_map_key=False)  # type: ignore[no-any-return]
@@ -69,6 +73,10 @@ class RemoteMetadata:
     @property
     def state(self) -> dict[str, Any]:
         return self._state
+
+    @property
+    def view(self) -> MetadataView:
+        return self._views.get(self._state)
 
     @property
     def version(self) -> int:

@@ -1,7 +1,8 @@
 """What the replication code needs from the rest of the node, in one object.
 
-Keeps primary/backup/reconcile free of wiring: they get addresses, the lease, a
-thread for blocking LMDB work and a way to propose metadata commands.
+Keeps primary/backup/outbound free of wiring: they get addresses, the lease, a
+thread for blocking LMDB work and a way to propose metadata commands. The thread pool
+belongs to the node's wiring (node.py starts and stops it); the context only uses it.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
+from shoal.client.wire.retry import RetryPolicy, retry_async
 from shoal.node.errors import NoControllerError, UnknownOutcomeError
 
 if TYPE_CHECKING:
@@ -24,14 +26,16 @@ T = TypeVar("T")
 
 
 class ReplicationContext:
-    def __init__(self, config: NodeConfig, metadata: MetadataStore, lease: Lease, peers: PeerClients) -> None:
+    def __init__(self, config: NodeConfig, metadata: MetadataStore, lease: Lease, peers: PeerClients,
+                 executor: concurrent.futures.Executor) -> None:
         self.config = config
         self.node_id = config.node_id
         self.metadata = metadata
         self.lease = lease
         self.peers = peers
-        # LMDB write transactions block (fsync): never on the event loop (notes 3.2).
-        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="lmdb")
+        self.executor = executor   # LMDB write transactions block (fsync): never on the event loop (notes 3.2)
+        self.propose_retry = RetryPolicy(config.propose_backoff_s_min, config.propose_backoff_s_max)
+        self.peer_retry = RetryPolicy(config.peer_retry_s, config.peer_retry_s, multiplier=1.0)
 
     def lease_valid(self, metadata_version: int | None = None) -> bool:
         """Pass the version of the state snapshot a routing decision was made on: the
@@ -40,28 +44,26 @@ class ReplicationContext:
         return self.lease.valid(version)
 
     def address_of(self, node_id: str) -> str:
-        node = self.metadata.state["nodes"].get(node_id)
+        node = self.metadata.view.node(node_id)
         if node is None:
             raise NoControllerError(f"node {node_id} is not in this node's metadata")
-        return str(node["address"])
+        return node.address
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def propose(self, command: bytes, *, deadline_s: float) -> dict[str, Any]:
-        """Propose until a definite answer or the deadline; the command is idempotent by request id."""
-        give_up = time.monotonic() + deadline_s
-        delay_s = 0.05
-        while True:
-            remaining = give_up - time.monotonic()
-            try:
-                return await self.metadata.propose(command, timeout_s=max(0.1, min(remaining, 2.0)))
-            except (NoControllerError, UnknownOutcomeError) as exc:
-                if time.monotonic() + delay_s >= give_up:
-                    raise
-                logger.debug("proposal retried after %s", exc)
-            await asyncio.sleep(delay_s)   # backoff between retries, not a wait for a state
-            delay_s = min(delay_s * 2, 0.5)
+        """Propose until a definite answer or the deadline; the command is idempotent by request id.
 
-    def close(self) -> None:
-        self.executor.shutdown(wait=True)
+        NoControllerError and UnknownOutcomeError are retried with the same bytes; when
+        time runs out the last one is raised (an unknown outcome stays unknown).
+        """
+        give_up_s = time.monotonic() + deadline_s
+
+        async def attempt() -> dict[str, Any]:
+            remaining_s = give_up_s - time.monotonic()
+            return await self.metadata.propose(
+                command, timeout_s=max(0.1, min(remaining_s, self.config.propose_attempt_timeout_s)))
+
+        return await retry_async(attempt, policy=self.propose_retry, deadline_s=give_up_s,
+                                 retry_on=lambda exc: isinstance(exc, (NoControllerError, UnknownOutcomeError)))

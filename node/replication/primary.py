@@ -19,7 +19,7 @@ from shoal.node.errors import (
     NodeError, NoLeaseError, NotPrimaryError, ReplicationError, StaleEpochError, UnknownOutcomeError,
 )
 from shoal.node.metadata import commands
-from shoal.node.replication import reconcile
+from shoal.node.replication import outbound
 
 if TYPE_CHECKING:
     from shoal.node.replication.context import ReplicationContext
@@ -27,9 +27,6 @@ if TYPE_CHECKING:
     from shoal.node.storage.entry import Op
 
 logger = logging.getLogger(__name__)
-
-GROUP_OPS_MAX = 512
-GROUP_BYTES_MAX = 8 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -111,17 +108,17 @@ class ShardPrimary:
     async def wait_stable(self) -> None:
         await self._stable.wait()
 
-    # ---- activation: adopt the epoch on every backup and reconcile ----
+    # ---- activation: adopt the epoch on every backup and catch them up ----
 
     async def activate(self) -> None:
         ctx = self.context
         store = self.replica.store
         await ctx.run_blocking(store.set_epoch, self.epoch)
-        seqs, failed = await reconcile.begin_epoch(ctx, self.replica, self.epoch, self.backups)
+        seqs, failed = await outbound.begin_epoch(ctx, self.replica, self.epoch, self.backups)
         await self._fence_out(failed)
-        keep = await reconcile.catch_up_from_backups(ctx, self.replica, self.epoch, self.backups, seqs)
+        keep = await outbound.catch_up_from_backups(ctx, self.replica, self.epoch, self.backups, seqs)
         await self._fence_out([b for b in self.backups if b not in keep])
-        lagging = await reconcile.push_to_backups(ctx, self.replica, self.epoch, self.backups, seqs)
+        lagging = await outbound.push_to_backups(ctx, self.replica, self.epoch, self.backups, seqs)
         await self._fence_out(lagging)
         self.state = "active"
         logger.info("shard %s primary active at epoch %d (seq %d, backups %s)",
@@ -141,7 +138,8 @@ class ShardPrimary:
     async def _take_group(self) -> list[tuple[Op, int, asyncio.Future[Any]]]:
         group = [await self._queue.get()]
         size = group[0][1]
-        while not self._queue.empty() and len(group) < GROUP_OPS_MAX and size < GROUP_BYTES_MAX:
+        config = self.context.config
+        while not self._queue.empty() and len(group) < config.group_ops_max and size < config.group_bytes_max:
             item = self._queue.get_nowait()
             group.append(item)
             size += item[1]
@@ -180,11 +178,11 @@ class ShardPrimary:
         epoch = self.epoch
         entry, results = await ctx.run_blocking(self.replica.store.execute, ops, epoch)
         if not self.backups:
-            return results   # a lone replica: nobody to send to or reconcile with (R=1 ingest)
+            return results   # a lone replica: nobody to send to or catch up (R=1 ingest)
         payload = entry.encode()
         self.replica.ring.append(entry.seq, entry.epoch, payload)
         try:
-            failed = await reconcile.replicate(ctx, self.replica, epoch, self.backups, entry.seq, payload)
+            failed = await outbound.replicate(ctx, self.replica, epoch, self.backups, entry.seq, payload)
             await self._fence_out(failed)
         except NodeError as exc:
             self.stop(str(exc))
@@ -212,14 +210,11 @@ class ShardPrimary:
     async def _already_fenced(self, backup: str) -> bool:
         """After STALE_EPOCH: did the controller fence the backup out while we stay primary?"""
         await self.context.metadata.barrier(timeout_s=self.context.config.replicate_timeout_s)
-        dataset = self.context.metadata.state["datasets"].get(self.replica.dataset)
-        if dataset is None:
+        shard = self.context.metadata.view.shard(self.replica.dataset, self.replica.index)
+        if shard is None or shard.primary != self.context.node_id or shard.in_sync(backup):
             return False
-        shard = dataset["shard_map"][self.replica.index]
-        if shard["primary"] != self.context.node_id or backup in shard["replicas"]:
-            return False
-        logger.info("shard %s: backup %s already fenced out at epoch %d", self.name, backup, shard["epoch"])
-        await self._adopt(shard["epoch"], [r for r in shard["replicas"] if r != self.context.node_id])
+        logger.info("shard %s: backup %s already fenced out at epoch %d", self.name, backup, shard.epoch)
+        await self._adopt(shard.epoch, shard.backups())
         return True
 
     async def _adopt(self, epoch: int, backups: list[str]) -> None:

@@ -4,19 +4,18 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from shoal.node.replication.ring import EntryRing
-
 if TYPE_CHECKING:
+    from shoal.node.replication.ring import EntryRing
     from shoal.node.replication.primary import ShardPrimary
     from shoal.node.storage.shard_store import ShardStore
 
 
 class Replica:
-    def __init__(self, dataset: str, index: int, store: ShardStore) -> None:
+    def __init__(self, dataset: str, index: int, store: ShardStore, ring: EntryRing) -> None:
         self.dataset = dataset
         self.index = index
         self.store = store
-        self.ring = EntryRing()
+        self.ring = ring
         self.apply_lock = asyncio.Lock()     # backups apply entries one at a time, in order
         self.primary: ShardPrimary | None = None
 

@@ -1,6 +1,6 @@
 """Recent replication entries of one shard, kept in memory.
 
-Used to reconcile replicas after a primary change: a new primary fetches entries it
+Used to catch replicas up after a primary change: a new primary fetches entries it
 missed from a more advanced backup, or pushes entries a backup missed. The ring is
 bounded by count and bytes; a replica that needs older entries than the ring holds is
 fenced out and refilled by repair instead (issue: self-healing).
@@ -19,7 +19,7 @@ class RingEntry:
 
 
 class EntryRing:
-    def __init__(self, entries_max: int = 4096, bytes_max: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, entries_max: int, bytes_max: int) -> None:
         self._entries: collections.deque[RingEntry] = collections.deque()
         self._bytes = 0
         self._entries_max = entries_max

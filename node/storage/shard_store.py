@@ -105,7 +105,7 @@ class ShardStore:
     """One LMDB environment holding one shard replica. See the module docstring."""
 
     def __init__(self, path: pathlib.Path, *, map_size_bytes: int, sync: bool = True,
-                 idempotency_retain: int = 100_000) -> None:
+                 idempotency_retain: int = 100_000, max_readers: int = 1024) -> None:
         assert map_size_bytes > 0 and idempotency_retain >= 0
         self._path = pathlib.Path(path)
         self._map_size_bytes = map_size_bytes
@@ -119,7 +119,7 @@ class ShardStore:
         # lib_version=0 explicitly: LMDB 0.9 file format, readable by every node (notes 2.1).
         self._env = lmdb.open(
             str(self._path), map_size=map_size_bytes, subdir=True, max_dbs=4, writemap=False,
-            sync=sync, metasync=sync, max_readers=1024, lib_version=0, readahead=True,
+            sync=sync, metasync=sync, max_readers=max_readers, lib_version=0, readahead=True,
         )
         try:
             self._max_key_bytes = self._env.max_key_size()

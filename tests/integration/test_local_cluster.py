@@ -20,8 +20,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from shoal.client import _ports
-from shoal.client.wire.pb import data_pb2, data_pb2_grpc
 from shoal.client.local import (
     ClusterLayoutError,
     ClusterRunningError,
@@ -30,7 +28,9 @@ from shoal.client.local import (
     ensure_password_file,
     is_node_process,
     process_state,
+    ports,
 )
+from shoal.client.wire.pb import data_pb2, data_pb2_grpc
 
 ClusterFactory = Callable[..., LocalCluster]
 CLI_TIMEOUT_S = 120.0
@@ -88,10 +88,10 @@ def test_layout_assigns_ids_ports_and_voters(tmp_path: Path) -> None:
 
 def test_free_base_port_finds_a_free_block(listener: Callable[[int], None]) -> None:
     """free_base_port returns a base whose gRPC and Raft ports all bind; a listener makes a port busy."""
-    base = _ports.free_base_port(["127.0.0.1"], 3)
-    assert _ports.first_port_in_use(("127.0.0.1", port) for port in _ports.block_ports(base, 3)) is None
+    base = ports.free_base_port(["127.0.0.1"], 3)
+    assert ports.first_port_in_use(("127.0.0.1", port) for port in ports.block_ports(base, 3)) is None
     listener(base + 101)
-    assert _ports.first_port_in_use(("127.0.0.1", port) for port in _ports.block_ports(base, 3)) == (
+    assert ports.first_port_in_use(("127.0.0.1", port) for port in ports.block_ports(base, 3)) == (
         "127.0.0.1", base + 101)
 
 
@@ -105,7 +105,7 @@ def test_password_file_is_private_and_reused(tmp_path: Path) -> None:
 
 def test_start_refuses_a_busy_port(tmp_path: Path, listener: Callable[[int], None]) -> None:
     """A listener on one of the layout's ports makes start() fail before any node is spawned."""
-    base = _ports.free_base_port(["127.0.0.1"], 3)
+    base = ports.free_base_port(["127.0.0.1"], 3)
     listener(base + 102)
     cluster = LocalCluster(tmp_path / "c", base_port=base)
     with pytest.raises(PortInUseError, match=str(base + 102)):
@@ -124,7 +124,7 @@ def test_foreign_directory_is_refused(tmp_path: Path) -> None:
 
 def test_cli_up_fails_cleanly_on_a_busy_port(tmp_path: Path, listener: Callable[[int], None]) -> None:
     """`shoal up` on a busy port prints one error line, exits 1 and starts no node."""
-    base = _ports.free_base_port(["127.0.0.1"], 3)
+    base = ports.free_base_port(["127.0.0.1"], 3)
     listener(base + 1)
     result = run_cli("up", "--detach", "--data-dir", str(tmp_path / "c"), "--port", str(base))
     assert result.returncode == 1, result.stderr
@@ -212,7 +212,7 @@ def test_restart_on_same_data_dir_keeps_ids_addresses_and_password(local_cluster
 def test_cli_up_detach_then_down_leaves_no_process(tmp_path: Path, local_cluster: ClusterFactory) -> None:
     """`shoal up --detach` returns with a ready cluster, a second up is refused, `shoal down` stops every node."""
     data_dir = tmp_path / "cli"
-    base = _ports.free_base_port(["127.0.0.1"], 3)
+    base = ports.free_base_port(["127.0.0.1"], 3)
     try:
         result = run_cli("up", "--detach", "--data-dir", str(data_dir), "--port", str(base))
     finally:

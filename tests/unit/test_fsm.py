@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from shoal.client.wire.pb import data_pb2
 from shoal.node.metadata import commands, fsm
+from shoal.node.metadata.view import MetadataView
 
 
 def run(state: dict[str, Any], *cmds: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -65,8 +66,8 @@ def test_fsm_register_node_rejects_taken_raft_address() -> None:
     """Two nodes may not claim the same Raft address: node_by_raft_address must stay unambiguous."""
     state, [r] = run(cluster(1), commands.register_node("n1", "a:1", "", "10.0.0.0:7500"))
     assert r["error"] == "INVALID_ARGUMENT" and "n0" in r["message"]
-    assert fsm.node_by_raft_address(state, "10.0.0.0:7500") == "n0"
-    assert fsm.node_by_raft_address(state, "nowhere:1") is None
+    assert MetadataView.from_state(state).node_by_raft_address("10.0.0.0:7500").id == "n0"
+    assert MetadataView.from_state(state).node_by_raft_address("nowhere:1") is None
 
 
 def test_fsm_repeated_request_id_returns_stored_result() -> None:
@@ -164,7 +165,7 @@ def test_fsm_remove_replica_fences_backup_and_bumps_epoch() -> None:
     assert r == {"ok": True, "epoch": 2}
     after = fsm.shard(state, "ds", 0)
     assert after == {**entry, "epoch": 2, "replicas": entry["replicas"][:2]}
-    assert fsm.under_replicated(state) == 1
+    assert MetadataView.from_state(state).under_replicated() == 1
 
 
 def test_fsm_remove_replica_stale_epoch_carries_current_epoch() -> None:
@@ -244,9 +245,9 @@ def test_fsm_set_node_state_validates_state_and_node() -> None:
 def test_fsm_under_replicated_counts_replicas_on_non_alive_nodes() -> None:
     """A shard is under-replicated when fewer of its in-sync replicas are on alive nodes than R."""
     state, [r] = run(cluster(3), commands.create_dataset("ds", 6, 3))
-    assert fsm.under_replicated(state) == 0
+    assert MetadataView.from_state(state).under_replicated() == 0
     state, _ = run(state, commands.set_node_state("n1", "suspect"))
-    assert fsm.under_replicated(state) == 6
+    assert MetadataView.from_state(state).under_replicated() == 6
 
 
 def test_fsm_noop_changes_nothing_and_is_not_recorded() -> None:

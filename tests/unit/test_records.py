@@ -1,4 +1,4 @@
-"""Record encoding and ingest batching (client/_records.py): pure functions, no network.
+"""Record encoding and ingest batching (client/_codec.py, client/_batcher.py): pure functions, no network.
 
 Method: direct calls, plus a hypothesis property for the batch bounds: whatever the
 record sizes, every batch respects batch_records and batch_bytes (a lone oversized
@@ -13,10 +13,8 @@ import pytest
 from hypothesis import given, settings
 
 from shoal.client import ABSENT, InvalidArgumentError, TooLargeError
-from shoal.client._records import (
-    KEY_BYTES_MAX, RECORD_OVERHEAD_BYTES, RecordBatch, ShardBatcher, ValueEncoder, decode_key, decode_value,
-    encode_key,
-)
+from shoal.client._batcher import RECORD_OVERHEAD_BYTES, RecordBatch, ShardBatcher
+from shoal.client._codec import KEY_BYTES_MAX, ValueEncoder, decode_key, decode_value, encode_key
 from shoal.client.wire.routing import shard_for_key
 
 

@@ -14,14 +14,13 @@ import pytest
 
 from shoal.chaos.faults import FaultRecord
 from shoal.chaos.history import History, Operation
-from shoal.chaos.report import (
-    REPORT_FILE, TIMELINE_FILE, CheckResult, RunReport, check_faults, check_linearizable,
-    check_lost_writes, check_workload_valid, report_from_dict, throughput, write_report, write_repro,
-)
+from shoal.chaos.judgements import check_faults, check_linearizable, check_lost_writes, check_workload_valid
+from shoal.chaos.report import REPORT_FILE, TIMELINE_FILE, CheckResult, RunReport, report_from_dict, write_report
+from shoal.chaos.repro import write_repro
 from shoal.chaos.scenario import WorkloadSpec
+from shoal.chaos.timeline import throughput
 from shoal.chaos.workloads import FinalState, RegisterWorkload, SetWorkload, classify_error, probe_keys
-from shoal.client._errors import NotPrimaryError, UnknownOutcomeError
-from shoal.client._records import ABSENT
+from shoal.client import ABSENT, NotPrimaryError, UnknownOutcomeError
 
 
 def op(process: int, kind: str, key: str, input: Any, output: Any, outcome: str, start: float,
@@ -280,7 +279,7 @@ def test_report_set_lost_and_ghost_adds() -> None:
 def test_report_convergence_from_node_statuses() -> None:
     """In-sync replicas (from the map) compared by their own checksums; a silent replica never passes."""
     from shoal.chaos.checkers import check_convergence
-    from shoal.chaos.report import check_converged
+    from shoal.chaos.judgements import check_converged
     from shoal.chaos.runner import replica_checksums
     from shoal.client.wire.pb import data_pb2 as pb
 
@@ -318,7 +317,7 @@ def test_workload_register_shard_groups() -> None:
 
 def test_check_recovered_flags_a_fault_with_no_progress_for_too_long() -> None:
     """Ok ops resuming 5 s into a 9 s fault pass a 7 s bound; none until the heal fails it."""
-    from shoal.chaos.report import check_recovered
+    from shoal.chaos.judgements import check_recovered
 
     def op(end_s: float) -> Operation:
         return Operation(process=0, kind="write", key="k", input=1, output=None, outcome="ok",

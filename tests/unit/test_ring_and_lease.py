@@ -9,7 +9,7 @@ from shoal.node.replication.ring import EntryRing
 
 def test_ring_returns_contiguous_entries_or_none_when_trimmed() -> None:
     """after(seq, last) gives seq+1..last when held, [] when nothing is missing, None when trimmed."""
-    ring = EntryRing(entries_max=5)
+    ring = EntryRing(entries_max=5, bytes_max=1 << 20)
     for seq in range(1, 9):
         ring.append(seq, 1, b"p%d" % seq)
     assert [e.seq for e in ring.after(5, 8) or []] == [6, 7, 8]

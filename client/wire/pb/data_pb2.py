@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13shoal/v1/data.proto\x12\x08shoal.v1\"]\n\x14\x43reateDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06shards\x18\x02 \x01(\r\x12\x13\n\x0breplication\x18\x03 \x01(\r\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"6\n\x12\x44ropDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x15\n\x13\x44ropDatasetResponse\"\x15\n\x13ListDatasetsRequest\"?\n\x14ListDatasetsResponse\x12\'\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x15.shoal.v1.DatasetInfo\"^\n\tShardInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0f\n\x07primary\x18\x03 \x01(\t\x12\x10\n\x08replicas\x18\x04 \x03(\t\x12\x10\n\x08learners\x18\x05 \x03(\t\"h\n\x0b\x44\x61tasetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06shards\x18\x02 \x01(\r\x12\x13\n\x0breplication\x18\x03 \x01(\r\x12&\n\tshard_map\x18\x04 \x03(\x0b\x32\x13.shoal.v1.ShardInfo\"Z\n\x08NodeInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04zone\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x14\n\x0craft_address\x18\x05 \x01(\t\"\x13\n\x11\x43lusterMapRequest\"}\n\nClusterMap\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12!\n\x05nodes\x18\x02 \x03(\x0b\x32\x12.shoal.v1.NodeInfo\x12\'\n\x08\x64\x61tasets\x18\x03 \x03(\x0b\x32\x15.shoal.v1.DatasetInfo\x12\x12\n\ncontroller\x18\x04 \x01(\t\"=\n\x0cRecordTarget\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\r\n\x05shard\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\"1\n\x07WriteId\x12\x11\n\tclient_id\x18\x01 \x01(\x0c\x12\x13\n\x0brequest_seq\x18\x02 \x01(\x04\"u\n\nPutRequest\x12&\n\x06target\x18\x01 \x01(\x0b\x32\x16.shoal.v1.RecordTarget\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\x0c\x12#\n\x08write_id\x18\x04 \x01(\x0b\x32\x11.shoal.v1.WriteId\"\r\n\x0bPutResponse\"A\n\nGetRequest\x12&\n\x06target\x18\x01 \x01(\x0b\x32\x16.shoal.v1.RecordTarget\x12\x0b\n\x03key\x18\x02 \x01(\x0c\"+\n\x0bGetResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\r\n\x05value\x18\x02 \x01(\x0c\"i\n\rDeleteRequest\x12&\n\x06target\x18\x01 \x01(\x0b\x32\x16.shoal.v1.RecordTarget\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12#\n\x08write_id\x18\x03 \x01(\x0b\x32\x11.shoal.v1.WriteId\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\"\xb8\x01\n\x14\x43ompareAndSetRequest\x12&\n\x06target\x18\x01 \x01(\x0b\x32\x16.shoal.v1.RecordTarget\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x15\n\rexpect_absent\x18\x03 \x01(\x08\x12\x10\n\x08\x65xpected\x18\x04 \x01(\x0c\x12\x0e\n\x06\x64\x65lete\x18\x05 \x01(\x08\x12\r\n\x05value\x18\x06 \x01(\x0c\x12#\n\x08write_id\x18\x07 \x01(\x0b\x32\x11.shoal.v1.WriteId\"P\n\x15\x43ompareAndSetResponse\x12\x0f\n\x07swapped\x18\x01 \x01(\x08\x12\x15\n\rcurrent_found\x18\x02 \x01(\x08\x12\x0f\n\x07\x63urrent\x18\x03 \x01(\x0c\"u\n\x08PutBatch\x12&\n\x06target\x18\x01 \x01(\x0b\x32\x16.shoal.v1.RecordTarget\x12#\n\x08write_id\x18\x02 \x01(\x0b\x32\x11.shoal.v1.WriteId\x12\x0c\n\x04keys\x18\x03 \x03(\x0c\x12\x0e\n\x06values\x18\x04 \x03(\x0c\"\x7f\n\x0bPutBatchAck\x12\x13\n\x0brequest_seq\x18\x01 \x01(\x04\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\"\n\x05\x65rror\x18\x03 \x01(\x0e\x32\x13.shoal.v1.ErrorCode\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x11\n\tretriable\x18\x05 \x01(\x08\"\x8f\x01\n\x0bScanRequest\x12&\n\x06target\x18\x01 \x01(\x0b\x32\x16.shoal.v1.RecordTarget\x12\x11\n\tstart_key\x18\x02 \x01(\x0c\x12\x0f\n\x07\x65nd_key\x18\x03 \x01(\x0c\x12\x0e\n\x06prefix\x18\x04 \x01(\x0c\x12\r\n\x05limit\x18\x05 \x01(\x04\x12\x15\n\rchunk_records\x18\x06 \x01(\r\")\n\tScanChunk\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\x0e\n\x06values\x18\x02 \x03(\x0c\"\x13\n\x11NodeStatusRequest\"\x8e\x01\n\x0bShardStatus\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x0b\n\x03seq\x18\x05 \x01(\x04\x12\x0f\n\x07records\x18\x06 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x07 \x01(\x06\x12\x12\n\nsize_bytes\x18\x08 \x01(\x04\"\xfb\x01\n\nNodeStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\traft_role\x18\x03 \x01(\t\x12\x12\n\ncontroller\x18\x04 \x01(\t\x12\x18\n\x10metadata_version\x18\x05 \x01(\x04\x12\x10\n\x08uptime_s\x18\x06 \x01(\x01\x12\x17\n\x0f\x64isk_used_bytes\x18\x07 \x01(\x04\x12\x17\n\x0f\x64isk_free_bytes\x18\x08 \x01(\x04\x12\x13\n\x0blease_valid\x18\t \x01(\x08\x12%\n\x06shards\x18\n \x03(\x0b\x32\x15.shoal.v1.ShardStatus\x12\x0f\n\x07version\x18\x0b \x01(\t*\xae\x02\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fUNKNOWN_DATASET\x10\x01\x12\x12\n\x0e\x44\x41TASET_EXISTS\x10\x02\x12\x14\n\x10INVALID_ARGUMENT\x10\x03\x12\r\n\tTOO_LARGE\x10\x04\x12\x10\n\x0cSTORAGE_FULL\x10\x05\x12\x0e\n\nOVERLOADED\x10\x06\x12\x0f\n\x0bNOT_PRIMARY\x10\x07\x12\x0f\n\x0bSTALE_EPOCH\x10\x08\x12\x0c\n\x08NO_LEASE\x10\t\x12\x11\n\rNO_CONTROLLER\x10\n\x12\x13\n\x0fUNKNOWN_OUTCOME\x10\x0b\x12\x14\n\x10NOT_ENOUGH_NODES\x10\x0c\x12\x16\n\x12REPLICATION_FAILED\x10\r\x12\x0f\n\x0bWRONG_SHARD\x10\x0e\x32\x93\x06\n\x04\x44\x61ta\x12\x46\n\rCreateDataset\x12\x1e.shoal.v1.CreateDatasetRequest\x1a\x15.shoal.v1.DatasetInfo\x12J\n\x0b\x44ropDataset\x12\x1c.shoal.v1.DropDatasetRequest\x1a\x1d.shoal.v1.DropDatasetResponse\x12M\n\x0cListDatasets\x12\x1d.shoal.v1.ListDatasetsRequest\x1a\x1e.shoal.v1.ListDatasetsResponse\x12\x42\n\rGetClusterMap\x12\x1b.shoal.v1.ClusterMapRequest\x1a\x14.shoal.v1.ClusterMap\x12\x32\n\x03Put\x12\x14.shoal.v1.PutRequest\x1a\x15.shoal.v1.PutResponse\x12\x32\n\x03Get\x12\x14.shoal.v1.GetRequest\x1a\x15.shoal.v1.GetResponse\x12;\n\x06\x44\x65lete\x12\x17.shoal.v1.DeleteRequest\x1a\x18.shoal.v1.DeleteResponse\x12P\n\rCompareAndSet\x12\x1e.shoal.v1.CompareAndSetRequest\x1a\x1f.shoal.v1.CompareAndSetResponse\x12:\n\tPutStream\x12\x12.shoal.v1.PutBatch\x1a\x15.shoal.v1.PutBatchAck(\x01\x30\x01\x12\x37\n\nPutRecords\x12\x12.shoal.v1.PutBatch\x1a\x15.shoal.v1.PutBatchAck\x12\x34\n\x04Scan\x12\x15.shoal.v1.ScanRequest\x1a\x13.shoal.v1.ScanChunk0\x01\x12\x42\n\rGetNodeStatus\x12\x1b.shoal.v1.NodeStatusRequest\x1a\x14.shoal.v1.NodeStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13shoal/v1/data.proto\x12\x08shoal.v1\"]\n\x14\x43reateDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06shards\x18\x02 \x01(\r\x12\x13\n\x0breplication\x18\x03 \x01(\r\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"6\n\x12\x44ropDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x15\n\x13\x44ropDatasetResponse\"\x15\n\x13ListDatasetsRequest\"?\n\x14ListDatasetsResponse\x12\'\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x15.shoal.v1.DatasetInfo\"^\n\tShardInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0f\n\x07primary\x18\x03 \x01(\t\x12\x10\n\x08replicas\x18\x04 \x03(\t\x12\x10\n\x08learners\x18\x05 \x03(\t\"\x82\x01\n\x0b\x44\x61tasetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06shards\x18\x02 \x01(\r\x12\x13\n\x0breplication\x18\x03 \x01(\r\x12&\n\tshard_map\x18\x04 \x03(\x0b\x32\x13.shoal.v1.ShardInfo\x12\x18\n\x10under_replicated\x18\x05 \x01(\r\"Z\n\x08NodeInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04zone\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x14\n\x0craft_address\x18\x05 \x01(\t\"\x13\n\x11\x43lusterMapRequest\"\x97\x01\n\nClusterMap\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12!\n\x05nodes\x18\x02 \x03(\x0b\x32\x12.shoal.v1.NodeInfo\x12\'\n\x08\x64\x61tasets\x18\x03 \x03(\x0b\x32\x15.shoal.v1.DatasetInfo\x12\x12\n\ncontroller\x18\x04 \x01(\t\x12\x18\n\x10under_replicated\x18\x05 \x01(\r\"=\n\x0cRecordTarget\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\r\n\x05shard\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\"1\n\x07WriteId\x12\x11\n\tclient_id\x18\x01 \x01(\x0c\x12\x13\n\x0brequest_seq\x18\x02 \x01(\x04\"u\n\nPutRequest\x12&\n\x06target\x18\x01 \x01(\x0b\x32\x16.shoal.v1.RecordTarget\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\x0c\x12#\n\x08write_id\x18\x04 \x01(\x0b\x32\x11.shoal.v1.WriteId\"\r\n\x0bPutResponse\"A\n\nGetRequest\x12&\n\x06target\x18\x01 \x01(\x0b\x32\x16.shoal.v1.RecordTarget\x12\x0b\n\x03key\x18\x02 \x01(\x0c\"+\n\x0bGetResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\r\n\x05value\x18\x02 \x01(\x0c\"i\n\rDeleteRequest\x12&\n\x06target\x18\x01 \x01(\x0b\x32\x16.shoal.v1.RecordTarget\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12#\n\x08write_id\x18\x03 \x01(\x0b\x32\x11.shoal.v1.WriteId\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\"\xb8\x01\n\x14\x43ompareAndSetRequest\x12&\n\x06target\x18\x01 \x01(\x0b\x32\x16.shoal.v1.RecordTarget\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x15\n\rexpect_absent\x18\x03 \x01(\x08\x12\x10\n\x08\x65xpected\x18\x04 \x01(\x0c\x12\x0e\n\x06\x64\x65lete\x18\x05 \x01(\x08\x12\r\n\x05value\x18\x06 \x01(\x0c\x12#\n\x08write_id\x18\x07 \x01(\x0b\x32\x11.shoal.v1.WriteId\"P\n\x15\x43ompareAndSetResponse\x12\x0f\n\x07swapped\x18\x01 \x01(\x08\x12\x15\n\rcurrent_found\x18\x02 \x01(\x08\x12\x0f\n\x07\x63urrent\x18\x03 \x01(\x0c\"u\n\x08PutBatch\x12&\n\x06target\x18\x01 \x01(\x0b\x32\x16.shoal.v1.RecordTarget\x12#\n\x08write_id\x18\x02 \x01(\x0b\x32\x11.shoal.v1.WriteId\x12\x0c\n\x04keys\x18\x03 \x03(\x0c\x12\x0e\n\x06values\x18\x04 \x03(\x0c\"\x7f\n\x0bPutBatchAck\x12\x13\n\x0brequest_seq\x18\x01 \x01(\x04\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\"\n\x05\x65rror\x18\x03 \x01(\x0e\x32\x13.shoal.v1.ErrorCode\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x11\n\tretriable\x18\x05 \x01(\x08\"\x8f\x01\n\x0bScanRequest\x12&\n\x06target\x18\x01 \x01(\x0b\x32\x16.shoal.v1.RecordTarget\x12\x11\n\tstart_key\x18\x02 \x01(\x0c\x12\x0f\n\x07\x65nd_key\x18\x03 \x01(\x0c\x12\x0e\n\x06prefix\x18\x04 \x01(\x0c\x12\r\n\x05limit\x18\x05 \x01(\x04\x12\x15\n\rchunk_records\x18\x06 \x01(\r\")\n\tScanChunk\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\x0e\n\x06values\x18\x02 \x03(\x0c\"\x13\n\x11NodeStatusRequest\"\x8e\x01\n\x0bShardStatus\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x0b\n\x03seq\x18\x05 \x01(\x04\x12\x0f\n\x07records\x18\x06 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x07 \x01(\x06\x12\x12\n\nsize_bytes\x18\x08 \x01(\x04\"\xfb\x01\n\nNodeStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\traft_role\x18\x03 \x01(\t\x12\x12\n\ncontroller\x18\x04 \x01(\t\x12\x18\n\x10metadata_version\x18\x05 \x01(\x04\x12\x10\n\x08uptime_s\x18\x06 \x01(\x01\x12\x17\n\x0f\x64isk_used_bytes\x18\x07 \x01(\x04\x12\x17\n\x0f\x64isk_free_bytes\x18\x08 \x01(\x04\x12\x13\n\x0blease_valid\x18\t \x01(\x08\x12%\n\x06shards\x18\n \x03(\x0b\x32\x15.shoal.v1.ShardStatus\x12\x0f\n\x07version\x18\x0b \x01(\t*\xae\x02\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fUNKNOWN_DATASET\x10\x01\x12\x12\n\x0e\x44\x41TASET_EXISTS\x10\x02\x12\x14\n\x10INVALID_ARGUMENT\x10\x03\x12\r\n\tTOO_LARGE\x10\x04\x12\x10\n\x0cSTORAGE_FULL\x10\x05\x12\x0e\n\nOVERLOADED\x10\x06\x12\x0f\n\x0bNOT_PRIMARY\x10\x07\x12\x0f\n\x0bSTALE_EPOCH\x10\x08\x12\x0c\n\x08NO_LEASE\x10\t\x12\x11\n\rNO_CONTROLLER\x10\n\x12\x13\n\x0fUNKNOWN_OUTCOME\x10\x0b\x12\x14\n\x10NOT_ENOUGH_NODES\x10\x0c\x12\x16\n\x12REPLICATION_FAILED\x10\r\x12\x0f\n\x0bWRONG_SHARD\x10\x0e\x32\x93\x06\n\x04\x44\x61ta\x12\x46\n\rCreateDataset\x12\x1e.shoal.v1.CreateDatasetRequest\x1a\x15.shoal.v1.DatasetInfo\x12J\n\x0b\x44ropDataset\x12\x1c.shoal.v1.DropDatasetRequest\x1a\x1d.shoal.v1.DropDatasetResponse\x12M\n\x0cListDatasets\x12\x1d.shoal.v1.ListDatasetsRequest\x1a\x1e.shoal.v1.ListDatasetsResponse\x12\x42\n\rGetClusterMap\x12\x1b.shoal.v1.ClusterMapRequest\x1a\x14.shoal.v1.ClusterMap\x12\x32\n\x03Put\x12\x14.shoal.v1.PutRequest\x1a\x15.shoal.v1.PutResponse\x12\x32\n\x03Get\x12\x14.shoal.v1.GetRequest\x1a\x15.shoal.v1.GetResponse\x12;\n\x06\x44\x65lete\x12\x17.shoal.v1.DeleteRequest\x1a\x18.shoal.v1.DeleteResponse\x12P\n\rCompareAndSet\x12\x1e.shoal.v1.CompareAndSetRequest\x1a\x1f.shoal.v1.CompareAndSetResponse\x12:\n\tPutStream\x12\x12.shoal.v1.PutBatch\x1a\x15.shoal.v1.PutBatchAck(\x01\x30\x01\x12\x37\n\nPutRecords\x12\x12.shoal.v1.PutBatch\x1a\x15.shoal.v1.PutBatchAck\x12\x34\n\x04Scan\x12\x15.shoal.v1.ScanRequest\x1a\x13.shoal.v1.ScanChunk0\x01\x12\x42\n\rGetNodeStatus\x12\x1b.shoal.v1.NodeStatusRequest\x1a\x14.shoal.v1.NodeStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shoal.v1.data_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ERRORCODE']._serialized_start=2366
-  _globals['_ERRORCODE']._serialized_end=2668
+  _globals['_ERRORCODE']._serialized_start=2420
+  _globals['_ERRORCODE']._serialized_end=2722
   _globals['_CREATEDATASETREQUEST']._serialized_start=33
   _globals['_CREATEDATASETREQUEST']._serialized_end=126
   _globals['_DROPDATASETREQUEST']._serialized_start=128
@@ -46,48 +46,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTDATASETSRESPONSE']._serialized_end=293
   _globals['_SHARDINFO']._serialized_start=295
   _globals['_SHARDINFO']._serialized_end=389
-  _globals['_DATASETINFO']._serialized_start=391
-  _globals['_DATASETINFO']._serialized_end=495
-  _globals['_NODEINFO']._serialized_start=497
-  _globals['_NODEINFO']._serialized_end=587
-  _globals['_CLUSTERMAPREQUEST']._serialized_start=589
-  _globals['_CLUSTERMAPREQUEST']._serialized_end=608
-  _globals['_CLUSTERMAP']._serialized_start=610
-  _globals['_CLUSTERMAP']._serialized_end=735
-  _globals['_RECORDTARGET']._serialized_start=737
-  _globals['_RECORDTARGET']._serialized_end=798
-  _globals['_WRITEID']._serialized_start=800
-  _globals['_WRITEID']._serialized_end=849
-  _globals['_PUTREQUEST']._serialized_start=851
-  _globals['_PUTREQUEST']._serialized_end=968
-  _globals['_PUTRESPONSE']._serialized_start=970
-  _globals['_PUTRESPONSE']._serialized_end=983
-  _globals['_GETREQUEST']._serialized_start=985
-  _globals['_GETREQUEST']._serialized_end=1050
-  _globals['_GETRESPONSE']._serialized_start=1052
-  _globals['_GETRESPONSE']._serialized_end=1095
-  _globals['_DELETEREQUEST']._serialized_start=1097
-  _globals['_DELETEREQUEST']._serialized_end=1202
-  _globals['_DELETERESPONSE']._serialized_start=1204
-  _globals['_DELETERESPONSE']._serialized_end=1237
-  _globals['_COMPAREANDSETREQUEST']._serialized_start=1240
-  _globals['_COMPAREANDSETREQUEST']._serialized_end=1424
-  _globals['_COMPAREANDSETRESPONSE']._serialized_start=1426
-  _globals['_COMPAREANDSETRESPONSE']._serialized_end=1506
-  _globals['_PUTBATCH']._serialized_start=1508
-  _globals['_PUTBATCH']._serialized_end=1625
-  _globals['_PUTBATCHACK']._serialized_start=1627
-  _globals['_PUTBATCHACK']._serialized_end=1754
-  _globals['_SCANREQUEST']._serialized_start=1757
-  _globals['_SCANREQUEST']._serialized_end=1900
-  _globals['_SCANCHUNK']._serialized_start=1902
-  _globals['_SCANCHUNK']._serialized_end=1943
-  _globals['_NODESTATUSREQUEST']._serialized_start=1945
-  _globals['_NODESTATUSREQUEST']._serialized_end=1964
-  _globals['_SHARDSTATUS']._serialized_start=1967
-  _globals['_SHARDSTATUS']._serialized_end=2109
-  _globals['_NODESTATUS']._serialized_start=2112
-  _globals['_NODESTATUS']._serialized_end=2363
-  _globals['_DATA']._serialized_start=2671
-  _globals['_DATA']._serialized_end=3458
+  _globals['_DATASETINFO']._serialized_start=392
+  _globals['_DATASETINFO']._serialized_end=522
+  _globals['_NODEINFO']._serialized_start=524
+  _globals['_NODEINFO']._serialized_end=614
+  _globals['_CLUSTERMAPREQUEST']._serialized_start=616
+  _globals['_CLUSTERMAPREQUEST']._serialized_end=635
+  _globals['_CLUSTERMAP']._serialized_start=638
+  _globals['_CLUSTERMAP']._serialized_end=789
+  _globals['_RECORDTARGET']._serialized_start=791
+  _globals['_RECORDTARGET']._serialized_end=852
+  _globals['_WRITEID']._serialized_start=854
+  _globals['_WRITEID']._serialized_end=903
+  _globals['_PUTREQUEST']._serialized_start=905
+  _globals['_PUTREQUEST']._serialized_end=1022
+  _globals['_PUTRESPONSE']._serialized_start=1024
+  _globals['_PUTRESPONSE']._serialized_end=1037
+  _globals['_GETREQUEST']._serialized_start=1039
+  _globals['_GETREQUEST']._serialized_end=1104
+  _globals['_GETRESPONSE']._serialized_start=1106
+  _globals['_GETRESPONSE']._serialized_end=1149
+  _globals['_DELETEREQUEST']._serialized_start=1151
+  _globals['_DELETEREQUEST']._serialized_end=1256
+  _globals['_DELETERESPONSE']._serialized_start=1258
+  _globals['_DELETERESPONSE']._serialized_end=1291
+  _globals['_COMPAREANDSETREQUEST']._serialized_start=1294
+  _globals['_COMPAREANDSETREQUEST']._serialized_end=1478
+  _globals['_COMPAREANDSETRESPONSE']._serialized_start=1480
+  _globals['_COMPAREANDSETRESPONSE']._serialized_end=1560
+  _globals['_PUTBATCH']._serialized_start=1562
+  _globals['_PUTBATCH']._serialized_end=1679
+  _globals['_PUTBATCHACK']._serialized_start=1681
+  _globals['_PUTBATCHACK']._serialized_end=1808
+  _globals['_SCANREQUEST']._serialized_start=1811
+  _globals['_SCANREQUEST']._serialized_end=1954
+  _globals['_SCANCHUNK']._serialized_start=1956
+  _globals['_SCANCHUNK']._serialized_end=1997
+  _globals['_NODESTATUSREQUEST']._serialized_start=1999
+  _globals['_NODESTATUSREQUEST']._serialized_end=2018
+  _globals['_SHARDSTATUS']._serialized_start=2021
+  _globals['_SHARDSTATUS']._serialized_end=2163
+  _globals['_NODESTATUS']._serialized_start=2166
+  _globals['_NODESTATUS']._serialized_end=2417
+  _globals['_DATA']._serialized_start=2725
+  _globals['_DATA']._serialized_end=3512
 # @@protoc_insertion_point(module_scope)

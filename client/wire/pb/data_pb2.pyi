@@ -90,16 +90,18 @@ class ShardInfo(_message.Message):
     def __init__(self, index: _Optional[int] = ..., epoch: _Optional[int] = ..., primary: _Optional[str] = ..., replicas: _Optional[_Iterable[str]] = ..., learners: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DatasetInfo(_message.Message):
-    __slots__ = ("name", "shards", "replication", "shard_map")
+    __slots__ = ("name", "shards", "replication", "shard_map", "under_replicated")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     REPLICATION_FIELD_NUMBER: _ClassVar[int]
     SHARD_MAP_FIELD_NUMBER: _ClassVar[int]
+    UNDER_REPLICATED_FIELD_NUMBER: _ClassVar[int]
     name: str
     shards: int
     replication: int
     shard_map: _containers.RepeatedCompositeFieldContainer[ShardInfo]
-    def __init__(self, name: _Optional[str] = ..., shards: _Optional[int] = ..., replication: _Optional[int] = ..., shard_map: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ...) -> None: ...
+    under_replicated: int
+    def __init__(self, name: _Optional[str] = ..., shards: _Optional[int] = ..., replication: _Optional[int] = ..., shard_map: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ..., under_replicated: _Optional[int] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
     __slots__ = ("id", "address", "zone", "state", "raft_address")
@@ -120,16 +122,18 @@ class ClusterMapRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ClusterMap(_message.Message):
-    __slots__ = ("version", "nodes", "datasets", "controller")
+    __slots__ = ("version", "nodes", "datasets", "controller", "under_replicated")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     DATASETS_FIELD_NUMBER: _ClassVar[int]
     CONTROLLER_FIELD_NUMBER: _ClassVar[int]
+    UNDER_REPLICATED_FIELD_NUMBER: _ClassVar[int]
     version: int
     nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
     datasets: _containers.RepeatedCompositeFieldContainer[DatasetInfo]
     controller: str
-    def __init__(self, version: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., datasets: _Optional[_Iterable[_Union[DatasetInfo, _Mapping]]] = ..., controller: _Optional[str] = ...) -> None: ...
+    under_replicated: int
+    def __init__(self, version: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., datasets: _Optional[_Iterable[_Union[DatasetInfo, _Mapping]]] = ..., controller: _Optional[str] = ..., under_replicated: _Optional[int] = ...) -> None: ...
 
 class RecordTarget(_message.Message):
     __slots__ = ("dataset", "shard", "epoch")

@@ -11,8 +11,8 @@ rebuild, so a reopened data dir is the same cluster. Env knobs whose names look 
 (PASSWORD, TOKEN, SECRET) are never written to it. It is replaced atomically (write a
 temp file, then rename) so a reader never sees half a record.
 
-Everything here is pure or touches only the data dir's files; shoal.client.local
-re-exports the public names (NodeHandle, default_voters, read_record, ...).
+Everything here is pure or touches only the data dir's files; the package
+(shoal.client.local) re-exports the public names (NodeHandle, default_voters, read_record, ...).
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from shoal.client import _ports
-from shoal.client._local_errors import ClusterLayoutError
+from shoal.client.local import ports
+from shoal.client.local.errors import ClusterLayoutError
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ def default_voters(nodes: int) -> int:
 def node_handle(data_dir: Path, base_port: int, voters: int, index: int, host: str, zone: str) -> NodeHandle:
     """Node `index` (0-based) of the layout: id n<index+1>, folder data_dir/n<index+1>."""
     node_dir = data_dir / f"n{index + 1}"
-    raft = _ports.format_address(host, base_port + _ports.RAFT_PORT_OFFSET + index) if index < voters else ""
-    return NodeHandle(id=f"n{index + 1}", address=_ports.format_address(host, base_port + index),
+    raft = ports.format_address(host, base_port + ports.RAFT_PORT_OFFSET + index) if index < voters else ""
+    return NodeHandle(id=f"n{index + 1}", address=ports.format_address(host, base_port + index),
                       raft_address=raft, data_dir=node_dir, log_path=node_dir / LOG_FILE,
                       index=index, host=host, zone=zone)
 
@@ -153,8 +153,8 @@ def new_layout(nodes: int, voters: int | None, base_port: int | None, hosts: lis
     if len(hosts) != nodes:
         raise ClusterLayoutError(f"hosts needs one address per node ({nodes}), got {len(hosts)}")
     if base_port is None:
-        base_port = _ports.free_base_port(hosts, nodes)
-    elif not 1 <= base_port <= 65535 - _ports.RAFT_PORT_OFFSET - nodes:
+        base_port = ports.free_base_port(hosts, nodes)
+    elif not 1 <= base_port <= 65535 - ports.RAFT_PORT_OFFSET - nodes:
         raise ClusterLayoutError(f"base port {base_port} leaves no room for {nodes} nodes (Raft at +100)")
     zone_list = [zones[i % len(zones)] for i in range(nodes)] if zones else [""] * nodes
     return base_port, voters, hosts, zone_list

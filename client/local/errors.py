@@ -8,7 +8,7 @@
     └── ClusterNotReadyError   the cluster did not become ready before the deadline
 
 They live in their own module so that the layout, process and probe helpers of LocalCluster
-(_cluster_layout, _processes, _probe) can raise them without importing local.py.
+(layout, processes, probe) can raise them without importing cluster.py.
 """
 from __future__ import annotations
 

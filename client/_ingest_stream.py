@@ -1,16 +1,8 @@
-"""Records on the way in: key and value encoding, per-shard batching, batch streams.
+"""Batches to a shard's primary: ShardStream sends one shard's batches over PutStream.
 
-- Keys travel as bytes (str keys as UTF-8); values as msgpack documents packed with
-  `use_bin_type=True`, so str and bytes stay distinct after a round trip.
-- Bad input is rejected here, before anything is sent, as InvalidArgumentError naming
-  the dataset and the key.
-- `ShardBatcher` (pure) groups records per shard into columnar batches bounded by a
-  record count and a byte size, the shape of PutBatch. Ingest is the hot path: one
-  reused msgpack.Packer per put_many call and two plain lists per batch, never a
-  protobuf message per record (notes/dependencies.md 3.4: per-record messages cap
-  ingest near 0.5 M records/s, packed columns run several times faster).
-- `ShardStream` sends one shard's batches over PutStream with a bounded window and
-  resends unacknowledged ones after failures (its docstring has the threading).
+It keeps a bounded window of unacknowledged batches and, after failures, resends them
+with their original write ids on a new stream (the class docstring has the threading).
+The batches come from _batcher.ShardBatcher.
 """
 from __future__ import annotations
 
@@ -19,219 +11,20 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any, Final
-
-import msgpack
 
 from shoal.client._channel import CLIENT_RETRY, Transport, attempt_timeout_s, needs_refresh, rpc_errors
 from shoal.client._errors import (
-    DeadlineExceededError, InternalError, InvalidArgumentError, NotPrimaryError, ShoalError, TooLargeError,
-    UnavailableError, UnknownOutcomeError, error_from_code, may_have_applied,
+    DeadlineExceededError, InternalError, InvalidArgumentError, NotPrimaryError, ShoalError, UnavailableError,
+    UnknownOutcomeError, error_from_code, may_have_applied,
 )
-from shoal.client.wire.channels import MESSAGE_BYTES_MAX
 from shoal.client.wire.pb import data_pb2 as pb
-from shoal.client.wire.routing import shard_for_key
 
 logger = logging.getLogger(__name__)
 
-KEY_BYTES_MAX: Final = 511                    # LMDB's key limit; nodes may set a lower one
-MESSAGE_HEADROOM_BYTES: Final = 64 * 1024     # target, write id and protobuf framing
-RECORD_OVERHEAD_BYTES: Final = 8              # protobuf tags and lengths of one key + value
 POLL_S: Final = 0.05                          # how often ingest threads look at flags and deadlines
 
-
-class _Absent:
-    """The type of ABSENT; one instance only."""
-
-    __slots__ = ()
-    _instance: _Absent | None = None
-
-    def __new__(cls) -> _Absent:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "ABSENT"
-
-    def __reduce__(self) -> str:
-        return "ABSENT"
-
-
-ABSENT: Final = _Absent()
-"""compare_and_set: expected=ABSENT means "the key must not exist"; new=ABSENT deletes."""
-
-
-def encode_key(dataset: str, key: object) -> bytes:
-    """Validate a key and return its bytes; raise InvalidArgumentError naming it."""
-    if isinstance(key, str):
-        try:
-            raw = key.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InvalidArgumentError(f"key is not valid UTF-8 ({exc.reason})", dataset=dataset,
-                                       key=key) from None
-    elif isinstance(key, bytes):
-        raw = key
-    else:
-        raise InvalidArgumentError(f"key must be str or bytes, not {type(key).__name__} ({key!r:.60})",
-                                   dataset=dataset)
-    if not raw:
-        raise InvalidArgumentError("key must not be empty", dataset=dataset, key=key)
-    if len(raw) > KEY_BYTES_MAX:
-        raise TooLargeError(f"key is {len(raw)} bytes, the limit is {KEY_BYTES_MAX}", dataset=dataset,
-                            key=key)
-    return raw
-
-
-def unpack_record(dataset: str, record: Any) -> tuple[Any, Any]:
-    """A put_many record as (key, value), or InvalidArgumentError."""
-    try:
-        key, value = record
-    except (TypeError, ValueError):
-        raise InvalidArgumentError(f"put_many records must be (key, value) pairs, got {type(record).__name__}",
-                                   dataset=dataset) from None
-    return key, value
-
-
-def decode_key(raw: bytes) -> str | bytes:
-    """Keys come back as str when they are valid UTF-8, else as bytes."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw
-
-
-def decode_value(raw: bytes) -> Any:
-    """Inverse of ValueEncoder: msgpack str -> str, bin -> bytes, arrays -> lists."""
-    return msgpack.unpackb(raw, raw=False, strict_map_key=False)
-
-
-class ValueEncoder:
-    """Packs values with one reused Packer; not thread-safe (one per call or thread)."""
-
-    __slots__ = ("_packer",)
-
-    def __init__(self) -> None:
-        self._packer = msgpack.Packer(use_bin_type=True)
-
-    def pack(self, value: Any) -> bytes:
-        """Pack without checks (the hot loop checks and falls back to `encode`)."""
-        packed: bytes = self._packer.pack(value)
-        return packed
-
-    def encode(self, dataset: str, key: str | bytes, value: Any) -> bytes:
-        try:
-            packed: bytes = self._packer.pack(value)
-        except (TypeError, OverflowError, ValueError) as exc:
-            raise InvalidArgumentError(f"value cannot be encoded as msgpack ({exc})", dataset=dataset,
-                                       key=key) from None
-        if len(packed) > MESSAGE_BYTES_MAX - MESSAGE_HEADROOM_BYTES:
-            raise TooLargeError(f"value is {len(packed)} bytes, over the {MESSAGE_BYTES_MAX} byte message "
-                                "limit", dataset=dataset, key=key)
-        return packed
-
-
-@dataclasses.dataclass(slots=True)
-class RecordBatch:
-    """Records of one shard, columnar: keys[i] -> values[i]."""
-
-    shard: int
-    keys: list[bytes] = dataclasses.field(default_factory=list)
-    values: list[bytes] = dataclasses.field(default_factory=list)
-    size_bytes: int = 0
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-
-class ShardBatcher:
-    """Routes encoded records to per-shard batches and hands out the full ones.
-
-    A batch holds at most `batch_records` records and at most `batch_bytes` bytes
-    (keys + values + per-record framing), except that a single record larger than
-    `batch_bytes` travels alone.
-    """
-
-    __slots__ = ("_shard_count", "_records_max", "_bytes_max", "_open")
-
-    def __init__(self, shard_count: int, *, batch_records: int, batch_bytes: int) -> None:
-        if batch_records < 1:
-            raise InvalidArgumentError(f"batch_records must be at least 1, got {batch_records}")
-        if not 1 <= batch_bytes <= MESSAGE_BYTES_MAX - MESSAGE_HEADROOM_BYTES:
-            raise InvalidArgumentError(f"batch_bytes must be within 1..{MESSAGE_BYTES_MAX - MESSAGE_HEADROOM_BYTES}, "
-                                       f"got {batch_bytes}")
-        assert shard_count > 0
-        self._shard_count = shard_count
-        self._records_max = batch_records
-        self._bytes_max = batch_bytes
-        self._open: dict[int, RecordBatch] = {}
-
-    def add(self, key: bytes, value: bytes) -> RecordBatch | None:
-        """Add one record; return a batch that is now full (at most one), else None."""
-        shard = shard_for_key(key, self._shard_count)
-        size_bytes = len(key) + len(value) + RECORD_OVERHEAD_BYTES
-        batch = self._open.get(shard)
-        sealed = None
-        if batch is not None and batch.size_bytes + size_bytes > self._bytes_max:
-            sealed = self._open.pop(shard)
-            batch = None
-        if batch is None:
-            batch = self._open[shard] = RecordBatch(shard)
-        batch.keys.append(key)
-        batch.values.append(value)
-        batch.size_bytes += size_bytes
-        if sealed is None and (len(batch) >= self._records_max or batch.size_bytes >= self._bytes_max):
-            sealed = self._open.pop(shard)
-        # When a byte overflow sealed the old batch, the new one holds one record, below
-        # batch_records (the old one had fewer than batch_records, so the limit is >= 2);
-        # if that record alone reaches batch_bytes it is sealed by the next add or flush.
-        return sealed
-
-    def fill(self, dataset: str, records: Iterable[Any], encoder: ValueEncoder) -> Iterator[RecordBatch]:
-        """The ingest hot loop: encode, route and batch (key, value) records, yielding full batches.
-
-        Same result as `add(encode_key(...), encoder.encode(...))` per record, without the
-        per-record function calls; anything unusual goes through those slow paths, which
-        raise the precise error naming the record.
-        """
-        pack = encoder.pack
-        shard_count, records_max, bytes_max = self._shard_count, self._records_max, self._bytes_max
-        value_max = MESSAGE_BYTES_MAX - MESSAGE_HEADROOM_BYTES
-        batches = self._open
-        for record in records:
-            try:
-                key, value = record
-                raw = key.encode("utf-8") if type(key) is str else key
-                packed = pack(value)
-                fast = type(raw) is bytes and 0 < len(raw) <= KEY_BYTES_MAX and len(packed) <= value_max
-            except Exception:   # any problem: the slow path below names it precisely
-                fast = False
-            if not fast:
-                key, value = unpack_record(dataset, record)
-                raw, packed = encode_key(dataset, key), encoder.encode(dataset, key, value)
-            shard = shard_for_key(raw, shard_count)
-            batch = batches.get(shard)
-            size_bytes = len(raw) + len(packed) + RECORD_OVERHEAD_BYTES
-            if batch is not None and batch.size_bytes + size_bytes > bytes_max:
-                yield batches.pop(shard)
-                batch = None
-            if batch is None:
-                batch = batches[shard] = RecordBatch(shard)
-            batch.keys.append(raw)
-            batch.values.append(packed)
-            batch.size_bytes += size_bytes
-            if len(batch.keys) >= records_max or batch.size_bytes >= bytes_max:
-                yield batches.pop(shard)
-
-    def flush(self) -> Iterator[RecordBatch]:
-        """Hand out every partly filled batch (end of input)."""
-        while self._open:
-            _, batch = self._open.popitem()
-            yield batch
-
-
-# ---- streaming batches to a shard's primary (PutStream) ----
 
 @dataclasses.dataclass(slots=True)
 class _Pending:

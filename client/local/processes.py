@@ -13,7 +13,7 @@ Why it works the way it does:
 - kill_children is the finalizer of a LocalCluster with detach=False; it gets the pid table,
   never the cluster, so it can run after the cluster is collected or at interpreter exit.
 
-shoal.client.local re-exports process_state, is_node_process and read_tail.
+The package (shoal.client.local) re-exports process_state, is_node_process and read_tail.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from shoal.client._cluster_layout import NodeHandle
+    from shoal.client.local.layout import NodeHandle
 
 logger = logging.getLogger(__name__)
 

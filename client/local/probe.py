@@ -2,8 +2,10 @@
 
 Readiness uses the raw stubs (health, GetNodeStatus, GetClusterMap), not shoal.client: it
 must see each node's own answer, not one the client's retries and routing smoothed over.
-So the channels disable gRPC retries and reconnect quickly, and every call has a deadline
-of PROBE_TIMEOUT_S; a node that does not answer in time reads as "no answer", not an error.
+So the probe has no retry loop: each call has a deadline of PROBE_TIMEOUT_S, and a node
+that does not answer in time reads as "no answer", not an error. Its channels come from the
+wire room's factory (`Wire().channel`), the one place channels are made, so TLS plugs in
+there once.
 
 The pure functions below (raft_leader_of, primary_in_map) turn those answers into the
 node ids LocalCluster.raft_leader and LocalCluster.primary_of report.
@@ -18,12 +20,13 @@ from typing import TYPE_CHECKING
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from shoal.client._local_errors import LocalClusterError
+from shoal.client.local.errors import LocalClusterError
+from shoal.client.wire.channels import Wire
 from shoal.client.wire.pb import data_pb2, data_pb2_grpc
 from shoal.client.wire.routing import encode_key, shard_for_key
 
 if TYPE_CHECKING:
-    from shoal.client._cluster_layout import NodeHandle
+    from shoal.client.local.layout import NodeHandle
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +36,8 @@ PROBE_TIMEOUT_S = 1.0
 class Probe:
     """Short-deadline health and status calls, one channel per node, closed on exit."""
 
-    _OPTIONS = [("grpc.enable_retries", 0), ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.min_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500),
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-
     def __init__(self) -> None:
+        self._wire = Wire()
         self._channels: dict[str, grpc.Channel] = {}
 
     def __enter__(self) -> Probe:
@@ -50,7 +50,7 @@ class Probe:
 
     def _channel(self, node: NodeHandle) -> grpc.Channel:
         if node.address not in self._channels:
-            self._channels[node.address] = grpc.insecure_channel(node.address, options=self._OPTIONS)
+            self._channels[node.address] = self._wire.channel(node.address)
         return self._channels[node.address]
 
     def serving(self, node: NodeHandle) -> bool:

@@ -1,4 +1,7 @@
-"""Primary -> backup messaging: replicate one entry, begin an epoch, reconcile after a failover.
+"""What a primary sends its backups: one entry, the start of an epoch, and the catch-up after a failover.
+
+(Named "outbound", not "reconcile": in Shoal a *reconciler* makes the metadata real on
+this node, see shards.py; this module is the primary's side of the replication link.)
 
 Every function returns the backups that failed (to be fenced out by the caller) and
 raises StaleEpochError when a backup already follows a newer epoch: then this node was
@@ -15,6 +18,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from shoal.client.wire.pb import peer_pb2
+from shoal.client.wire.retry import retry_async
 from shoal.node.errors import StaleEpochError
 from shoal.node.replication.ring import RingEntry
 from shoal.node.storage.entry import Entry
@@ -34,6 +38,7 @@ async def _replicate_to(ctx: ReplicationContext, replica: Replica, epoch: int, b
                         entries: list[RingEntry]) -> bool:
     """Send entries in order; True when the backup applied up to the last one."""
     deadline = time.monotonic() + ctx.config.replicate_timeout_s
+    backoff = ctx.peer_retry.backoff()
     index = 0
     while index < len(entries):
         entry = entries[index]
@@ -48,7 +53,7 @@ async def _replicate_to(ctx: ReplicationContext, replica: Replica, epoch: int, b
             if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 raise _deposed(replica, backup, exc) from exc
             logger.debug("shard %s: replicate seq %d to %s failed: %s", replica.name, entry.seq, backup, exc.code().name)
-            await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))   # retry pacing
+            await backoff.asleep(deadline)
             continue   # retried until the deadline: Replicate is idempotent by seq
         if response.applied_seq >= entries[-1].seq:
             return True
@@ -94,17 +99,19 @@ async def begin_epoch(ctx: ReplicationContext, replica: Replica, epoch: int,
         deadline = time.monotonic() + ctx.config.replicate_timeout_s * 2
         request = peer_pb2.BeginEpochRequest(dataset=replica.dataset, shard=replica.index, epoch=epoch,
                                              primary=ctx.node_id)
-        while True:
+
+        async def attempt() -> int:   # retried while the backup learns the shard map
             try:
                 response = await ctx.peers.peer(ctx.address_of(backup)).BeginEpoch(
                     request, timeout=max(0.05, min(1.0, deadline - time.monotonic())))
-                return int(response.seq)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
                     raise _deposed(replica, backup, exc) from exc
-                if time.monotonic() >= deadline:
-                    raise
-            await asyncio.sleep(0.1)   # retry pacing while the backup learns the shard map
+                raise
+            return int(response.seq)
+
+        return await retry_async(attempt, policy=ctx.peer_retry, deadline_s=deadline,
+                                 retry_on=lambda exc: isinstance(exc, grpc.aio.AioRpcError))
 
     outcomes = await asyncio.gather(*(one(b) for b in backups), return_exceptions=True)
     seqs = {b: o for b, o in zip(backups, outcomes) if isinstance(o, int)}

@@ -1,32 +1,9 @@
-"""LocalCluster: a cluster of real node processes on this machine, for `shoal up`, tests and chaos.
+"""LocalCluster: start, stop, kill, pause, wait for and inspect the node processes of one local cluster.
 
-A data dir holds `raft-password`, `cluster.json` (the record: layout, knobs and pids; DESIGN.md
-section 9) and one folder per node, `n1/` .. `nN/`, with that node's data and `node.log`. Node
-i (0-based) listens on gRPC base+i and, if it is a metadata voter, Raft base+100+i.
-
-This module holds the LocalCluster class and NodeExit; its helpers live in private modules,
-whose public names are re-exported here (import them from here, not from those modules):
-- _local_errors: the LocalClusterError tree (ClusterLayoutError, PortInUseError, ...).
-- _cluster_layout: NodeHandle, the layout (ports, voters, hosts, zones), cluster.json and the
-  Raft password file (read_record, ensure_password_file, default_voters, ...).
-- _processes: spawning and signalling node processes, /proc checks (process_state,
-  is_node_process), log tails (read_tail), and the finalizer that kills children.
-- _probe: the raw-stub readiness probe and readings of its answers.
-
-Why it works the way it does:
-- Each node runs in its own session and group, so kill and pause signal the whole group
-  (wrapper and workers included) and Ctrl-C reaches only `shoal up`; see _processes.
-- cluster.json is authoritative for an existing data dir: reopening restores ids, ports,
-  voters and knobs, so a restart is the same cluster. Recorded pids are *adopted* when
-  /proc/PID/cmdline still names shoal and this node's data dir, which is how `shoal down`
-  stops a detached cluster without ever signalling a recycled pid.
-- Readiness uses the raw stubs (health, GetNodeStatus, GetClusterMap), not shoal.client:
-  it must see each node's own answer, not one the client's retries and routing smoothed over.
-- detach=False registers a finalizer (it also runs at interpreter exit) that kills every
-  child, so no node outlives the Python process that started it, short of a SIGKILL of it.
-- Nodes in network namespaces (hosts=..., command_prefix=lambda i: ["ip", "netns", "exec",
-  f"ns{i}"]) are only reachable from a namespace on their bridge: run the Python process
-  that owns the LocalCluster there (fault-injection.md 3.2).
+The class is glue over its helpers: the layout and cluster.json (layout), the processes
+(processes), readiness and metadata readings (probe), free ports (ports); the package
+docstring (shoal.client.local) says why it works the way it does. NodeExit reports
+what stop, kill and terminate did to one node.
 """
 from __future__ import annotations
 
@@ -42,32 +19,25 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from shoal.client import _ports
-from shoal.client._cluster_layout import (
-    CLUSTER_FILE, LOG_FILE, PASSWORD_FILE, RECORD_FORMAT, NodeHandle, check_fresh_dir, default_voters,
-    ensure_password_file, layout_from_record, new_layout, node_argv, node_handle, read_record, write_record,
-)
-from shoal.client._local_errors import (
+from shoal.client.local import ports
+from shoal.client.local.errors import (
     ClusterLayoutError, ClusterNotReadyError, ClusterRunningError, LocalClusterError, NodeExitedError,
     PortInUseError,
 )
-from shoal.client.wire.pb import data_pb2
-from shoal.client._probe import PROBE_TIMEOUT_S, Probe, primary_in_map, raft_leader_of
-from shoal.client._processes import (
+from shoal.client.local.layout import (
+    CLUSTER_FILE, PASSWORD_FILE, NodeHandle, check_fresh_dir, ensure_password_file, layout_from_record,
+    new_layout, node_argv, node_handle, read_record, write_record,
+)
+from shoal.client.local.probe import Probe, primary_in_map, raft_leader_of
+from shoal.client.local.processes import (
     NodeProcess, is_node_process, kill_children, process_state, read_tail, signal_group, signal_pid, spawn,
 )
-# encode_key and shard_for_key were importable from here before the split; they stay so.
-from shoal.client.wire.routing import encode_key as encode_key, shard_for_key as shard_for_key
+from shoal.client.wire.pb import data_pb2
 
 if TYPE_CHECKING:
     from shoal.client import Client
 
-__all__ = [
-    "CLUSTER_FILE", "LOG_FILE", "PASSWORD_FILE", "POLL_INTERVAL_S", "PROBE_TIMEOUT_S", "REAP_TIMEOUT_S",
-    "RECORD_FORMAT", "ClusterLayoutError", "ClusterNotReadyError", "ClusterRunningError", "LocalCluster",
-    "LocalClusterError", "NodeExit", "NodeExitedError", "NodeHandle", "PortInUseError", "default_voters",
-    "ensure_password_file", "is_node_process", "process_state", "read_record", "read_tail",
-]
+__all__ = ["POLL_INTERVAL_S", "REAP_TIMEOUT_S", "LocalCluster", "NodeExit"]
 
 logger = logging.getLogger(__name__)
 
@@ -375,7 +345,7 @@ class LocalCluster:
     def _check_ports(self, nodes: Sequence[NodeHandle]) -> None:
         pairs = [(node.host, int(address.rpartition(":")[2]))
                  for node in nodes for address in (node.address, node.raft_address) if address]
-        busy = _ports.first_port_in_use(pairs)
+        busy = ports.first_port_in_use(pairs)
         if busy is not None:
             raise PortInUseError(f"port {busy[1]} on {busy[0]} is already in use "
                                  "(another cluster running? pick another base port or run shoal down)")

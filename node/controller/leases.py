@@ -1,0 +1,59 @@
+"""Heartbeats in, leases out: the controller's soft view of who is alive.
+
+A node's heartbeat renews its primary lease (granted in the reply, counted by the node
+from when it *sent* the heartbeat) and reports its shard sequence numbers, which
+promotion uses to pick the most complete backup. Data-only nodes get the metadata
+snapshot in the reply when theirs is older.
+
+The table is soft state: a new leader starts it empty and counts every node as heard at
+the moment it took over (`start_leading`), so a node is never declared dead before a
+lease granted by the previous leader has expired.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import msgpack
+
+from shoal.client.wire.pb import peer_pb2
+
+if TYPE_CHECKING:
+    from shoal.node.config import NodeConfig
+    from shoal.node.metadata import MetadataStore
+
+
+class LeaseTable:
+    def __init__(self, config: NodeConfig, metadata: MetadataStore) -> None:
+        self.config = config
+        self.metadata = metadata
+        self._leading_since_s: float | None = None
+        self._last_seen_s: dict[str, float] = {}
+        self._reported_seq: dict[str, dict[tuple[str, int], int]] = {}
+
+    def start_leading(self, now_s: float) -> None:
+        self._leading_since_s = now_s
+        self._last_seen_s.clear()
+
+    def heartbeat(self, request: peer_pb2.HeartbeatRequest, *, leader_address: str | None) -> peer_pb2.HeartbeatResponse:
+        if not self.metadata.is_leader():
+            return peer_pb2.HeartbeatResponse(lease_granted=False, controller_address=leader_address or "")
+        self._last_seen_s[request.node_id] = time.monotonic()
+        self._reported_seq[request.node_id] = {(s.dataset, s.shard): s.seq for s in request.shards}
+        view = self.metadata.view
+        response = peer_pb2.HeartbeatResponse(
+            lease_granted=view.node(request.node_id) is not None, lease_s=self.config.lease_s,
+            metadata_version=view.version, controller=self.config.node_id,
+            controller_address=self.config.address)
+        if request.metadata_version < view.version:
+            response.metadata = msgpack.packb(self.metadata.state, use_bin_type=True)
+        return response
+
+    def silent_s(self, node_id: str, now_s: float) -> float:
+        """Seconds since the node was last heard, as far as this controller knows."""
+        since = self._last_seen_s.get(node_id, self._leading_since_s or now_s)
+        return max(0.0, now_s - since)
+
+    def reported_seq(self, node_id: str, dataset: str, index: int) -> int:
+        """The shard's sequence number in the node's last heartbeat; -1 if never reported."""
+        return self._reported_seq.get(node_id, {}).get((dataset, index), -1)

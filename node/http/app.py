@@ -1,0 +1,57 @@
+"""The node's one web app: its routes, and the NodeView protocol they read.
+
+Routes:
+- GET /metrics   Prometheus exposition of the node's gauges (metrics.NodeCollector)
+- GET /healthz   200 "ok" while the process serves HTTP (liveness)
+- GET /readyz    200 when ready to serve, else 503; JSON {"ready": bool, "reason": str}
+
+The read-only dashboard and its /api/... JSON routes will be added here, reading
+through NodeView: widen it by the members a new route needs, never to the Node class.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shoal.node.http.metrics import MetricsMetadata, MetricsSource, make_registry
+from shoal.node.http.readiness import ReadinessMetadata, ReadinessSource, readiness
+
+
+class NodeMetadata(MetricsMetadata, ReadinessMetadata, Protocol):
+    """What the routes read from the metadata store."""
+
+
+class NodeView(MetricsSource, ReadinessSource, Protocol):
+    """What the web app reads from the node (config, metadata, registry, context)."""
+
+    @property
+    def metadata(self) -> NodeMetadata: ...
+
+
+def build_app(node: NodeView) -> web.Application:
+    routes = _Routes(node)
+    app = web.Application()
+    app.router.add_get("/metrics", routes.metrics)
+    app.router.add_get("/healthz", routes.healthz)
+    app.router.add_get("/readyz", routes.readyz)
+    return app
+
+
+class _Routes:
+    """Handlers run on the node's event loop: each reads state and returns, no awaits."""
+
+    def __init__(self, node: NodeView) -> None:
+        self.node = node
+        self.registry = make_registry(node)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        now = readiness(self.node)
+        return web.json_response({"ready": now.ready, "reason": now.reason}, status=200 if now.ready else 503)

@@ -1,0 +1,64 @@
+"""HttpServer: the web app served on the node's own event loop (aiohttp AppRunner + TCPSite).
+
+Not a thread and not prometheus_client.start_http_server: handlers read node state on
+the loop that owns it, and the dashboard and JSON API join the same app as routes.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+
+from aiohttp import web
+
+from shoal.node.config import parse_host_port
+from shoal.node.errors import StartupError
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT_S = 2.0   # in-flight requests get this long at stop (the gRPC server's grace)
+BACKLOG = 128              # pending connections the kernel queues for us
+
+
+class HttpServer:
+    """One web app on one HOST:PORT; start() once, stop() any number of times."""
+
+    def __init__(self, app: web.Application, listen: str) -> None:
+        self.app = app
+        self.listen = listen
+        self.address = ""   # HOST:PORT actually bound, once started (the real port if listen asked for 0)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        """Bind and serve; raise StartupError (one line, naming the address) if the bind fails."""
+        assert self._runner is None, "HttpServer started twice"
+        host, port = parse_host_port(self.listen, "http_listen")
+        # access_log=None: Prometheus scrapes every few seconds and would drown the node log.
+        runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        await runner.setup()
+        # reuse_port=False: a duplicate daemon must fail to bind, not share the port (notes §0.12).
+        site = web.TCPSite(runner, host, port, backlog=BACKLOG, reuse_address=True, reuse_port=False)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise StartupError(f"cannot serve HTTP on {self.listen}: {_bind_reason(exc)}") from None
+        self._runner = runner
+        self.address = f"{host}:{runner.addresses[0][1]}"
+        logger.info("http on http://%s (/metrics /healthz /readyz)", self.address)
+
+    async def stop(self) -> None:
+        """Stop accepting, give in-flight requests SHUTDOWN_TIMEOUT_S, close every connection."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+            logger.info("http on %s stopped", self.address)
+
+
+def _bind_reason(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "address in use"
+    if isinstance(exc, socket.gaierror) or not exc.errno:
+        return str(exc.strerror or exc).lower()
+    return os.strerror(exc.errno).lower()   # asyncio wraps the bind error in a long message

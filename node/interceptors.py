@@ -1,0 +1,206 @@
+"""The server-side interceptor chain: every RPC of the node passes through it, in order.
+
+    ErrorMapping -> RequestAccounting -> handler
+
+- `ErrorMapping` is the one place where a domain error (node/errors.py) becomes a gRPC
+  status, with the shoal.v1.ErrorCode name in the trailing metadata (wire.codes) and,
+  for OVERLOADED, a retry hint in milliseconds.
+- `RequestAccounting` counts requests by method and outcome, tracks the RPCs in flight
+  and refuses new ones past `inflight_requests_max` with OverloadedError (retriable,
+  with a hint), instead of gRPC's bare RESOURCE_EXHAUSTED that a client cannot tell from
+  a full disk.
+
+Authentication (tokens) and per-RPC latency metrics come later as one interceptor each.
+Unary and streaming handlers (`PutStream`, `Scan`) are wrapped alike; a wrapped handler
+is built once per method and cached, so the per-call cost is one extra frame.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from shoal.client.wire.codes import ERROR_METADATA_KEY, RETRY_AFTER_METADATA_KEY
+from shoal.node import errors
+
+logger = logging.getLogger(__name__)
+
+STATUS_OF: list[tuple[type[errors.NodeError], grpc.StatusCode]] = [
+    (errors.UnknownDatasetError, grpc.StatusCode.NOT_FOUND),
+    (errors.DatasetExistsError, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.StorageFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.OverloadedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.StaleEpochError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.NotEnoughNodesError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.NotPrimaryError, grpc.StatusCode.UNAVAILABLE),
+    (errors.NoLeaseError, grpc.StatusCode.UNAVAILABLE),
+    (errors.NoControllerError, grpc.StatusCode.UNAVAILABLE),
+    (errors.UnknownOutcomeError, grpc.StatusCode.UNAVAILABLE),
+    (errors.ReplicationError, grpc.StatusCode.UNAVAILABLE),
+]
+
+Behavior = Callable[..., Any]
+
+
+def status_code(exc: errors.NodeError) -> grpc.StatusCode:
+    for kind, code in STATUS_OF:
+        if isinstance(exc, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+class ChainLink(grpc.aio.ServerInterceptor):
+    """One link of the chain: wraps each method's behaviour once (cached per method).
+
+    Subclasses implement `unary` (around one awaited call; also used for handlers that
+    stream with `context.write`) and `stream` (around an async generator of responses).
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}
+
+    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+                                details: grpc.HandlerCallDetails) -> Any:
+        method = details.method
+        if method not in self._handlers:
+            self._handlers[method] = self._wrap(method, await continuation(details))
+        return self._handlers[method]
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None:
+        if handler is None:
+            return None
+        serde = {"request_deserializer": handler.request_deserializer,
+                 "response_serializer": handler.response_serializer}
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(self._around_call(method, handler.unary_unary), **serde)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(self._around_call(method, handler.stream_unary), **serde)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(self._around_stream(method, handler.unary_stream), **serde)
+        return grpc.stream_stream_rpc_method_handler(self._around_stream(method, handler.stream_stream), **serde)
+
+    def _around_call(self, method: str, behavior: Behavior) -> Behavior:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await self.unary(method, context, lambda: behavior(request, context))
+        return call
+
+    def _around_stream(self, method: str, behavior: Behavior) -> Behavior:
+        if not inspect.isasyncgenfunction(behavior):   # streams with context.write(): a coroutine
+            return self._around_call(method, behavior)
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async for response in self.stream(method, context, behavior(request, context)):   # stays an
+                yield response                                                                # async generator
+        return stream
+
+    async def unary(self, method: str, context: grpc.aio.ServicerContext,
+                    call: Callable[[], Awaitable[Any]]) -> Any:
+        raise NotImplementedError
+
+    def stream(self, method: str, context: grpc.aio.ServicerContext,
+               responses: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        raise NotImplementedError
+
+
+class ErrorMapping(ChainLink):
+    """NodeError -> gRPC status + error code (+ retry hint); anything else stays INTERNAL."""
+
+    async def unary(self, method: str, context: grpc.aio.ServicerContext,
+                    call: Callable[[], Awaitable[Any]]) -> Any:
+        try:
+            return await call()
+        except errors.NodeError as exc:
+            await abort(context, exc)
+
+    async def stream(self, method: str, context: grpc.aio.ServicerContext,
+                     responses: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        try:
+            async for response in responses:
+                yield response
+        except errors.NodeError as exc:
+            await abort(context, exc)
+
+
+async def abort(context: grpc.aio.ServicerContext, exc: errors.NodeError) -> None:
+    metadata: tuple[tuple[str, str], ...] = ((ERROR_METADATA_KEY, exc.code),)
+    if isinstance(exc, errors.OverloadedError):
+        metadata += ((RETRY_AFTER_METADATA_KEY, str(round(exc.retry_after_s * 1000))),)
+    await context.abort(status_code(exc), str(exc), trailing_metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RequestStatistics:
+    in_flight: int
+    in_flight_max: int                         # the limit (config.inflight_requests_max)
+    refused: int                               # answered OVERLOADED at the door
+    by_method: dict[str, dict[str, int]]       # method -> outcome (OK or an ErrorCode name) -> count
+
+
+class RequestAccounting(ChainLink):
+    """Counts requests by method and outcome; refuses new RPCs past the in-flight limit."""
+
+    def __init__(self, in_flight_max: int, retry_after_s: float) -> None:
+        super().__init__()
+        self._in_flight_max = in_flight_max
+        self._retry_after_s = retry_after_s
+        self._in_flight = 0
+        self._refused = 0
+        self._outcomes: collections.defaultdict[str, collections.Counter[str]] = \
+            collections.defaultdict(collections.Counter)
+
+    def statistics(self) -> RequestStatistics:
+        return RequestStatistics(self._in_flight, self._in_flight_max, self._refused,
+                                 {m: dict(c) for m, c in self._outcomes.items()})
+
+    def _admit(self, method: str) -> None:
+        if self._in_flight >= self._in_flight_max:
+            self._refused += 1
+            self._outcomes[method]["OVERLOADED"] += 1
+            raise errors.OverloadedError(
+                f"node busy: {self._in_flight} requests in flight, limit {self._in_flight_max} "
+                f"(inflight_requests_max); retry in {self._retry_after_s:.2f} s", retry_after_s=self._retry_after_s)
+        self._in_flight += 1
+
+    def _done(self, method: str, outcome: str) -> None:
+        self._in_flight -= 1
+        self._outcomes[method][outcome] += 1
+
+    async def unary(self, method: str, context: grpc.aio.ServicerContext,
+                    call: Callable[[], Awaitable[Any]]) -> Any:
+        self._admit(method)
+        outcome = "INTERNAL"
+        try:
+            result = await call()
+            outcome = "OK"
+            return result
+        except errors.NodeError as exc:
+            outcome = exc.code
+            raise
+        finally:
+            self._done(method, outcome)
+
+    async def stream(self, method: str, context: grpc.aio.ServicerContext,
+                     responses: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        self._admit(method)
+        outcome = "INTERNAL"
+        try:
+            async for response in responses:
+                yield response
+            outcome = "OK"
+        except errors.NodeError as exc:
+            outcome = exc.code
+            raise
+        finally:
+            self._done(method, outcome)
+
+
+def chain(config_inflight_max: int, retry_after_s: float) -> tuple[ErrorMapping, RequestAccounting]:
+    """The node's chain, outermost first (ErrorMapping must see what the others raise)."""
+    return ErrorMapping(), RequestAccounting(config_inflight_max, retry_after_s)

@@ -1,0 +1,166 @@
+"""The typed read model of the replicated metadata: frozen views, one answer per question.
+
+Every module that reads the metadata reads it through a `MetadataView` (the stores
+expose `.view`, built once per applied state and cached), never by indexing the state
+dict. Each question a reader asks has exactly one definition here:
+
+- `MetadataView.under_replicated()`: shards with fewer in-sync replicas on *alive*
+  nodes than the dataset's replication factor (the metric, `shoal status` and the
+  controller all use this one rule; a suspect, dead, draining or removed node's copy
+  does not count toward safety).
+- `default_replication(alive)`: replication 0 means min(3, alive nodes), at least 1.
+- `MetadataView.shard(dataset, index)`, `ShardView.in_sync(node)`, `holds(node)`,
+  `MetadataView.node_by_raft_address(address)`.
+
+The state dict layout is documented in fsm.py; views are built from it and never
+written back (commands change the state, views only read it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
+
+REPLICATION_DEFAULT_MAX: Final = 3
+
+
+def default_replication(alive_nodes: int) -> int:
+    """The replication factor a dataset created with replication 0 gets."""
+    return max(1, min(REPLICATION_DEFAULT_MAX, alive_nodes))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NodeView:
+    id: str
+    address: str           # gRPC host:port
+    zone: str
+    state: str             # alive | suspect | dead | draining | removed
+    raft_address: str      # "" for a data-only node
+
+    @property
+    def alive(self) -> bool:
+        return self.state == "alive"
+
+    @property
+    def voter(self) -> bool:
+        return bool(self.raft_address)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShardView:
+    dataset: str
+    index: int
+    epoch: int
+    primary: str                   # node id
+    replicas: tuple[str, ...]      # the in-sync set, primary first
+    learners: tuple[str, ...]      # being filled, not yet in sync
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}/{self.index}"
+
+    def in_sync(self, node_id: str) -> bool:
+        return node_id in self.replicas
+
+    def holds(self, node_id: str) -> bool:
+        """The node keeps a copy of this shard (in sync or learning)."""
+        return node_id in self.replicas or node_id in self.learners
+
+    def backups(self) -> list[str]:
+        return [r for r in self.replicas if r != self.primary]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DatasetView:
+    name: str
+    shards: int
+    replication: int
+    shard_map: tuple[ShardView, ...]
+
+    def shard(self, index: int) -> ShardView | None:
+        return self.shard_map[index] if 0 <= index < len(self.shard_map) else None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MetadataView:
+    version: int
+    nodes: Mapping[str, NodeView]          # by node id, sorted
+    datasets: Mapping[str, DatasetView]    # by name, sorted
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> MetadataView:
+        nodes = {node_id: NodeView(node_id, n["address"], n["zone"], n["state"], n["raft_address"])
+                 for node_id, n in sorted(state["nodes"].items())}
+        datasets = {name: _dataset(name, d) for name, d in sorted(state["datasets"].items())}
+        return cls(int(state["version"]), nodes, datasets)
+
+    # ---- nodes ----
+
+    def node(self, node_id: str) -> NodeView | None:
+        return self.nodes.get(node_id)
+
+    def alive_nodes(self) -> list[NodeView]:
+        return [n for n in self.nodes.values() if n.alive]
+
+    def is_alive(self, node_id: str) -> bool:
+        node = self.nodes.get(node_id)
+        return node is not None and node.alive
+
+    def node_by_raft_address(self, raft_address: str) -> NodeView | None:
+        if not raft_address:
+            return None
+        return next((n for n in self.nodes.values() if n.raft_address == raft_address), None)
+
+    def default_replication(self) -> int:
+        return default_replication(len(self.alive_nodes()))
+
+    # ---- datasets and shards ----
+
+    def dataset(self, name: str) -> DatasetView | None:
+        return self.datasets.get(name)
+
+    def shard(self, dataset: str, index: int) -> ShardView | None:
+        found = self.datasets.get(dataset)
+        return None if found is None else found.shard(index)
+
+    def shards(self) -> Iterator[ShardView]:
+        for dataset in self.datasets.values():
+            yield from dataset.shard_map
+
+    def shards_held_by(self, node_id: str) -> Iterator[ShardView]:
+        return (s for s in self.shards() if s.holds(node_id))
+
+    def in_sync_alive(self, shard: ShardView) -> int:
+        return sum(1 for r in shard.replicas if self.is_alive(r))
+
+    def is_under_replicated(self, shard: ShardView) -> bool:
+        return self.in_sync_alive(shard) < self.datasets[shard.dataset].replication
+
+    def under_replicated(self, dataset: str | None = None) -> int:
+        """Shards (of one dataset, or all) with fewer in-sync replicas on alive nodes than wanted."""
+        shards = self.shards() if dataset is None else iter(self.datasets[dataset].shard_map)
+        return sum(1 for s in shards if self.is_under_replicated(s))
+
+
+def _dataset(name: str, d: Mapping[str, Any]) -> DatasetView:
+    shard_map = tuple(ShardView(name, i, s["epoch"], s["primary"], tuple(s["replicas"]), tuple(s.get("learners", ())))
+                      for i, s in enumerate(d["shard_map"]))
+    return DatasetView(name, d["shards"], d["replication"], shard_map)
+
+
+class ViewCache:
+    """Builds the view of a state once; stores call `get(state)` from any thread."""
+
+    __slots__ = ("_lock", "_state", "_view")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: Mapping[str, Any] | None = None
+        self._view: MetadataView | None = None
+
+    def get(self, state: Mapping[str, Any]) -> MetadataView:
+        with self._lock:
+            if state is not self._state or self._view is None:
+                self._view, self._state = MetadataView.from_state(state), state
+            return self._view
