@@ -17,12 +17,13 @@ logger = logging.getLogger(__name__)
 
 
 def run_checks(scenario: Any, schedule: Any, operations: Sequence[Operation], faults: Sequence[Any],
-               final: Any, probe: Any, convergence: Any) -> list[CheckResult]:
+               final: Any, probe: Any, convergence: Any, *, workload_s: float | None = None) -> list[CheckResult]:
     """Every check of the scenario; types are those of faults/workloads/checkers (Any keeps
-    this module importable without them)."""
+    this module importable without them). `workload_s`: how long the workload ran."""
     bounds = scenario.checks
     checks = [check_workload_valid(operations, schedule.first_fault_s, bounds.ops_min,
-                                   bounds.ops_s_before_fault_min),
+                                   bounds.ops_before_fault_min, workload_s=workload_s,
+                                   deadline_s=scenario.workload_deadline_s),
               check_faults([record.to_dict() for record in faults])]
     if scenario.workload.kind == "register" and bounds.linearizable:
         checks.append(_guarded("linearizable", check_linearizable, operations, bounds.checker_timeout_s))
@@ -65,22 +66,32 @@ def _guarded(name: str, check: Any, *args: Any) -> CheckResult:
 
 
 def check_workload_valid(operations: Sequence[Operation], first_fault_s: float | None, ops_min: int,
-                         rate_min: float) -> CheckResult:
-    """Too little load proves nothing: the run is invalid below either bound."""
+                         ops_before_fault_min: int, *, workload_s: float | None = None,
+                         deadline_s: float | None = None) -> CheckResult:
+    """Too little load proves nothing: the run is invalid below either bound. Both are
+    counts, not rates: the runner lets the workload run on past its schedule until it has
+    ops_min operations (up to `deadline_s`), so a busy machine gives a longer run, not an
+    invalid one; ok operations before the first fault show the cluster was serving (a
+    stuck workload has none, however fast the machine)."""
     total = len(operations)
     window_s = first_fault_s if first_fault_s is not None else max((op.end_s for op in operations), default=0.0)
     before = sum(1 for op in operations if op.end_s <= window_s)
+    ok_before = sum(1 for op in operations if op.end_s <= window_s and op.outcome == "ok")
     rate = before / window_s if window_s > 0 else 0.0
+    ran = f" in {workload_s:.1f} s" if workload_s is not None else ""
     problems = []
     if total < ops_min:
-        problems.append(f"only {total} operations (need {ops_min})")
-    if rate < rate_min:
-        problems.append(f"only {rate:.1f} ops/s before the first fault (need {rate_min:g})")
+        limit = f" by ops_deadline_s = {deadline_s:g} s" if deadline_s is not None else ""
+        problems.append(f"only {total} operations{ran} (need {ops_min}{limit})")
+    if ok_before < ops_before_fault_min:
+        problems.append(f"only {ok_before} ok operations before the first fault at {window_s:.1f} s "
+                        f"(need {ops_before_fault_min}): the workload was stuck")
     summary = ("INVALID run: " + "; ".join(problems)) if problems else \
-        f"{total} operations, {rate:.0f} ops/s before the first fault"
+        f"{total} operations{ran}, {ok_before} ok before the first fault"
     return CheckResult("workload_valid", not problems, summary,
-                       {"ops": total, "ops_min": ops_min, "ops_s_before_first_fault": round(rate, 1),
-                        "ops_s_min": rate_min})
+                       {"ops": total, "ops_min": ops_min, "workload_s": workload_s, "ops_deadline_s": deadline_s,
+                        "ok_ops_before_first_fault": ok_before, "ops_before_fault_min": ops_before_fault_min,
+                        "ops_s_before_first_fault": round(rate, 1)})
 
 
 def check_faults(faults: Sequence[dict[str, Any]]) -> CheckResult:

@@ -44,7 +44,10 @@ class RunReport:
     seed: int
     started_at: str                 # ISO 8601 UTC
     duration_s: float = 0.0         # wall time of the whole run
-    workload_s: float = 0.0         # planned workload time (final reads follow it)
+    workload_s: float = 0.0         # seconds the workload actually ran (final reads follow it)
+    schedule_s: float = 0.0         # planned schedule length (scenario duration_s): faults inside it
+    ops_deadline_s: float = 0.0     # the workload could have run on until then for ops_min
+    workload_stop: str = ""         # complete (schedule over, ops_min reached) | deadline
     ops_by_outcome: dict[str, int] = field(default_factory=dict)
     ops_s_before_first_fault: float | None = None
     checks: list[CheckResult] = field(default_factory=list)
@@ -77,7 +80,8 @@ class RunReport:
             "verdict": self.verdict, "seed": self.seed, "ops": self.ops,
             "scenario": self.scenario, "scenario_file": self.scenario_file,
             "started_at": self.started_at, "duration_s": round(self.duration_s, 3),
-            "workload_s": self.workload_s,
+            "workload_s": round(self.workload_s, 3), "schedule_s": self.schedule_s,
+            "ops_deadline_s": self.ops_deadline_s, "workload_stop": self.workload_stop,
             "ops_by_outcome": dict(self.ops_by_outcome),
             "ops_s_before_first_fault": self.ops_s_before_first_fault,
             "checks": {check.name: {"passed": check.passed, "summary": check.summary,
@@ -93,6 +97,7 @@ def write_report(directory: pathlib.Path, report: RunReport, operations: Sequenc
     directory.mkdir(parents=True, exist_ok=True)
     try:
         draw_timeline(directory / TIMELINE_FILE, operations, report.faults, workload_s=report.workload_s,
+                      schedule_s=report.schedule_s,
                       title=f"{report.scenario} seed {report.seed}: {report.verdict}")
     except Exception as exc:   # noqa: BLE001 - a broken picture must not hide the verdict
         logger.exception("timeline picture failed")
@@ -117,7 +122,9 @@ def report_from_dict(data: dict[str, Any]) -> RunReport:
               for name, entry in (data.get("checks") or {}).items()]
     return RunReport(scenario=str(data.get("scenario", "")), seed=int(data.get("seed", 0)),
                      started_at=str(data.get("started_at", "")), duration_s=float(data.get("duration_s", 0.0)),
-                     workload_s=float(data.get("workload_s", 0.0)),
+                     workload_s=float(data.get("workload_s", 0.0)), schedule_s=float(data.get("schedule_s", 0.0)),
+                     ops_deadline_s=float(data.get("ops_deadline_s", 0.0)),
+                     workload_stop=str(data.get("workload_stop", "")),
                      ops_by_outcome=dict(data.get("ops_by_outcome") or {}),
                      ops_s_before_first_fault=data.get("ops_s_before_first_fault"), checks=checks,
                      faults=list(data.get("faults") or []), schedule=dict(data.get("schedule") or {}),

@@ -6,6 +6,11 @@ the workload, inject and heal faults on the precomputed schedule, probe liveness
 after the final heal, stop the workload, read everything back, wait for the replicas to
 converge, stop the cluster, run the checkers, write the report.
 
+When the workload stops is `workload_stop`: not before the schedule's end (`duration_s`,
+every fault healed) and not before `checks.ops_min` operations are recorded, unless the
+scenario's `ops_deadline_s` passed. A busy machine makes the run longer; only a workload
+that cannot reach ops_min by the deadline makes it invalid.
+
 Network namespaces: nodes in namespaces are only reachable from a namespace on their
 bridge, and the harness must talk to them (readiness, leader lookup, the workload, the
 checksums). So a netns run is two processes: this one builds the netlab in the root
@@ -34,7 +39,7 @@ import time
 from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import replace
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
 from shoal.chaos import netlab
 from shoal.chaos.faults import Fault, FaultRecord, Schedule, build_schedule
@@ -54,6 +59,9 @@ SETUP_TIMEOUT_S = 60.0
 SETUP_RETRY_PAUSE_S = 0.2         # fixed pacing of the dataset-create retries (the cluster is settling)
 CLIENT_TIMEOUT_S = 1.0            # one workload call (retries included); then failed or unknown
 FINAL_READ_TIMEOUT_S = 30.0
+OPS_POLL_INTERVAL_S = 0.1         # how often the runner counts operations after the schedule
+
+WorkloadStop = Literal["continue", "complete", "deadline"]
 
 
 def new_seed() -> int:
@@ -104,14 +112,33 @@ def _exit_on_signals() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+def workload_stop(elapsed_s: float, ops: int, *, schedule_end_s: float, ops_min: int,
+                  deadline_s: float) -> WorkloadStop:
+    """Whether the workload may stop now; pure, the rule of the run length.
+
+    "complete": the schedule is over (every fault injected and healed) and `ops_min`
+    operations are recorded. "deadline": `deadline_s` passed without them; the run stops
+    and workload_valid judges it (INVALID below ops_min). Otherwise "continue": never before
+    `schedule_end_s`, so faults keep their planned times whatever the machine's speed.
+    """
+    assert deadline_s >= schedule_end_s, (deadline_s, schedule_end_s)
+    if elapsed_s < schedule_end_s:
+        return "continue"
+    if ops >= ops_min:
+        return "complete"
+    return "deadline" if elapsed_s >= deadline_s else "continue"
+
+
 def with_duration(scenario: Scenario, duration_s: float) -> Scenario:
-    """The scenario run for `duration_s`; a longer run repeats the fault schedule (see faults)."""
+    """The scenario run for `duration_s`; a longer run repeats the fault schedule (see faults).
+    An explicit ops_deadline_s keeps its ratio to the duration (the default one does anyway)."""
     latest_end_s = max((f.start_s.high + f.duration_s.high for f in scenario.faults), default=0.0)
     if duration_s <= latest_end_s:
         raise ScenarioError(f"--duration {duration_s:g} s is too short: a fault of {scenario.name} may "
                             f"last until {latest_end_s:g} s")
     period_s = scenario.duration_s if duration_s >= 2 * scenario.duration_s and scenario.faults else 0.0
-    return replace(scenario, duration_s=duration_s, fault_period_s=period_s)
+    deadline_s = scenario.ops_deadline_s * duration_s / scenario.duration_s
+    return replace(scenario, duration_s=duration_s, fault_period_s=period_s, ops_deadline_s=deadline_s)
 
 
 def _run_in_netlab(scenario: Scenario, seed: int, report_dir: pathlib.Path, quiet: bool) -> RunReport:
@@ -148,7 +175,8 @@ def execute(scenario: Scenario, seed: int, report_dir: pathlib.Path, *, lab: net
 
     schedule = build_schedule(scenario, seed)
     report = RunReport(scenario=scenario.name, seed=seed, started_at=_utc_now(), schedule=schedule.to_dict(),
-                       scenario_file=scenario.source, workload_s=scenario.duration_s)
+                       scenario_file=scenario.source, schedule_s=scenario.duration_s,
+                       ops_deadline_s=scenario.workload_deadline_s)
     started_s = time.monotonic()
     work_dir = report_dir / "work"
     cluster = LocalCluster(work_dir / "cluster", **_cluster_layout(scenario, lab))
@@ -170,8 +198,10 @@ def execute(scenario: Scenario, seed: int, report_dir: pathlib.Path, *, lab: net
     report.faults = [record.to_dict() for record in records]
     report.ops_by_outcome = {k: v for k, v in run.history.outcome_counts().items() if k != "pending"}
     if not report.error:
-        report.checks = run_checks(scenario, schedule, operations, records, run.final, run.probe, run.convergence)
+        report.checks = run_checks(scenario, schedule, operations, records, run.final, run.probe, run.convergence,
+                                   workload_s=run.workload_s)
     report.ops_s_before_first_fault = _rate_before(operations, schedule)
+    report.workload_s, report.workload_stop = run.workload_s, run.stop
     report.duration_s = time.monotonic() - started_s
     (report_dir / "history.jsonl").write_text(run.history.to_json())
     if not report.passed:
@@ -196,6 +226,8 @@ class _Run:
         self._probe_thread: threading.Thread | None = None
         self._probe_client: Any = None
         self._t0 = 0.0
+        self.workload_s = 0.0               # seconds the workload ran (schedule + extension)
+        self.stop: WorkloadStop = "continue"  # why it stopped: complete | deadline
 
     def go(self) -> None:
         spec = self.scenario.workload
@@ -217,9 +249,10 @@ class _Run:
             workload.start()
             try:
                 self._drive_faults()
-                _pace_until(self._t0 + self.scenario.duration_s)
+                self._wait_workload_stop()
             finally:
                 workload.stop()
+                self.workload_s = time.monotonic() - self._t0
             if self._probe_thread is None:
                 self._start_probe()
             self.final = workload.final(admin, time.monotonic() + FINAL_READ_TIMEOUT_S)
@@ -231,6 +264,23 @@ class _Run:
                 self._probe_thread.join()
             admin.close()
             self._probe_client.close()
+
+    def _wait_workload_stop(self) -> None:
+        """Until `workload_stop` allows it: the schedule is over and ops_min operations are
+        recorded, or the deadline passed (then workload_valid fails, naming the numbers)."""
+        checks, scenario = self.scenario.checks, self.scenario
+        _pace_until(self._t0 + scenario.duration_s)     # the planned length comes first in any case
+        while True:
+            counts = self.history.outcome_counts()
+            ops = counts["ok"] + counts["failed"] + counts["unknown"]
+            self.stop = workload_stop(time.monotonic() - self._t0, ops, schedule_end_s=scenario.duration_s,
+                                      ops_min=checks.ops_min, deadline_s=scenario.workload_deadline_s)
+            if self.stop == "deadline":
+                logger.warning("workload stopped at ops_deadline_s %.1f s with %d operations (need %d)",
+                               scenario.workload_deadline_s, ops, checks.ops_min)
+            if self.stop != "continue":
+                return
+            time.sleep(OPS_POLL_INTERVAL_S)
 
     def _drive_faults(self) -> None:
         """Inject and heal on schedule; start the liveness probe at the final heal."""

@@ -7,7 +7,12 @@ for the same reason. The format is documented in chaos/DESIGN.md; shipped scenar
 live in chaos/scenarios/ and are found by name (`shoal chaos run kill-leader`).
 
 Times that a seed may vary are written as a number or a `[low, high]` pair; the seed
-picks inside the range (see faults.build_schedule). Node tunables (`[cluster.knobs]`)
+picks inside the range (see faults.build_schedule).
+
+Two lengths: `duration_s` is the planned schedule (every fault heals inside it), and
+`ops_deadline_s` (default OPS_DEADLINE_FACTOR x duration_s) is how long the workload may go
+on after it to reach `checks.ops_min` operations, so that a busy machine makes a run
+longer, never invalid; see runner.workload_stop. Node tunables (`[cluster.knobs]`)
 are restricted to the timing and storage settings a chaos run has reason to change;
 the node validates their relationships (e.g. node_dead_after_s > lease_s + ...) at
 start and the harness reports its error.
@@ -36,7 +41,13 @@ KNOB_TYPES: dict[str, type] = {   # NodeConfig fields a scenario may set
     "node_dead_after_s": float, "leader_fallback_timeout_s": float,
     "replicate_timeout_s": float, "lmdb_sync": bool, "map_size_bytes": int,
 }
-WARMUP_S_MIN = 1.0                # the rate before the first fault must be measurable
+WARMUP_S_MIN = 1.0                # the cluster must be seen serving before the first fault
+OPS_DEADLINE_FACTOR = 4.0         # default ops_deadline_s = 4 x duration_s
+RUN_S_MAX = 3_600.0               # duration_s bound; ops_deadline_s is bounded by 4 x this
+RENAMED_CHECKS = {                # old [checks] key -> the message that replaces it
+    "ops_s_before_fault_min": "replaced by ops_before_fault_min, a count of ok operations before the "
+                              "first fault (a rate failed runs on busy machines; see chaos/DESIGN.md)",
+}
 
 
 class ScenarioError(ValueError):
@@ -87,8 +98,12 @@ class CheckSpec:
     no_lost_writes: bool = True
     converge_within_s: float = 30.0  # replicas' checksums equal after the final heal
     live_within_s: float = 5.0      # a write + read on every shard succeed after the final heal
-    ops_min: int = 2_000            # fewer recorded operations: the run is invalid
-    ops_s_before_fault_min: float = 30.0  # fewer ops/s before the first fault: invalid
+    # Fewer recorded operations by ops_deadline_s: the run is invalid. The workload runs
+    # past duration_s until it has them, so this bar does not depend on spare CPU.
+    ops_min: int = 2_000
+    # Fewer ok operations before the first fault: invalid (the workload was stuck, the fault
+    # hit a cluster that was not serving). A count, not a rate, for the same reason.
+    ops_before_fault_min: int = 20
     checker_timeout_s: float = 60.0  # a checker that does not finish in time fails
     # During a fault that leaves a majority up, ok operations must resume within this
     # many seconds of the injection (faults shorter than the bound are not judged); 0 = off.
@@ -99,11 +114,14 @@ class CheckSpec:
 class Scenario:
     name: str
     description: str
-    duration_s: float               # workload time; every fault heals inside it
+    duration_s: float               # planned schedule length; every fault heals inside it
     cluster: ClusterShape
     workload: WorkloadSpec
     faults: tuple[FaultSpec, ...]
     checks: CheckSpec
+    # Latest end of the workload, seconds since its start: after duration_s it goes on only
+    # until checks.ops_min operations are recorded. 0 = OPS_DEADLINE_FACTOR x duration_s.
+    ops_deadline_s: float = 0.0
     fault_period_s: float = 0.0     # > 0: the faults repeat every fault_period_s (long runs)
     source: str = "<string>"        # file path, for messages and the repro folder
     text: str = ""                  # the TOML as read, copied into the repro folder
@@ -111,6 +129,11 @@ class Scenario:
     @property
     def needs_netns(self) -> bool:
         return self.cluster.network == "netns"
+
+    @property
+    def workload_deadline_s(self) -> float:
+        """ops_deadline_s, or its default when the scenario leaves it out."""
+        return self.ops_deadline_s or OPS_DEADLINE_FACTOR * self.duration_s
 
 
 def scenario_path(name_or_path: str) -> pathlib.Path:
@@ -195,8 +218,8 @@ class _Reader:
         return Span(number, number)
 
     def scenario(self, table: dict[str, Any], default_name: str, source: str, text: str) -> Scenario:
-        top = self.take(table, "top level", ("name", "description", "duration_s", "cluster",
-                                             "workload", "faults", "checks"))
+        top = self.take(table, "top level", ("name", "description", "duration_s", "ops_deadline_s",
+                                             "cluster", "workload", "faults", "checks"))
         if "duration_s" not in top:
             raise self.fail("duration_s", "missing (seconds of workload)")
         faults = top.get("faults", [])
@@ -205,6 +228,7 @@ class _Reader:
         return Scenario(
             name=str(top.get("name", default_name)), description=str(top.get("description", "")),
             duration_s=float(self.number(top["duration_s"], "duration_s")),
+            ops_deadline_s=float(self.number(top.get("ops_deadline_s", 0.0), "ops_deadline_s")),
             cluster=self.cluster(top.get("cluster", {}), faults),
             workload=self.workload(top.get("workload", {})),
             faults=tuple(self.fault(f, f"faults[{i}]") for i, f in enumerate(faults)),
@@ -261,7 +285,10 @@ class _Reader:
 
     def checks(self, table: Any) -> CheckSpec:
         names = ("linearizable", "no_lost_writes", "converge_within_s", "live_within_s", "ops_min",
-                 "ops_s_before_fault_min", "checker_timeout_s", "recover_within_s")
+                 "ops_before_fault_min", "checker_timeout_s", "recover_within_s")
+        for old, message in RENAMED_CHECKS.items():
+            if isinstance(table, dict) and old in table:
+                raise self.fail(f"checks.{old}", message)
         t = self.take(table, "checks", names)
         values: dict[str, Any] = {}
         for name, value in t.items():
@@ -270,7 +297,7 @@ class _Reader:
                     raise self.fail(f"checks.{name}", f"expected true or false, got {value!r}")
                 values[name] = value
             else:
-                values[name] = self.number(value, f"checks.{name}", integer=name == "ops_min")
+                values[name] = self.number(value, f"checks.{name}", integer=name.startswith("ops_"))
         return CheckSpec(**values)
 
 
@@ -280,8 +307,12 @@ def _validate(s: Scenario, label: str) -> None:
         return ScenarioError(f"{label}: {where}: {message}")
 
     c, w = s.cluster, s.workload
-    if not 0 < s.duration_s <= 3_600:
-        raise fail("duration_s", f"must be within (0, 3600], got {s.duration_s}")
+    if not 0 < s.duration_s <= RUN_S_MAX:
+        raise fail("duration_s", f"must be within (0, {RUN_S_MAX:g}], got {s.duration_s}")
+    deadline_max_s = OPS_DEADLINE_FACTOR * RUN_S_MAX
+    if s.ops_deadline_s and not s.duration_s <= s.ops_deadline_s <= deadline_max_s:
+        raise fail("ops_deadline_s", f"must be within [duration_s, {deadline_max_s:g}] "
+                   f"= [{s.duration_s:g}, {deadline_max_s:g}], got {s.ops_deadline_s:g}")
     if not 1 <= c.nodes <= NODES_MAX:
         raise fail("cluster.nodes", f"must be within 1..{NODES_MAX}, got {c.nodes}")
     if c.voters not in (1, 3, 5) or c.voters > c.nodes:
@@ -304,8 +335,8 @@ def _validate(s: Scenario, label: str) -> None:
     for name in ("converge_within_s", "live_within_s", "checker_timeout_s"):
         if getattr(k, name) <= 0:
             raise fail(f"checks.{name}", f"must be positive, got {getattr(k, name)}")
-    if k.ops_min < 0 or k.ops_s_before_fault_min < 0 or k.recover_within_s < 0:
-        raise fail("checks", "ops_min, ops_s_before_fault_min and recover_within_s must not be negative")
+    if k.ops_min < 0 or k.ops_before_fault_min < 0 or k.recover_within_s < 0:
+        raise fail("checks", "ops_min, ops_before_fault_min and recover_within_s must not be negative")
 
 
 def _validate_fault(f: FaultSpec, where: str, s: Scenario, fail: Any) -> None:
@@ -317,8 +348,8 @@ def _validate_fault(f: FaultSpec, where: str, s: Scenario, fail: Any) -> None:
     if f.target in ("minority", "follower") and nodes < 3:
         raise fail(f"{where}.target", f"{f.target} needs at least 3 nodes, the cluster has {nodes}")
     if f.start_s.low < WARMUP_S_MIN:
-        raise fail(f"{where}.start_s", f"must be at least {WARMUP_S_MIN} s: the rate before the "
-                   "first fault decides whether the run is valid")
+        raise fail(f"{where}.start_s", f"must be at least {WARMUP_S_MIN} s: the workload must be "
+                   "seen serving before the first fault")
     if f.duration_s.low < 0:
         raise fail(f"{where}.duration_s", "must not be negative")
     if f.start_s.high + f.duration_s.high >= s.duration_s:

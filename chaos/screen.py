@@ -1,7 +1,8 @@
 """The verdict on screen: one rich-rendered page per run, printed at its end.
 
-Verdict, seed and wall time; operations by outcome; one row per check; one row per fault
-with its times (seconds since workload start); where the report and the repro folder are.
+Verdict, seed and wall time; operations by outcome; how long the workload ran against its
+planned schedule; one row per check; one row per fault with its times (seconds since
+workload start); where the report and the repro folder are.
 """
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ def render_verdict(report: RunReport, report_dir: pathlib.Path | None = None) ->
     console.print(f"ops {report.ops}: ok {outcomes.get('ok', 0)}, failed {outcomes.get('failed', 0)}, "
                   f"unknown {outcomes.get('unknown', 0)}"
                   + (f"; {rate:.0f} ops/s before the first fault" if rate is not None else ""))
+    if report.workload_s > 0:
+        longer = report.workload_s > report.schedule_s + 0.5
+        console.print(f"workload {report.workload_s:.1f} s (schedule {report.schedule_s:g} s"
+                      + (f", ran on for ops_min, deadline {report.ops_deadline_s:g} s" if longer else "") + ")")
     checks = Table(title="checks", show_lines=False)
     checks.add_column("check")
     checks.add_column("result")

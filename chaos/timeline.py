@@ -1,7 +1,9 @@
 """The timeline picture of a run: fault bands over throughput and errors (timeline.png).
 
 Drawn with matplotlib's Agg backend (no display needed): fault intervals as shaded bands,
-ok operations per 0.5 s above, failed and unknown ones below. The report names the file
+ok operations per 0.5 s above, failed and unknown ones below; a dashed line where the
+workload stopped and, when it ran on past its schedule to reach ops_min, a dotted one
+where the schedule ended. The report names the file
 (report.TIMELINE_FILE); this module only draws it.
 """
 from __future__ import annotations
@@ -27,7 +29,8 @@ def throughput(operations: Iterable[Operation], window_s: float = TIMELINE_WINDO
 
 
 def draw_timeline(path: pathlib.Path, operations: Sequence[Operation], faults: Sequence[dict[str, Any]],
-                  *, title: str, workload_s: float = 0.0, window_s: float = TIMELINE_WINDOW_S) -> None:
+                  *, title: str, workload_s: float = 0.0, schedule_s: float = 0.0,
+                  window_s: float = TIMELINE_WINDOW_S) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -49,6 +52,11 @@ def draw_timeline(path: pathlib.Path, operations: Sequence[Operation], faults: S
                 axes.axvline(workload_s, color="black", linestyle="--", linewidth=0.8)
             upper.annotate("workload stops, final reads", (workload_s, 0.5), xycoords=("data", "axes fraction"),
                            fontsize=8, rotation=90, va="center")
+        if 0 < schedule_s < workload_s - window_s:
+            for axes in (upper, lower):
+                axes.axvline(schedule_s, color="gray", linestyle=":", linewidth=0.8)
+            upper.annotate("schedule ends, workload runs on for ops_min", (schedule_s, 0.5),
+                           xycoords=("data", "axes fraction"), fontsize=8, rotation=90, va="center", color="gray")
         upper.set_title(title)
         upper.legend(loc="upper right")
         lower.legend(loc="upper right")

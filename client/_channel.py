@@ -2,9 +2,9 @@
 
 - Channels come from the wire room's factory (`shoal.client.wire.channels.Wire`), with
   the message limit of ClientConfig; its docstring has the options and why.
-- Backoff between retries: CLIENT_RETRY (20 ms, doubling, capped at 500 ms); one attempt
-  may take a quarter of the call's deadline (attempt_timeout_s), so a paused node is
-  retried around.
+- Backoff between retries: ClientConfig.retry (20 ms, doubling, capped at 500 ms); one
+  attempt may take a quarter of the call's deadline (ClientConfig.attempt_timeout_s), so
+  a paused node is retried around.
 - `rpc_errors` is the one place where a grpc.RpcError becomes a ShoalError.
 - The shard map is an immutable ClusterView swapped as a whole; refreshes are serialized
   and skipped when another thread already loaded a newer map.
@@ -17,25 +17,22 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from shoal.client._errors import (
-    ClusterUnreachableError, DatasetNotFoundError, DeadlineExceededError, InvalidArgumentError, ShoalError,
+    ClusterUnreachableError, DatasetNotFoundError, DeadlineExceededError, ShoalError,
     UnavailableError, error_from_rpc, may_have_applied,
 )
-from shoal.client.wire.channels import Wire
 from shoal.client.wire.pb import data_pb2 as pb
 from shoal.client.wire.pb import data_pb2_grpc as pb_grpc
-from shoal.client.wire.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from shoal.client._config import ClientConfig
 
 logger = logging.getLogger(__name__)
 
-CLIENT_RETRY: Final = RetryPolicy(first_s=0.02, max_s=0.5)
-MAP_TIMEOUT_S_MAX: Final = 2.0   # one GetClusterMap try: a local read on the node
-ATTEMPT_S_MIN: Final = 1.0
-ATTEMPTS_PER_CALL: Final = 4     # an attempt gets at most a quarter of the call's deadline
 
 
 @contextlib.contextmanager
@@ -103,10 +100,11 @@ def dataset_route(info: pb.DatasetInfo, addresses: Mapping[str, str]) -> Dataset
 class Transport:
     """Channels per address plus the cached cluster view; thread-safe."""
 
-    def __init__(self, seeds: tuple[str, ...], wire: Wire) -> None:
-        assert seeds
-        self.seeds = seeds
-        self.wire = wire
+    def __init__(self, config: ClientConfig) -> None:
+        assert config.addresses
+        self.config = config
+        self.seeds = config.addresses
+        self.wire = config.wire()
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._stubs: dict[str, tuple[grpc.Channel, pb_grpc.DataStub]] = {}
@@ -208,7 +206,7 @@ class Transport:
             tried.append(address)
             try:
                 message = self.call(address, "GetClusterMap", pb.ClusterMapRequest(),
-                                    min(deadline_s, time.monotonic() + MAP_TIMEOUT_S_MAX), what="cluster map")
+                                    min(deadline_s, time.monotonic() + self.config.map_timeout_s), what="cluster map")
             except ShoalError as exc:
                 last = exc
                 continue
@@ -235,28 +233,6 @@ def unreachable(exc: ShoalError) -> bool:
 def needs_refresh(exc: ShoalError) -> bool:
     """Reload the map before retrying: the error says so, or the node is gone (maybe replaced)."""
     return exc.refresh_routing or unreachable(exc)
-
-
-def parse_addresses(addresses: str | Sequence[str]) -> tuple[str, ...]:
-    """"a:1,b:2" or ["a:1", "b:2"] -> ("a:1", "b:2"), checking each is HOST:PORT."""
-    items = addresses.split(",") if isinstance(addresses, str) else list(addresses)
-    seeds = tuple(dict.fromkeys(item.strip() for item in items if item.strip()))
-    if not seeds:
-        raise InvalidArgumentError("no cluster address given (expected HOST:PORT[,HOST:PORT...])")
-    for seed in seeds:
-        host, sep, port = seed.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise InvalidArgumentError(f"bad cluster address {seed!r}: expected HOST:PORT")
-    return seeds
-
-
-def attempt_timeout_s(timeout_s: float) -> float:
-    """How long one attempt may wait for a node: a quarter of the call's time, at least 1 s.
-
-    Without a cap, one paused node would eat the whole deadline; with it, the retry loop
-    reloads the map and reaches the node the controller promoted in its place.
-    """
-    return max(ATTEMPT_S_MIN, timeout_s / ATTEMPTS_PER_CALL)
 
 
 def _timeout_s(deadline_s: float) -> float:

@@ -25,17 +25,18 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 from shoal.client import _status
 from shoal.client._combiner import PendingPut, PutCombiner
+from shoal.client._config import ClientConfig, parse_addresses
 from shoal.client._channel import (
-    CLIENT_RETRY, Transport, attempt_timeout_s, needs_refresh, parse_addresses, rpc_errors, unreachable,
+    Transport, needs_refresh, rpc_errors, unreachable,
 )
 from shoal.client._errors import (
-    DeadlineExceededError, InvalidArgumentError, NotPrimaryError, ShoalError, UnknownOutcomeError, may_have_applied,
+    DeadlineExceededError, InvalidArgumentError, NotPrimaryError, OverloadedError, ShoalError, UnknownOutcomeError,
+    may_have_applied,
 )
-from shoal.client.wire.channels import Wire
 from shoal.client.wire.pb import data_pb2 as pb
 from shoal.client._batcher import ShardBatcher
 from shoal.client._codec import ABSENT, ValueEncoder, decode_key, decode_value, encode_key
@@ -45,9 +46,6 @@ from shoal.client.wire.routing import shard_for_key
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-REPLICATION_DEFAULT_MAX: Final = 3
-STREAM_WINDOW_BATCHES: Final = 8       # unacknowledged batches per shard stream
-STATUS_TIMEOUT_S_MAX: Final = 2.0      # per node in status(): unreachable nodes are reported
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -69,16 +67,23 @@ class Client:
     call. `timeout_s` bounds every call, retries included.
     """
 
-    def __init__(self, addresses: str | Sequence[str] = "127.0.0.1:7400", *, timeout_s: float = 10.0) -> None:
-        if not timeout_s > 0:
-            raise InvalidArgumentError(f"timeout_s must be positive, got {timeout_s}")
-        self.timeout_s = timeout_s
-        self.seeds = parse_addresses(addresses)
+    def __init__(self, addresses: str | Sequence[str] | None = None, *, timeout_s: float | None = None,
+                 config: ClientConfig | None = None) -> None:
+        changes: dict[str, Any] = {}
+        if addresses is not None:
+            changes["addresses"] = parse_addresses(addresses)
+        if timeout_s is not None:
+            if not isinstance(timeout_s, (int, float)) or isinstance(timeout_s, bool):
+                raise InvalidArgumentError(f"timeout_s must be a number, not {type(timeout_s).__name__}")
+            changes["timeout_s"] = float(timeout_s)
+        self.config = dataclasses.replace(config or ClientConfig(), **changes).validate()
+        self.timeout_s = self.config.timeout_s
+        self.seeds = self.config.addresses
         self.client_id = os.urandom(16)
         self._seq = itertools.count(1)
         self._combiner = PutCombiner(self._put_batch, self._put_one)
         self._seq_lock = threading.Lock()
-        self._transport = Transport(self.seeds, Wire())
+        self._transport = Transport(self.config)
 
     def __enter__(self) -> Client:
         return self
@@ -101,12 +106,11 @@ class Client:
         if shards < 1 or replication < 0:
             raise InvalidArgumentError(f"shards must be >= 1 and replication >= 0, got {shards} and "
                                        f"{replication}", dataset=name)
-        request_id = uuid.uuid4().hex     # the same id on every retry: created once
+        # The same request id on every retry: created once. Replication 0: the node picks the default.
+        request = pb.CreateDatasetRequest(name=name, shards=shards, replication=replication,
+                                          request_id=uuid.uuid4().hex)
 
         def attempt(deadline_s: float) -> pb.DatasetInfo:
-            wanted = replication or self._default_replication(deadline_s)
-            request = pb.CreateDatasetRequest(name=name, shards=shards, replication=wanted,
-                                              request_id=request_id)
             info: pb.DatasetInfo = self._metadata_call("CreateDataset", request, deadline_s, "create dataset", name)
             return info
 
@@ -216,27 +220,27 @@ class Client:
 
         return bool(self._retry("compare_and_set", attempt, write=True, dataset=dataset, key=key).swapped)
 
-    def put_many(self, dataset: str, records: Iterable[tuple[str | bytes, Any]], *, batch_records: int = 2000,
-                 batch_bytes: int = 2 * 1024 * 1024) -> int:
+    def put_many(self, dataset: str, records: Iterable[tuple[str | bytes, Any]], *, batch_records: int | None = None,
+                 batch_bytes: int | None = None) -> int:
         """Store many records, streamed in batches per shard; returns how many were stored.
 
         Batches go to each shard's primary over one stream per shard with at most
-        STREAM_WINDOW_BATCHES unacknowledged. A failure raises after stopping the streams:
+        ClientConfig.stream_window_batches unacknowledged. A failure raises after stopping the streams:
         batches acknowledged before it are stored; with UnknownOutcomeError some others may
         be too. A bad record raises InvalidArgumentError naming it (records before it may
         have been stored); records after it are not read.
         """
         route = self._retry("put_many", lambda deadline_s: self._transport.dataset(dataset, deadline_s),
                             write=False, dataset=dataset)
-        batcher = ShardBatcher(route.shards, batch_records=batch_records, batch_bytes=batch_bytes)
+        batcher = ShardBatcher(route.shards, batch_records=batch_records or self.config.put_many_batch_records,
+                               batch_bytes=batch_bytes or self.config.put_many_batch_bytes)
         encoder = ValueEncoder()
         streams: dict[int, ShardStream] = {}
 
         def send(shard: int, keys: list[bytes], values: list[bytes]) -> None:
             stream = streams.get(shard)
             if stream is None:
-                stream = streams[shard] = ShardStream(self._transport, dataset, shard, route.shards,
-                                                      window=STREAM_WINDOW_BATCHES, timeout_s=self.timeout_s)
+                stream = streams[shard] = ShardStream(self._transport, dataset, shard, route.shards)
             target = pb.RecordTarget(dataset=dataset, shard=shard, epoch=route.routes[shard].epoch)
             stream.submit(pb.PutBatch(target=target, write_id=self._write_id(), keys=keys, values=values))
 
@@ -283,7 +287,7 @@ class Client:
         """The cluster at a glance (the `shoal status --json` contract, DESIGN.md 9)."""
         cluster_map = self.cluster_map()
         return _status.collect(cluster_map, self.node_status_or_error,
-                               timeout_s=min(self.timeout_s, STATUS_TIMEOUT_S_MAX))
+                               timeout_s=min(self.timeout_s, self.config.status_timeout_s))
 
     def node_status_or_error(self, address: str, timeout_s: float) -> pb.NodeStatus | ShoalError:
         try:
@@ -304,11 +308,11 @@ class Client:
                key: str | bytes | None = None) -> T:
         """Run `attempt(deadline_s)` until it succeeds, fails for good or time runs out."""
         deadline_s = time.monotonic() + self.timeout_s
-        backoff = CLIENT_RETRY.backoff()
+        backoff = self.config.retry.backoff()
         maybe_applied = False
         last: ShoalError | None = None
         while time.monotonic() < deadline_s:
-            attempt_deadline_s = min(deadline_s, time.monotonic() + attempt_timeout_s(self.timeout_s))
+            attempt_deadline_s = min(deadline_s, time.monotonic() + self.config.attempt_timeout_s())
             try:
                 return attempt(attempt_deadline_s)
             except ShoalError as exc:
@@ -326,7 +330,7 @@ class Client:
                     self._transport.refresh(deadline_s, seen_version=self._transport.version)
                 except ShoalError as exc:
                     last = exc
-            backoff.sleep(deadline_s)
+            backoff.sleep(deadline_s, at_least_s=retry_hint_s(last))
         if last is None:
             last = DeadlineExceededError(f"{what} failed: no time left", dataset=dataset, key=key)
         if maybe_applied:
@@ -357,10 +361,6 @@ class Client:
                 last = exc
         raise self._transport.unreachable_error(tried, last) from last
 
-    def _default_replication(self, deadline_s: float) -> int:
-        nodes = self._transport.view(deadline_s).message.nodes
-        return max(1, min(REPLICATION_DEFAULT_MAX, sum(1 for node in nodes if node.state == "alive")))
-
     def _scan(self, dataset: str, start: bytes, end: bytes, prefix: bytes,
               limit: int | None) -> Iterator[tuple[str | bytes, Any]]:
         route = self._retry("scan", lambda deadline_s: self._transport.dataset(dataset, deadline_s),
@@ -382,10 +382,10 @@ class Client:
         between records counts against it, so a slow consumer just causes resumes.
         """
         deadline_s = time.monotonic() + self.timeout_s
-        backoff = CLIENT_RETRY.backoff()
+        backoff = self.config.retry.backoff()
         while True:
             progressed = False
-            attempt_deadline_s = min(deadline_s, time.monotonic() + attempt_timeout_s(self.timeout_s))
+            attempt_deadline_s = min(deadline_s, time.monotonic() + self.config.attempt_timeout_s())
             try:
                 route = self._transport.dataset(dataset, attempt_deadline_s).routes[shard]
                 if not route.address:
@@ -419,6 +419,11 @@ class Client:
                     with contextlib.suppress(ShoalError):   # the next attempt meets it again
                         self._transport.refresh(deadline_s, seen_version=self._transport.version)
                 backoff.sleep(deadline_s)
+
+
+def retry_hint_s(exc: ShoalError | None) -> float:
+    """The node's own retry hint (OVERLOADED answers carry one), else 0."""
+    return exc.retry_after_s if isinstance(exc, OverloadedError) else 0.0
 
 
 def _check_name(name: object) -> None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Final
 
-from shoal.client._channel import CLIENT_RETRY, Transport, attempt_timeout_s, needs_refresh, rpc_errors
+from shoal.client._channel import Transport, needs_refresh, rpc_errors
 from shoal.client._errors import (
     DeadlineExceededError, InternalError, InvalidArgumentError, NotPrimaryError, ShoalError, UnavailableError,
     UnknownOutcomeError, error_from_code, may_have_applied,
@@ -49,23 +49,24 @@ class ShardStream:
     A batch not acknowledged `timeout_s` after it was submitted ends the stream; the
     watchdog (`watching`) enforces that even while the sender is blocked reading acks,
     which is why the stream itself carries no gRPC deadline. The watchdog also drops a
-    stream that acknowledged nothing for `attempt_timeout_s(timeout_s)`: a paused or cut
+    stream that acknowledged nothing for `ClientConfig.attempt_timeout_s()`: a paused or cut
     off primary is replaced by the controller within seconds, while gRPC keepalive would
     only notice it after about 15 s, so the batches go to the new primary instead.
     """
 
-    def __init__(self, transport: Transport, dataset: str, shard: int, shard_count: int, *, window: int,
-                 timeout_s: float) -> None:
+    def __init__(self, transport: Transport, dataset: str, shard: int, shard_count: int) -> None:
+        config = transport.config
         self._transport = transport
+        self._retry = config.retry
         self._dataset, self._shard, self._shard_count = dataset, shard, shard_count
-        self._window, self._timeout_s = window, timeout_s
+        self._window, self._timeout_s = config.stream_window_batches, config.timeout_s
         self._cond = threading.Condition()
         self._pending: dict[int, _Pending] = {}      # request_seq -> batch, in submit order
         self._input_done = self._stopped = self._deadline_hit = self._maybe_applied = False
         self._call: Any = None
         self._address = ""
         self._progress_s = time.monotonic()       # last ack, or the current stream's start
-        self._stall_s = attempt_timeout_s(timeout_s)
+        self._stall_s = config.attempt_timeout_s()
         self._cancelled: ShoalError | None = None   # why the watchdog cancelled the current stream
         self._last: ShoalError | None = None
         self.acked_records = 0
@@ -167,7 +168,7 @@ class ShardStream:
             raise
 
     def _send_loop(self) -> None:
-        backoff = CLIENT_RETRY.backoff()
+        backoff = self._retry.backoff()
         failures = 0    # attempts in a row without an ack: log the first at INFO, the rest at DEBUG
         while True:
             with self._cond:
@@ -203,7 +204,7 @@ class ShardStream:
                 with contextlib.suppress(ShoalError):
                     self._transport.refresh(time.monotonic() + self._timeout_s,
                                             seen_version=self._transport.version)
-            backoff.sleep(time.monotonic() + CLIENT_RETRY.max_s)
+            backoff.sleep(time.monotonic() + self._retry.max_s)
 
     def _attempt(self) -> None:
         """One stream: send what is pending (and what comes), read acks until it ends."""

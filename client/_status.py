@@ -14,8 +14,9 @@ Shard and primary counts come from the map (the controller's word, also for node
 do not answer); raft role, disk and uptime come from the node itself and are None when
 it did not answer within the short per-node timeout. An unreachable node is reported
 (`reachable: false`, `error`), never raised: status is what one runs when things break.
-A shard is under-replicated when fewer of its in-sync replicas than the dataset's
-replication factor sit on nodes that are not dead or removed.
+Under-replicated counts are the node's (ClusterMap.under_replicated and
+DatasetInfo.under_replicated, one rule in node/metadata/view.py): the client shows them
+and never re-derives them.
 """
 from __future__ import annotations
 
@@ -31,7 +32,6 @@ from shoal.client.wire.pb import data_pb2 as pb
 logger = logging.getLogger(__name__)
 
 FETCH_THREADS_MAX: Final = 16
-GONE_STATES: Final = frozenset({"dead", "removed"})
 
 NodeStatusFetch = Callable[[str, float], "pb.NodeStatus | ShoalError"]
 
@@ -60,34 +60,15 @@ def assemble(cluster_map: pb.ClusterMap, statuses: Mapping[str, pb.NodeStatus | 
                 primaries[shard.primary] += 1
     nodes = [_node_entry(node, statuses.get(node.address), hosted[node.id], primaries[node.id],
                          learners[node.id]) for node in cluster_map.nodes]
-    gone = {node.id for node in cluster_map.nodes if node.state in GONE_STATES}
-    known = {node.id for node in cluster_map.nodes}
-    datasets = []
-    for dataset in cluster_map.datasets:
-        datasets.append({
-            "name": dataset.name,
-            "shards": dataset.shards,
-            "replication": dataset.replication,
-            "under_replicated": _under_replicated(dataset, known - gone),
-        })
+    datasets = [{"name": d.name, "shards": d.shards, "replication": d.replication,
+                 "under_replicated": d.under_replicated} for d in cluster_map.datasets]
     return {
         "version": cluster_map.version,
         "controller": cluster_map.controller,
         "nodes": nodes,
         "datasets": datasets,
-        "under_replicated": sum(entry["under_replicated"] for entry in datasets),
+        "under_replicated": cluster_map.under_replicated,
     }
-
-
-def _under_replicated(dataset: pb.DatasetInfo, healthy: set[str]) -> int:
-    by_index = {shard.index: shard for shard in dataset.shard_map}
-    count = 0
-    for index in range(dataset.shards):
-        shard = by_index.get(index)
-        in_sync = 0 if shard is None else sum(1 for replica in shard.replicas if replica in healthy)
-        if in_sync < dataset.replication:
-            count += 1
-    return count
 
 
 def _node_entry(node: pb.NodeInfo, status: pb.NodeStatus | ShoalError | None, shards: int, primaries: int,

@@ -25,7 +25,7 @@ class NodeConfig:
     listen: str = "127.0.0.1:7400"        # gRPC host:port (client and peer API)
     advertise: str = ""                   # address others dial; defaults to listen
     zone: str = ""                        # placement spreads replicas across zones
-    http_listen: str = ""                 # Prometheus /metrics host:port; empty = off
+    http_listen: str = ""                 # HTTP host:port (/metrics, /healthz, /readyz); empty = off
 
     # metadata (Raft). raft empty and join empty = standalone single node (local metadata).
     raft: str = ""                        # this voter's Raft host:port

@@ -201,6 +201,6 @@ class RequestAccounting(ChainLink):
             self._done(method, outcome)
 
 
-def chain(config_inflight_max: int, retry_after_s: float) -> tuple[ErrorMapping, RequestAccounting]:
+def chain(inflight_max: int, retry_after_s: float) -> tuple[ErrorMapping, RequestAccounting]:
     """The node's chain, outermost first (ErrorMapping must see what the others raise)."""
-    return ErrorMapping(), RequestAccounting(config_inflight_max, retry_after_s)
+    return ErrorMapping(), RequestAccounting(inflight_max, retry_after_s)

@@ -74,6 +74,9 @@ class Node:
     def lease_valid(self) -> bool:
         return self.context.lease_valid()
 
+    def request_statistics(self) -> interceptors.RequestStatistics:
+        return self.interceptors[1].statistics()
+
     async def disk_usage(self) -> tuple[int, int]:
         return await self.context.run_blocking(self.datadir.disk_usage)
 

@@ -144,7 +144,7 @@ def status_line(cluster: LocalCluster) -> str:
     except LocalClusterError:
         return f"{stamp}  no node answers{down_text}"
     alive = sum(1 for info in cluster_map.nodes if info.state == "alive")
-    under_replicated = cluster_status.assemble(cluster_map, {})["under_replicated"]   # as `shoal status` counts
+    under_replicated = cluster_map.under_replicated   # the node's count, as `shoal status` shows it
     return (f"{stamp}  nodes alive {alive}/{len(cluster_map.nodes)}  controller {cluster_map.controller or '-'}"
             f"  datasets {len(cluster_map.datasets)}  under-replicated {under_replicated}{down_text}")
 

@@ -45,7 +45,7 @@ def start(
     zone: Annotated[str | None, typer.Option("--zone", help="Failure zone; replicas spread across zones.")]
     = None,
     http_listen: Annotated[str | None, typer.Option("--http-listen", metavar="HOST:PORT",
-                                                    help="Prometheus /metrics address (default: off).")] = None,
+                                                    help="HTTP address for /metrics, /healthz, /readyz (default: off).")] = None,
     config: Annotated[Path | None, typer.Option("--config", metavar="FILE", dir_okay=False,
                                                 help="TOML config file (flags and SHOAL_* env override it).")]
     = None,

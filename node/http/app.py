@@ -1,4 +1,4 @@
-"""The node's one web app: its routes, and the NodeView protocol they read.
+"""The node's one web app: its routes, and the HttpSource protocol they read.
 
 Routes:
 - GET /metrics   Prometheus exposition of the node's gauges (metrics.NodeCollector)
@@ -6,7 +6,7 @@ Routes:
 - GET /readyz    200 when ready to serve, else 503; JSON {"ready": bool, "reason": str}
 
 The read-only dashboard and its /api/... JSON routes will be added here, reading
-through NodeView: widen it by the members a new route needs, never to the Node class.
+through HttpSource: widen it by the members a new route needs, never to the Node class.
 """
 from __future__ import annotations
 
@@ -23,14 +23,14 @@ class NodeMetadata(MetricsMetadata, ReadinessMetadata, Protocol):
     """What the routes read from the metadata store."""
 
 
-class NodeView(MetricsSource, ReadinessSource, Protocol):
+class HttpSource(MetricsSource, ReadinessSource, Protocol):
     """What the web app reads from the node (config, metadata, registry, context)."""
 
     @property
     def metadata(self) -> NodeMetadata: ...
 
 
-def build_app(node: NodeView) -> web.Application:
+def build_app(node: HttpSource) -> web.Application:
     routes = _Routes(node)
     app = web.Application()
     app.router.add_get("/metrics", routes.metrics)
@@ -42,7 +42,7 @@ def build_app(node: NodeView) -> web.Application:
 class _Routes:
     """Handlers run on the node's event loop: each reads state and returns, no awaits."""
 
-    def __init__(self, node: NodeView) -> None:
+    def __init__(self, node: HttpSource) -> None:
         self.node = node
         self.registry = make_registry(node)
 

@@ -6,17 +6,19 @@ bump, no locks). Metric names are an interface (dashboards and alerts use them).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from shoal.node.status import ReplicaSource, replica_role
 
 if TYPE_CHECKING:
     from shoal.node.config import NodeConfig
+    from shoal.node.interceptors import RequestStatistics
     from shoal.node.metadata.view import MetadataView
-    from shoal.node.replication.replica import Replica
 
 
 class MetricsMetadata(Protocol):
@@ -24,10 +26,6 @@ class MetricsMetadata(Protocol):
     def view(self) -> MetadataView: ...
 
     def is_leader(self) -> bool: ...
-
-
-class ReplicaSource(Protocol):
-    def replicas(self) -> Sequence[Replica]: ...
 
 
 class MetricsSource(Protocol):
@@ -43,6 +41,8 @@ class MetricsSource(Protocol):
     def registry(self) -> ReplicaSource: ...
 
     def lease_valid(self) -> bool: ...
+
+    def request_statistics(self) -> RequestStatistics: ...
 
 
 class NodeCollector(Collector):
@@ -60,6 +60,19 @@ class NodeCollector(Collector):
                                 value=1 if node.lease_valid() else 0)
         yield GaugeMetricFamily("shoal_raft_leader", "1 on the Raft leader (the controller)",
                                 value=1 if node.config.raft and node.metadata.is_leader() else 0)
+        yield from self._request_metrics()
+
+    def _request_metrics(self) -> Iterator[Metric]:
+        """From the interceptor chain's RequestAccounting: every RPC, by method and outcome."""
+        stats = self.node.request_statistics()
+        me = [self.node.config.node_id]
+        requests = CounterMetricFamily("shoal_requests", "RPCs answered, by method and outcome (OK or ErrorCode)",
+                                       labels=["node", "method", "outcome"])
+        for method, outcomes in sorted(stats.by_method.items()):
+            for outcome, count in sorted(outcomes.items()):
+                requests.add_metric(me + [method, outcome], count)
+        yield requests
+        yield _single("shoal_requests_in_flight", "RPCs being served now", me, stats.in_flight)
 
     def _replica_metrics(self, view: MetadataView) -> Iterator[Metric]:
         node_id = self.node.config.node_id
@@ -74,9 +87,7 @@ class NodeCollector(Collector):
                 stats = replica.primary.statistics()
                 group_total += stats.groups_committed
                 op_total += stats.ops_committed
-            shard = view.shard(replica.dataset, replica.index)
-            in_sync = shard is not None and shard.in_sync(node_id)
-            counts[replica.role(in_sync)] += 1
+            counts[replica_role(replica, view, node_id)] += 1
             records.add_metric(me + [replica.name], replica.store.state.records)
         for role, count in counts.items():
             shards.add_metric(me + [role], count)

@@ -156,15 +156,16 @@ def test_record_file_sniffs_format_without_extension(tmp_path: Path) -> None:
 
 
 def test_status_assemble_follows_the_json_contract() -> None:
-    """nodes/datasets/under_replicated as DESIGN.md 9 says; an unreachable node is reported, not raised."""
+    """nodes/datasets/under_replicated as DESIGN.md 9 says (counts as the node sent them); an unreachable
+    node is reported, not raised."""
     shard_map = [pb.ShardInfo(index=0, epoch=2, primary="n1", replicas=["n1", "n2", "n3"]),
                  pb.ShardInfo(index=1, epoch=2, primary="n2", replicas=["n2", "n3"], learners=["n1"])]
     cluster_map = pb.ClusterMap(
-        version=9, controller="n1",
+        version=9, controller="n1", under_replicated=2,
         nodes=[pb.NodeInfo(id="n1", address="a:1", state="alive", zone="z1"),
                pb.NodeInfo(id="n2", address="a:2", state="alive"),
                pb.NodeInfo(id="n3", address="a:3", state="dead")],
-        datasets=[pb.DatasetInfo(name="events", shards=2, replication=3, shard_map=shard_map)])
+        datasets=[pb.DatasetInfo(name="events", shards=2, replication=3, shard_map=shard_map, under_replicated=2)])
     statuses = {"a:1": pb.NodeStatus(id="n1", raft_role="leader", disk_free_bytes=10, uptime_s=1.5),
                 "a:2": pb.NodeStatus(id="n2", raft_role="follower"),
                 "a:3": UnavailableError("node status failed: Connection refused")}

@@ -28,6 +28,22 @@ def test_config_reads_the_raft_password_from_a_file(tmp_path: pathlib.Path) -> N
     assert config.raft_password == "correct-horse-battery"
 
 
+def test_config_reads_raft_password_file_from_the_toml_file(tmp_path: pathlib.Path) -> None:
+    """Issue 14: `raft_password_file` in the config file works as documented (it was "unknown setting");
+    the environment's password file still wins over the file's, as later sources do."""
+    secret, other = tmp_path / "pw", tmp_path / "pw2"
+    secret.write_text("from-the-toml-file\n")
+    other.write_text("from-the-environment\n")
+    toml = tmp_path / "node.toml"
+    toml.write_text(f'[node]\nraft = "127.0.0.1:7500"\nraft_password_file = "{secret}"\n')
+    assert load_config(BASE, str(toml), environ={}).raft_password == "from-the-toml-file"
+    assert load_config(BASE, str(toml), environ={"SHOAL_RAFT_PASSWORD_FILE": str(other)}).raft_password == \
+        "from-the-environment"
+    with pytest.raises(ConfigError, match="cannot read raft password file"):
+        toml.write_text(f'raft = "127.0.0.1:7500"\nraft_password_file = "{tmp_path / "none"}"\n')
+        load_config(BASE, str(toml), environ={})
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"raft": "127.0.0.1:7500"}, "password"),
     ({"raft": "127.0.0.1:7500", "raft_password": "longenough", "raft_peers": ("a:1",)}, "1, 3 or 5"),
@@ -40,6 +56,10 @@ def test_config_reads_the_raft_password_from_a_file(tmp_path: pathlib.Path) -> N
     ({"map_size_bytes": 1000}, "map_size_bytes"),
     ({"node_id": "has space"}, "node_id"),
     ({"log_format": "xml"}, "log_format"),
+    ({"group_ops_max": 0}, "group_ops_max must be positive"),
+    ({"propose_timeout_s": -1.0}, "propose_timeout_s must be positive"),
+    ({"propose_backoff_s_min": 1.0, "propose_backoff_s_max": 0.5}, "propose_backoff_s_min"),
+    ({"scan_chunk_records": 20_000}, "scan_chunk_records"),
 ])
 def test_config_validate_names_the_bad_setting(overrides: dict[str, object], message: str) -> None:
     """Each invalid combination raises ConfigError mentioning the offending setting."""

@@ -188,3 +188,61 @@ def test_fault_schedule_duration_override() -> None:
     long_run = with_duration(scenario, 40.0)
     assert long_run.duration_s == 40.0 and long_run.fault_period_s == 8.0
     assert len(build_schedule(long_run, 1).faults) == 5
+
+
+def test_fault_schedule_independent_of_ops_deadline() -> None:
+    """The deadline for ops_min only lengthens the run after the schedule: same seed, same plan."""
+    longer = replace(SCENARIO, ops_deadline_s=1_000.0)
+    for seed in (0, 1, 12345):
+        assert build_schedule(longer, seed) == build_schedule(SCENARIO, seed)
+
+
+def test_fault_schedule_duration_override_scales_ops_deadline() -> None:
+    """--duration keeps the deadline's ratio to the duration; the default stays 4 x duration_s."""
+    from shoal.chaos.runner import with_duration
+
+    scenario = load_scenario("kill-primary")       # 8 s, ops_deadline_s left to its default
+    assert scenario.workload_deadline_s == 32.0
+    assert with_duration(scenario, 16.0).workload_deadline_s == 64.0
+    explicit = replace(scenario, ops_deadline_s=12.0)
+    assert with_duration(explicit, 16.0).workload_deadline_s == 24.0
+
+
+@pytest.mark.parametrize(("elapsed_s", "ops", "expected"), [
+    (3.0, 5_000, "continue"),      # plenty of ops, but faults are still to come
+    (7.99, 5_000, "continue"),
+    (8.0, 2_000, "complete"),      # schedule over, ops_min reached
+    (8.0, 1_457, "continue"),      # busy machine: run on for the missing ops
+    (20.0, 1_999, "continue"),
+    (20.0, 2_000, "complete"),
+    (32.0, 1_999, "deadline"),     # ops_deadline_s: stop, workload_valid will say INVALID
+    (40.0, 1_999, "deadline"),
+    (32.0, 2_000, "complete"),
+])
+def test_workload_stop_rule(elapsed_s: float, ops: int, expected: str) -> None:
+    """Issue 16.6: the workload stops when the schedule is over AND it has ops_min operations,
+    or at the deadline; never before the schedule's end, however many ops it has."""
+    from shoal.chaos.runner import workload_stop
+
+    assert workload_stop(elapsed_s, ops, schedule_end_s=8.0, ops_min=2_000, deadline_s=32.0) == expected
+
+
+def test_workload_stop_busy_machine_run_is_longer_not_invalid() -> None:
+    """At the rate of the busy 2-core machine of issue 16.6 (1457 ops in 8 s) the rule stops
+    the run once 2000 ops are in, well before the deadline; at zero ops it stops at the deadline."""
+    from shoal.chaos.runner import workload_stop
+
+    def stop_time(ops_per_s: float) -> tuple[float, str]:
+        for tenth in range(1, 1_000):
+            elapsed_s = tenth / 10
+            verdict = workload_stop(elapsed_s, int(ops_per_s * elapsed_s), schedule_end_s=8.0, ops_min=2_000,
+                                    deadline_s=32.0)
+            if verdict != "continue":
+                return elapsed_s, verdict
+        raise AssertionError("never stopped")
+
+    assert stop_time(1_457 / 8) == (11.0, "complete")
+    assert stop_time(1_000.0) == (8.0, "complete")
+    assert stop_time(0.0) == (32.0, "deadline")
+    with pytest.raises(AssertionError):
+        workload_stop(1.0, 0, schedule_end_s=8.0, ops_min=1, deadline_s=4.0)

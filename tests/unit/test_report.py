@@ -44,13 +44,15 @@ def synthetic_history(ops_count: int = 400) -> list[Operation]:
 def test_report_json_contract(tmp_path) -> None:
     """report.json has verdict, seed, ops and one entry per check; the timeline PNG exists."""
     report = RunReport(scenario="demo", seed=42, started_at="2026-01-01T00:00:00+00:00",
-                       ops_by_outcome={"ok": 10, "failed": 2, "unknown": 1},
+                       ops_by_outcome={"ok": 10, "failed": 2, "unknown": 1}, workload_s=11.25, schedule_s=8.0,
+                       ops_deadline_s=32.0, workload_stop="complete",
                        checks=[CheckResult("linearizable", True, "fine"), CheckResult("converged", True, "equal")],
                        faults=[FaultRecord("kill leader", "kill", 1.0, 3.0, status="healed", targets=["n2"],
                                            start_s=1.0, end_s=3.1).to_dict()])
     path = write_report(tmp_path, report, synthetic_history())
     data = json.loads(path.read_text())
     assert data["verdict"] == "pass" and data["seed"] == 42 and data["ops"] == 13
+    assert (data["workload_s"], data["schedule_s"], data["ops_deadline_s"]) == (11.25, 8.0, 32.0)
     assert data["checks"]["linearizable"]["passed"] is True and set(data["checks"]) == {"linearizable", "converged"}
     assert (tmp_path / TIMELINE_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report_from_dict(data).to_dict() == data
@@ -73,13 +75,26 @@ def test_report_throughput_windows() -> None:
 
 
 def test_report_workload_invalid_below_bounds() -> None:
-    """Too few ops, or too slow before the first fault, is an INVALID run with the reason."""
-    ops = synthetic_history(400)                  # 100 ops/s over 4 s
-    assert check_workload_valid(ops, 2.0, 300, 30).passed
-    low_count = check_workload_valid(ops, 2.0, 2000, 30)
+    """Too few ops by the deadline, or too few ok ops before the first fault (a stuck
+    workload), is an INVALID run naming the numbers. Both bounds are counts, not rates."""
+    ops = synthetic_history(400)                  # 100 ops/s over 4 s, 200 ok before 2.0 s
+    assert check_workload_valid(ops, 2.0, 300, 20).passed
+    low_count = check_workload_valid(ops, 2.0, 2000, 20)
     assert not low_count.passed and "only 400 operations (need 2000)" in low_count.summary
-    slow = check_workload_valid(ops, 2.0, 100, 150)
-    assert not slow.passed and "ops/s before the first fault" in slow.summary and "INVALID" in slow.summary
+    at_deadline = check_workload_valid(ops, 2.0, 2000, 20, workload_s=32.0, deadline_s=32.0)
+    assert "only 400 operations in 32.0 s (need 2000 by ops_deadline_s = 32 s)" in at_deadline.summary
+    stuck = check_workload_valid(ops, 2.0, 100, 250)
+    assert not stuck.passed and "INVALID" in stuck.summary
+    assert "only 200 ok operations before the first fault at 2.0 s (need 250)" in stuck.summary
+    assert stuck.details["ok_ops_before_first_fault"] == 200
+
+
+def test_report_workload_valid_slow_but_enough() -> None:
+    """Issue 16.6: a slow machine (40 ops/s) whose workload ran on past its schedule until it
+    had ops_min operations passes: a correctness check must not depend on spare CPU."""
+    ops = [op(0, "read", "k0", None, None, "ok", i * 0.025, i * 0.025 + 0.02) for i in range(2_000)]
+    result = check_workload_valid(ops, 2.5, 2000, 20, workload_s=50.0, deadline_s=64.0)
+    assert result.passed and result.summary == "2000 operations in 50.0 s, 100 ok before the first fault"
 
 
 def test_report_unavailable_fault_fails_faults_check() -> None:

@@ -36,6 +36,8 @@ def test_scenario_minimal_gets_defaults() -> None:
     assert scenario.faults[0].start_s == Span(2.0, 3.0)
     assert scenario.faults[0].duration_s == Span(2.5, 2.5)
     assert scenario.checks.ops_min == 2000 and scenario.checks.live_within_s == 5.0
+    assert scenario.checks.ops_before_fault_min == 20
+    assert scenario.ops_deadline_s == 0.0 and scenario.workload_deadline_s == 40.0   # 4 x duration_s
     assert scenario.cluster.network == "loopback"
 
 
@@ -76,6 +78,11 @@ def test_scenario_invalid_toml_names_file() -> None:
     ('[cluster]\nnodes = 3', "duration_s: missing"),
     ('duration_s = 10\n[workload]\nkind = "set"', "checks.linearizable: needs workload.kind"),
     ('duration_s = 10\n[checks]\nchecker_timeout_s = 0', "checks.checker_timeout_s: must be positive"),
+    ('duration_s = 10\nops_deadline_s = 5', "ops_deadline_s: must be within [duration_s, 14400]"),
+    ('duration_s = 10\nops_deadline_s = "long"', "ops_deadline_s: expected a number"),
+    ('duration_s = 10\n[checks]\nops_before_fault_min = 2.5', "checks.ops_before_fault_min: expected an integer"),
+    ('duration_s = 10\n[checks]\nops_s_before_fault_min = 30',
+     "checks.ops_s_before_fault_min: replaced by ops_before_fault_min, a count"),
 ])
 def test_scenario_bad_field_named(snippet: str, expected: str) -> None:
     """Each kind of mistake is reported with the field path."""
@@ -122,3 +129,9 @@ def test_scenario_load_from_file(tmp_path) -> None:
     path.write_text(MINIMAL)
     scenario = load_scenario(str(path))
     assert scenario.name == "mine" and scenario.source == str(path) and scenario.text == MINIMAL
+
+
+def test_scenario_ops_deadline_explicit() -> None:
+    """ops_deadline_s set in the file is used as it is; equal to duration_s means no extension."""
+    assert parse("ops_deadline_s = 25\n" + MINIMAL).workload_deadline_s == 25.0
+    assert parse("ops_deadline_s = 10\n" + MINIMAL).workload_deadline_s == 10.0

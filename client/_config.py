@@ -1,0 +1,68 @@
+"""ClientConfig: every tunable of a client in one frozen object.
+
+`Client(addresses, timeout_s=...)` builds one; pass `config=ClientConfig(...)` to set the
+rest. TLS credentials and a bearer token will be fields here (they plug into the wire
+factory, `shoal.client.wire.channels.Wire`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Final
+
+from shoal.client._errors import InvalidArgumentError
+from shoal.client.wire.channels import MESSAGE_BYTES_MAX, Wire
+from shoal.client.wire.retry import RetryPolicy
+
+DEFAULT_ADDRESS: Final = "127.0.0.1:7400"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ClientConfig:
+    addresses: tuple[str, ...] = (DEFAULT_ADDRESS,)   # seed nodes, HOST:PORT
+    timeout_s: float = 10.0                 # every call, retries included
+    attempts_per_call: int = 4              # one attempt waits at most timeout_s / attempts_per_call ...
+    attempt_timeout_s_min: float = 1.0      # ... but at least this, so a paused node is retried around
+    map_timeout_s: float = 2.0              # one GetClusterMap try (a local read on the node)
+    status_timeout_s: float = 2.0           # per node in status(): slower nodes are reported, not awaited
+    message_bytes_max: int = MESSAGE_BYTES_MAX   # gRPC message limit, both ways (the node's default)
+    put_many_batch_records: int = 2000      # records per PutStream batch ...
+    put_many_batch_bytes: int = 2 * 1024 * 1024   # ... and bytes (notes/baselines.md: measured best here)
+    stream_window_batches: int = 8          # unacknowledged batches per shard stream
+    retry: RetryPolicy = RetryPolicy(first_s=0.02, max_s=0.5)   # backoff between attempts
+
+    def validate(self) -> ClientConfig:
+        """Raise InvalidArgumentError naming the field; return self."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, (int, float)) and not value > 0:
+                raise InvalidArgumentError(f"{field.name} must be positive, got {value!r}")
+        if not self.addresses:
+            raise InvalidArgumentError("no cluster address given (expected HOST:PORT[,HOST:PORT...])")
+        return self
+
+    def wire(self) -> Wire:
+        return Wire(message_bytes_max=self.message_bytes_max)
+
+    def attempt_timeout_s(self) -> float:
+        """How long one attempt may wait for a node: a share of the call's time, at least the minimum.
+
+        Without a cap, one paused node would eat the whole deadline; with it, the retry loop
+        reloads the map and reaches the node the controller promoted in its place.
+        """
+        return max(self.attempt_timeout_s_min, self.timeout_s / self.attempts_per_call)
+
+
+def parse_addresses(addresses: str | Sequence[str]) -> tuple[str, ...]:
+    """"a:1,b:2" or ["a:1", "b:2"] -> ("a:1", "b:2"), checking each is HOST:PORT."""
+    if not isinstance(addresses, (str, list, tuple)):
+        raise InvalidArgumentError(f"addresses must be a str or a list of str, not {type(addresses).__name__}")
+    items = addresses.split(",") if isinstance(addresses, str) else list(addresses)
+    seeds = tuple(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
+    if not seeds:
+        raise InvalidArgumentError("no cluster address given (expected HOST:PORT[,HOST:PORT...])")
+    for seed in seeds:
+        host, sep, port = seed.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise InvalidArgumentError(f"bad cluster address {seed!r}: expected HOST:PORT")
+    return seeds
