@@ -89,7 +89,8 @@ def check_workload_valid(operations: Sequence[Operation], first_fault_s: float |
     summary = ("INVALID run: " + "; ".join(problems)) if problems else \
         f"{total} operations{ran}, {ok_before} ok before the first fault"
     return CheckResult("workload_valid", not problems, summary,
-                       {"ops": total, "ops_min": ops_min, "workload_s": workload_s, "ops_deadline_s": deadline_s,
+                       {"ops": total, "ops_min": ops_min, "ops_deadline_s": deadline_s,
+                        "workload_s": None if workload_s is None else round(workload_s, 3),
                         "ok_ops_before_first_fault": ok_before, "ops_before_fault_min": ops_before_fault_min,
                         "ops_s_before_first_fault": round(rate, 1)})
 

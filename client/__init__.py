@@ -22,6 +22,7 @@ import os
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from shoal.client._client import Client, DatasetInfo  # noqa: E402
+from shoal.client._config import ClientConfig  # noqa: E402
 from shoal.client._errors import (  # noqa: E402
     AlreadyExistsError,
     ClusterUnreachableError,
@@ -53,6 +54,7 @@ __all__ = [
     "ABSENT",
     "AlreadyExistsError",
     "Client",
+    "ClientConfig",
     "ClusterUnreachableError",
     "DatasetExistsError",
     "DatasetInfo",

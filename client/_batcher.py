@@ -46,11 +46,12 @@ class ShardBatcher:
 
     __slots__ = ("_shard_count", "_records_max", "_bytes_max", "_open")
 
-    def __init__(self, shard_count: int, *, batch_records: int, batch_bytes: int) -> None:
+    def __init__(self, shard_count: int, *, batch_records: int, batch_bytes: int,
+                 message_bytes_max: int = MESSAGE_BYTES_MAX) -> None:
         if batch_records < 1:
             raise InvalidArgumentError(f"batch_records must be at least 1, got {batch_records}")
-        if not 1 <= batch_bytes <= MESSAGE_BYTES_MAX - MESSAGE_HEADROOM_BYTES:
-            raise InvalidArgumentError(f"batch_bytes must be within 1..{MESSAGE_BYTES_MAX - MESSAGE_HEADROOM_BYTES}, "
+        if not 1 <= batch_bytes <= message_bytes_max - MESSAGE_HEADROOM_BYTES:
+            raise InvalidArgumentError(f"batch_bytes must be within 1..{message_bytes_max - MESSAGE_HEADROOM_BYTES}, "
                                        f"got {batch_bytes}")
         assert shard_count > 0
         self._shard_count = shard_count
@@ -88,7 +89,7 @@ class ShardBatcher:
         """
         pack = encoder.pack
         shard_count, records_max, bytes_max = self._shard_count, self._records_max, self._bytes_max
-        value_max = MESSAGE_BYTES_MAX - MESSAGE_HEADROOM_BYTES
+        value_max = encoder.value_bytes_max
         batches = self._open
         for record in records:
             try:

@@ -12,7 +12,7 @@ UnknownOutcomeError, never a plain failure: the caller must not assume it was no
 Records go straight to their shard's primary (key -> shard with the same hash the node
 uses), naming the shard and the epoch of our map; dataset operations go to any node,
 the controller first. Bulk ingest: put_many encodes and batches records per shard
-(_records.ShardBatcher) and hands the batches to one _records.ShardStream per shard.
+(_batcher.ShardBatcher) and hands the batches to one _ingest_stream.ShardStream per shard.
 """
 from __future__ import annotations
 
@@ -136,7 +136,7 @@ class Client:
     def put(self, dataset: str, key: str | bytes, value: Any) -> None:
         """Store one record. Concurrent puts to one shard share one call (client/_combiner.py)."""
         key_bytes = encode_key(dataset, key)
-        pending = PendingPut(key, key_bytes, ValueEncoder().encode(dataset, key, value))
+        pending = PendingPut(key, key_bytes, ValueEncoder(self.config.message_bytes_max).encode(dataset, key, value))
         route = self._retry("put", lambda deadline_s: self._transport.dataset(dataset, deadline_s),
                             write=False, dataset=dataset, key=key)
         self._combiner.put(dataset, shard_for_key(key_bytes, route.shards), pending)
@@ -204,7 +204,7 @@ class Client:
         compared by their msgpack encoding (so dict key order matters).
         """
         key_bytes = encode_key(dataset, key)
-        encoder = ValueEncoder()
+        encoder = ValueEncoder(self.config.message_bytes_max)
         request = pb.CompareAndSetRequest(
             key=key_bytes, expect_absent=expected is ABSENT, delete=new is ABSENT,
             expected=b"" if expected is ABSENT else encoder.encode(dataset, key, expected),
@@ -233,8 +233,9 @@ class Client:
         route = self._retry("put_many", lambda deadline_s: self._transport.dataset(dataset, deadline_s),
                             write=False, dataset=dataset)
         batcher = ShardBatcher(route.shards, batch_records=batch_records or self.config.put_many_batch_records,
-                               batch_bytes=batch_bytes or self.config.put_many_batch_bytes)
-        encoder = ValueEncoder()
+                               batch_bytes=batch_bytes or self.config.put_many_batch_bytes,
+                               message_bytes_max=self.config.message_bytes_max)
+        encoder = ValueEncoder(self.config.message_bytes_max)
         streams: dict[int, ShardStream] = {}
 
         def send(shard: int, keys: list[bytes], values: list[bytes]) -> None:

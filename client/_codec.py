@@ -92,10 +92,12 @@ def decode_value(raw: bytes) -> Any:
 class ValueEncoder:
     """Packs values with one reused Packer; not thread-safe (one per call or thread)."""
 
-    __slots__ = ("_packer",)
+    __slots__ = ("_packer", "message_bytes_max", "value_bytes_max")
 
-    def __init__(self) -> None:
+    def __init__(self, message_bytes_max: int = MESSAGE_BYTES_MAX) -> None:
         self._packer = msgpack.Packer(use_bin_type=True)
+        self.message_bytes_max = message_bytes_max   # ClientConfig.message_bytes_max
+        self.value_bytes_max = message_bytes_max - MESSAGE_HEADROOM_BYTES
 
     def pack(self, value: Any) -> bytes:
         """Pack without checks (the hot loop checks and falls back to `encode`)."""
@@ -108,7 +110,7 @@ class ValueEncoder:
         except (TypeError, OverflowError, ValueError) as exc:
             raise InvalidArgumentError(f"value cannot be encoded as msgpack ({exc})", dataset=dataset,
                                        key=key) from None
-        if len(packed) > MESSAGE_BYTES_MAX - MESSAGE_HEADROOM_BYTES:
-            raise TooLargeError(f"value is {len(packed)} bytes, over the {MESSAGE_BYTES_MAX} byte message "
+        if len(packed) > self.value_bytes_max:
+            raise TooLargeError(f"value is {len(packed)} bytes, over the {self.message_bytes_max} byte message "
                                 "limit", dataset=dataset, key=key)
         return packed

@@ -56,7 +56,7 @@ def status_code(exc: errors.NodeError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-class ChainLink(grpc.aio.ServerInterceptor):
+class ChainLink(grpc.aio.ServerInterceptor):  # type: ignore[misc]   # grpc ships no type hints
     """One link of the chain: wraps each method's behaviour once (cached per method).
 
     Subclasses implement `unary` (around one awaited call; also used for handlers that

@@ -4,7 +4,7 @@ Readiness uses the raw stubs (health, GetNodeStatus, GetClusterMap), not shoal.c
 must see each node's own answer, not one the client's retries and routing smoothed over.
 So the probe has no retry loop: each call has a deadline of PROBE_TIMEOUT_S, and a node
 that does not answer in time reads as "no answer", not an error. Its channels come from the
-wire room's factory (`Wire().channel`), the one place channels are made, so TLS plugs in
+wire room's factory (`Wire().probe_channel`), the one place channels are made, so TLS plugs in
 there once.
 
 The pure functions below (raft_leader_of, primary_in_map) turn those answers into the
@@ -50,7 +50,7 @@ class Probe:
 
     def _channel(self, node: NodeHandle) -> grpc.Channel:
         if node.address not in self._channels:
-            self._channels[node.address] = self._wire.channel(node.address)
+            self._channels[node.address] = self._wire.probe_channel(node.address)
         return self._channels[node.address]
 
     def serving(self, node: NodeHandle) -> bool:

@@ -35,6 +35,14 @@ _CHANNEL_ONLY: Final[tuple[tuple[str, int], ...]] = (
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 5_000),
 )
+# Probes poll nodes that may not listen yet (start-up, restarts): reconnect fast and let a
+# failed probe fail at once instead of being retried inside gRPC.
+_PROBE: Final[tuple[tuple[str, int], ...]] = (
+    ("grpc.enable_retries", 0),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+)
 _SERVER_ONLY: Final[tuple[tuple[str, int], ...]] = (
     ("grpc.so_reuseport", 0),
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
@@ -69,6 +77,10 @@ class Wire:
     def channel(self, address: str) -> grpc.Channel:
         """A blocking channel (the client, the local-cluster probe, tests)."""
         return grpc.insecure_channel(address, options=self.channel_options())
+
+    def probe_channel(self, address: str) -> grpc.Channel:
+        """A blocking channel for short health/status probes of nodes that may be starting."""
+        return grpc.insecure_channel(address, options=[*self._limits(), *_PROBE])
 
     def aio_channel(self, address: str) -> grpc.aio.Channel:
         """An asyncio channel (node-to-node peers)."""

@@ -3,7 +3,7 @@
 Real node processes are started with `shoal node start --http-listen 127.0.0.1:0`; the
 port the kernel picked is read from the node's "http on http://HOST:PORT" log line, so no
 test races another process for a port. The readiness reasons are driven in-process
-through the app with a fake node (the NodeView protocol), since a real node is ready
+through the app with a fake node (the HttpSource protocol), since a real node is ready
 too soon to observe them.
 """
 from __future__ import annotations
@@ -202,7 +202,7 @@ class _FakeMetadata:
 
 
 class _FakeNode:
-    """The NodeView protocol and nothing else: what build_app may read."""
+    """The HttpSource protocol and nothing else: what build_app may read."""
 
     def __init__(self, tmp_path: Path) -> None:
         from shoal.node.config import NodeConfig
@@ -217,6 +217,11 @@ class _FakeNode:
 
     def lease_valid(self) -> bool:
         return False
+
+    def request_statistics(self) -> Any:
+        from shoal.node.interceptors import RequestStatistics
+
+        return RequestStatistics(in_flight=0, in_flight_max=1, refused=0, by_method={"/shoal.v1.Data/Get": {"OK": 2}})
 
 
 def test_readyz_names_the_unmet_condition(tmp_path: Path) -> None:
@@ -250,6 +255,7 @@ def test_readyz_names_the_unmet_condition(tmp_path: Path) -> None:
             assert await readyz(server) == (200, {"ready": True, "reason": "ready"})
             _, _, body = await asyncio.to_thread(_get, f"http://{server.address}/metrics")
             assert "shoal_metadata_version 8.0" in body
+            assert 'shoal_requests_total{method="/shoal.v1.Data/Get",node="f1",outcome="OK"} 2.0' in body
         finally:
             await server.stop()
             await server.stop()   # a second stop is a no-op (the node's finally may run after a failed start)
