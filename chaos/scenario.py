@@ -105,8 +105,9 @@ class CheckSpec:
     # hit a cluster that was not serving). A count, not a rate, for the same reason.
     ops_before_fault_min: int = 20
     checker_timeout_s: float = 60.0  # a checker that does not finish in time fails
-    # During a fault that leaves a majority up, ok operations must resume within this
-    # many seconds of the injection (faults shorter than the bound are not judged); 0 = off.
+    # During a fault that leaves a majority up, every key (register), shard (set) or the
+    # dataset (bulk) the workload exercised must see an ok operation again within this many
+    # seconds of the injection (judgements.check_recovered); 0 = off.
     recover_within_s: float = 0.0
 
 

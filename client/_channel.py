@@ -7,7 +7,14 @@
   a paused node is retried around.
 - `rpc_errors` is the one place where a grpc.RpcError becomes a ShoalError.
 - The shard map is an immutable ClusterView swapped as a whole; refreshes are serialized
-  and skipped when another thread already loaded a newer map.
+  (a caller waits for the lock only until its deadline) and skipped when another thread
+  already loaded a newer map. A refresh asks every candidate until one has a newer map.
+- Unresponsive nodes (issue 15.3): a node that did not answer an attempt (deadline,
+  unreachable) is recorded for ClientConfig.unresponsive_hold_s. Meanwhile it is asked
+  last for maps (a paused controller must not eat a refresh's time), and no call sends it
+  a request before a map reload that began after its silence: the controller may have
+  replaced it, and the new map would name the successor. The record is shared by every
+  call of the client (unary calls, scans, put_many streams).
 """
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -97,6 +104,49 @@ def dataset_route(info: pb.DatasetInfo, addresses: Mapping[str, str]) -> Dataset
     return DatasetRoute(info.name, info.shards, info.replication, tuple(routes))
 
 
+class UnresponsiveNodes:
+    """Addresses that recently did not answer within an attempt; thread-safe.
+
+    An entry lasts `hold_s` after the node's latest silence, or until it answers. While it
+    lasts the node is `recent` (asked last for maps); it is also `held` (not to be sent a
+    request) until a map reload that began after the silence has been answered.
+    """
+
+    def __init__(self, hold_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        assert hold_s > 0
+        self._hold_s = hold_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._silent_s: dict[str, float] = {}    # address -> when it last failed to answer
+        self._map_checked_s = float("-inf")      # start of the latest answered map reload
+
+    def mark(self, address: str) -> None:
+        now = self._clock()
+        with self._lock:
+            self._silent_s = {a: t for a, t in self._silent_s.items() if now - t < self._hold_s}
+            self._silent_s[address] = now
+
+    def clear(self, address: str) -> None:
+        with self._lock:
+            self._silent_s.pop(address, None)
+
+    def map_checked(self, started_s: float) -> None:
+        """A map reload that began at `started_s` was answered (newer map or not)."""
+        with self._lock:
+            self._map_checked_s = max(self._map_checked_s, started_s)
+
+    def recent(self) -> frozenset[str]:
+        now = self._clock()
+        with self._lock:
+            return frozenset(a for a, t in self._silent_s.items() if now - t < self._hold_s)
+
+    def held(self, address: str) -> bool:
+        now = self._clock()
+        with self._lock:
+            silent_s = self._silent_s.get(address)
+            return silent_s is not None and now - silent_s < self._hold_s and silent_s >= self._map_checked_s
+
+
 class Transport:
     """Channels per address plus the cached cluster view; thread-safe."""
 
@@ -105,6 +155,7 @@ class Transport:
         self.config = config
         self.seeds = config.addresses
         self.wire = config.wire()
+        self.unresponsive = UnresponsiveNodes(config.unresponsive_hold_s)
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._stubs: dict[str, tuple[grpc.Channel, pb_grpc.DataStub]] = {}
@@ -127,8 +178,21 @@ class Transport:
              dataset: str | None = None, key: str | bytes | None = None, shard: int | None = None) -> Any:
         """One unary call with the time left until `deadline_s` (time.monotonic)."""
         rpc = getattr(self.stub(address), method)
-        with rpc_errors(what, node=address, dataset=dataset, key=key, shard=shard):
-            return rpc(request, timeout=_timeout_s(deadline_s))
+        try:
+            with rpc_errors(what, node=address, dataset=dataset, key=key, shard=shard):
+                response = rpc(request, timeout=_timeout_s(deadline_s))
+        except ShoalError as exc:
+            self.note_failure(address, exc)
+            raise
+        self.unresponsive.clear(address)
+        return response
+
+    def note_failure(self, address: str, exc: ShoalError) -> None:
+        """Record whether `address` answered (with an error) or stayed silent."""
+        if unreachable(exc):
+            self.unresponsive.mark(address)
+        else:
+            self.unresponsive.clear(address)
 
     def close(self) -> None:
         with self._lock:
@@ -159,6 +223,25 @@ class Transport:
             raise DatasetNotFoundError(f"dataset {name} does not exist", dataset=name)
         return route
 
+    def primary(self, name: str, deadline_s: float,
+                shard_of: Callable[[DatasetRoute], int]) -> tuple[DatasetRoute, ShardRoute]:
+        """A dataset's route and the route of its shard `shard_of(route)`, to send a request to.
+
+        When that shard's primary went silent since the last answered map reload, the map
+        is reloaded first (asking the silent node last): its successor may be named there.
+        If the reload answers without a newer map, the same primary is returned: it may
+        only have been slow. A reload nobody answers raises (retriable, never sent).
+        """
+        route = self.dataset(name, deadline_s)
+        shard = route.routes[shard_of(route)]
+        if shard.address and self.unresponsive.held(shard.address):
+            with self._reloading(deadline_s):
+                if self.unresponsive.held(shard.address):    # nobody reloaded meanwhile
+                    self._reload(deadline_s)
+            route = self.dataset(name, deadline_s)
+            shard = route.routes[shard_of(route)]
+        return route, shard
+
     def update_dataset(self, name: str, info: pb.DatasetInfo | None) -> None:
         """Record a create (info) or drop (None) this client just made."""
         with self._refresh_lock:
@@ -166,7 +249,8 @@ class Transport:
                 self._view = self._view.with_dataset(info, name)
 
     def candidates(self) -> list[str]:
-        """Addresses to ask for metadata: the controller, the other nodes, then the seeds."""
+        """Addresses to ask for metadata: the controller, the other nodes, then the seeds;
+        nodes that recently did not answer come last, in the same order."""
         view = self._view
         ordered: list[str] = []
         if view is not None:
@@ -176,37 +260,62 @@ class Transport:
             ordered = [controller, *alive, *self.seeds, *others]
         else:
             ordered = list(self.seeds)
-        return list(dict.fromkeys(address for address in ordered if address))
+        unique = list(dict.fromkeys(address for address in ordered if address))
+        silent = self.unresponsive.recent()
+        return [a for a in unique if a not in silent] + [a for a in unique if a in silent]
 
     def refresh(self, deadline_s: float, *, seen_version: int) -> ClusterView:
         """Reload the map unless a newer one than `seen_version` is already cached."""
-        with self._refresh_lock:
+        with self._reloading(deadline_s):
             view = self._view
             if view is not None and view.version > seen_version:
                 return view
-            fetched = self._fetch(deadline_s, newer_than=-1 if view is None else view.version)
-            if fetched is not None:
-                self._view = view = fetched
-                logger.debug("cluster map version %d loaded", fetched.version)
-            assert view is not None
-            return view
+            return self._reload(deadline_s)
+
+    @contextlib.contextmanager
+    def _reloading(self, deadline_s: float) -> Iterator[None]:
+        """Hold the refresh lock; waiting for another thread's reload ends at `deadline_s`."""
+        if not self._refresh_lock.acquire(timeout=_timeout_s(deadline_s)):
+            raise UnavailableError("cluster map: another reload did not finish before the deadline", sent=False)
+        try:
+            yield
+        finally:
+            self._refresh_lock.release()
+
+    def _reload(self, deadline_s: float) -> ClusterView:
+        """Fetch a newer map into the cache (under the refresh lock); the cached one if none is newer."""
+        view = self._view
+        started_s = time.monotonic()
+        fetched = self._fetch(deadline_s, newer_than=-1 if view is None else view.version)
+        self.unresponsive.map_checked(started_s)
+        if fetched is not None:
+            self._view = view = fetched
+            logger.debug("cluster map version %d loaded", fetched.version)
+        assert view is not None
+        return view
 
     def _fetch(self, deadline_s: float, *, newer_than: int) -> ClusterView | None:
         """The first map newer than the cached one; None when the nodes that answered have nothing newer.
 
         Every candidate is asked until one is newer: a node cut off from the Raft majority
-        (often the old controller, asked first) keeps answering with the map it has.
+        (often the old controller, asked first) keeps answering with the map it has. One
+        try gets at most map_timeout_s, and at most half the time left while other
+        candidates remain, so one paused node cannot eat the whole reload. Nodes that
+        recently did not answer are asked last, and only when no other node answered.
         """
         tried: list[str] = []
         last: ShoalError | None = None
         answered = False
-        for address in self.candidates():
-            if time.monotonic() >= deadline_s:
-                break
+        candidates, silent = self.candidates(), self.unresponsive.recent()
+        for position, address in enumerate(candidates):
+            now = time.monotonic()
+            if now >= deadline_s or (answered and address in silent):
+                break       # the silent nodes come last: not worth the wait once a node answered
             tried.append(address)
+            share_s = deadline_s - now if position == len(candidates) - 1 else (deadline_s - now) / 2
             try:
                 message = self.call(address, "GetClusterMap", pb.ClusterMapRequest(),
-                                    min(deadline_s, time.monotonic() + self.config.map_timeout_s), what="cluster map")
+                                    now + min(share_s, self.config.map_timeout_s), what="cluster map")
             except ShoalError as exc:
                 last = exc
                 continue
@@ -217,12 +326,17 @@ class Transport:
             return None
         if last is not None and not unreachable(last):
             raise last      # a node answered, with an error that is not about reaching it
-        raise self.unreachable_error(tried, last) from last
+        # A map request applies nothing: whatever the caller sends next was not sent yet.
+        raise self.unreachable_error(tried, last, sent=False) from last
 
-    def unreachable_error(self, tried: Sequence[str], last: ShoalError | None) -> ClusterUnreachableError:
+    def unreachable_error(self, tried: Sequence[str], last: ShoalError | None, *,
+                          sent: bool | None = None) -> ClusterUnreachableError:
+        """`sent`: whether the caller's request may have left; default: whether `last` may have applied it."""
         detail = "no time left" if last is None else last.message.split(": ", 1)[-1]
+        if sent is None:
+            sent = last is not None and may_have_applied(last)
         return ClusterUnreachableError(f"cannot reach the cluster at {','.join(tried or self.seeds)} ({detail})",
-                                       sent=last is not None and may_have_applied(last))
+                                       sent=sent)
 
 
 def unreachable(exc: ShoalError) -> bool:

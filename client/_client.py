@@ -5,7 +5,10 @@ error flags: `refresh_routing` (or a node that does not answer: it may have been
 replaced) reloads the shard map; `retriable` backs off (20 ms, doubling, capped at
 500 ms) and tries again, with the same write id for writes, so a write the node already
 applied is not applied twice. One attempt gets at most a quarter of the deadline, so a
-paused node cannot eat it all. A write whose attempts may have reached a node (lost
+paused node cannot eat it all. A node that did not answer an attempt gets no request
+from any call before a map reload that began after its silence, and is asked last for
+maps (Transport.primary, _channel.py), so calls follow a failover as soon as the map
+names the new primary. A write whose attempts may have reached a node (lost
 connection after sending, deadline, UNKNOWN_OUTCOME) and that runs out of time raises
 UnknownOutcomeError, never a plain failure: the caller must not assume it was not written.
 
@@ -339,9 +342,9 @@ class Client:
         raise last
 
     def _target(self, dataset: str, key_bytes: bytes, deadline_s: float) -> tuple[str, pb.RecordTarget]:
-        """The primary's address and the RecordTarget for one key."""
-        route = self._transport.dataset(dataset, deadline_s)
-        shard = route.routes[shard_for_key(key_bytes, route.shards)]
+        """The primary's address and the RecordTarget for one key (a primary that did not
+        answer an attempt is named again only after a map reload: Transport.primary)."""
+        _, shard = self._transport.primary(dataset, deadline_s, lambda route: shard_for_key(key_bytes, route.shards))
         if not shard.address:
             raise NotPrimaryError("the shard has no primary in our cluster map", dataset=dataset,
                                   shard=shard.shard)
@@ -388,7 +391,7 @@ class Client:
             progressed = False
             attempt_deadline_s = min(deadline_s, time.monotonic() + self.config.attempt_timeout_s())
             try:
-                route = self._transport.dataset(dataset, attempt_deadline_s).routes[shard]
+                _, route = self._transport.primary(dataset, attempt_deadline_s, lambda _: shard)
                 if not route.address:
                     raise NotPrimaryError("the shard has no primary in our cluster map", dataset=dataset,
                                           shard=shard)
@@ -407,8 +410,12 @@ class Client:
                                     limit -= 1
                 finally:
                     call.cancel()
+                self._transport.unresponsive.clear(route.address)
                 return
             except ShoalError as exc:
+                slow_consumer = progressed and isinstance(exc, DeadlineExceededError)   # not a silent node
+                if exc.node is not None and not slow_consumer:
+                    self._transport.note_failure(exc.node, exc)
                 if progressed:     # a long scan is not a stuck one: a new deadline per resume
                     deadline_s = time.monotonic() + self.timeout_s
                     backoff.reset()

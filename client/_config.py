@@ -23,7 +23,11 @@ class ClientConfig:
     timeout_s: float = 10.0                 # every call, retries included
     attempts_per_call: int = 4              # one attempt waits at most timeout_s / attempts_per_call ...
     attempt_timeout_s_min: float = 1.0      # ... but at least this, so a paused node is retried around
-    map_timeout_s: float = 2.0              # one GetClusterMap try (a local read on the node)
+    map_timeout_s: float = 2.0              # one GetClusterMap try (a local read on the node); at most
+                                            # half the time left while other nodes remain to be asked
+    unresponsive_hold_s: float = 3.0        # a node that did not answer an attempt (deadline, unreachable)
+                                            # is asked last for maps this long, and gets no request until
+                                            # a map reload that began after its silence (_channel.py)
     status_timeout_s: float = 2.0           # per node in status(): slower nodes are reported, not awaited
     message_bytes_max: int = MESSAGE_BYTES_MAX   # gRPC message limit, both ways (the node's default)
     put_many_batch_records: int = 2000      # records per PutStream batch ...

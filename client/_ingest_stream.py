@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Final
 
-from shoal.client._channel import Transport, needs_refresh, rpc_errors
+from shoal.client._channel import DatasetRoute, Transport, needs_refresh, rpc_errors
 from shoal.client._errors import (
     DeadlineExceededError, InternalError, InvalidArgumentError, NotPrimaryError, ShoalError, UnavailableError,
     UnknownOutcomeError, error_from_code, may_have_applied,
@@ -45,7 +45,9 @@ class ShardStream:
     `window` are unacknowledged); a sender thread opens the stream and reads the acks;
     gRPC's request thread pulls batches from `_requests`. After a stream error or a
     retriable batch error the sender refreshes the map when told to, backs off and opens
-    a new stream that resends every unacknowledged batch with its original write id.
+    a new stream that resends every unacknowledged batch with its original write id. A
+    primary that went silent (stall, deadline, lost connection) is recorded with the
+    transport, so no stream or call reopens to it before a map reload (Transport.primary).
     A batch not acknowledged `timeout_s` after it was submitted ends the stream; the
     watchdog (`watching`) enforces that even while the sender is blocked reading acks,
     which is why the stream itself carries no gRPC deadline. The watchdog also drops a
@@ -188,8 +190,10 @@ class ShardStream:
                 error = exc
             with self._cond:
                 if self._stopped or not self._pending:
-                    continue
+                    continue        # (a stream we cancelled says nothing about its node)
                 self._last = error
+                if error.node:
+                    self._transport.note_failure(error.node, error)
                 if not error.retriable and not self._deadline_hit:
                     self._fail_locked(error)
                     return
@@ -209,11 +213,7 @@ class ShardStream:
     def _attempt(self) -> None:
         """One stream: send what is pending (and what comes), read acks until it ends."""
         deadline_s = time.monotonic() + self._timeout_s
-        route = self._transport.dataset(self._dataset, deadline_s)
-        if route.shards != self._shard_count:
-            raise InvalidArgumentError(f"dataset was re-created with {route.shards} shards during put_many",
-                                       dataset=self._dataset)
-        shard = route.routes[self._shard]
+        _, shard = self._transport.primary(self._dataset, deadline_s, self._same_shard)
         if not shard.address:
             raise NotPrimaryError("the shard has no primary in our cluster map", dataset=self._dataset,
                                   shard=self._shard)
@@ -242,6 +242,12 @@ class ShardStream:
                 attempt.over, self._call = True, None
                 self._cond.notify_all()
             call.cancel()
+
+    def _same_shard(self, route: DatasetRoute) -> int:
+        if route.shards != self._shard_count:
+            raise InvalidArgumentError(f"dataset was re-created with {route.shards} shards during put_many",
+                                       dataset=self._dataset)
+        return self._shard
 
     def _requests(self, attempt: _Attempt, epoch: int) -> Iterator[pb.PutBatch]:
         """Runs on gRPC's request thread: pending batches in order, then new ones."""
@@ -273,6 +279,7 @@ class ShardStream:
                     self.acked_records += len(pending.message.keys)
                     self._progress_s = time.monotonic()
                 self._cond.notify_all()
+            self._transport.unresponsive.clear(address)
             return
         try:
             code = pb.ErrorCode.Name(ack.error)

@@ -21,6 +21,7 @@ GiB = 1024 * MiB
 class NodeConfig:
     # identity and addresses
     node_id: str                          # unique, stable across restarts
+    cluster_id: str = ""                  # expected cluster; empty = whichever this data dir joined first
     data_dir: pathlib.Path                # shards/, raft/, node.lock live here
     listen: str = "127.0.0.1:7400"        # gRPC host:port (client and peer API)
     advertise: str = ""                   # address others dial; defaults to listen

@@ -1,7 +1,9 @@
 """The node's data directory: layout and the exclusive lock.
 
     data_dir/node.lock      flock held for the life of the daemon (a second daemon fails fast)
-    data_dir/shards/<dataset>-<shard>/   one LMDB environment per shard replica
+    data_dir/identity.json  the node id and cluster id this dir belongs to (identity.py)
+    data_dir/shards/<dataset id>-<shard>/   one LMDB environment per shard replica; a
+                            dataset id is "<name>@<version>" (older datasets: the name)
     data_dir/raft/          pysyncobj journal + full dump (voters only)
     data_dir/metadata.msgpack            standalone metadata (single node without Raft)
 """
@@ -24,8 +26,8 @@ class DataDir:
     def shards(self) -> pathlib.Path:
         return self.root / "shards"
 
-    def shard_path(self, dataset: str, index: int) -> pathlib.Path:
-        return self.shards / f"{dataset}-{index}"
+    def shard_path(self, dataset_id: str, index: int) -> pathlib.Path:
+        return self.shards / f"{dataset_id}-{index}"
 
     def lock(self) -> None:
         """Take the exclusive lock, or raise naming the holder's pid."""
@@ -50,7 +52,7 @@ class DataDir:
             self._lock_fd = None
 
     def existing_shards(self) -> list[tuple[str, int]]:
-        """(dataset, shard index) of every shard directory on disk."""
+        """(dataset id, shard index) of every shard directory on disk."""
         found = []
         for path in self.shards.iterdir() if self.shards.exists() else ():
             dataset, _, index = path.name.rpartition("-")
@@ -58,8 +60,8 @@ class DataDir:
                 found.append((dataset, int(index)))
         return sorted(found)
 
-    def remove_shard(self, dataset: str, index: int) -> None:
-        shutil.rmtree(self.shard_path(dataset, index), ignore_errors=True)
+    def remove_shard(self, dataset_id: str, index: int) -> None:
+        shutil.rmtree(self.shard_path(dataset_id, index), ignore_errors=True)
 
     def disk_usage(self) -> tuple[int, int]:
         """(bytes used by this data dir, bytes free on its file system)."""

@@ -16,7 +16,8 @@ NodeError
 ├── NoControllerError      UNAVAILABLE: no Raft leader reachable
 ├── UnknownOutcomeError    UNAVAILABLE: a proposal or write may or may not have applied
 ├── NotEnoughNodesError    FAILED_PRECONDITION
-└── ReplicationError       UNAVAILABLE: a backup failed and could not be fenced out
+├── ReplicationError       UNAVAILABLE: a backup failed and could not be fenced out
+└── WrongClusterError      PERMISSION_DENIED: a peer message from a node of another cluster
 """
 from __future__ import annotations
 
@@ -103,6 +104,10 @@ class NotEnoughNodesError(NodeError):
 class ReplicationError(NodeError):
     code = "REPLICATION_FAILED"
     retriable = True
+
+
+class WrongClusterError(NodeError):
+    code = "WRONG_CLUSTER"
 
 
 class StartupError(NodeError):

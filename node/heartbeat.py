@@ -19,6 +19,7 @@ from shoal.client.wire.pb import peer_pb2
 
 if TYPE_CHECKING:
     from shoal.node.config import NodeConfig
+    from shoal.node.identity import Identity
     from shoal.node.lease import Lease
     from shoal.node.metadata import MetadataStore
     from shoal.node.replication.peers import PeerClients
@@ -35,8 +36,9 @@ class ControllerLink(Protocol):
 
 class Heartbeat:
     def __init__(self, config: NodeConfig, metadata: MetadataStore, replicas: Callable[[], list[Replica]],
-                 lease: Lease, peers: PeerClients, controller: ControllerLink) -> None:
+                 lease: Lease, peers: PeerClients, controller: ControllerLink, identity: Identity) -> None:
         self.config = config
+        self.identity = identity
         self.metadata = metadata
         self.replicas = replicas
         self.lease = lease
@@ -48,10 +50,12 @@ class Heartbeat:
         shards = []
         for replica in self.replicas():
             state = replica.store.state
-            shards.append(peer_pb2.ShardHeartbeat(dataset=replica.dataset, shard=replica.index, epoch=state.epoch,
-                                                  seq=state.seq, records=state.records, checksum=state.checksum))
+            shards.append(peer_pb2.ShardHeartbeat(
+                dataset=replica.dataset, shard=replica.index, epoch=state.epoch, seq=state.seq, records=state.records,
+                checksum=state.checksum, dataset_id=replica.dataset_id, incarnation=replica.store.incarnation))
         return peer_pb2.HeartbeatRequest(node_id=self.config.node_id, address=self.config.address,
-                                         metadata_version=self.metadata.version, shards=shards)
+                                         metadata_version=self.metadata.version, shards=shards,
+                                         cluster_id=self.identity.cluster_id)
 
     async def beat_once(self, hint: str | None) -> str | None:
         """One heartbeat; returns the controller address to use next time."""
@@ -69,6 +73,8 @@ class Heartbeat:
             except grpc.aio.AioRpcError as exc:
                 logger.debug("heartbeat to %s failed: %s", target, exc.code().name)
                 return self.config.join or None
+        if response.cluster_id and not self.identity.accepts(response.cluster_id):
+            return self.config.join or None   # another cluster on that address: take nothing from it
         if response.metadata:
             self.metadata.install_snapshot(response.metadata_version, response.metadata)
         if response.lease_granted:

@@ -44,6 +44,7 @@ STATUS_OF: list[tuple[type[errors.NodeError], grpc.StatusCode]] = [
     (errors.NoControllerError, grpc.StatusCode.UNAVAILABLE),
     (errors.UnknownOutcomeError, grpc.StatusCode.UNAVAILABLE),
     (errors.ReplicationError, grpc.StatusCode.UNAVAILABLE),
+    (errors.WrongClusterError, grpc.StatusCode.PERMISSION_DENIED),
 ]
 
 Behavior = Callable[..., Any]

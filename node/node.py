@@ -14,6 +14,7 @@ import concurrent.futures
 import logging
 import signal
 import time
+import uuid
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,6 +29,7 @@ from shoal.node.controller import Controller
 from shoal.node.datadir import DataDir
 from shoal.node.errors import NodeError, StartupError
 from shoal.node.heartbeat import Heartbeat
+from shoal.node.identity import Identity
 from shoal.node.lease import Lease
 from shoal.node.metadata import MetadataStore, commands
 from shoal.node.replication.context import ReplicationContext
@@ -57,7 +59,7 @@ class Node:
             return RaftMetadata(self.config, on_change)
         if self.config.join:
             from shoal.node.metadata.remote import RemoteMetadata
-            return RemoteMetadata(self.config.join, peers, on_change)
+            return RemoteMetadata(self.config.join, peers, self.identity, on_change)
         from shoal.node.metadata.local import LocalMetadata
         return LocalMetadata(self.config.data_dir, on_change)
 
@@ -89,6 +91,7 @@ class Node:
             loop.add_signal_handler(signum, stop.set)
         self.datadir.lock()
         try:
+            self.identity = Identity.load(self.config.data_dir, self.config.node_id, self.config.cluster_id)
             await self._serve(stop)
         finally:
             self.datadir.unlock()
@@ -101,11 +104,11 @@ class Node:
         self.lease = Lease(always_valid=config.standalone)
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=config.lmdb_threads,
                                                               thread_name_prefix="lmdb")
-        self.context = ReplicationContext(config, self.metadata, self.lease, self.peers, self.executor)
+        self.context = ReplicationContext(config, self.metadata, self.lease, self.peers, self.executor, self.identity)
         self.registry = ShardRegistry(self.datadir, self.context)
         self.controller = Controller(config, self.context)
         self.heartbeat = Heartbeat(config, self.metadata, self.registry.replicas, self.lease, self.peers,
-                                   self.controller)
+                                   self.controller, self.identity)
         self.interceptors = interceptors.chain(config.inflight_requests_max, config.overload_retry_after_s)
 
     async def _serve(self, stop: asyncio.Event) -> None:
@@ -168,7 +171,8 @@ class Node:
                 and self.metadata.is_ready())
 
     async def _register(self, health_servicer: health.aio.HealthServicer) -> None:
-        """Register this node in the metadata (retried until it sticks), then report SERVING."""
+        """Learn (or make) the cluster id, register this node in the metadata (retried until
+        it sticks), then report SERVING."""
         config = self.config
         command = commands.register_node(config.node_id, config.address, config.zone, config.raft,
                                          request_id=f"register-{config.node_id}-{time.time_ns()}")
@@ -190,23 +194,52 @@ class Node:
         if config.join:
             try:
                 await self.peers.peer(config.join).Join(peer_pb2.JoinRequest(
-                    node_id=config.node_id, address=config.address, zone=config.zone),
-                    timeout=config.propose_forward_timeout_s)
+                    node_id=config.node_id, address=config.address, zone=config.zone,
+                    cluster_id=self.identity.cluster_id), timeout=config.propose_forward_timeout_s)
             except grpc.aio.AioRpcError as exc:
-                logger.debug("join through %s pending: %s", config.join, exc.code().name)
+                logger.debug("join through %s pending: %s %s", config.join, exc.code().name, exc.details())
             return
+        await self._ensure_cluster_id()
         result = await self.metadata.propose(command, timeout_s=config.propose_forward_timeout_s)
         if not result.get("ok"):
             raise StartupError(f"node {config.node_id} rejected by the cluster: {result.get('message')}")
 
+    async def _ensure_cluster_id(self) -> None:
+        """A voter or standalone node: bootstrap the cluster id (first init wins) and record it.
+
+        A data dir that belongs to another cluster than the metadata's refuses to start.
+        """
+        theirs = self.metadata.view.cluster_id
+        if not theirs:
+            proposed = self.identity.cluster_id or uuid.uuid4().hex
+            result = await self.metadata.propose(commands.init_cluster(proposed),
+                                                 timeout_s=self.config.propose_forward_timeout_s)
+            theirs = str(result.get("cluster_id", ""))
+        if theirs and not self.identity.adopt(theirs):
+            raise StartupError(f"data dir {self.config.data_dir} belongs to cluster {self.identity.cluster_id}, "
+                               f"the metadata (Raft log) to cluster {theirs}: refusing to mix two clusters")
+
     async def _reconcile_loop(self) -> None:
-        while True:
-            try:
-                self.registry.reconcile()
-            except NodeError as exc:
-                logger.warning("reconcile failed: %s", exc)
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout=self.config.heartbeat_interval_s)
-            except TimeoutError:
-                pass
+        sync: asyncio.Task[None] | None = None   # incarnation proposals run beside, one round at a time
+        try:
+            while True:
+                try:
+                    self.registry.reconcile()
+                except NodeError as exc:
+                    logger.warning("reconcile failed: %s", exc)
+                if (sync is None or sync.done()) and self.metadata.is_ready() and self.metadata.view.cluster_id:
+                    sync = asyncio.get_running_loop().create_task(self._sync_incarnations())
+                self._changed.clear()
+                try:
+                    await asyncio.wait_for(self._changed.wait(), timeout=self.config.heartbeat_interval_s)
+                except TimeoutError:
+                    pass
+        finally:
+            if sync is not None:
+                sync.cancel()
+
+    async def _sync_incarnations(self) -> None:
+        try:
+            await self.registry.sync_incarnations()
+        except NodeError as exc:
+            logger.info("incarnation sync incomplete: %s", exc)

@@ -22,6 +22,7 @@ from shoal.node.storage.entry import CompareAndSet, Delete, Put, PutBatch, write
 
 if TYPE_CHECKING:
     from shoal.node.config import NodeConfig
+    from shoal.node.identity import Identity
     from shoal.node.metadata import MetadataStore
     from shoal.node.replication.context import ReplicationContext
     from shoal.node.replication.primary import ShardPrimary
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 class ShardLookup(ReplicaSource, Protocol):
     def primary(self, dataset: str, index: int) -> ShardPrimary | None: ...
 
-    def replica_for_peer(self, dataset: str, index: int) -> Replica: ...
+    def replica_for_peer(self, dataset: str, index: int, dataset_id: str = "") -> Replica: ...
 
 
 class HeartbeatSink(Protocol):
@@ -57,6 +58,9 @@ class ServedNode(StatusSource, Protocol):
 
     @property
     def controller(self) -> HeartbeatSink: ...
+
+    @property
+    def identity(self) -> Identity: ...
 
 
 def result_error(result: dict[str, Any]) -> errors.NodeError:
@@ -91,11 +95,11 @@ class DataService(data_pb2_grpc.DataServicer):
     def _primary(self, target: data_pb2.RecordTarget, key: bytes | None) -> ShardPrimary:
         """The active primary for the target, checked against ONE metadata view."""
         view = self.node.metadata.view
-        shard = validation.shard_of(view, target.dataset, target.shard, target.epoch)
+        shard = validation.shard_of(view, target.dataset, target.shard, target.epoch, target.dataset_id)
         if key is not None:
             shards = view.datasets[target.dataset].shards
             validation.check_key(self.config, target.dataset, key, shards, target.shard)
-        primary = self.node.registry.primary(target.dataset, target.shard)
+        primary = self.node.registry.primary(shard.dataset_id, target.shard)
         if primary is None or shard.primary != self.config.node_id:
             raise errors.NotPrimaryError(f"shard {shard.name}: primary is {shard.primary}, not {self.config.node_id}")
         primary.check_serving(view.version)
@@ -227,40 +231,58 @@ class DataService(data_pb2_grpc.DataServicer):
 
 
 class PeerService(peer_pb2_grpc.PeerServicer):
+    """Node-to-node calls. Each names its cluster; a message of another cluster is refused
+    (WRONG_CLUSTER) before it is looked at, so a node never obeys a foreign cluster."""
+
     def __init__(self, node: ServedNode) -> None:
         self.node = node
         self.config = node.config
 
+    def _check_cluster(self, cluster_id: str, *, allow_unnamed: bool = False) -> None:
+        if not self.node.identity.accepts(cluster_id, allow_unnamed=allow_unnamed):
+            raise errors.WrongClusterError(f"message of cluster {cluster_id or '(unnamed)'}; node "
+                                           f"{self.config.node_id} belongs to cluster {self.node.identity.cluster_id}")
+
     async def Replicate(self, request: peer_pb2.ReplicateRequest, context: Any) -> peer_pb2.ReplicateResponse:
-        replica = self.node.registry.replica_for_peer(request.dataset, request.shard)
+        self._check_cluster(request.cluster_id)
+        replica = self.node.registry.replica_for_peer(request.dataset, request.shard, request.dataset_id)
         applied = await backup.apply_replicated(self.node.context, replica, request.epoch, request.seq,
                                                 request.payload, request.primary)
         return peer_pb2.ReplicateResponse(applied_seq=applied)
 
     async def BeginEpoch(self, request: peer_pb2.BeginEpochRequest, context: Any) -> peer_pb2.BeginEpochResponse:
-        replica = self.node.registry.replica_for_peer(request.dataset, request.shard)
+        self._check_cluster(request.cluster_id)
+        replica = self.node.registry.replica_for_peer(request.dataset, request.shard, request.dataset_id)
         seq, epoch = await backup.begin_epoch(self.node.context, replica, request.epoch, request.primary)
-        return peer_pb2.BeginEpochResponse(seq=seq, epoch=epoch)
+        return peer_pb2.BeginEpochResponse(seq=seq, epoch=epoch, incarnation=replica.store.incarnation)
 
     async def FetchEntries(self, request: peer_pb2.FetchEntriesRequest,
                            context: Any) -> peer_pb2.FetchEntriesResponse:
-        replica = self.node.registry.replica_for_peer(request.dataset, request.shard)
+        self._check_cluster(request.cluster_id)
+        replica = self.node.registry.replica_for_peer(request.dataset, request.shard, request.dataset_id)
         entries = backup.recent_entries(replica, request.after_seq)
         if entries is None:
             return peer_pb2.FetchEntriesResponse(complete=False)
         return peer_pb2.FetchEntriesResponse(complete=True, entries=[
             peer_pb2.ReplicateRequest(dataset=request.dataset, shard=request.shard, epoch=e.epoch, seq=e.seq,
-                                      payload=e.payload) for e in entries])
+                                      payload=e.payload, dataset_id=replica.dataset_id) for e in entries])
 
     async def Heartbeat(self, request: peer_pb2.HeartbeatRequest, context: Any) -> peer_pb2.HeartbeatResponse:
-        return self.node.controller.heartbeat(request)
+        if not self.node.identity.accepts(request.cluster_id, allow_unnamed=True):   # no lease, no metadata
+            return peer_pb2.HeartbeatResponse(lease_granted=False, cluster_id=self.node.identity.cluster_id)
+        response = self.node.controller.heartbeat(request)
+        response.cluster_id = self.node.identity.cluster_id
+        return response
 
     async def Join(self, request: peer_pb2.JoinRequest, context: Any) -> peer_pb2.JoinResponse:
+        self._check_cluster(request.cluster_id, allow_unnamed=True)   # a new node has none yet
         command = commands.register_node(request.node_id, request.address, request.zone, "",
                                          request_id=f"join-{request.node_id}-{request.address}")
         await propose_or_raise(self.node.context, command, self.config.propose_timeout_s)
-        return peer_pb2.JoinResponse(metadata_version=self.node.metadata.version)
+        return peer_pb2.JoinResponse(metadata_version=self.node.metadata.version,
+                                     cluster_id=self.node.identity.cluster_id)
 
     async def Propose(self, request: peer_pb2.ProposeRequest, context: Any) -> peer_pb2.ProposeResponse:
+        self._check_cluster(request.cluster_id)
         result = await self.node.metadata.propose(request.command, timeout_s=self.config.propose_forward_timeout_s)
         return peer_pb2.ProposeResponse(result=msgpack.packb(result, use_bin_type=True))

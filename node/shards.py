@@ -4,6 +4,13 @@
 shard map and does the side effects (open or drop LMDB environments, start or stop
 serving as primary). It runs on every metadata change and on a timer, and is
 idempotent, so a missed wake-up costs only latency.
+
+Replicas are keyed by dataset *id* ("<name>@<version>"), not by name: a dataset dropped
+and re-created under the same name is another dataset, with other directories, and
+nothing in flight for the dropped one (an activation, a replication message) can touch
+the new one. `sync_incarnations()` records each replica's incarnation in the metadata
+once, and reports replicas that are not the recorded one (wiped or restored: new, never
+in sync) so they leave the in-sync set instead of serving.
 """
 from __future__ import annotations
 
@@ -11,7 +18,9 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from shoal.node.errors import NodeError, NotPrimaryError
+from shoal.node.errors import NodeError, NotPrimaryError, StaleEpochError
+from shoal.node.metadata import commands
+from shoal.node.metadata.view import created_at_version
 from shoal.node.replication.primary import ShardPrimary
 from shoal.node.replication.replica import Replica
 from shoal.node.replication.ring import EntryRing
@@ -19,10 +28,12 @@ from shoal.node.storage.shard_store import ShardStore
 
 if TYPE_CHECKING:
     from shoal.node.datadir import DataDir
-    from shoal.node.metadata.view import ShardView
+    from shoal.node.metadata.view import MetadataView, ShardView
     from shoal.node.replication.context import ReplicationContext
 
 logger = logging.getLogger(__name__)
+
+RECORD_BATCH_MAX = 500    # replicas per record_incarnations command (commands stay far below 64 KiB)
 
 
 class ShardRegistry:
@@ -32,67 +43,93 @@ class ShardRegistry:
         self.config = context.config
         self._replicas: dict[tuple[str, int], Replica] = {}
         self._activations: dict[tuple[str, int], asyncio.Task[None]] = {}
-        # Datasets this process saw in the metadata. Only those are dropped when they
-        # vanish: a state that is still replaying after a restart must never delete data.
-        self._seen_datasets: set[str] = set()
+        # Dataset ids this process saw in the metadata: dropped when they vanish. Ids made
+        # at a version the metadata has reached and no longer lists were dropped too, even
+        # unseen (dropped while this node was down); a replaying state never deletes data.
+        self._seen_ids: set[str] = set()
+        self._reported_lost: set[tuple[str, int, str]] = set()
 
     def replicas(self) -> list[Replica]:
         return [self._replicas[k] for k in sorted(self._replicas)]
 
-    def primary(self, dataset: str, index: int) -> ShardPrimary | None:
-        replica = self._replicas.get((dataset, index))
+    def primary(self, dataset_id: str, index: int) -> ShardPrimary | None:
+        replica = self._replicas.get((dataset_id, index))
         return None if replica is None else replica.primary
 
     def open_existing(self) -> None:
         """Open every shard found on disk (a restart serves the same data)."""
-        for dataset, index in self.datadir.existing_shards():
-            self._open(dataset, index)
+        for dataset_id, index in self.datadir.existing_shards():
+            self._open(dataset_id, index)
 
-    def _open(self, dataset: str, index: int) -> Replica:
-        replica = self._replicas.get((dataset, index))
+    def _open(self, dataset_id: str, index: int) -> Replica:
+        replica = self._replicas.get((dataset_id, index))
         if replica is None:
             config = self.config
-            store = ShardStore(self.datadir.shard_path(dataset, index), map_size_bytes=config.map_size_bytes,
+            store = ShardStore(self.datadir.shard_path(dataset_id, index), map_size_bytes=config.map_size_bytes,
                                sync=config.lmdb_sync, idempotency_retain=config.idempotency_retain_writes,
                                max_readers=config.lmdb_max_readers)
-            ring = EntryRing(self.config.entry_ring_entries_max, self.config.entry_ring_bytes_max)
-            replica = self._replicas[(dataset, index)] = Replica(dataset, index, store, ring)
+            ring = EntryRing(config.entry_ring_entries_max, config.entry_ring_bytes_max)
+            replica = self._replicas[(dataset_id, index)] = Replica(dataset_id, index, store, ring)
         return replica
 
-    def replica_for_peer(self, dataset: str, index: int) -> Replica:
-        """The replica a peer addresses; opened on demand once our metadata lists us."""
-        replica = self._replicas.get((dataset, index))
+    def replica_for_peer(self, dataset: str, index: int, dataset_id: str = "") -> Replica:
+        """The replica a peer addresses; opened on demand once our metadata lists us.
+
+        A message for another incarnation of the dataset than ours is refused: from an
+        older one (dropped) with STALE_EPOCH, so its sender stops acting as primary; from a
+        newer one (our metadata is behind) with NOT_PRIMARY, retried by the sender.
+        """
+        view = self.context.metadata.view
+        current = view.dataset(dataset)
+        dataset_id = dataset_id or (current.id if current is not None else dataset)
+        replica = self._replicas.get((dataset_id, index))
+        if current is not None and current.id != dataset_id:
+            if (created_at_version(dataset_id) or 0) < (created_at_version(current.id) or 0):
+                raise StaleEpochError(f"shard {dataset_id}/{index}: that dataset was dropped (now {current.id})")
+            raise NotPrimaryError(f"shard {dataset_id}/{index}: this node has not seen that dataset yet")
         if replica is not None:
             return replica
-        shard = self.context.metadata.view.shard(dataset, index)
+        shard = view.shard(dataset, index)
         if shard is None or not shard.holds(self.config.node_id):
             raise NotPrimaryError(f"shard {dataset}/{index}: this node's metadata does not list it as a replica yet")
-        return self._open(dataset, index)
+        return self._open(dataset_id, index)
+
+    # ---- the reconciler ----
 
     def reconcile(self) -> None:
         view = self.context.metadata.view
         me = self.config.node_id
-        self._seen_datasets.update(view.datasets)
+        self._seen_ids.update(view.dataset_ids())
         for shard in view.shards():
+            key = (shard.dataset_id, shard.index)
             if shard.holds(me):
-                self._reconcile_shard(self._open(shard.dataset, shard.index), shard)
-            elif (shard.dataset, shard.index) in self._replicas:
-                self._stop_primary(self._replicas[(shard.dataset, shard.index)],
-                                   f"not an in-sync replica at {shard.epoch}")
+                replica = self._open(*key)
+                replica.lost = not shard.is_recorded(me, replica.store.incarnation)
+                self._reconcile_shard(replica, shard)
+            elif key in self._replicas:
+                self._stop_primary(self._replicas[key], f"not an in-sync replica at {shard.epoch}")
         if self.context.metadata.is_ready():
-            for key in [k for k in self._replicas if k[0] in self._seen_datasets - set(view.datasets)]:
+            for key in [k for k in self._replicas if self._dropped(k[0], view)]:
                 self._drop(*key)
+
+    def _dropped(self, dataset_id: str, view: MetadataView) -> bool:
+        if dataset_id in view.dataset_ids():
+            return False
+        created_at = created_at_version(dataset_id)
+        return dataset_id in self._seen_ids or (created_at is not None and view.version >= created_at)
 
     def _reconcile_shard(self, replica: Replica, shard: ShardView) -> None:
         primary = replica.primary
-        if shard.primary != self.config.node_id:
-            self._stop_primary(replica, f"metadata names {shard.primary} primary at epoch {shard.epoch}")
+        if shard.primary != self.config.node_id or replica.lost:
+            reason = "this replica is new (not the recorded incarnation)" if replica.lost else \
+                f"metadata names {shard.primary} primary at epoch {shard.epoch}"
+            self._stop_primary(replica, reason)
             return
         backups = shard.backups()
         if primary is not None and primary.state != "stopped":
             primary.update(shard.epoch, backups)
             return
-        key = (replica.dataset, replica.index)
+        key = (replica.dataset_id, replica.index)
         if key in self._activations and not self._activations[key].done():
             return
         primary = replica.primary = ShardPrimary(replica, self.context, epoch=shard.epoch, backups=backups)
@@ -105,6 +142,9 @@ class ShardRegistry:
         except NodeError as exc:
             logger.warning("shard %s: activation as primary at epoch %d failed: %s", primary.name, primary.epoch, exc)
             primary.stop(f"activation failed: {exc}")
+        except asyncio.CancelledError:
+            primary.stop("activation cancelled")
+            raise
         except Exception:
             logger.exception("shard %s: activation crashed", primary.name)
             primary.stop("activation crashed")
@@ -114,12 +154,50 @@ class ShardRegistry:
             replica.primary.stop(reason)
             replica.primary = None
 
-    def _drop(self, dataset: str, index: int) -> None:
-        replica = self._replicas.pop((dataset, index))
+    def _drop(self, dataset_id: str, index: int) -> None:
+        """Cancel what is in flight for the replica, then close and delete it."""
+        activation = self._activations.pop((dataset_id, index), None)
+        if activation is not None:
+            activation.cancel()
+        replica = self._replicas.pop((dataset_id, index))
         self._stop_primary(replica, "dataset dropped")
         replica.store.close()
-        self.datadir.remove_shard(dataset, index)
-        logger.info("shard %s/%d removed: dataset dropped", dataset, index)
+        self.datadir.remove_shard(dataset_id, index)
+        logger.info("shard %s/%d removed: dataset dropped", dataset_id, index)
+
+    # ---- incarnations ----
+
+    async def sync_incarnations(self) -> None:
+        """Record first incarnations; report replicas that are not the recorded one. Idempotent."""
+        view = self.context.metadata.view
+        me = self.config.node_id
+        unrecorded: list[tuple[str, int, str]] = []
+        for shard in view.shards():
+            replica = self._replicas.get((shard.dataset_id, shard.index))
+            if replica is None or not shard.in_sync(me):
+                continue
+            incarnation = replica.store.incarnation
+            if shard.recorded_incarnation(me) is None:
+                unrecorded.append((shard.dataset_id, shard.index, incarnation))
+            elif replica.lost and (shard.dataset_id, shard.index, incarnation) not in self._reported_lost:
+                await self._report_lost(shard, incarnation)
+        for start in range(0, len(unrecorded), RECORD_BATCH_MAX):
+            await self._propose(commands.record_incarnations(me, unrecorded[start:start + RECORD_BATCH_MAX]))
+
+    async def _report_lost(self, shard: ShardView, incarnation: str) -> None:
+        logger.warning("shard %s: this replica is not the one the metadata records (incarnation %s, recorded %s): "
+                       "it leaves the in-sync set and is refilled as a new replica", shard.name, incarnation,
+                       shard.recorded_incarnation(self.config.node_id))
+        result = await self._propose(commands.replica_lost(shard.dataset_id, shard.index, self.config.node_id,
+                                                           incarnation))
+        if result.get("ok"):
+            self._reported_lost.add((shard.dataset_id, shard.index, incarnation))
+
+    async def _propose(self, command: bytes) -> dict[str, object]:
+        result = await self.context.propose(command, deadline_s=self.config.propose_timeout_s)
+        if not result.get("ok"):
+            logger.info("incarnation command rejected: %s", result.get("message"))
+        return result
 
     def close(self) -> None:
         for task in self._activations.values():
@@ -128,4 +206,3 @@ class ShardRegistry:
             self._stop_primary(replica, "node stopping")
             replica.store.close()
         self._replicas.clear()
-

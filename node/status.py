@@ -53,7 +53,7 @@ class StatusSource(Protocol):
 
 def dataset_info(dataset: DatasetView, view: MetadataView) -> data_pb2.DatasetInfo:
     return data_pb2.DatasetInfo(
-        name=dataset.name, shards=dataset.shards, replication=dataset.replication,
+        name=dataset.name, id=dataset.id, shards=dataset.shards, replication=dataset.replication,
         under_replicated=view.under_replicated(dataset.name),
         shard_map=[data_pb2.ShardInfo(index=s.index, epoch=s.epoch, primary=s.primary, replicas=s.replicas,
                                       learners=s.learners) for s in dataset.shard_map])
@@ -65,13 +65,20 @@ def cluster_map(node: StatusSource) -> data_pb2.ClusterMap:
              for n in view.nodes.values()]
     datasets = [dataset_info(d, view) for d in view.datasets.values()]
     return data_pb2.ClusterMap(version=view.version, nodes=nodes, datasets=datasets,
-                               controller=node.controller_id() or "", under_replicated=view.under_replicated())
+                               controller=node.controller_id() or "", under_replicated=view.under_replicated(),
+                               cluster_id=view.cluster_id)
 
 
 def replica_role(replica: Replica, view: MetadataView, node_id: str) -> str:
-    """primary | backup | stale: the role of one replica held by this node."""
+    """primary | backup | stale: the role of one replica held by this node.
+
+    A replica is a backup only while the metadata lists this node in sync for that dataset
+    incarnation and records this replica's incarnation (or none yet): a wiped one is stale.
+    """
     shard = view.shard(replica.dataset, replica.index)
-    return replica.role(shard is not None and shard.in_sync(node_id))
+    in_sync = (shard is not None and shard.dataset_id == replica.dataset_id and shard.in_sync(node_id)
+               and shard.is_recorded(node_id, replica.store.incarnation))
+    return replica.role(in_sync)
 
 
 async def node_status(node: StatusSource) -> data_pb2.NodeStatus:
@@ -84,9 +91,10 @@ async def node_status(node: StatusSource) -> data_pb2.NodeStatus:
         shards.append(data_pb2.ShardStatus(
             dataset=replica.dataset, index=replica.index, role=replica_role(replica, view, me),
             epoch=store_state.epoch, seq=store_state.seq, records=store_state.records,
-            checksum=store_state.checksum, size_bytes=replica.store.size_bytes()))
+            checksum=store_state.checksum, size_bytes=replica.store.size_bytes(), dataset_id=replica.dataset_id,
+            incarnation=replica.store.incarnation))
     return data_pb2.NodeStatus(
         id=me, address=node.config.address, raft_role=node.raft_role(),
         controller=node.controller_id() or "", metadata_version=view.version,
         uptime_s=time.monotonic() - node.started_at_s, disk_used_bytes=used, disk_free_bytes=free,
-        lease_valid=node.lease_valid(), shards=shards, version=SHOAL_VERSION)
+        lease_valid=node.lease_valid(), shards=shards, version=SHOAL_VERSION, cluster_id=view.cluster_id)

@@ -10,6 +10,8 @@ from shoal.node.errors import (
     InvalidRequestError, NotPrimaryError, StaleEpochError, TooLargeError, UnknownDatasetError, WrongShardError,
 )
 
+from shoal.node.metadata.view import created_at_version
+
 if TYPE_CHECKING:
     from shoal.node.config import NodeConfig
     from shoal.node.metadata.view import DatasetView, MetadataView, ShardView
@@ -22,14 +24,20 @@ def dataset_of(view: MetadataView, name: str) -> DatasetView:
     return dataset
 
 
-def shard_of(view: MetadataView, name: str, index: int, epoch: int) -> ShardView:
-    """The shard, after checking the caller's epoch against ours."""
+def shard_of(view: MetadataView, name: str, index: int, epoch: int, dataset_id: str = "") -> ShardView:
+    """The shard, after checking the caller's dataset id (when given) and epoch against ours."""
     if view.dataset(name) is None and epoch > 0:
         # The caller saw the dataset in a shard map (epochs start at 1): our copy of the
         # metadata is behind (a data-only node between heartbeats), not the caller wrong.
         raise NotPrimaryError(f"shard {name}/{index}: this node has not seen dataset {name!r} yet "
                               f"(metadata version {view.version})")
     dataset = dataset_of(view, name)
+    if dataset_id and dataset_id != dataset.id:
+        older = (created_at_version(dataset_id) or 0) < (created_at_version(dataset.id) or 0)
+        if older:   # the caller's map names a dropped incarnation of this name
+            raise StaleEpochError(f"dataset {name!r} was re-created: the caller's map names {dataset_id}, "
+                                  f"it is {dataset.id} now")
+        raise NotPrimaryError(f"dataset {name!r}: this node has not seen {dataset_id} yet (it has {dataset.id})")
     shard = dataset.shard(index)
     if shard is None:
         raise InvalidRequestError(f"dataset {name!r} has {dataset.shards} shards, no shard {index}")

@@ -44,6 +44,9 @@ def start(
                                              help="Data-only node: any member's gRPC address.")] = None,
     zone: Annotated[str | None, typer.Option("--zone", help="Failure zone; replicas spread across zones.")]
     = None,
+    cluster_id: Annotated[str | None, typer.Option("--cluster-id", metavar="ID",
+                                                   help="Refuse to start unless the data dir belongs to this "
+                                                        "cluster (default: whichever it joined first).")] = None,
     http_listen: Annotated[str | None, typer.Option("--http-listen", metavar="HOST:PORT",
                                                     help="HTTP address for /metrics, /healthz, /readyz (default: off).")] = None,
     config: Annotated[Path | None, typer.Option("--config", metavar="FILE", dir_okay=False,
@@ -62,6 +65,7 @@ def start(
         "raft_peers": raft_peers,
         "join": join,
         "zone": zone,
+        "cluster_id": cluster_id,
         "http_listen": http_listen,
         "log_level": None if log_level is None else log_level.upper(),
     }

@@ -2,8 +2,13 @@
 
 A node silent for more than `node_dead_after_s` is declared dead through Raft (config
 validation keeps that above lease + leader fallback + margin, so its lease has expired);
-a dead node heard again within `node_suspect_after_s` is declared alive. The controller
-never judges itself.
+a dead node *heard* again within `node_suspect_after_s` is declared alive (a fresh view
+counts unheard nodes as just seen for the dead timeout, but that is no proof of life).
+
+The controller never judges itself dead: it runs, so it is alive, and it declares
+itself alive first if the metadata says dead or suspect (a deposed controller's
+decision, or one taken while this node was paused). Every command carries the
+controller's term (`controller_term`), which fences it (fsm.py).
 """
 from __future__ import annotations
 
@@ -19,18 +24,25 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_NOT_ALIVE = ("dead", "suspect")   # states the controller corrects for itself (not draining or removed)
 
-def plan_node_states(config: NodeConfig, view: MetadataView, leases: LeaseTable, now_s: float) -> list[bytes]:
-    """set_node_state commands for nodes whose state should change now."""
+
+def plan_node_states(config: NodeConfig, view: MetadataView, leases: LeaseTable, now_s: float, *,
+                     controller_term: int) -> list[bytes]:
+    """set_node_state commands for nodes whose state should change now; the controller's own first."""
     planned = []
+    own = view.node(config.node_id)
+    if own is not None and own.state in _NOT_ALIVE:
+        logger.warning("controller %s declares itself alive (the metadata says %s)", own.id, own.state)
+        planned.append(commands.set_node_state(own.id, "alive", controller_term=controller_term))
     for node in view.nodes.values():
         if node.id == config.node_id:
             continue
         silent_s = leases.silent_s(node.id, now_s)
         if node.state == "alive" and silent_s > config.node_dead_after_s:
             logger.warning("node %s declared dead (silent for %.1f s)", node.id, silent_s)
-            planned.append(commands.set_node_state(node.id, "dead"))
-        elif node.state == "dead" and silent_s < config.node_suspect_after_s:
+            planned.append(commands.set_node_state(node.id, "dead", controller_term=controller_term))
+        elif node.state == "dead" and leases.heard_within(node.id, now_s, config.node_suspect_after_s):
             logger.info("node %s is back", node.id)
-            planned.append(commands.set_node_state(node.id, "alive"))
+            planned.append(commands.set_node_state(node.id, "alive", controller_term=controller_term))
     return planned

@@ -32,8 +32,10 @@ class LeaseTable:
         self._reported_seq: dict[str, dict[tuple[str, int], int]] = {}
 
     def start_leading(self, now_s: float) -> None:
+        """A fresh view: on taking control, and again after a stall (see controller/__init__.py)."""
         self._leading_since_s = now_s
         self._last_seen_s.clear()
+        self._reported_seq.clear()
 
     def heartbeat(self, request: peer_pb2.HeartbeatRequest, *, leader_address: str | None) -> peer_pb2.HeartbeatResponse:
         if not self.metadata.is_leader():
@@ -50,9 +52,15 @@ class LeaseTable:
         return response
 
     def silent_s(self, node_id: str, now_s: float) -> float:
-        """Seconds since the node was last heard, as far as this controller knows."""
+        """Seconds since the node was last heard, as far as this controller knows; a node not
+        heard since this controller took control counts as heard then (never longer silent)."""
         since = self._last_seen_s.get(node_id, self._leading_since_s or now_s)
         return max(0.0, now_s - since)
+
+    def heard_within(self, node_id: str, now_s: float, window_s: float) -> bool:
+        """The node's heartbeat reached this controller, since it took control, within window_s."""
+        seen_s = self._last_seen_s.get(node_id)
+        return seen_s is not None and now_s - seen_s < window_s
 
     def reported_seq(self, node_id: str, dataset: str, index: int) -> int:
         """The shard's sequence number in the node's last heartbeat; -1 if never reported."""

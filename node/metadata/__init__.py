@@ -78,6 +78,14 @@ class MetadataStore(Protocol):
 
     def is_leader(self) -> bool: ...
 
+    def leader_term(self) -> int | None:
+        """The Raft term in which this node leads, or None when it does not lead (now).
+
+        The controller takes control in this term (become_controller) and fences its
+        decisions with it. LocalMetadata (always the leader, no Raft) answers 0.
+        """
+        ...
+
     def role(self) -> str: ...
 
     def leader_raft_address(self) -> str | None: ...

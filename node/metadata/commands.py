@@ -40,19 +40,36 @@ DATASET_EXISTS = "DATASET_EXISTS"
 INVALID_ARGUMENT = "INVALID_ARGUMENT"
 STALE_EPOCH = "STALE_EPOCH"
 NOT_ENOUGH_NODES = "NOT_ENOUGH_NODES"
-ERROR_CODES = frozenset({UNKNOWN_DATASET, DATASET_EXISTS, INVALID_ARGUMENT, STALE_EPOCH, NOT_ENOUGH_NODES})
+STALE_CONTROLLER = "STALE_CONTROLLER"   # a controller decision from a term a newer controller replaced
+ERROR_CODES = frozenset({UNKNOWN_DATASET, DATASET_EXISTS, INVALID_ARGUMENT, STALE_EPOCH, NOT_ENOUGH_NODES,
+                         STALE_CONTROLLER})
+INCARNATION_CHARS_MAX = 64
 
 NODE_STATES = ("alive", "suspect", "dead", "draining", "removed")
 
 # op -> {argument: type}. Every argument is required; no other key is allowed.
 _SCHEMAS: dict[str, dict[str, type]] = {
     "register_node": {"node_id": str, "address": str, "zone": str, "raft_address": str},
-    "set_node_state": {"node_id": str, "state": str},
+    "set_node_state": {"node_id": str, "state": str, "controller_term": int},
     "create_dataset": {"name": str, "shards": int, "replication": int},
     "drop_dataset": {"name": str},
-    "remove_replica": {"dataset": str, "shard": int, "node_id": str, "expected_epoch": int},
-    "promote": {"dataset": str, "shard": int, "new_primary": str, "expected_epoch": int},
+    "remove_replica": {"dataset": str, "shard": int, "node_id": str, "expected_epoch": int, "controller_term": int},
+    "promote": {"dataset": str, "shard": int, "new_primary": str, "expected_epoch": int, "controller_term": int},
     "noop": {},
+    # identity (issue 15): the cluster id, and which LMDB environment each in-sync replica is
+    "init_cluster": {"cluster_id": str},
+    "record_incarnations": {"node_id": str, "replicas": list},   # [[dataset_id, shard, incarnation], ...]
+    "replica_lost": {"dataset_id": str, "shard": int, "node_id": str, "incarnation": str},
+    # controller fencing (issue 15): the Raft leader records the term it controls in before deciding
+    "become_controller": {"node_id": str, "term": int},
+}
+# Arguments added after commands were already logged: a command from an older journal
+# lacks them and decodes with this value, so replaying it gives the result it had then.
+# controller_term 0 = "not fenced by a controller term" (fsm.py: _controller_problem).
+_ADDED_LATER: dict[str, dict[str, Any]] = {
+    "set_node_state": {"controller_term": 0},
+    "remove_replica": {"controller_term": 0},
+    "promote": {"controller_term": 0},
 }
 OPS = frozenset(_SCHEMAS)
 _ENVELOPE = frozenset({"v", "op", "request_id"})
@@ -94,6 +111,8 @@ def decode_command(data: bytes) -> dict[str, Any]:
     if not isinstance(request_id, str) or not 0 < len(request_id) <= REQUEST_ID_CHARS_MAX:
         raise ValueError(f"request_id must be a string of 1..{REQUEST_ID_CHARS_MAX} characters")
     schema = _SCHEMAS[op]
+    for name, value in _ADDED_LATER.get(op, {}).items():
+        command.setdefault(name, value)
     extra = set(command) - _ENVELOPE - set(schema)
     if extra:
         raise ValueError(f"{op}: unexpected arguments {sorted(map(str, extra))}")
@@ -121,9 +140,10 @@ def register_node(node_id: str, address: str, zone: str, raft_address: str, *,
                    raft_address=raft_address)
 
 
-def set_node_state(node_id: str, state: str, *, request_id: str | None = None) -> bytes:
-    """state: one of NODE_STATES."""
-    return _encode("set_node_state", request_id, node_id=node_id, state=state)
+def set_node_state(node_id: str, state: str, *, controller_term: int = 0, request_id: str | None = None) -> bytes:
+    """state: one of NODE_STATES. A controller decision: controller_term is the term of the
+    controller's become_controller (0 only while no controller was ever recorded)."""
+    return _encode("set_node_state", request_id, node_id=node_id, state=state, controller_term=controller_term)
 
 
 def create_dataset(name: str, shards: int, replication: int = 0, *, request_id: str | None = None) -> bytes:
@@ -135,18 +155,50 @@ def drop_dataset(name: str, *, request_id: str | None = None) -> bytes:
     return _encode("drop_dataset", request_id, name=name)
 
 
-def remove_replica(dataset: str, shard: int, node_id: str, expected_epoch: int, *,
+def remove_replica(dataset: str, shard: int, node_id: str, expected_epoch: int, *, controller_term: int = 0,
                    request_id: str | None = None) -> bytes:
-    """Fence a failed backup out of the in-sync set (epoch + 1)."""
+    """Fence a failed backup out of the in-sync set (epoch + 1).
+
+    controller_term: the controller's term when the controller decides it (a dead node's
+    replica); 0 when the shard's primary fences out a backup that failed a write, which
+    is not a controller decision: expected_epoch fences that one (a deposed primary's
+    epoch is stale).
+    """
     return _encode("remove_replica", request_id, dataset=dataset, shard=shard, node_id=node_id,
-                   expected_epoch=expected_epoch)
+                   expected_epoch=expected_epoch, controller_term=controller_term)
 
 
-def promote(dataset: str, shard: int, new_primary: str, expected_epoch: int, *,
+def promote(dataset: str, shard: int, new_primary: str, expected_epoch: int, *, controller_term: int = 0,
             request_id: str | None = None) -> bytes:
-    """Make an in-sync backup the primary; the old primary leaves the in-sync set (epoch + 1)."""
+    """Make an in-sync backup the primary; the old primary leaves the in-sync set (epoch + 1).
+    A controller decision: controller_term as for set_node_state."""
     return _encode("promote", request_id, dataset=dataset, shard=shard, new_primary=new_primary,
-                   expected_epoch=expected_epoch)
+                   expected_epoch=expected_epoch, controller_term=controller_term)
+
+
+def become_controller(node_id: str, term: int, *, request_id: str | None = None) -> bytes:
+    """The Raft leader of `term` takes control; refused (STALE_CONTROLLER) unless term is
+    after the recorded controller's (or is the same controller's term again)."""
+    return _encode("become_controller", request_id, node_id=node_id, term=term)
+
+
+def init_cluster(cluster_id: str, *, request_id: str | None = None) -> bytes:
+    """Give the cluster its id, once: the first committed init wins, later ones answer its id."""
+    return _encode("init_cluster", request_id, cluster_id=cluster_id)
+
+
+def record_incarnations(node_id: str, replicas: list[tuple[str, int, str]], *,
+                        request_id: str | None = None) -> bytes:
+    """Record the incarnation of replicas of `node_id` that have none recorded yet."""
+    return _encode("record_incarnations", request_id, node_id=node_id,
+                   replicas=[[dataset_id, shard, incarnation] for dataset_id, shard, incarnation in replicas])
+
+
+def replica_lost(dataset_id: str, shard: int, node_id: str, incarnation: str, *,
+                 request_id: str | None = None) -> bytes:
+    """The node's replica is not the one recorded (wiped, restored, re-created): it leaves the in-sync set."""
+    return _encode("replica_lost", request_id, dataset_id=dataset_id, shard=shard, node_id=node_id,
+                   incarnation=incarnation)
 
 
 def noop(*, request_id: str | None = None) -> bytes:

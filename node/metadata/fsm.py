@@ -18,6 +18,17 @@ State layout:
   nodes     {node_id: {"address", "zone", "state", "raft_address"}}
   datasets  {name: {"shards", "replication", "shard_map": [{"epoch", "primary",
              "replicas" (primary first, the in-sync set), "learners"}]}}
+  cluster_id  made once at bootstrap (init_cluster; "" before): every peer message carries it
+  datasets[name]["id"]  "<name>@<version it was created at>": a dataset dropped and re-created
+            under one name is a different dataset (states from before ids: the id is the name)
+  shard_map[i]["incarnations"]  {node_id: incarnation of its in-sync replica}, recorded by
+            the node once it opened the replica; a replica whose LMDB environment is not
+            the recorded one (wiped, restored, re-created) is new, never in sync
+  controller  {"node_id", "term"}: the Raft leader that last took control (become_controller)
+            and its Raft term; controller decisions (set_node_state, promote, remove_replica
+            by the controller) carry the term they were decided in and are refused
+            (STALE_CONTROLLER) unless it is this one. Absent in states from before it: read
+            it with controller_of(), which answers {"node_id": "", "term": 0} then
   jobs, tokens   reserved (empty) for job and token commands
   requests  {request_id: result} for the last REQUESTS_MAX commands (errors included, so
             a retried request always gets the first answer); noop is not recorded
@@ -31,9 +42,9 @@ from typing import Any
 
 from shoal.node import placement
 from shoal.node.metadata import commands
-from shoal.node.metadata.view import MetadataView, default_replication
+from shoal.node.metadata.view import MetadataView, dataset_name, default_replication
 from shoal.node.metadata.commands import (
-    DATASET_EXISTS, INVALID_ARGUMENT, NOT_ENOUGH_NODES, STALE_EPOCH, UNKNOWN_DATASET, error, ok,
+    DATASET_EXISTS, INVALID_ARGUMENT, NOT_ENOUGH_NODES, STALE_CONTROLLER, STALE_EPOCH, UNKNOWN_DATASET, error, ok,
 )
 
 logger = logging.getLogger(__name__)
@@ -51,7 +62,8 @@ _DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")   # used with fu
 
 
 def initial_state() -> State:
-    return {"version": 0, "nodes": {}, "datasets": {}, "jobs": {}, "tokens": {}, "requests": {}}
+    return {"version": 0, "cluster_id": "", "nodes": {}, "datasets": {}, "jobs": {}, "tokens": {}, "requests": {},
+            "controller": {"node_id": "", "term": 0}}
 
 
 def apply(state: State, command: bytes) -> tuple[State, Result]:
@@ -111,6 +123,9 @@ def _register_node(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
 
 
 def _set_node_state(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
+    refused = _controller_problem(state, cmd["controller_term"], decision=True)
+    if refused:
+        return None, refused
     node_id, node_state = cmd["node_id"], cmd["state"]
     if node_state not in commands.NODE_STATES:
         return None, error(INVALID_ARGUMENT, f"node state must be one of {', '.join(commands.NODE_STATES)}, "
@@ -143,10 +158,12 @@ def _create_dataset(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]
                                              f"{len(alive)} alive")
     load, primary_load = _loads(state)
     chosen = placement.place(alive, load, primary_load, shards, replication)
-    shard_map = [{"epoch": 1, "primary": nodes[0], "replicas": nodes, "learners": []} for nodes in chosen]
-    dataset = {"shards": shards, "replication": replication, "shard_map": shard_map}
+    shard_map = [{"epoch": 1, "primary": nodes[0], "replicas": nodes, "learners": [], "incarnations": {}}
+                 for nodes in chosen]
+    dataset_id = f"{name}@{state['version'] + 1}"   # the version this command creates: unique, never reused
+    dataset = {"id": dataset_id, "shards": shards, "replication": replication, "shard_map": shard_map}
     return ({"datasets": {**state["datasets"], name: dataset}},
-            ok(dataset=name, shards=shards, replication=replication))
+            ok(dataset=name, dataset_id=dataset_id, shards=shards, replication=replication))
 
 
 def _drop_dataset(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
@@ -158,6 +175,10 @@ def _drop_dataset(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
 
 
 def _remove_replica(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
+    # controller_term 0: a primary fences out a backup that failed a write (its epoch fences it)
+    refused = _controller_problem(state, cmd["controller_term"], decision=cmd["controller_term"] != 0)
+    if refused:
+        return None, refused
     located = _locate(state, cmd["dataset"], cmd["shard"], cmd["expected_epoch"])
     if "error" in located:
         return None, located
@@ -175,6 +196,9 @@ def _remove_replica(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]
 
 
 def _promote(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
+    refused = _controller_problem(state, cmd["controller_term"], decision=True)
+    if refused:
+        return None, refused
     located = _locate(state, cmd["dataset"], cmd["shard"], cmd["expected_epoch"])
     if "error" in located:
         return None, located
@@ -192,6 +216,92 @@ def _promote(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
     return _replace_shard(state, cmd["dataset"], cmd["shard"], changed), ok(epoch=changed["epoch"])
 
 
+def _init_cluster(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
+    cluster_id = cmd["cluster_id"]
+    if state.get("cluster_id"):
+        return None, ok(cluster_id=state["cluster_id"])   # the first init won
+    if not 0 < len(cluster_id) <= TEXT_CHARS_MAX or any(c.isspace() for c in cluster_id):
+        return None, error(INVALID_ARGUMENT, f"cluster id must be 1..{TEXT_CHARS_MAX} characters without spaces")
+    return {"cluster_id": cluster_id}, ok(cluster_id=cluster_id)
+
+
+def _record_incarnations(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
+    """Record first incarnations; answer the (dataset_id, shard) whose record differs (`mismatched`)."""
+    node_id, datasets, mismatched = cmd["node_id"], state["datasets"], []
+    changed: dict[str, dict[str, Any]] = {}
+    for item in cmd["replicas"]:
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and type(item[1]) is int
+                and isinstance(item[2], str) and 0 < len(item[2]) <= commands.INCARNATION_CHARS_MAX):
+            return None, error(INVALID_ARGUMENT, f"record_incarnations: bad item {str(item)[:80]}")
+        dataset_id, index, incarnation = item
+        name = dataset_name(dataset_id)
+        dataset = changed.get(name) or datasets.get(name)
+        if dataset is None or dataset_of_id(dataset, name) != dataset_id or not 0 <= index < dataset["shards"]:
+            continue   # dropped or re-created meanwhile: nothing to record
+        entry = dataset["shard_map"][index]
+        recorded = entry.get("incarnations", {}).get(node_id)
+        if node_id not in entry["replicas"] or recorded == incarnation:
+            continue
+        if recorded is not None:
+            mismatched.append([dataset_id, index])
+            continue
+        shard_map = list(dataset["shard_map"])
+        shard_map[index] = {**entry, "incarnations": {**entry.get("incarnations", {}), node_id: incarnation}}
+        changed[name] = {**dataset, "shard_map": shard_map}
+    changes = {"datasets": {**datasets, **changed}} if changed else None
+    return changes, ok(mismatched=mismatched)
+
+
+def _replica_lost(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
+    """The node's replica is not the recorded one: it leaves the in-sync set (epoch + 1).
+
+    If it was the primary, the first other in-sync replica on an alive node takes over:
+    every in-sync replica holds every acknowledged write, and the new primary catches up
+    from backups that are ahead before it serves. A lost sole replica is replaced by the
+    new one (its data is gone either way; the shard goes on, empty).
+    """
+    dataset_id, index, node_id, incarnation = cmd["dataset_id"], cmd["shard"], cmd["node_id"], cmd["incarnation"]
+    name = dataset_name(dataset_id)
+    dataset = state["datasets"].get(name)
+    if dataset is None or dataset_of_id(dataset, name) != dataset_id or not 0 <= index < dataset["shards"]:
+        return None, error(UNKNOWN_DATASET, f"unknown dataset {dataset_id[:140]!r} or shard {index}")
+    entry = dataset["shard_map"][index]
+    recorded = entry.get("incarnations", {}).get(node_id)
+    if node_id not in entry["replicas"]:
+        return None, ok(epoch=entry["epoch"])        # already out: idempotent
+    if recorded is None or recorded == incarnation:
+        return None, error(INVALID_ARGUMENT, f"{node_id}'s replica of {dataset_id}/{index} is the recorded one")
+    others = [r for r in entry["replicas"] if r != node_id]
+    alive = [r for r in others if state["nodes"].get(r, {}).get("state") == "alive"]
+    if not others:
+        changed = {**entry, "epoch": entry["epoch"] + 1, "incarnations": {node_id: incarnation}}
+    elif entry["primary"] == node_id and not alive:
+        return None, error(INVALID_ARGUMENT, f"{dataset_id}/{index}: no alive in-sync replica to take over")
+    else:
+        primary = entry["primary"] if entry["primary"] != node_id else alive[0]
+        changed = {**entry, "epoch": entry["epoch"] + 1, "primary": primary,
+                   "replicas": [primary] + [r for r in others if r != primary]}
+    return _replace_shard(state, name, index, changed), ok(epoch=changed["epoch"], primary=changed["primary"])
+
+
+def _become_controller(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
+    """The Raft leader of `term` takes control. Terms only grow: an older term is refused
+    (a deposed leader, e.g. one woken from a pause), and so is another node in the same term
+    (Raft has one leader per term). The same controller and term again is a no-op."""
+    node_id, term = cmd["node_id"], cmd["term"]
+    problem = _node_id_problem(node_id)
+    if problem or term < 0:
+        return None, error(INVALID_ARGUMENT, problem or f"become_controller: term must be >= 0, got {term}")
+    recorded = controller_of(state)
+    if (recorded["node_id"], recorded["term"]) == (node_id, term):
+        return None, ok(node_id=node_id, term=term)
+    if term <= recorded["term"]:
+        return None, error(STALE_CONTROLLER, f"{node_id} cannot take control in term {term}: "
+                                             f"{recorded['node_id']} controls since term {recorded['term']}",
+                           controller=recorded["node_id"], term=recorded["term"])
+    return {"controller": {"node_id": node_id, "term": term}}, ok(node_id=node_id, term=term)
+
+
 _HANDLERS: dict[str, Callable[[State, dict[str, Any]], tuple[Changes, Result]]] = {
     "register_node": _register_node,
     "set_node_state": _set_node_state,
@@ -199,6 +309,10 @@ _HANDLERS: dict[str, Callable[[State, dict[str, Any]], tuple[Changes, Result]]] 
     "drop_dataset": _drop_dataset,
     "remove_replica": _remove_replica,
     "promote": _promote,
+    "become_controller": _become_controller,
+    "init_cluster": _init_cluster,
+    "record_incarnations": _record_incarnations,
+    "replica_lost": _replica_lost,
 }
 assert set(_HANDLERS) == commands.OPS - {"noop"}
 
@@ -220,8 +334,12 @@ def _locate(state: State, dataset: str, index: int, expected_epoch: int) -> dict
 
 
 def _replace_shard(state: State, dataset: str, index: int, new_shard: dict[str, Any]) -> dict[str, Any]:
+    """The changes that put `new_shard` in place; incarnations are kept for in-sync replicas only."""
     old = state["datasets"][dataset]
     shard_map = list(old["shard_map"])
+    incarnations = new_shard.get("incarnations", {})
+    if any(node_id not in new_shard["replicas"] for node_id in incarnations):
+        new_shard = {**new_shard, "incarnations": {n: i for n, i in incarnations.items() if n in new_shard["replicas"]}}
     shard_map[index] = new_shard
     return {"datasets": {**state["datasets"], dataset: {**old, "shard_map": shard_map}}}
 
@@ -238,6 +356,24 @@ def _loads(state: State) -> tuple[dict[str, int], dict[str, int]]:
     return load, primary_load
 
 
+def _controller_problem(state: State, controller_term: int, *, decision: bool) -> Result | None:
+    """An error result when a controller decision was not taken by the recorded controller.
+
+    A decision carries the term of the controller's become_controller; any other term is
+    refused: lower is a deposed controller, higher one that has not taken control yet.
+    Term 0 is the term of "no controller recorded" (states and journals from before
+    controllers were recorded, a standalone node).
+    """
+    if controller_term < 0:
+        return error(INVALID_ARGUMENT, f"controller_term must be >= 0, got {controller_term}")
+    recorded = controller_of(state)
+    if not decision or controller_term == recorded["term"]:
+        return None
+    return error(STALE_CONTROLLER, f"decision of the controller of term {controller_term} refused: "
+                                   f"{recorded['node_id'] or 'no controller'} controls in term {recorded['term']}",
+                 controller=recorded["node_id"], term=recorded["term"])
+
+
 def _node_id_problem(node_id: str) -> str | None:
     if not 0 < len(node_id) <= NODE_ID_CHARS_MAX or any(c.isspace() for c in node_id):
         return f"node id must be 1..{NODE_ID_CHARS_MAX} characters without spaces"
@@ -251,7 +387,18 @@ def _text_problem(cmd: dict[str, Any], fields: tuple[str, ...]) -> str | None:
     return None
 
 
-# ---- read helper for the handlers (readers outside the FSM use view.MetadataView) ----
+# ---- read helpers for the handlers (readers outside the FSM use view.MetadataView) ----
+
+def controller_of(state: State) -> dict[str, Any]:
+    """{"node_id", "term"} of the recorded controller; states from before it have none (term 0)."""
+    recorded: dict[str, Any] = state.get("controller") or {"node_id": "", "term": 0}
+    return recorded
+
+
+def dataset_of_id(dataset: dict[str, Any], name: str) -> str:
+    """A dataset's id; datasets created before ids existed use their name."""
+    return str(dataset.get("id", name))
+
 
 def shard(state: State, dataset: str, index: int) -> dict[str, Any] | None:
     """The shard map entry, or None if the dataset or index does not exist."""

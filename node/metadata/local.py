@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 METADATA_FILE = "metadata.msgpack"
 _STATE_KEYS = frozenset(fsm.initial_state())
+# Keys every persisted state has had; keys added since (cluster_id, controller) take their
+# initial value when an older file lacks them.
+_FIRST_STATE_KEYS = frozenset({"version", "nodes", "datasets", "jobs", "tokens", "requests"})
 
 
 class LocalMetadata:
@@ -136,6 +139,9 @@ class LocalMetadata:
     def is_leader(self) -> bool:
         return True
 
+    def leader_term(self) -> int | None:
+        return 0   # no Raft, no rival: always the leader, in term 0
+
     def role(self) -> str:
         return "leader"
 
@@ -158,9 +164,9 @@ def _load(path: pathlib.Path) -> dict[str, Any]:
         raise NodeError(f"cannot read metadata file {path}: {exc.strerror or exc}") from None
     except Exception as exc:
         raise NodeError(f"metadata file {path} is corrupt: {exc}") from None
-    if not isinstance(state, dict) or set(state) != _STATE_KEYS:
+    if not isinstance(state, dict) or not _FIRST_STATE_KEYS <= set(state) <= _STATE_KEYS:
         raise NodeError(f"metadata file {path} does not hold a metadata state")
-    return state
+    return {**fsm.initial_state(), **state}
 
 
 def _fsync_dir(directory: pathlib.Path) -> None:

@@ -209,6 +209,18 @@ class RaftMetadata:
         syncobj = self._syncobj
         return syncobj is not None and bool(syncobj._isLeader())
 
+    def leader_term(self) -> int | None:
+        """The term this node leads in, or None. The term is read before and after the role,
+        on the tick thread's live fields: equal terms mean it led in that very term (Raft
+        has one leader per term), not in an older term that just ended."""
+        syncobj = self._syncobj
+        if syncobj is None:
+            return None
+        term: int = syncobj.raftCurrentTerm
+        if not syncobj._isLeader() or syncobj.raftCurrentTerm != term:
+            return None
+        return term
+
     def role(self) -> str:
         return self._role if self._syncobj is not None else "follower"
 

@@ -7,7 +7,7 @@ other MetadataStores, so the rest of the node does not care.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import grpc
 import msgpack
@@ -19,13 +19,18 @@ from shoal.node.metadata import MetadataStatistics, fsm
 from shoal.node.metadata.view import MetadataView, ViewCache
 from shoal.node.replication.peers import PeerClients
 
+if TYPE_CHECKING:
+    from shoal.node.identity import Identity
+
 logger = logging.getLogger(__name__)
 
 
 class RemoteMetadata:
-    def __init__(self, join_address: str, peers: PeerClients, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(self, join_address: str, peers: PeerClients, identity: Identity,
+                 on_change: Callable[[], None] | None = None) -> None:
         self._join = join_address
         self._peers = peers
+        self._identity = identity
         self._on_change = on_change
         self._state: dict[str, Any] = fsm.initial_state()
         self._views = ViewCache()
@@ -38,8 +43,16 @@ class RemoteMetadata:
         pass
 
     def install_snapshot(self, version: int, snapshot: bytes) -> bool:
-        """Adopt a newer snapshot from the controller (older ones are ignored)."""
+        """Adopt a newer snapshot from the controller (older ones and other clusters' are ignored).
+
+        The first snapshot names the cluster a new node joins; after that, a snapshot of any
+        other cluster (a new cluster started on the same addresses) is refused whatever its
+        version, so this node never drops shards because a foreign cluster does not list them.
+        """
         state = msgpack.unpackb(snapshot, raw=False, strict_map_key=False)
+        cluster_id = str(state.get("cluster_id", ""))
+        if not cluster_id or not self._identity.accepts(cluster_id) or not self._identity.adopt(cluster_id):
+            return False
         if state["version"] < self._state["version"] and self._ready:
             return False
         self._state = state
@@ -55,8 +68,8 @@ class RemoteMetadata:
     async def propose(self, command: bytes, timeout_s: float) -> dict[str, Any]:
         for address in self._voters():
             try:
-                response = await self._peers.peer(address).Propose(peer_pb2.ProposeRequest(command=command),
-                                                                   timeout=timeout_s)
+                request = peer_pb2.ProposeRequest(command=command, cluster_id=self._identity.cluster_id)
+                response = await self._peers.peer(address).Propose(request, timeout=timeout_s)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise UnknownOutcomeError(f"proposal through {address} timed out") from exc
@@ -84,6 +97,9 @@ class RemoteMetadata:
 
     def is_leader(self) -> bool:
         return False
+
+    def leader_term(self) -> int | None:
+        return None   # a data-only node never leads
 
     def role(self) -> str:
         return "none"

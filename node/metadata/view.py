@@ -55,6 +55,17 @@ class ShardView:
     primary: str                   # node id
     replicas: tuple[str, ...]      # the in-sync set, primary first
     learners: tuple[str, ...]      # being filled, not yet in sync
+    dataset_id: str = ""           # the dataset incarnation ("<name>@<version>")
+    incarnations: Mapping[str, str] = dataclasses.field(default_factory=dict)   # node -> recorded replica
+
+    def recorded_incarnation(self, node_id: str) -> str | None:
+        """The incarnation of the node's in-sync replica as recorded; None before it was recorded."""
+        return self.incarnations.get(node_id)
+
+    def is_recorded(self, node_id: str, incarnation: str) -> bool:
+        """False when the metadata recorded another incarnation for this node: its replica is new."""
+        recorded = self.incarnations.get(node_id)
+        return recorded is None or recorded == incarnation
 
     @property
     def name(self) -> str:
@@ -77,6 +88,7 @@ class DatasetView:
     shards: int
     replication: int
     shard_map: tuple[ShardView, ...]
+    id: str = ""              # "<name>@<version it was created at>"; the name for older datasets
 
     def shard(self, index: int) -> ShardView | None:
         return self.shard_map[index] if 0 <= index < len(self.shard_map) else None
@@ -87,13 +99,14 @@ class MetadataView:
     version: int
     nodes: Mapping[str, NodeView]          # by node id, sorted
     datasets: Mapping[str, DatasetView]    # by name, sorted
+    cluster_id: str = ""                   # "" until bootstrap (init_cluster) committed
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> MetadataView:
         nodes = {node_id: NodeView(node_id, n["address"], n["zone"], n["state"], n["raft_address"])
                  for node_id, n in sorted(state["nodes"].items())}
         datasets = {name: _dataset(name, d) for name, d in sorted(state["datasets"].items())}
-        return cls(int(state["version"]), nodes, datasets)
+        return cls(int(state["version"]), nodes, datasets, str(state.get("cluster_id", "")))
 
     # ---- nodes ----
 
@@ -120,6 +133,13 @@ class MetadataView:
     def dataset(self, name: str) -> DatasetView | None:
         return self.datasets.get(name)
 
+    def dataset_by_id(self, dataset_id: str) -> DatasetView | None:
+        found = self.datasets.get(dataset_name(dataset_id))
+        return found if found is not None and found.id == dataset_id else None
+
+    def dataset_ids(self) -> set[str]:
+        return {d.id for d in self.datasets.values()}
+
     def shard(self, dataset: str, index: int) -> ShardView | None:
         found = self.datasets.get(dataset)
         return None if found is None else found.shard(index)
@@ -143,10 +163,23 @@ class MetadataView:
         return sum(1 for s in shards if self.is_under_replicated(s))
 
 
+def dataset_name(dataset_id: str) -> str:
+    """The name part of a dataset id ("events@12" -> "events"; an old id is the name)."""
+    return dataset_id.partition("@")[0]
+
+
+def created_at_version(dataset_id: str) -> int | None:
+    """The metadata version a dataset id was created at; None for ids from before ids had one."""
+    version = dataset_id.partition("@")[2]
+    return int(version) if version.isdigit() else None
+
+
 def _dataset(name: str, d: Mapping[str, Any]) -> DatasetView:
-    shard_map = tuple(ShardView(name, i, s["epoch"], s["primary"], tuple(s["replicas"]), tuple(s.get("learners", ())))
+    dataset_id = str(d.get("id", name))
+    shard_map = tuple(ShardView(name, i, s["epoch"], s["primary"], tuple(s["replicas"]), tuple(s.get("learners", ())),
+                                dataset_id, dict(s.get("incarnations", {})))
                       for i, s in enumerate(d["shard_map"]))
-    return DatasetView(name, d["shards"], d["replication"], shard_map)
+    return DatasetView(name, d["shards"], d["replication"], shard_map, dataset_id)
 
 
 class ViewCache:

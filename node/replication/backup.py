@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from shoal.node.errors import InvalidRequestError, StaleEpochError
+from shoal.node.errors import InvalidRequestError, NotPrimaryError, StaleEpochError
 from shoal.node.storage.entry import Entry
 
 if TYPE_CHECKING:
@@ -33,7 +33,14 @@ async def _adopt(ctx: ReplicationContext, replica: Replica, epoch: int, sender: 
 
 async def apply_replicated(ctx: ReplicationContext, replica: Replica, epoch: int, seq: int,
                            payload: bytes, sender: str) -> int:
-    """Apply one entry if it is the next; return the applied seq (lower than seq = a gap)."""
+    """Apply one entry if it is the next; return the applied seq (lower than seq = a gap).
+
+    A replica that is not the recorded incarnation (wiped, re-created) is not in sync and
+    refuses, so its primary fences it out instead of acknowledging writes on it.
+    """
+    if replica.lost:
+        raise NotPrimaryError(f"shard {replica.name}: this replica is new (not the recorded incarnation), "
+                              "not in sync")
     async with replica.apply_lock:
         await _adopt(ctx, replica, epoch, sender)
         applied = replica.store.state.seq

@@ -17,6 +17,7 @@ from shoal.node.errors import NoControllerError, UnknownOutcomeError
 
 if TYPE_CHECKING:
     from shoal.node.config import NodeConfig
+    from shoal.node.identity import Identity
     from shoal.node.lease import Lease
     from shoal.node.metadata import MetadataStore
     from shoal.node.replication.peers import PeerClients
@@ -27,9 +28,10 @@ T = TypeVar("T")
 
 class ReplicationContext:
     def __init__(self, config: NodeConfig, metadata: MetadataStore, lease: Lease, peers: PeerClients,
-                 executor: concurrent.futures.Executor) -> None:
+                 executor: concurrent.futures.Executor, identity: Identity) -> None:
         self.config = config
         self.node_id = config.node_id
+        self.identity = identity   # the cluster id every peer message carries
         self.metadata = metadata
         self.lease = lease
         self.peers = peers
@@ -42,6 +44,10 @@ class ReplicationContext:
         lease must hold for *that* snapshot, not a newer one applied meanwhile."""
         version = self.metadata.version if metadata_version is None else metadata_version
         return self.lease.valid(version)
+
+    @property
+    def cluster_id(self) -> str:
+        return self.identity.cluster_id
 
     def address_of(self, node_id: str) -> str:
         node = self.metadata.view.node(node_id)

@@ -43,7 +43,8 @@ async def _replicate_to(ctx: ReplicationContext, replica: Replica, epoch: int, b
     while index < len(entries):
         entry = entries[index]
         request = peer_pb2.ReplicateRequest(dataset=replica.dataset, shard=replica.index, epoch=epoch,
-                                            seq=entry.seq, payload=entry.payload, primary=ctx.node_id)
+                                            seq=entry.seq, payload=entry.payload, primary=ctx.node_id,
+                                            cluster_id=ctx.cluster_id, dataset_id=replica.dataset_id)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
@@ -93,14 +94,19 @@ def _failed(backups: list[str], outcomes: Sequence[object]) -> list[str]:
 
 
 async def begin_epoch(ctx: ReplicationContext, replica: Replica, epoch: int,
-                      backups: list[str]) -> tuple[dict[str, int], list[str]]:
-    """Make every backup adopt `epoch` (fencing older primaries); return their applied seqs."""
-    async def one(backup: str) -> int:
+                      backups: list[str]) -> tuple[dict[str, tuple[int, str]], list[str]]:
+    """Make every backup adopt `epoch` (fencing older primaries).
+
+    Returns what each backup that answered holds, {backup: (applied seq, incarnation)},
+    and the backups that did not answer.
+    """
+    async def one(backup: str) -> tuple[int, str]:
         deadline = time.monotonic() + ctx.config.replicate_timeout_s * 2
         request = peer_pb2.BeginEpochRequest(dataset=replica.dataset, shard=replica.index, epoch=epoch,
-                                             primary=ctx.node_id)
+                                             primary=ctx.node_id, cluster_id=ctx.cluster_id,
+                                             dataset_id=replica.dataset_id)
 
-        async def attempt() -> int:   # retried while the backup learns the shard map
+        async def attempt() -> tuple[int, str]:   # retried while the backup learns the shard map
             try:
                 response = await ctx.peers.peer(ctx.address_of(backup)).BeginEpoch(
                     request, timeout=max(0.05, min(1.0, deadline - time.monotonic())))
@@ -108,38 +114,42 @@ async def begin_epoch(ctx: ReplicationContext, replica: Replica, epoch: int,
                 if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
                     raise _deposed(replica, backup, exc) from exc
                 raise
-            return int(response.seq)
+            return int(response.seq), response.incarnation
 
         return await retry_async(attempt, policy=ctx.peer_retry, deadline_s=deadline,
                                  retry_on=lambda exc: isinstance(exc, grpc.aio.AioRpcError))
 
     outcomes = await asyncio.gather(*(one(b) for b in backups), return_exceptions=True)
-    seqs = {b: o for b, o in zip(backups, outcomes) if isinstance(o, int)}
-    failed = _failed(backups, [True if isinstance(o, int) else o for o in outcomes])
-    return seqs, failed
+    held = {b: o for b, o in zip(backups, outcomes) if isinstance(o, tuple)}
+    failed = _failed(backups, [True if isinstance(o, tuple) else o for o in outcomes])
+    return held, failed
 
 
 async def catch_up_from_backups(ctx: ReplicationContext, replica: Replica, epoch: int, backups: list[str],
-                                seqs: dict[str, int]) -> list[str]:
+                                seqs: dict[str, int]) -> int:
     """Fetch entries a backup holds and this node lacks (unacknowledged writes of the old primary).
 
-    Returns the backups that stay in sync; a backup ahead of us whose entries cannot be
-    fetched is left out (its extra entries were never acknowledged).
+    Returns this node's seq afterwards. A backup still ahead of it then (its entries could
+    not be fetched: the rings forgot them, or it did not answer) holds what this node
+    does not: the caller must not fence it out (ShardPrimary steps down in its favour).
     """
     own = replica.store.state.seq
     ahead = {b: s for b, s in seqs.items() if s > own and b in backups}
     if not ahead:
-        return list(backups)
+        return own
     source = max(ahead, key=lambda b: ahead[b])
-    request = peer_pb2.FetchEntriesRequest(dataset=replica.dataset, shard=replica.index, after_seq=own, epoch=epoch)
+    request = peer_pb2.FetchEntriesRequest(dataset=replica.dataset, shard=replica.index, after_seq=own, epoch=epoch,
+                                           cluster_id=ctx.cluster_id, dataset_id=replica.dataset_id)
     try:
         response = await ctx.peers.peer(ctx.address_of(source)).FetchEntries(
             request, timeout=ctx.config.replicate_timeout_s * 2)
     except grpc.aio.AioRpcError as exc:
         logger.warning("shard %s: cannot fetch entries from %s: %s", replica.name, source, exc.code().name)
-        return [b for b in backups if b not in ahead]
+        return own
     if not response.complete:
-        return [b for b in backups if b not in ahead]
+        logger.warning("shard %s: %s is at seq %d, this node at %d, and the entries between are gone from its "
+                       "recent-entry ring", replica.name, source, ahead[source], own)
+        return own
     async with replica.apply_lock:
         for message in response.entries:
             if message.seq != replica.store.state.seq + 1:
@@ -147,8 +157,7 @@ async def catch_up_from_backups(ctx: ReplicationContext, replica: Replica, epoch
             await ctx.run_blocking(replica.store.apply, Entry.decode(message.payload))
             replica.ring.append(message.seq, Entry.decode(message.payload).epoch, message.payload)
     logger.info("shard %s: caught up to seq %d from %s before serving", replica.name, replica.store.state.seq, source)
-    top = replica.store.state.seq
-    return [b for b in backups if seqs.get(b, 0) <= top]
+    return replica.store.state.seq
 
 
 async def push_to_backups(ctx: ReplicationContext, replica: Replica, epoch: int, backups: list[str],

@@ -111,18 +111,46 @@ class ShardPrimary:
     # ---- activation: adopt the epoch on every backup and catch them up ----
 
     async def activate(self) -> None:
+        """Adopt the epoch on every backup, compare what each holds, catch up, then serve.
+
+        What a backup holds is its seq *and* its incarnation: a backup whose LMDB
+        environment is not the one the metadata records (wiped, re-created) is new and is
+        fenced out whatever its seq. This node never fences out a backup that is ahead of
+        it: when it cannot fetch what that backup holds, it steps down in its favour.
+        """
         ctx = self.context
         store = self.replica.store
         await ctx.run_blocking(store.set_epoch, self.epoch)
-        seqs, failed = await outbound.begin_epoch(ctx, self.replica, self.epoch, self.backups)
+        held, failed = await outbound.begin_epoch(ctx, self.replica, self.epoch, self.backups)
         await self._fence_out(failed)
-        keep = await outbound.catch_up_from_backups(ctx, self.replica, self.epoch, self.backups, seqs)
-        await self._fence_out([b for b in self.backups if b not in keep])
+        shard = ctx.metadata.view.shard(self.replica.dataset, self.replica.index)
+        new = [b for b, (_, incarnation) in held.items()
+               if shard is not None and not shard.is_recorded(b, incarnation)]
+        if new:
+            logger.warning("shard %s: backups %s are new replicas (not the recorded incarnation)",
+                           self.name, ",".join(new))
+        await self._fence_out([b for b in new if b in self.backups])
+        seqs = {b: seq for b, (seq, _) in held.items() if b in self.backups}
+        top = await outbound.catch_up_from_backups(ctx, self.replica, self.epoch, self.backups, seqs)
+        ahead = {b: seq for b, seq in seqs.items() if seq > top}
+        if ahead:
+            await self._step_down(max(ahead, key=lambda b: (ahead[b], b)), top, ahead)
         lagging = await outbound.push_to_backups(ctx, self.replica, self.epoch, self.backups, seqs)
         await self._fence_out(lagging)
         self.state = "active"
         logger.info("shard %s primary active at epoch %d (seq %d, backups %s)",
                     self.name, self.epoch, store.state.seq, ",".join(self.backups) or "none")
+
+    async def _step_down(self, successor: str, own_seq: int, ahead: dict[str, int]) -> None:
+        """A backup holds entries this node cannot get: make it primary (this node leaves the
+        in-sync set, to be refilled), never fence it out. Raises NotPrimaryError."""
+        logger.warning("shard %s: backup %s is ahead (seq %d, this node %d) and its entries cannot be fetched: "
+                       "stepping down in its favour", self.name, successor, ahead[successor], own_seq)
+        request = commands.promote(self.replica.dataset, self.replica.index, successor, self.epoch)
+        result = await self.context.propose(request, deadline_s=self.context.config.replicate_timeout_s * 3)
+        self.stop(f"{successor} holds more (seq {ahead[successor]} > {own_seq})")
+        raise NotPrimaryError(f"shard {self.name}: stepped down for {successor}, which is ahead "
+                              f"({'promoted' if result.get('ok') else result.get('message')})")
 
     # ---- the group-commit loop ----
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from shoal.node.metadata.view import dataset_name
+
 if TYPE_CHECKING:
     from shoal.node.replication.ring import EntryRing
     from shoal.node.replication.primary import ShardPrimary
@@ -11,13 +13,15 @@ if TYPE_CHECKING:
 
 
 class Replica:
-    def __init__(self, dataset: str, index: int, store: ShardStore, ring: EntryRing) -> None:
-        self.dataset = dataset
+    def __init__(self, dataset_id: str, index: int, store: ShardStore, ring: EntryRing) -> None:
+        self.dataset_id = dataset_id               # "<name>@<version>": one incarnation of the dataset
+        self.dataset = dataset_name(dataset_id)    # the name, for messages and logs
         self.index = index
         self.store = store
         self.ring = ring
         self.apply_lock = asyncio.Lock()     # backups apply entries one at a time, in order
         self.primary: ShardPrimary | None = None
+        self.lost = False    # the metadata recorded another incarnation: this copy is new, never in sync
 
     @property
     def name(self) -> str:

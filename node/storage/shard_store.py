@@ -31,6 +31,7 @@ import dataclasses
 import errno
 import functools
 import logging
+import os
 import pathlib
 import threading
 import typing
@@ -43,6 +44,7 @@ import xxhash
 from shoal.node.errors import (
     InvalidRequestError, NodeError, StaleEpochError, StorageFullError, TooLargeError,
 )
+from shoal.node.storage.documents import same_document
 from shoal.node.storage.entry import CompareAndSet, Delete, Entry, Op, Put, PutBatch
 
 logger = logging.getLogger(__name__)
@@ -129,6 +131,7 @@ class ShardStore:
                 self._idem_db = self._env.open_db(b"idem", txn=txn)
                 self._idem_log_db = self._env.open_db(b"idem_log", txn=txn)
                 state = self._load_state(txn)
+                self._incarnation = self._load_incarnation(txn)
         except BaseException:
             self._env.close()
             raise
@@ -144,6 +147,14 @@ class ShardStore:
     def state(self) -> ShardState:
         """The state as of the last commit (cached; safe to read from any thread)."""
         return self._state
+
+    @property
+    def incarnation(self) -> str:
+        """Made with this LMDB environment (32 hex characters): a wiped or re-created replica gets a new one.
+
+        A copy of the files (a restored backup) keeps it: the seq then tells how far behind it is.
+        """
+        return self._incarnation
 
     def get(self, key: bytes) -> bytes | None:
         """The value under `key`, or None."""
@@ -229,8 +240,13 @@ class ShardStore:
         )
 
     def close(self) -> None:
-        """Close the environment (idempotent); no method may be called afterwards."""
-        self._env.close()
+        """Close the environment (idempotent); no method may be called afterwards.
+
+        Waits for a write in flight on another thread (a dropped shard's last commit), so
+        the environment never closes under a live write transaction.
+        """
+        with self._write_lock:
+            self._env.close()
 
     def __enter__(self) -> ShardStore:
         return self
@@ -343,6 +359,18 @@ class ShardStore:
             raise NodeError(f"shard {self._path}: meta rows missing: {fields!r}")
         seq, epoch, checksum, records = (int.from_bytes(field or b"", "big") for field in fields)
         return ShardState(seq, epoch, checksum, records)
+
+    def _load_incarnation(self, txn: lmdb.Transaction[bytes]) -> str:
+        """The environment's incarnation; made (random) in the transaction that creates the store.
+
+        Stores from before incarnations existed get one on first open: from then on it is
+        this replica's identity.
+        """
+        stored = txn.get(b"incarnation", db=self._meta_db)
+        if stored is None:
+            stored = os.urandom(16).hex().encode("ascii")
+            txn.put(b"incarnation", stored, db=self._meta_db)
+        return bytes(stored).decode("ascii")
 
     def _write_meta(self, txn: lmdb.Transaction[bytes], state: ShardState) -> None:
         put, meta = txn.put, self._meta_db
@@ -462,7 +490,7 @@ class _Group:
         if op.expect_absent:
             swapped = current is None
         else:
-            swapped = current is not None and _same_document(current, op.expected)
+            swapped = current is not None and same_document(current, op.expected)
         if swapped:
             if op.delete:
                 self._delete(op.key)
@@ -538,35 +566,6 @@ def _unpack_result(packed: bytes) -> object:
     """A recorded result as execute() returned it fresh (msgpack turns tuples into lists)."""
     result = msgpack.unpackb(packed, raw=False)
     return tuple(result) if type(result) is list else result
-
-
-def _same_document(current: bytes, expected: bytes) -> bool:
-    """CAS comparison: equal msgpack documents, whatever the map order or int width.
-
-    Falls back to byte equality when either side does not decode.
-    """
-    if current == expected:
-        return True
-    try:
-        left = msgpack.unpackb(current, raw=False, strict_map_key=False)
-        right = msgpack.unpackb(expected, raw=False, strict_map_key=False)
-    except Exception:  # undecodable on either side: only identical bytes match
-        return False
-    return _same_value(left, right)
-
-
-def _same_value(left: object, right: object) -> bool:
-    """Structural equality that keeps types apart (True != 1, 1 != 1.0)."""
-    if type(left) is not type(right):
-        return False
-    if type(left) is dict:
-        assert isinstance(right, dict)
-        return left.keys() == right.keys() and all(
-            _same_value(value, right[key]) for key, value in left.items())
-    if type(left) is list:
-        assert isinstance(right, list)
-        return len(left) == len(right) and all(map(_same_value, left, right))
-    return left == right
 
 
 def _scan_bounds(start: bytes, end: bytes, prefix: bytes) -> tuple[bytes | None, bytes | None]:

@@ -8,10 +8,12 @@ over a real channel.
 from __future__ import annotations
 
 import collections
+import contextlib
+import dataclasses
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any
 
@@ -20,7 +22,7 @@ import msgpack
 import pytest
 
 from shoal.client import (
-    ABSENT, AlreadyExistsError, Client, ClusterUnreachableError, DatasetExistsError, DatasetNotFoundError,
+    ABSENT, AlreadyExistsError, Client, ClientConfig, ClusterUnreachableError, DatasetExistsError, DatasetNotFoundError,
     DeadlineExceededError, InternalError, InvalidArgumentError, NoControllerError, NoLeaseError, NotEnoughNodesError,
     NotFoundError, NotPrimaryError, OverloadedError, ReplicationFailedError, ResourceExhaustedError, ShoalError,
     StaleEpochError, StorageFullError, TooLargeError, UnavailableError, UnknownOutcomeError, WrongShardError,
@@ -62,6 +64,7 @@ class ScriptedData(pb_grpc.DataServicer):
 
     def __init__(self) -> None:
         self.address = ""
+        self.cluster_map: Callable[[int], pb.ClusterMap] | None = None   # GetClusterMap call number -> map
         self.script: dict[str, list[Any]] = collections.defaultdict(list)
         self.calls: dict[str, list[Any]] = collections.defaultdict(list)
         self.records: dict[bytes, bytes] = {}
@@ -82,6 +85,8 @@ class ScriptedData(pb_grpc.DataServicer):
 
     def GetClusterMap(self, request: Any, context: grpc.ServicerContext) -> pb.ClusterMap:
         self._act("GetClusterMap", request, context)
+        if self.cluster_map is not None:
+            return self.cluster_map(len(self.calls["GetClusterMap"]))
         shard_map = [pb.ShardInfo(index=i, epoch=3, primary="n1", replicas=["n1"]) for i in range(SHARDS)]
         return pb.ClusterMap(
             version=len(self.calls["GetClusterMap"]), controller="n1",
@@ -126,16 +131,24 @@ class ScriptedData(pb_grpc.DataServicer):
             yield pb.PutBatchAck(request_seq=batch.write_id.request_seq, count=len(batch.keys))
 
 
-@pytest.fixture
-def fake() -> Iterator[ScriptedData]:
+@contextlib.contextmanager
+def scripted_server() -> Iterator[ScriptedData]:
     servicer = ScriptedData()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_DataServicer_to_server(servicer, server)
     servicer.address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
     server.start()
-    yield servicer
-    servicer.released.set()
-    server.stop(None).wait()
+    try:
+        yield servicer
+    finally:
+        servicer.released.set()
+        server.stop(None).wait()
+
+
+@pytest.fixture
+def fake() -> Iterator[ScriptedData]:
+    with scripted_server() as servicer:
+        yield servicer
 
 
 @pytest.fixture
@@ -348,3 +361,133 @@ def test_client_scan_resumes_after_the_last_key(fake: ScriptedData) -> None:
         assert sorted(key for key, _ in client.scan("ds", prefix="k0")) == [f"k0{i}" for i in range(10)]
     resumed = [request for request in fake.calls["Scan"] if request.start_key]
     assert resumed and all(request.start_key.endswith(b"\x00") for request in resumed)
+
+
+# ---- issue 15.3: a node that did not answer an attempt is not asked again before a map reload ----
+ATTEMPT_S = 0.3
+FAST = ClientConfig(timeout_s=2.0, attempts_per_call=8, attempt_timeout_s_min=ATTEMPT_S, map_timeout_s=ATTEMPT_S)
+
+
+def shard_map_of(version: int, controller: str, primary: str, *nodes: ScriptedData) -> pb.ClusterMap:
+    """A map of nodes "a", "b", ... (in the order given) with every shard of "ds" on `primary`."""
+    ids = [chr(ord("a") + i) for i in range(len(nodes))]
+    shard_map = [pb.ShardInfo(index=i, epoch=version, primary=primary, replicas=ids) for i in range(SHARDS)]
+    return pb.ClusterMap(
+        version=version, controller=controller,
+        nodes=[pb.NodeInfo(id=i, address=n.address, state="alive") for i, n in zip(ids, nodes)],
+        datasets=[pb.DatasetInfo(name="ds", shards=SHARDS, replication=len(nodes), shard_map=shard_map)])
+
+
+@pytest.fixture
+def failover() -> Iterator[tuple[ScriptedData, ScriptedData]]:
+    """Node a serves map 1 (a controller and primary) once, then hangs like a paused process;
+    node b serves map 2, where b has replaced a."""
+    with scripted_server() as a, scripted_server() as b:
+        a.cluster_map = lambda calls: shard_map_of(1, "a", "a", a, b)
+        b.cluster_map = lambda calls: shard_map_of(2, "b", "b", a, b)
+        a.script["GetClusterMap"] += [None] + [("hang",)] * 20
+        yield a, b
+
+
+def test_client_issue15_silent_primary_is_replaced_within_one_attempt(
+        failover: tuple[ScriptedData, ScriptedData]) -> None:
+    """Issue 15.3: the map names a primary and a hangs. The put waits one attempt on a, reloads
+    the map from b (a, the old controller, is asked last: not at all once b answered), and
+    succeeds on b with the same write id; a gets one Put and no second map request."""
+    a, b = failover
+    a.script["Put"].append(("hang",))
+    with Client([a.address, b.address], config=FAST) as client:
+        started = time.monotonic()
+        client.put("ds", "k1", 1)
+        elapsed_s = time.monotonic() - started
+        assert client.get("ds", "k1") == 1
+    assert ATTEMPT_S <= elapsed_s < ATTEMPT_S + 0.5
+    assert len(a.calls["Put"]) == 1 and len(a.calls["GetClusterMap"]) == 1 and not a.calls["Get"]
+    assert [p.write_id for p in b.calls["Put"]] == [a.calls["Put"][0].write_id]
+
+
+def test_client_issue15_next_call_reloads_before_the_silent_primary(
+        failover: tuple[ScriptedData, ScriptedData]) -> None:
+    """Calls of one attempt each (the chaos workload's): the put that meets the hung a has no
+    time left to reload and ends unknown; the next call reloads first, from b, and reads there
+    instead of waiting on a again (the bug: 12 s of calls to the paused old primary)."""
+    a, b = failover
+    a.script["Put"].append(("hang",))
+    a.script["Get"].append(("hang",))
+    b.records[b"k1"] = msgpack.packb(7)
+    config = dataclasses.replace(FAST, timeout_s=ATTEMPT_S)
+    with Client([a.address, b.address], config=config) as client:
+        with pytest.raises(UnknownOutcomeError):
+            client.put("ds", "k1", 1)
+        started = time.monotonic()
+        assert client.get("ds", "k1") == 7
+        assert time.monotonic() - started < ATTEMPT_S / 2
+    assert len(a.calls["Put"]) == 1 and not a.calls["Get"] and len(a.calls["GetClusterMap"]) == 1
+
+
+def test_client_issue15_scan_moves_off_a_silent_primary(failover: tuple[ScriptedData, ScriptedData]) -> None:
+    """A scan whose Scan call on a hangs reloads the map and reads every shard from b; a is
+    asked once."""
+    a, b = failover
+    a.script["Scan"].append(("hang",))
+    records = {f"k{i}": i for i in range(9)}
+    b.records.update({k.encode(): msgpack.packb(v) for k, v in records.items()})
+    with Client([a.address, b.address], config=FAST) as client:
+        started = time.monotonic()
+        assert dict(client.scan("ds")) == records
+        assert time.monotonic() - started < ATTEMPT_S + 0.5
+    assert len(a.calls["Scan"]) == 1 and len(a.calls["GetClusterMap"]) == 1
+
+
+def test_client_issue15_put_many_resends_to_the_new_primary(failover: tuple[ScriptedData, ScriptedData]) -> None:
+    """put_many streams to a stall (no ack for an attempt's time): each shard's stream is
+    dropped, the map reloaded from b, and every batch resent to b; no stream reopens to a."""
+    a, b = failover
+    a.script["PutBatch"] += [("hang",)] * SHARDS
+    records = [(f"key{i}", i) for i in range(300)]
+    with Client([a.address, b.address], config=FAST) as client:
+        assert client.put_many("ds", records, batch_records=50) == 300
+    assert b.records == {k.encode(): msgpack.packb(v) for k, v in records}
+    assert len(a.calls["PutBatch"]) <= SHARDS and len(a.calls["GetClusterMap"]) == 1
+
+
+def test_client_issue15_hung_controller_is_asked_last_after_one_silence() -> None:
+    """The map names a as controller and a hangs: the first reload (after NOT_PRIMARY from b)
+    loses one map try on a, then b answers; later reloads ask b first and, b having answered,
+    never wait on a again."""
+    with scripted_server() as a, scripted_server() as b:
+        b.cluster_map = lambda calls: shard_map_of(min(calls, 2), "a", "b", a, b)
+        a.script["GetClusterMap"] += [("hang",)] * 20
+        b.script["Put"] += [("abort", grpc.StatusCode.UNAVAILABLE, "NOT_PRIMARY"), None] * 2
+        with Client([b.address, a.address], config=FAST) as client:
+            started = time.monotonic()
+            client.put("ds", "k1", 1)
+            assert ATTEMPT_S <= time.monotonic() - started < ATTEMPT_S + 0.5
+            started = time.monotonic()
+            client.put("ds", "k2", 2)     # NOT_PRIMARY again: b has nothing newer, a is not waited for
+            assert time.monotonic() - started < ATTEMPT_S / 2
+        assert len(a.calls["GetClusterMap"]) == 1 and len(b.calls["Put"]) == 4
+
+
+def test_unresponsive_nodes_hold_until_a_later_map_reload_or_expiry() -> None:
+    """A silent node is held until a map reload that began after its silence was answered,
+    and asked last until hold_s passes or it answers; deterministic clock."""
+    from shoal.client._channel import UnresponsiveNodes
+
+    now = [100.0]
+    nodes = UnresponsiveNodes(3.0, clock=lambda: now[0])
+    nodes.map_checked(99.0)
+    nodes.mark("a:1")
+    assert nodes.held("a:1") and nodes.recent() == {"a:1"} and not nodes.held("b:1")
+    nodes.map_checked(99.5)                 # a reload that began before the silence does not count
+    assert nodes.held("a:1")
+    now[0] = 101.0
+    nodes.map_checked(100.5)
+    assert not nodes.held("a:1") and nodes.recent() == {"a:1"}
+    nodes.mark("a:1")                       # silent again after that reload: held again
+    assert nodes.held("a:1")
+    now[0] = 104.5
+    assert not nodes.held("a:1") and not nodes.recent()
+    nodes.mark("b:1")
+    nodes.clear("b:1")                      # it answered
+    assert not nodes.held("b:1") and not nodes.recent()

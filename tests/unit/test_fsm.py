@@ -40,8 +40,8 @@ def raw(**fields: Any) -> bytes:
 
 def test_fsm_initial_state_shape() -> None:
     """The initial state holds every documented top-level map, empty, at version 0."""
-    assert fsm.initial_state() == {"version": 0, "nodes": {}, "datasets": {}, "jobs": {}, "tokens": {},
-                                   "requests": {}}
+    assert fsm.initial_state() == {"version": 0, "cluster_id": "", "nodes": {}, "datasets": {}, "jobs": {},
+                                   "tokens": {}, "requests": {}, "controller": {"node_id": "", "term": 0}}
 
 
 def test_fsm_error_codes_are_proto_error_codes() -> None:
@@ -84,7 +84,8 @@ def test_fsm_repeated_request_id_returns_stored_result() -> None:
 def test_fsm_create_dataset_places_every_shard() -> None:
     """Each shard gets epoch 1 and distinct replicas, primary first; replication defaults to 3."""
     state, [r] = run(cluster(5), commands.create_dataset("events", 10))
-    assert r == {"ok": True, "dataset": "events", "shards": 10, "replication": 3}
+    assert r == {"ok": True, "dataset": "events", "dataset_id": f"events@{state['version']}", "shards": 10,
+                 "replication": 3}
     dataset = state["datasets"]["events"]
     assert dataset["shards"] == 10 and len(dataset["shard_map"]) == 10
     for entry in dataset["shard_map"]:
@@ -210,7 +211,8 @@ def test_fsm_promote_moves_primary_and_drops_old_one() -> None:
     old, new, other = entry["replicas"]
     state, [r] = run(state, commands.promote("ds", 0, new, 1))
     assert r == {"ok": True, "epoch": 2}
-    assert fsm.shard(state, "ds", 0) == {"epoch": 2, "primary": new, "replicas": [new, other], "learners": []}
+    assert fsm.shard(state, "ds", 0) == {"epoch": 2, "primary": new, "replicas": [new, other], "learners": [],
+                                         "incarnations": {}}
     same, [r] = run(state, commands.promote("ds", 0, new, 2))
     assert r == {"ok": True, "epoch": 2} and same["version"] == state["version"]
 

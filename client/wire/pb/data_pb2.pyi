@@ -25,6 +25,8 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NOT_ENOUGH_NODES: _ClassVar[ErrorCode]
     REPLICATION_FAILED: _ClassVar[ErrorCode]
     WRONG_SHARD: _ClassVar[ErrorCode]
+    WRONG_CLUSTER: _ClassVar[ErrorCode]
+    STALE_CONTROLLER: _ClassVar[ErrorCode]
 ERROR_CODE_UNSPECIFIED: ErrorCode
 UNKNOWN_DATASET: ErrorCode
 DATASET_EXISTS: ErrorCode
@@ -40,6 +42,8 @@ UNKNOWN_OUTCOME: ErrorCode
 NOT_ENOUGH_NODES: ErrorCode
 REPLICATION_FAILED: ErrorCode
 WRONG_SHARD: ErrorCode
+WRONG_CLUSTER: ErrorCode
+STALE_CONTROLLER: ErrorCode
 
 class CreateDatasetRequest(_message.Message):
     __slots__ = ("name", "shards", "replication", "request_id")
@@ -90,18 +94,20 @@ class ShardInfo(_message.Message):
     def __init__(self, index: _Optional[int] = ..., epoch: _Optional[int] = ..., primary: _Optional[str] = ..., replicas: _Optional[_Iterable[str]] = ..., learners: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DatasetInfo(_message.Message):
-    __slots__ = ("name", "shards", "replication", "shard_map", "under_replicated")
+    __slots__ = ("name", "shards", "replication", "shard_map", "under_replicated", "id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     REPLICATION_FIELD_NUMBER: _ClassVar[int]
     SHARD_MAP_FIELD_NUMBER: _ClassVar[int]
     UNDER_REPLICATED_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     shards: int
     replication: int
     shard_map: _containers.RepeatedCompositeFieldContainer[ShardInfo]
     under_replicated: int
-    def __init__(self, name: _Optional[str] = ..., shards: _Optional[int] = ..., replication: _Optional[int] = ..., shard_map: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ..., under_replicated: _Optional[int] = ...) -> None: ...
+    id: str
+    def __init__(self, name: _Optional[str] = ..., shards: _Optional[int] = ..., replication: _Optional[int] = ..., shard_map: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ..., under_replicated: _Optional[int] = ..., id: _Optional[str] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
     __slots__ = ("id", "address", "zone", "state", "raft_address")
@@ -122,28 +128,32 @@ class ClusterMapRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ClusterMap(_message.Message):
-    __slots__ = ("version", "nodes", "datasets", "controller", "under_replicated")
+    __slots__ = ("version", "nodes", "datasets", "controller", "under_replicated", "cluster_id")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     DATASETS_FIELD_NUMBER: _ClassVar[int]
     CONTROLLER_FIELD_NUMBER: _ClassVar[int]
     UNDER_REPLICATED_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     version: int
     nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
     datasets: _containers.RepeatedCompositeFieldContainer[DatasetInfo]
     controller: str
     under_replicated: int
-    def __init__(self, version: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., datasets: _Optional[_Iterable[_Union[DatasetInfo, _Mapping]]] = ..., controller: _Optional[str] = ..., under_replicated: _Optional[int] = ...) -> None: ...
+    cluster_id: str
+    def __init__(self, version: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., datasets: _Optional[_Iterable[_Union[DatasetInfo, _Mapping]]] = ..., controller: _Optional[str] = ..., under_replicated: _Optional[int] = ..., cluster_id: _Optional[str] = ...) -> None: ...
 
 class RecordTarget(_message.Message):
-    __slots__ = ("dataset", "shard", "epoch")
+    __slots__ = ("dataset", "shard", "epoch", "dataset_id")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     shard: int
     epoch: int
-    def __init__(self, dataset: _Optional[str] = ..., shard: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+    dataset_id: str
+    def __init__(self, dataset: _Optional[str] = ..., shard: _Optional[int] = ..., epoch: _Optional[int] = ..., dataset_id: _Optional[str] = ...) -> None: ...
 
 class WriteId(_message.Message):
     __slots__ = ("client_id", "request_seq")
@@ -284,7 +294,7 @@ class NodeStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ShardStatus(_message.Message):
-    __slots__ = ("dataset", "index", "role", "epoch", "seq", "records", "checksum", "size_bytes")
+    __slots__ = ("dataset", "index", "role", "epoch", "seq", "records", "checksum", "size_bytes", "dataset_id", "incarnation")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -293,6 +303,8 @@ class ShardStatus(_message.Message):
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     index: int
     role: str
@@ -301,10 +313,12 @@ class ShardStatus(_message.Message):
     records: int
     checksum: int
     size_bytes: int
-    def __init__(self, dataset: _Optional[str] = ..., index: _Optional[int] = ..., role: _Optional[str] = ..., epoch: _Optional[int] = ..., seq: _Optional[int] = ..., records: _Optional[int] = ..., checksum: _Optional[int] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+    dataset_id: str
+    incarnation: str
+    def __init__(self, dataset: _Optional[str] = ..., index: _Optional[int] = ..., role: _Optional[str] = ..., epoch: _Optional[int] = ..., seq: _Optional[int] = ..., records: _Optional[int] = ..., checksum: _Optional[int] = ..., size_bytes: _Optional[int] = ..., dataset_id: _Optional[str] = ..., incarnation: _Optional[str] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("id", "address", "raft_role", "controller", "metadata_version", "uptime_s", "disk_used_bytes", "disk_free_bytes", "lease_valid", "shards", "version")
+    __slots__ = ("id", "address", "raft_role", "controller", "metadata_version", "uptime_s", "disk_used_bytes", "disk_free_bytes", "lease_valid", "shards", "version", "cluster_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     RAFT_ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -316,6 +330,7 @@ class NodeStatus(_message.Message):
     LEASE_VALID_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     address: str
     raft_role: str
@@ -327,4 +342,5 @@ class NodeStatus(_message.Message):
     lease_valid: bool
     shards: _containers.RepeatedCompositeFieldContainer[ShardStatus]
     version: str
-    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., raft_role: _Optional[str] = ..., controller: _Optional[str] = ..., metadata_version: _Optional[int] = ..., uptime_s: _Optional[float] = ..., disk_used_bytes: _Optional[int] = ..., disk_free_bytes: _Optional[int] = ..., lease_valid: _Optional[bool] = ..., shards: _Optional[_Iterable[_Union[ShardStatus, _Mapping]]] = ..., version: _Optional[str] = ...) -> None: ...
+    cluster_id: str
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., raft_role: _Optional[str] = ..., controller: _Optional[str] = ..., metadata_version: _Optional[int] = ..., uptime_s: _Optional[float] = ..., disk_used_bytes: _Optional[int] = ..., disk_free_bytes: _Optional[int] = ..., lease_valid: _Optional[bool] = ..., shards: _Optional[_Iterable[_Union[ShardStatus, _Mapping]]] = ..., version: _Optional[str] = ..., cluster_id: _Optional[str] = ...) -> None: ...

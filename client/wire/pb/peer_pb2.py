@@ -25,39 +25,39 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13shoal/v1/peer.proto\x12\x08shoal.v1\"p\n\x10ReplicateRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\r\n\x05shard\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x0f\n\x07primary\x18\x06 \x01(\t\"(\n\x11ReplicateResponse\x12\x13\n\x0b\x61pplied_seq\x18\x01 \x01(\x04\"S\n\x11\x42\x65ginEpochRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\r\n\x05shard\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0f\n\x07primary\x18\x04 \x01(\t\"0\n\x12\x42\x65ginEpochResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\"W\n\x13\x46\x65tchEntriesRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\r\n\x05shard\x18\x02 \x01(\r\x12\x11\n\tafter_seq\x18\x03 \x01(\x04\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\"U\n\x14\x46\x65tchEntriesResponse\x12\x10\n\x08\x63omplete\x18\x01 \x01(\x08\x12+\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x1a.shoal.v1.ReplicateRequest\"o\n\x0eShardHeartbeat\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\r\n\x05shard\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x0f\n\x07records\x18\x05 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x06 \x01(\x06\"\x91\x01\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x18\n\x10metadata_version\x18\x03 \x01(\x04\x12(\n\x06shards\x18\x04 \x03(\x0b\x32\x18.shoal.v1.ShardHeartbeat\x12\x17\n\x0f\x64isk_free_bytes\x18\x05 \x01(\x04\"\x97\x01\n\x11HeartbeatResponse\x12\x15\n\rlease_granted\x18\x01 \x01(\x08\x12\x0f\n\x07lease_s\x18\x02 \x01(\x01\x12\x18\n\x10metadata_version\x18\x03 \x01(\x04\x12\x10\n\x08metadata\x18\x04 \x01(\x0c\x12\x12\n\ncontroller\x18\x05 \x01(\t\x12\x1a\n\x12\x63ontroller_address\x18\x06 \x01(\t\"=\n\x0bJoinRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04zone\x18\x03 \x01(\t\":\n\x0cJoinResponse\x12\x18\n\x10metadata_version\x18\x01 \x01(\x04\x12\x10\n\x08metadata\x18\x02 \x01(\x0c\"!\n\x0eProposeRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\x0c\"!\n\x0fProposeResponse\x12\x0e\n\x06result\x18\x01 \x01(\x0c\x32\xa1\x03\n\x04Peer\x12\x44\n\tReplicate\x12\x1a.shoal.v1.ReplicateRequest\x1a\x1b.shoal.v1.ReplicateResponse\x12G\n\nBeginEpoch\x12\x1b.shoal.v1.BeginEpochRequest\x1a\x1c.shoal.v1.BeginEpochResponse\x12M\n\x0c\x46\x65tchEntries\x12\x1d.shoal.v1.FetchEntriesRequest\x1a\x1e.shoal.v1.FetchEntriesResponse\x12\x44\n\tHeartbeat\x12\x1a.shoal.v1.HeartbeatRequest\x1a\x1b.shoal.v1.HeartbeatResponse\x12\x35\n\x04Join\x12\x15.shoal.v1.JoinRequest\x1a\x16.shoal.v1.JoinResponse\x12>\n\x07Propose\x12\x18.shoal.v1.ProposeRequest\x1a\x19.shoal.v1.ProposeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13shoal/v1/peer.proto\x12\x08shoal.v1\"\x98\x01\n\x10ReplicateRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\r\n\x05shard\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x0f\n\x07primary\x18\x06 \x01(\t\x12\x12\n\ncluster_id\x18\x07 \x01(\t\x12\x12\n\ndataset_id\x18\x08 \x01(\t\"(\n\x11ReplicateResponse\x12\x13\n\x0b\x61pplied_seq\x18\x01 \x01(\x04\"{\n\x11\x42\x65ginEpochRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\r\n\x05shard\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0f\n\x07primary\x18\x04 \x01(\t\x12\x12\n\ncluster_id\x18\x05 \x01(\t\x12\x12\n\ndataset_id\x18\x06 \x01(\t\"E\n\x12\x42\x65ginEpochResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x13\n\x0bincarnation\x18\x03 \x01(\t\"\x7f\n\x13\x46\x65tchEntriesRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\r\n\x05shard\x18\x02 \x01(\r\x12\x11\n\tafter_seq\x18\x03 \x01(\x04\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x12\n\ncluster_id\x18\x05 \x01(\t\x12\x12\n\ndataset_id\x18\x06 \x01(\t\"U\n\x14\x46\x65tchEntriesResponse\x12\x10\n\x08\x63omplete\x18\x01 \x01(\x08\x12+\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x1a.shoal.v1.ReplicateRequest\"\x98\x01\n\x0eShardHeartbeat\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\r\n\x05shard\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x0f\n\x07records\x18\x05 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x06 \x01(\x06\x12\x12\n\ndataset_id\x18\x07 \x01(\t\x12\x13\n\x0bincarnation\x18\x08 \x01(\t\"\xa5\x01\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x18\n\x10metadata_version\x18\x03 \x01(\x04\x12(\n\x06shards\x18\x04 \x03(\x0b\x32\x18.shoal.v1.ShardHeartbeat\x12\x17\n\x0f\x64isk_free_bytes\x18\x05 \x01(\x04\x12\x12\n\ncluster_id\x18\x06 \x01(\t\"\xab\x01\n\x11HeartbeatResponse\x12\x15\n\rlease_granted\x18\x01 \x01(\x08\x12\x0f\n\x07lease_s\x18\x02 \x01(\x01\x12\x18\n\x10metadata_version\x18\x03 \x01(\x04\x12\x10\n\x08metadata\x18\x04 \x01(\x0c\x12\x12\n\ncontroller\x18\x05 \x01(\t\x12\x1a\n\x12\x63ontroller_address\x18\x06 \x01(\t\x12\x12\n\ncluster_id\x18\x07 \x01(\t\"Q\n\x0bJoinRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04zone\x18\x03 \x01(\t\x12\x12\n\ncluster_id\x18\x04 \x01(\t\"N\n\x0cJoinResponse\x12\x18\n\x10metadata_version\x18\x01 \x01(\x04\x12\x10\n\x08metadata\x18\x02 \x01(\x0c\x12\x12\n\ncluster_id\x18\x03 \x01(\t\"5\n\x0eProposeRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\x0c\x12\x12\n\ncluster_id\x18\x02 \x01(\t\"!\n\x0fProposeResponse\x12\x0e\n\x06result\x18\x01 \x01(\x0c\x32\xa1\x03\n\x04Peer\x12\x44\n\tReplicate\x12\x1a.shoal.v1.ReplicateRequest\x1a\x1b.shoal.v1.ReplicateResponse\x12G\n\nBeginEpoch\x12\x1b.shoal.v1.BeginEpochRequest\x1a\x1c.shoal.v1.BeginEpochResponse\x12M\n\x0c\x46\x65tchEntries\x12\x1d.shoal.v1.FetchEntriesRequest\x1a\x1e.shoal.v1.FetchEntriesResponse\x12\x44\n\tHeartbeat\x12\x1a.shoal.v1.HeartbeatRequest\x1a\x1b.shoal.v1.HeartbeatResponse\x12\x35\n\x04Join\x12\x15.shoal.v1.JoinRequest\x1a\x16.shoal.v1.JoinResponse\x12>\n\x07Propose\x12\x18.shoal.v1.ProposeRequest\x1a\x19.shoal.v1.ProposeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shoal.v1.peer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REPLICATEREQUEST']._serialized_start=33
-  _globals['_REPLICATEREQUEST']._serialized_end=145
-  _globals['_REPLICATERESPONSE']._serialized_start=147
-  _globals['_REPLICATERESPONSE']._serialized_end=187
-  _globals['_BEGINEPOCHREQUEST']._serialized_start=189
-  _globals['_BEGINEPOCHREQUEST']._serialized_end=272
-  _globals['_BEGINEPOCHRESPONSE']._serialized_start=274
-  _globals['_BEGINEPOCHRESPONSE']._serialized_end=322
-  _globals['_FETCHENTRIESREQUEST']._serialized_start=324
-  _globals['_FETCHENTRIESREQUEST']._serialized_end=411
-  _globals['_FETCHENTRIESRESPONSE']._serialized_start=413
-  _globals['_FETCHENTRIESRESPONSE']._serialized_end=498
-  _globals['_SHARDHEARTBEAT']._serialized_start=500
-  _globals['_SHARDHEARTBEAT']._serialized_end=611
-  _globals['_HEARTBEATREQUEST']._serialized_start=614
-  _globals['_HEARTBEATREQUEST']._serialized_end=759
-  _globals['_HEARTBEATRESPONSE']._serialized_start=762
-  _globals['_HEARTBEATRESPONSE']._serialized_end=913
-  _globals['_JOINREQUEST']._serialized_start=915
-  _globals['_JOINREQUEST']._serialized_end=976
-  _globals['_JOINRESPONSE']._serialized_start=978
-  _globals['_JOINRESPONSE']._serialized_end=1036
-  _globals['_PROPOSEREQUEST']._serialized_start=1038
-  _globals['_PROPOSEREQUEST']._serialized_end=1071
-  _globals['_PROPOSERESPONSE']._serialized_start=1073
-  _globals['_PROPOSERESPONSE']._serialized_end=1106
-  _globals['_PEER']._serialized_start=1109
-  _globals['_PEER']._serialized_end=1526
+  _globals['_REPLICATEREQUEST']._serialized_start=34
+  _globals['_REPLICATEREQUEST']._serialized_end=186
+  _globals['_REPLICATERESPONSE']._serialized_start=188
+  _globals['_REPLICATERESPONSE']._serialized_end=228
+  _globals['_BEGINEPOCHREQUEST']._serialized_start=230
+  _globals['_BEGINEPOCHREQUEST']._serialized_end=353
+  _globals['_BEGINEPOCHRESPONSE']._serialized_start=355
+  _globals['_BEGINEPOCHRESPONSE']._serialized_end=424
+  _globals['_FETCHENTRIESREQUEST']._serialized_start=426
+  _globals['_FETCHENTRIESREQUEST']._serialized_end=553
+  _globals['_FETCHENTRIESRESPONSE']._serialized_start=555
+  _globals['_FETCHENTRIESRESPONSE']._serialized_end=640
+  _globals['_SHARDHEARTBEAT']._serialized_start=643
+  _globals['_SHARDHEARTBEAT']._serialized_end=795
+  _globals['_HEARTBEATREQUEST']._serialized_start=798
+  _globals['_HEARTBEATREQUEST']._serialized_end=963
+  _globals['_HEARTBEATRESPONSE']._serialized_start=966
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1137
+  _globals['_JOINREQUEST']._serialized_start=1139
+  _globals['_JOINREQUEST']._serialized_end=1220
+  _globals['_JOINRESPONSE']._serialized_start=1222
+  _globals['_JOINRESPONSE']._serialized_end=1300
+  _globals['_PROPOSEREQUEST']._serialized_start=1302
+  _globals['_PROPOSEREQUEST']._serialized_end=1355
+  _globals['_PROPOSERESPONSE']._serialized_start=1357
+  _globals['_PROPOSERESPONSE']._serialized_end=1390
+  _globals['_PEER']._serialized_start=1393
+  _globals['_PEER']._serialized_end=1810
 # @@protoc_insertion_point(module_scope)

@@ -8,20 +8,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ReplicateRequest(_message.Message):
-    __slots__ = ("dataset", "shard", "epoch", "seq", "payload", "primary")
+    __slots__ = ("dataset", "shard", "epoch", "seq", "payload", "primary", "cluster_id", "dataset_id")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     shard: int
     epoch: int
     seq: int
     payload: bytes
     primary: str
-    def __init__(self, dataset: _Optional[str] = ..., shard: _Optional[int] = ..., epoch: _Optional[int] = ..., seq: _Optional[int] = ..., payload: _Optional[bytes] = ..., primary: _Optional[str] = ...) -> None: ...
+    cluster_id: str
+    dataset_id: str
+    def __init__(self, dataset: _Optional[str] = ..., shard: _Optional[int] = ..., epoch: _Optional[int] = ..., seq: _Optional[int] = ..., payload: _Optional[bytes] = ..., primary: _Optional[str] = ..., cluster_id: _Optional[str] = ..., dataset_id: _Optional[str] = ...) -> None: ...
 
 class ReplicateResponse(_message.Message):
     __slots__ = ("applied_seq",)
@@ -30,36 +34,46 @@ class ReplicateResponse(_message.Message):
     def __init__(self, applied_seq: _Optional[int] = ...) -> None: ...
 
 class BeginEpochRequest(_message.Message):
-    __slots__ = ("dataset", "shard", "epoch", "primary")
+    __slots__ = ("dataset", "shard", "epoch", "primary", "cluster_id", "dataset_id")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     shard: int
     epoch: int
     primary: str
-    def __init__(self, dataset: _Optional[str] = ..., shard: _Optional[int] = ..., epoch: _Optional[int] = ..., primary: _Optional[str] = ...) -> None: ...
+    cluster_id: str
+    dataset_id: str
+    def __init__(self, dataset: _Optional[str] = ..., shard: _Optional[int] = ..., epoch: _Optional[int] = ..., primary: _Optional[str] = ..., cluster_id: _Optional[str] = ..., dataset_id: _Optional[str] = ...) -> None: ...
 
 class BeginEpochResponse(_message.Message):
-    __slots__ = ("seq", "epoch")
+    __slots__ = ("seq", "epoch", "incarnation")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     seq: int
     epoch: int
-    def __init__(self, seq: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+    incarnation: str
+    def __init__(self, seq: _Optional[int] = ..., epoch: _Optional[int] = ..., incarnation: _Optional[str] = ...) -> None: ...
 
 class FetchEntriesRequest(_message.Message):
-    __slots__ = ("dataset", "shard", "after_seq", "epoch")
+    __slots__ = ("dataset", "shard", "after_seq", "epoch", "cluster_id", "dataset_id")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     shard: int
     after_seq: int
     epoch: int
-    def __init__(self, dataset: _Optional[str] = ..., shard: _Optional[int] = ..., after_seq: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+    cluster_id: str
+    dataset_id: str
+    def __init__(self, dataset: _Optional[str] = ..., shard: _Optional[int] = ..., after_seq: _Optional[int] = ..., epoch: _Optional[int] = ..., cluster_id: _Optional[str] = ..., dataset_id: _Optional[str] = ...) -> None: ...
 
 class FetchEntriesResponse(_message.Message):
     __slots__ = ("complete", "entries")
@@ -70,74 +84,88 @@ class FetchEntriesResponse(_message.Message):
     def __init__(self, complete: _Optional[bool] = ..., entries: _Optional[_Iterable[_Union[ReplicateRequest, _Mapping]]] = ...) -> None: ...
 
 class ShardHeartbeat(_message.Message):
-    __slots__ = ("dataset", "shard", "epoch", "seq", "records", "checksum")
+    __slots__ = ("dataset", "shard", "epoch", "seq", "records", "checksum", "dataset_id", "incarnation")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     shard: int
     epoch: int
     seq: int
     records: int
     checksum: int
-    def __init__(self, dataset: _Optional[str] = ..., shard: _Optional[int] = ..., epoch: _Optional[int] = ..., seq: _Optional[int] = ..., records: _Optional[int] = ..., checksum: _Optional[int] = ...) -> None: ...
+    dataset_id: str
+    incarnation: str
+    def __init__(self, dataset: _Optional[str] = ..., shard: _Optional[int] = ..., epoch: _Optional[int] = ..., seq: _Optional[int] = ..., records: _Optional[int] = ..., checksum: _Optional[int] = ..., dataset_id: _Optional[str] = ..., incarnation: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "address", "metadata_version", "shards", "disk_free_bytes")
+    __slots__ = ("node_id", "address", "metadata_version", "shards", "disk_free_bytes", "cluster_id")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     METADATA_VERSION_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     DISK_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     address: str
     metadata_version: int
     shards: _containers.RepeatedCompositeFieldContainer[ShardHeartbeat]
     disk_free_bytes: int
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., metadata_version: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardHeartbeat, _Mapping]]] = ..., disk_free_bytes: _Optional[int] = ...) -> None: ...
+    cluster_id: str
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., metadata_version: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardHeartbeat, _Mapping]]] = ..., disk_free_bytes: _Optional[int] = ..., cluster_id: _Optional[str] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("lease_granted", "lease_s", "metadata_version", "metadata", "controller", "controller_address")
+    __slots__ = ("lease_granted", "lease_s", "metadata_version", "metadata", "controller", "controller_address", "cluster_id")
     LEASE_GRANTED_FIELD_NUMBER: _ClassVar[int]
     LEASE_S_FIELD_NUMBER: _ClassVar[int]
     METADATA_VERSION_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     CONTROLLER_FIELD_NUMBER: _ClassVar[int]
     CONTROLLER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     lease_granted: bool
     lease_s: float
     metadata_version: int
     metadata: bytes
     controller: str
     controller_address: str
-    def __init__(self, lease_granted: _Optional[bool] = ..., lease_s: _Optional[float] = ..., metadata_version: _Optional[int] = ..., metadata: _Optional[bytes] = ..., controller: _Optional[str] = ..., controller_address: _Optional[str] = ...) -> None: ...
+    cluster_id: str
+    def __init__(self, lease_granted: _Optional[bool] = ..., lease_s: _Optional[float] = ..., metadata_version: _Optional[int] = ..., metadata: _Optional[bytes] = ..., controller: _Optional[str] = ..., controller_address: _Optional[str] = ..., cluster_id: _Optional[str] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
-    __slots__ = ("node_id", "address", "zone")
+    __slots__ = ("node_id", "address", "zone", "cluster_id")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ZONE_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     address: str
     zone: str
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., zone: _Optional[str] = ...) -> None: ...
+    cluster_id: str
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., zone: _Optional[str] = ..., cluster_id: _Optional[str] = ...) -> None: ...
 
 class JoinResponse(_message.Message):
-    __slots__ = ("metadata_version", "metadata")
+    __slots__ = ("metadata_version", "metadata", "cluster_id")
     METADATA_VERSION_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     metadata_version: int
     metadata: bytes
-    def __init__(self, metadata_version: _Optional[int] = ..., metadata: _Optional[bytes] = ...) -> None: ...
+    cluster_id: str
+    def __init__(self, metadata_version: _Optional[int] = ..., metadata: _Optional[bytes] = ..., cluster_id: _Optional[str] = ...) -> None: ...
 
 class ProposeRequest(_message.Message):
-    __slots__ = ("command",)
+    __slots__ = ("command", "cluster_id")
     COMMAND_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     command: bytes
-    def __init__(self, command: _Optional[bytes] = ...) -> None: ...
+    cluster_id: str
+    def __init__(self, command: _Optional[bytes] = ..., cluster_id: _Optional[str] = ...) -> None: ...
 
 class ProposeResponse(_message.Message):
     __slots__ = ("result",)
