@@ -10,11 +10,20 @@ A `Fault` has `name`, `available(cluster) -> (bool, reason)`, `inject()` and `he
 the runner records each injection's start and end in a `FaultRecord`. Process faults act
 through LocalCluster (kill -9 of the process group, SIGSTOP/SIGCONT, SIGTERM + start);
 network faults through netlab rules on the bridge, so they need the nodes in namespaces.
+
+`wipe` is a kill whose node comes back with an empty disk: inject = kill -9, then delete
+everything in the node's data dir but its log (an operator's `rm -rf` of the data:
+identity.json, shards/, raft/, the lock); heal = start it, as for `kill`. So the seeded
+`duration_s` is the downtime, and the fault's band covers the time the node is down,
+like every other process fault; the scenario keeps it below node_dead_after_s, so the
+node returns empty while the cluster still counts it alive (scenario.py checks this).
 """
 from __future__ import annotations
 
 import logging
+import pathlib
 import random
+import shutil
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
@@ -37,6 +46,16 @@ class ClusterControl(Protocol):
     def is_running(self, node_id: str) -> bool: ...
     def raft_leader(self) -> str | None: ...
     def primary_of(self, dataset: str, key_or_shard: str | bytes | int) -> str: ...
+    def node(self, node_id: str) -> NodeFiles: ...
+
+
+class NodeFiles(Protocol):
+    """Where a node keeps its files (LocalCluster's NodeHandle); `wipe` needs them."""
+
+    @property
+    def data_dir(self) -> pathlib.Path: ...
+    @property
+    def log_path(self) -> pathlib.Path: ...
 
 
 class FaultError(RuntimeError):
@@ -201,8 +220,10 @@ class Fault:
         self.targets = self.resolve_targets()
         kind = self.plan.kind
         for node_id in self.targets:
-            if kind == "kill":
+            if kind in ("kill", "wipe"):
                 self.cluster.kill(node_id)
+                if kind == "wipe":
+                    wipe_data_dir(self.cluster.node(node_id))
             elif kind == "pause":
                 self.cluster.pause(node_id)
             elif kind == "restart":
@@ -222,7 +243,7 @@ class Fault:
     def heal(self) -> None:
         kind = self.plan.kind
         for position, node_id in enumerate(self.targets):
-            if kind in ("kill", "restart") and not self.cluster.is_running(node_id):
+            if kind in ("kill", "wipe", "restart") and not self.cluster.is_running(node_id):
                 self.cluster.start_node(node_id)
             elif kind == "pause":
                 self.cluster.resume(node_id)
@@ -233,6 +254,22 @@ class Fault:
             assert self.lab is not None
             self.lab.heal(self.fault_id)
         logger.info("healed %s on %s", self.name, ", ".join(self.targets))
+
+
+def wipe_data_dir(node: NodeFiles) -> list[str]:
+    """Delete everything in the (stopped) node's data dir except its log; return the names
+    removed. The log stays: it is the harness's record of the node's life, not its data."""
+    removed = []
+    for entry in sorted(node.data_dir.iterdir()) if node.data_dir.exists() else ():
+        if entry == node.log_path:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        removed.append(entry.name)
+    logger.info("wiped %s: removed %s", node.data_dir, ", ".join(removed) or "nothing")
+    return removed
 
 
 def _number(node_id: str) -> int:

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 SCENARIO_DIR = pathlib.Path(__file__).resolve().parent / "scenarios"
 WORKLOAD_KINDS = ("register", "set", "bulk")
-PROCESS_FAULTS = ("kill", "pause", "restart")
+PROCESS_FAULTS = ("kill", "pause", "restart", "wipe")
 NETWORK_FAULTS = ("partition", "loss")
 FAULT_KINDS = PROCESS_FAULTS + NETWORK_FAULTS
 TARGETS = ("any", "leader", "follower", "primary", "minority")   # or "node-N" (1-based)
@@ -83,10 +83,11 @@ class WorkloadSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FaultSpec:
-    kind: str                       # kill | pause | restart | partition | loss
+    kind: str                       # kill | pause | restart | wipe | partition | loss
     target: str = "any"             # any | leader | follower | primary | minority | node-N
     start_s: Span = Span(3.0, 3.0)  # since the workload start
-    duration_s: Span = Span(2.0, 2.0)  # until heal: restart, SIGCONT, rules removed
+    duration_s: Span = Span(2.0, 2.0)  # until heal: restart, SIGCONT, rules removed; wipe: the
+                                    # empty node's restart, before cluster.knobs.node_dead_after_s
     direction: str = "both"         # partition: both | inbound (to target) | outbound
     percent: int = 0                # loss: share of the target's frames dropped
     cut_clients: bool = False       # partition/loss also between the target and the clients
@@ -356,6 +357,11 @@ def _validate_fault(f: FaultSpec, where: str, s: Scenario, fail: Any) -> None:
     if f.start_s.high + f.duration_s.high >= s.duration_s:
         raise fail(where, f"may end at {f.start_s.high + f.duration_s.high} s, not before the "
                    f"workload ends (duration_s = {s.duration_s}): every fault heals inside the run")
+    dead_after_s = s.cluster.knobs.get("node_dead_after_s")
+    if f.kind == "wipe" and dead_after_s is not None and f.duration_s.high >= dead_after_s:
+        raise fail(f"{where}.duration_s", f"a wiped node restarts before node_dead_after_s ({dead_after_s:g} s, "
+                   f"cluster.knobs), so the cluster meets it empty while it still counts as alive; "
+                   f"got up to {f.duration_s.high:g} s")
     if f.kind == "loss" and not 1 <= f.percent <= 100:
         raise fail(f"{where}.percent", f"loss needs percent within 1..100, got {f.percent}")
     if f.kind != "loss" and f.percent:

@@ -21,6 +21,7 @@ from shoal.client.wire.pb import peer_pb2
 if TYPE_CHECKING:
     from shoal.node.config import NodeConfig
     from shoal.node.metadata import MetadataStore
+    from shoal.node.metadata.view import ShardView
 
 
 class LeaseTable:
@@ -29,19 +30,21 @@ class LeaseTable:
         self.metadata = metadata
         self._leading_since_s: float | None = None
         self._last_seen_s: dict[str, float] = {}
-        self._reported_seq: dict[str, dict[tuple[str, int], int]] = {}
+        # node -> (dataset id, shard) -> (seq, incarnation) from its last heartbeat: what it holds
+        self._reported: dict[str, dict[tuple[str, int], tuple[int, str]]] = {}
 
     def start_leading(self, now_s: float) -> None:
         """A fresh view: on taking control, and again after a stall (see controller/__init__.py)."""
         self._leading_since_s = now_s
         self._last_seen_s.clear()
-        self._reported_seq.clear()
+        self._reported.clear()
 
     def heartbeat(self, request: peer_pb2.HeartbeatRequest, *, leader_address: str | None) -> peer_pb2.HeartbeatResponse:
         if not self.metadata.is_leader():
             return peer_pb2.HeartbeatResponse(lease_granted=False, controller_address=leader_address or "")
         self._last_seen_s[request.node_id] = time.monotonic()
-        self._reported_seq[request.node_id] = {(s.dataset, s.shard): s.seq for s in request.shards}
+        self._reported[request.node_id] = {(s.dataset_id or s.dataset, s.shard): (s.seq, s.incarnation)
+                                           for s in request.shards}
         view = self.metadata.view
         response = peer_pb2.HeartbeatResponse(
             lease_granted=view.node(request.node_id) is not None, lease_s=self.config.lease_s,
@@ -62,6 +65,12 @@ class LeaseTable:
         seen_s = self._last_seen_s.get(node_id)
         return seen_s is not None and now_s - seen_s < window_s
 
-    def reported_seq(self, node_id: str, dataset: str, index: int) -> int:
-        """The shard's sequence number in the node's last heartbeat; -1 if never reported."""
-        return self._reported_seq.get(node_id, {}).get((dataset, index), -1)
+    def reported(self, node_id: str, shard: ShardView) -> tuple[int, str] | None:
+        """(seq, incarnation) of the node's replica of this shard (this dataset id) in its last
+        heartbeat; None if never reported."""
+        return self._reported.get(node_id, {}).get((shard.dataset_id, shard.index))
+
+    def reported_seq(self, node_id: str, shard: ShardView) -> int:
+        """The replica's sequence number in the node's last heartbeat; -1 if never reported."""
+        held = self.reported(node_id, shard)
+        return -1 if held is None else held[0]

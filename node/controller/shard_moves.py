@@ -60,8 +60,14 @@ class ShardMoves:
 
     def _best_backup(self, view: MetadataView, leases: LeaseTable, shard: ShardView, dead: str,
                      now_s: float) -> str | None:
-        live = [r for r in shard.replicas if r != dead and view.is_alive(r)
+        live = [r for r in shard.replicas if r != dead and view.is_alive(r) and self._holds(leases, shard, r)
                 and leases.silent_s(r, now_s) < self.config.node_suspect_after_s]
         if not live:
             return None
-        return max(live, key=lambda r: (leases.reported_seq(r, shard.dataset, shard.index), r))
+        return max(live, key=lambda r: (leases.reported_seq(r, shard), r))
+
+    @staticmethod
+    def _holds(leases: LeaseTable, shard: ShardView, node_id: str) -> bool:
+        """The replica it reported is the recorded incarnation (a wiped one is new: never promoted)."""
+        held = leases.reported(node_id, shard)
+        return held is None or shard.is_recorded(node_id, held[1])

@@ -171,7 +171,10 @@ def remove_replica(dataset: str, shard: int, node_id: str, expected_epoch: int, 
 def promote(dataset: str, shard: int, new_primary: str, expected_epoch: int, *, controller_term: int = 0,
             request_id: str | None = None) -> bytes:
     """Make an in-sync backup the primary; the old primary leaves the in-sync set (epoch + 1).
-    A controller decision: controller_term as for set_node_state."""
+
+    controller_term: the controller's term when the controller decides it (a dead primary);
+    0 when a primary steps down for a backup that holds more than it (fenced by expected_epoch).
+    """
     return _encode("promote", request_id, dataset=dataset, shard=shard, new_primary=new_primary,
                    expected_epoch=expected_epoch, controller_term=controller_term)
 

@@ -196,7 +196,9 @@ def _remove_replica(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]
 
 
 def _promote(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
-    refused = _controller_problem(state, cmd["controller_term"], decision=True)
+    # controller_term 0: a primary stepping down for a backup that holds more (primary.py
+    # _step_down); like its remove_replica, expected_epoch fences it, not a controller term.
+    refused = _controller_problem(state, cmd["controller_term"], decision=cmd["controller_term"] != 0)
     if refused:
         return None, refused
     located = _locate(state, cmd["dataset"], cmd["shard"], cmd["expected_epoch"])

@@ -156,7 +156,7 @@ def test_raft_metadata_follower_proposal_reaches_every_voter(groups: Callable[..
     results = [propose_retrying(group, register(i)) for i in range(3)]
     assert all(r["ok"] for r in results)
     result = propose(follower, commands.create_dataset("events", 8))
-    assert result == {"ok": True, "dataset": "events", "shards": 8, "replication": 3}
+    assert result == {"ok": True, "dataset": "events", "dataset_id": "events@4", "shards": 8, "replication": 3}
     assert "events" in follower.state["datasets"]
     group.wait_converged(version=4)
     assert all(count >= 4 for count in group.changes)

@@ -64,11 +64,14 @@ def _state(nodes: int, shards: int) -> dict[str, Any]:
     return state
 
 
-def _heard(leases: LeaseTable, node_ids: list[str], seqs: dict[str, int]) -> None:
+def _heard(leases: LeaseTable, node_ids: list[str], seqs: dict[str, int],
+           incarnations: dict[str, str] | None = None) -> None:
+    dataset_id = leases.metadata.view.datasets["ds"].id
     for node_id in node_ids:
         leases.heartbeat(peer_pb2.HeartbeatRequest(node_id=node_id, shards=[
-            peer_pb2.ShardHeartbeat(dataset="ds", shard=i, seq=seqs.get(node_id, 0)) for i in range(8)]),
-            leader_address=None)
+            peer_pb2.ShardHeartbeat(dataset="ds", dataset_id=dataset_id, shard=i, seq=seqs.get(node_id, 0),
+                                    incarnation=(incarnations or {}).get(node_id, f"inc-{node_id}"))
+            for i in range(8)]), leader_address=None)
 
 
 def test_controller_declares_a_silent_node_dead_and_moves_its_shards_to_the_most_complete_backup() -> None:
@@ -271,3 +274,25 @@ def test_controller_promotes_only_over_a_primary_silent_here_past_the_dead_timeo
     later = [commands.decode_command(c) for c in moves.plan(metadata.view, leases, time.monotonic(),
                                                             controller_term=0)]
     assert {c["op"] for c in later} == {"promote", "remove_replica"}
+
+
+def test_controller_never_promotes_a_replica_that_is_not_the_recorded_incarnation() -> None:
+    """Issue 15: n2 reports the highest seq but a new incarnation (its disk was wiped and refilled
+    by someone): promotion compares what each replica holds and picks n1's recorded copy."""
+    metadata = FakeMetadata(_state(nodes=3, shards=1))
+    view = metadata.view
+    shard = view.shard("ds", 0)
+    assert shard is not None
+    dead = shard.primary
+    n_a, n_b = shard.backups()
+    for node_id in shard.replicas:
+        metadata.state, _ = fsm.apply(metadata.state, commands.record_incarnations(
+            node_id, [(shard.dataset_id, 0, f"inc-{node_id}")]))
+    config = dataclasses.replace(CONFIG, node_id="elsewhere")   # the controller is none of the three
+    leases = LeaseTable(config, metadata)   # type: ignore[arg-type]
+    leases.start_leading(time.monotonic() - config.node_dead_after_s * 10)
+    _heard(leases, [n_a, n_b], {n_a: 5, n_b: 99}, incarnations={n_b: "wiped-and-new"})
+    metadata.state, _ = fsm.apply(metadata.state, commands.set_node_state(dead, "dead"))
+    moves = [commands.decode_command(c)
+             for c in ShardMoves(config).plan(metadata.view, leases, time.monotonic(), controller_term=0)]
+    assert [(c["op"], c["new_primary"]) for c in moves if c["op"] == "promote"] == [("promote", n_a)]

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from shoal.chaos.faults import Fault, FaultError, build_schedule
+from shoal.chaos.faults import Fault, FaultError, build_schedule, wipe_data_dir
 from shoal.chaos.scenario import load_scenario, parse_scenario, shipped_names
 
 SCENARIO = parse_scenario("""
@@ -87,16 +88,28 @@ def test_fault_schedule_workload_seed_from_seed() -> None:
     assert build_schedule(SCENARIO, 5).workload_seed != build_schedule(SCENARIO, 6).workload_seed
 
 
+class FakeNode:
+    """A node's files as LocalCluster lays them out: data_dir/nK with node.log inside."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.log_path = data_dir / "node.log"
+
+
 class FakeCluster:
     """Records what faults do; leader n2, primaries by shard, n1..n3 running."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path | None = None) -> None:
         self.calls: list[tuple[str, str]] = []
         self.down: set[str] = set()
+        self.root = root or Path("/nonexistent-chaos-test")
 
     def kill(self, node_id: str) -> None:
         self.calls.append(("kill", node_id))
         self.down.add(node_id)
+
+    def node(self, node_id: str) -> FakeNode:
+        return FakeNode(self.root / node_id)
 
     def pause(self, node_id: str) -> None:
         self.calls.append(("pause", node_id))
@@ -246,3 +259,97 @@ def test_workload_stop_busy_machine_run_is_longer_not_invalid() -> None:
     assert stop_time(0.0) == (32.0, "deadline")
     with pytest.raises(AssertionError):
         workload_stop(1.0, 0, schedule_end_s=8.0, ops_min=1, deadline_s=4.0)
+
+
+WIPES = parse_scenario("""
+duration_s = 20
+[cluster.knobs]
+node_dead_after_s = 6.0
+[[faults]]
+kind = "wipe"
+target = "primary"
+start_s = [2.5, 3.5]
+duration_s = [0.5, 1.0]
+[[faults]]
+kind = "wipe"
+target = "any"
+start_s = [10.0, 11.0]
+duration_s = [0.5, 1.0]
+""")
+
+
+def test_fault_schedule_wipe_seeded() -> None:
+    """A wipe is planned like a kill: same seed, same plan; times in their ranges; the primary
+    target names a seed-chosen shard, the any target a seed-chosen node; seeds differ."""
+    for seed in range(200):
+        schedule = build_schedule(WIPES, seed)
+        assert schedule == build_schedule(WIPES, seed)
+        primary, node = schedule.faults
+        assert primary.kind == node.kind == "wipe"
+        assert 2.5 <= primary.start_s <= 3.5 and 0.5 <= primary.duration_s <= 1.0
+        assert primary.nodes == () and 0 <= primary.shard < WIPES.cluster.shards
+        assert primary.name == f"wipe primary of shard {primary.shard}"
+        assert 10.0 <= node.start_s <= 11.0 and len(node.nodes) == 1 and node.shard == -1
+        assert node.end_s < WIPES.duration_s
+    assert len({build_schedule(WIPES, seed).faults for seed in range(20)}) == 20
+
+
+def test_fault_schedule_wipe_same_draws_as_kill() -> None:
+    """The kind draws nothing: a scenario with kill where it had wipe gets the same times
+    and targets from the same seed (a wipe replays the kill schedule it replaced)."""
+    kills = replace(WIPES, faults=tuple(replace(spec, kind="kill") for spec in WIPES.faults))
+    for seed in (0, 1, 2, 12345):
+        as_kill = [replace(plan, kind="wipe") for plan in build_schedule(kills, seed).faults]
+        assert as_kill == list(build_schedule(WIPES, seed).faults)
+
+
+def make_node_dir(root: Path, node_id: str) -> Path:
+    """A data dir as a node leaves it: identity, lock, Raft journal, shard LMDB dirs, log."""
+    data_dir = root / node_id
+    for sub in ("raft", "shards/chaos@1-0", "shards/chaos@1-2"):
+        (data_dir / sub).mkdir(parents=True)
+    (data_dir / "shards/chaos@1-0/data.mdb").write_bytes(b"x" * 64)
+    (data_dir / "raft/journal").write_bytes(b"j")
+    (data_dir / "identity.json").write_text('{"node_id": "%s"}' % node_id)
+    (data_dir / "node.lock").write_text("123")
+    (data_dir / "node.log").write_text("started\n")
+    return data_dir
+
+
+def test_fault_wipe_inject_heal(tmp_path: Path) -> None:
+    """Inject kills the primary, then deletes everything in its data dir but node.log; heal
+    starts it again on the empty dir. Other nodes' dirs are untouched."""
+    cluster = FakeCluster(tmp_path)
+    for node_id in ("n1", "n2", "n3"):
+        make_node_dir(tmp_path, node_id)
+    plan = build_schedule(WIPES, 7).faults[0]
+    primary = f"n{plan.shard % 3 + 1}"
+    fault = Fault(plan, cluster, dataset="chaos")
+    assert fault.inject() == [primary]
+    assert cluster.calls == [("kill", primary)] and not cluster.is_running(primary)
+    assert sorted(p.name for p in (tmp_path / primary).iterdir()) == ["node.log"]
+    assert (tmp_path / primary / "node.log").read_text() == "started\n"
+    for other in {"n1", "n2", "n3"} - {primary}:
+        assert (tmp_path / other / "identity.json").exists() and (tmp_path / other / "raft/journal").exists()
+    fault.heal()
+    assert cluster.calls == [("kill", primary), ("start", primary)] and cluster.is_running(primary)
+
+
+def test_fault_wipe_data_dir_removes_all_but_log(tmp_path: Path) -> None:
+    """wipe_data_dir names what it removed; a missing dir or one holding only the log is a no-op."""
+    data_dir = make_node_dir(tmp_path, "n1")
+    assert wipe_data_dir(FakeNode(data_dir)) == ["identity.json", "node.lock", "raft", "shards"]
+    assert [p.name for p in data_dir.iterdir()] == ["node.log"]
+    assert wipe_data_dir(FakeNode(data_dir)) == []
+    assert wipe_data_dir(FakeNode(tmp_path / "never-started")) == []
+
+
+def test_fault_wipe_leader_missing_raises(tmp_path: Path) -> None:
+    """A wipe of the leader with no leader fails before killing or deleting anything."""
+    cluster = FakeCluster(tmp_path)
+    data_dir = make_node_dir(tmp_path, "n2")
+    cluster.raft_leader = lambda: None  # type: ignore[method-assign]
+    scenario = parse_scenario('duration_s = 10\n[[faults]]\nkind = "wipe"\ntarget = "leader"\n')
+    with pytest.raises(FaultError, match="no Raft leader"):
+        Fault(build_schedule(scenario, 1).faults[0], cluster, dataset="chaos").inject()
+    assert cluster.calls == [] and (data_dir / "identity.json").exists()

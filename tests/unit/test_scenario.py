@@ -104,6 +104,7 @@ def test_scenario_bad_field_named(snippet: str, expected: str) -> None:
     ('kind = "partition"\ndirection = "sideways"', "faults[0].direction: expected one of both"),
     ('kind = "pause"\ncut_clients = true', "faults[0].cut_clients: only partition and loss"),
     ('kind = "kill"\nwhen = 3', "faults[0]: unknown key(s) when"),
+    ('kind = "wipe"\ndirection = "inbound"', "faults[0].direction: only partition faults"),
 ])
 def test_scenario_bad_fault_named(fault: str, expected: str) -> None:
     """Fault mistakes name faults[i] and the field."""
@@ -135,3 +136,26 @@ def test_scenario_ops_deadline_explicit() -> None:
     """ops_deadline_s set in the file is used as it is; equal to duration_s means no extension."""
     assert parse("ops_deadline_s = 25\n" + MINIMAL).workload_deadline_s == 25.0
     assert parse("ops_deadline_s = 10\n" + MINIMAL).workload_deadline_s == 10.0
+
+
+def test_scenario_wipe_restarts_before_node_dead() -> None:
+    """A wipe's downtime must stay below the node_dead_after_s knob (when the scenario sets
+    it): the wiped node must come back while the cluster still counts it alive."""
+    wipe = 'duration_s = 10\n[cluster.knobs]\nnode_dead_after_s = 3.0\n[[faults]]\nkind = "wipe"\ntarget = "primary"\n'
+    message = error_of(wipe + "duration_s = [1.0, 3.0]\n")
+    assert "faults[0].duration_s: a wiped node restarts before node_dead_after_s (3 s" in message
+    assert parse(wipe + "duration_s = [0.5, 1.0]\n").faults[0].kind == "wipe"
+    assert parse(wipe.replace('"wipe"', '"kill"') + "duration_s = [1.0, 3.0]\n").faults[0].kind == "kill"
+
+
+def test_scenario_shipped_wipe_and_long_pause() -> None:
+    """The issue-15 scenarios: wipe-primary and pause-leader-long check linearizability, lost
+    writes, liveness, convergence and per-key recovery."""
+    for name, kind in (("wipe-primary", "wipe"), ("pause-leader-long", "pause")):
+        scenario = load_scenario(name)
+        assert {f.kind for f in scenario.faults} == {kind}
+        assert scenario.workload.kind == "register"
+        checks = scenario.checks
+        assert checks.linearizable and checks.no_lost_writes and checks.recover_within_s > 0
+    assert load_scenario("pause-leader-long").faults[0].target == "leader"
+    assert load_scenario("pause-leader-long").faults[0].duration_s.low >= 11.0
