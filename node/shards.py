@@ -150,15 +150,17 @@ class ShardRegistry:
             primary.stop("activation crashed")
 
     def _stop_primary(self, replica: Replica, reason: str) -> None:
+        """Stop serving as primary, and cancel an activation still in flight (it would catch
+        up and fence out backups at an epoch the metadata already left)."""
+        activation = self._activations.pop((replica.dataset_id, replica.index), None)
+        if activation is not None and not activation.done():
+            activation.cancel()
         if replica.primary is not None:
             replica.primary.stop(reason)
             replica.primary = None
 
     def _drop(self, dataset_id: str, index: int) -> None:
         """Cancel what is in flight for the replica, then close and delete it."""
-        activation = self._activations.pop((dataset_id, index), None)
-        if activation is not None:
-            activation.cancel()
         replica = self._replicas.pop((dataset_id, index))
         self._stop_primary(replica, "dataset dropped")
         replica.store.close()

@@ -137,6 +137,8 @@ class ShardPrimary:
             await self._step_down(max(ahead, key=lambda b: (ahead[b], b)), top, ahead)
         lagging = await outbound.push_to_backups(ctx, self.replica, self.epoch, self.backups, seqs)
         await self._fence_out(lagging)
+        if self.state == "stopped":   # deposed or detached while activating: never serve
+            raise NotPrimaryError(f"shard {self.name}: stopped while activating")
         self.state = "active"
         logger.info("shard %s primary active at epoch %d (seq %d, backups %s)",
                     self.name, self.epoch, store.state.seq, ",".join(self.backups) or "none")
