@@ -141,6 +141,8 @@ class UnresponsiveNodes:
             return frozenset(a for a, t in self._silent_s.items() if now - t < self._hold_s)
 
     def held(self, address: str) -> bool:
+        if address not in self._silent_s:   # the hot path (every request): no lock, no clock
+            return False
         now = self._clock()
         with self._lock:
             silent_s = self._silent_s.get(address)

@@ -18,7 +18,6 @@ written back (commands change the state, views only read it).
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
@@ -183,17 +182,21 @@ def _dataset(name: str, d: Mapping[str, Any]) -> DatasetView:
 
 
 class ViewCache:
-    """Builds the view of a state once; stores call `get(state)` from any thread."""
+    """Builds the view of a state once; stores call `get(state)` from any thread.
 
-    __slots__ = ("_lock", "_state", "_view")
+    The (state, view) pair is one attribute, read without a lock on the hot path (every
+    request); two threads that miss at once both build a view, and either may stay.
+    """
+
+    __slots__ = ("_cached",)
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._state: Mapping[str, Any] | None = None
-        self._view: MetadataView | None = None
+        self._cached: tuple[Mapping[str, Any], MetadataView] | None = None
 
     def get(self, state: Mapping[str, Any]) -> MetadataView:
-        with self._lock:
-            if state is not self._state or self._view is None:
-                self._view, self._state = MetadataView.from_state(state), state
-            return self._view
+        cached = self._cached
+        if cached is not None and cached[0] is state:
+            return cached[1]
+        view = MetadataView.from_state(state)
+        self._cached = (state, view)
+        return view
