@@ -188,7 +188,7 @@ class ShardRegistry:
 
     async def _report_lost(self, shard: ShardView, incarnation: str) -> None:
         logger.warning("shard %s: this replica is not the one the metadata records (incarnation %s, recorded %s): "
-                       "it leaves the in-sync set and is refilled as a new replica", shard.name, incarnation,
+                       "it leaves the in-sync set (a new replica, refilled once repair exists)", shard.name, incarnation,
                        shard.recorded_incarnation(self.config.node_id))
         result = await self._propose(commands.replica_lost(shard.dataset_id, shard.index, self.config.node_id,
                                                            incarnation))
