@@ -66,6 +66,11 @@ class DatasetRoute:
     shards: int
     replication: int
     routes: tuple[ShardRoute, ...]
+    id: str = ""      # the dataset incarnation; a node refuses requests naming an older one
+
+    def target(self, shard: int) -> pb.RecordTarget:
+        """What a record request names: dataset (and its id), shard and the epoch of our map."""
+        return pb.RecordTarget(dataset=self.name, shard=shard, epoch=self.routes[shard].epoch, dataset_id=self.id)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -101,7 +106,7 @@ def dataset_route(info: pb.DatasetInfo, addresses: Mapping[str, str]) -> Dataset
             routes.append(ShardRoute(index, 0, "", ""))
         else:
             routes.append(ShardRoute(index, shard.epoch, shard.primary, addresses.get(shard.primary, "")))
-    return DatasetRoute(info.name, info.shards, info.replication, tuple(routes))
+    return DatasetRoute(info.name, info.shards, info.replication, tuple(routes), info.id)
 
 
 class UnresponsiveNodes:

@@ -245,7 +245,7 @@ class Client:
             stream = streams.get(shard)
             if stream is None:
                 stream = streams[shard] = ShardStream(self._transport, dataset, shard, route.shards)
-            target = pb.RecordTarget(dataset=dataset, shard=shard, epoch=route.routes[shard].epoch)
+            target = route.target(shard)
             stream.submit(pb.PutBatch(target=target, write_id=self._write_id(), keys=keys, values=values))
 
         with ShardStream.watching(streams):
@@ -344,11 +344,12 @@ class Client:
     def _target(self, dataset: str, key_bytes: bytes, deadline_s: float) -> tuple[str, pb.RecordTarget]:
         """The primary's address and the RecordTarget for one key (a primary that did not
         answer an attempt is named again only after a map reload: Transport.primary)."""
-        _, shard = self._transport.primary(dataset, deadline_s, lambda route: shard_for_key(key_bytes, route.shards))
+        route, shard = self._transport.primary(dataset, deadline_s,
+                                               lambda route: shard_for_key(key_bytes, route.shards))
         if not shard.address:
             raise NotPrimaryError("the shard has no primary in our cluster map", dataset=dataset,
                                   shard=shard.shard)
-        return shard.address, pb.RecordTarget(dataset=dataset, shard=shard.shard, epoch=shard.epoch)
+        return shard.address, route.target(shard.shard)
 
     def _metadata_call(self, method: str, request: Any, deadline_s: float, what: str,
                        dataset: str | None) -> Any:
@@ -391,11 +392,11 @@ class Client:
             progressed = False
             attempt_deadline_s = min(deadline_s, time.monotonic() + self.config.attempt_timeout_s())
             try:
-                _, route = self._transport.primary(dataset, attempt_deadline_s, lambda _: shard)
+                dataset_route, route = self._transport.primary(dataset, attempt_deadline_s, lambda _: shard)
                 if not route.address:
                     raise NotPrimaryError("the shard has no primary in our cluster map", dataset=dataset,
                                           shard=shard)
-                target = pb.RecordTarget(dataset=dataset, shard=shard, epoch=route.epoch)
+                target = dataset_route.target(shard)
                 request = pb.ScanRequest(target=target, start_key=start, end_key=end, prefix=prefix,
                                          limit=limit or 0)
                 call = self._transport.stub(route.address).Scan(

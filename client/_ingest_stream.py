@@ -61,6 +61,7 @@ class ShardStream:
         self._transport = transport
         self._retry = config.retry
         self._dataset, self._shard, self._shard_count = dataset, shard, shard_count
+        self._dataset_id = ""   # the incarnation the batches were routed to (their targets name it)
         self._window, self._timeout_s = config.stream_window_batches, config.timeout_s
         self._cond = threading.Condition()
         self._pending: dict[int, _Pending] = {}      # request_seq -> batch, in submit order
@@ -86,6 +87,7 @@ class ShardStream:
                 raise self.error
             assert not self._stopped and not self._input_done
             self._pending[message.write_id.request_seq] = _Pending(message, time.monotonic() + self._timeout_s)
+            self._dataset_id = self._dataset_id or message.target.dataset_id
             self._cond.notify_all()
 
     def check_progress(self) -> None:
@@ -244,9 +246,10 @@ class ShardStream:
             call.cancel()
 
     def _same_shard(self, route: DatasetRoute) -> int:
-        if route.shards != self._shard_count:
-            raise InvalidArgumentError(f"dataset was re-created with {route.shards} shards during put_many",
-                                       dataset=self._dataset)
+        recreated = route.shards != self._shard_count or (self._dataset_id and route.id != self._dataset_id)
+        if recreated:   # never resend into another incarnation of the dataset
+            raise InvalidArgumentError(f"dataset was dropped and re-created ({route.id}, {route.shards} shards) "
+                                       "during put_many", dataset=self._dataset)
         return self._shard
 
     def _requests(self, attempt: _Attempt, epoch: int) -> Iterator[pb.PutBatch]:
