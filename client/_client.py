@@ -28,9 +28,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from shoal.client import _status
+from shoal.client._arguments import (
+    check_bound, check_int, check_name, check_optional_int, check_records, check_seconds,
+)
 from shoal.client._combiner import PendingPut, PutCombiner
 from shoal.client._config import ClientConfig, parse_addresses
 from shoal.client._channel import (
@@ -49,6 +52,9 @@ from shoal.client.wire.routing import shard_for_key
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+NULL_DOCUMENT: Final = b"\xc0"   # msgpack's nil, the only encoding of None
+CAS_NONE_ROUNDS_MAX: Final = 8   # compare_and_set(expected=None) while the key flips between missing and None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -76,9 +82,9 @@ class Client:
         if addresses is not None:
             changes["addresses"] = parse_addresses(addresses)
         if timeout_s is not None:
-            if not isinstance(timeout_s, (int, float)) or isinstance(timeout_s, bool):
-                raise InvalidArgumentError(f"timeout_s must be a number, not {type(timeout_s).__name__}")
-            changes["timeout_s"] = float(timeout_s)
+            changes["timeout_s"] = check_seconds(timeout_s, "timeout_s")
+        if config is not None and not isinstance(config, ClientConfig):
+            raise InvalidArgumentError(f"config must be a ClientConfig, not {type(config).__name__}")
         self.config = dataclasses.replace(config or ClientConfig(), **changes).validate()
         self.timeout_s = self.config.timeout_s
         self.seeds = self.config.addresses
@@ -105,10 +111,9 @@ class Client:
 
     def create_dataset(self, name: str, shards: int = 8, replication: int = 0) -> DatasetInfo:
         """Create a dataset of `shards` shards; replication 0 means min(3, live nodes)."""
-        _check_name(name)
-        if shards < 1 or replication < 0:
-            raise InvalidArgumentError(f"shards must be >= 1 and replication >= 0, got {shards} and "
-                                       f"{replication}", dataset=name)
+        check_name(name, "name")
+        check_int(shards, "shards", minimum=1, dataset=name)
+        check_int(replication, "replication", minimum=0, dataset=name)
         # The same request id on every retry: created once. Replication 0: the node picks the default.
         request = pb.CreateDatasetRequest(name=name, shards=shards, replication=replication,
                                           request_id=uuid.uuid4().hex)
@@ -128,7 +133,7 @@ class Client:
 
     def drop_dataset(self, name: str) -> None:
         """Drop a dataset and all its records; DatasetNotFoundError if there is none."""
-        _check_name(name)
+        check_name(name, "name")
         request = pb.DropDatasetRequest(name=name, request_id=uuid.uuid4().hex)
         self._retry("drop dataset", lambda deadline_s: self._metadata_call(
             "DropDataset", request, deadline_s, "drop dataset", name), write=True, dataset=name)
@@ -138,6 +143,7 @@ class Client:
 
     def put(self, dataset: str, key: str | bytes, value: Any) -> None:
         """Store one record. Concurrent puts to one shard share one call (client/_combiner.py)."""
+        check_name(dataset)
         key_bytes = encode_key(dataset, key)
         pending = PendingPut(key, key_bytes, ValueEncoder(self.config.message_bytes_max).encode(dataset, key, value))
         route = self._retry("put", lambda deadline_s: self._transport.dataset(dataset, deadline_s),
@@ -172,7 +178,14 @@ class Client:
         return None
 
     def get(self, dataset: str, key: str | bytes, default: Any = None) -> Any:
-        """The value stored under `key`, or `default`; read from the shard's primary."""
+        """The value stored under `key`, or `default` when there is none; read from the shard's primary.
+
+        With the default None, a missing key and a stored None both read as None, and
+        compare_and_set(expected=None) matches both, so `v = get(...)` then
+        `compare_and_set(..., v, new)` works on a missing key. Pass `default=ABSENT` to tell
+        the two apart: a missing key then reads as ABSENT, a stored None as None.
+        """
+        check_name(dataset)
         key_bytes = encode_key(dataset, key)
 
         def attempt(deadline_s: float) -> pb.GetResponse:
@@ -187,6 +200,7 @@ class Client:
 
     def delete(self, dataset: str, key: str | bytes) -> bool:
         """Delete `key`; True if it existed."""
+        check_name(dataset)
         key_bytes = encode_key(dataset, key)
         write_id = self._write_id()
 
@@ -201,17 +215,47 @@ class Client:
         return bool(self._retry("delete", attempt, write=True, dataset=dataset, key=key).existed)
 
     def compare_and_set(self, dataset: str, key: str | bytes, expected: Any, new: Any) -> bool:
-        """Set `key` to `new` only if it holds `expected`; True if it did.
+        """Set `key` to `new` only if it holds `expected`; True if it did, False if it held something else.
 
-        expected=ABSENT: only if the key does not exist; new=ABSENT: delete it. Values are
-        compared by their msgpack encoding (so dict key order matters).
+        `expected` matches:
+        - ABSENT: only a missing key.
+        - None: a missing key or a stored None, the two things `get` reads as None, so the
+          read-modify-write idiom works on a missing key too:
+          `v = c.get(ds, k); c.compare_and_set(ds, k, v, f(v))`.
+          Pass ABSENT to require a missing key; read with `get(ds, k, ABSENT)` to tell them apart.
+        - any other value: a stored value equal to it by the node's rule (node/storage/documents.py):
+          both are compared as decoded msgpack documents, so dict key order and int width do
+          not matter, but types do: 1 does not match 1.0, True does not match 1, "a" does not
+          match b"a". A tuple matches the list of the same items (msgpack has no tuple; values
+          read back as lists). Nested values compare by the same rule.
+
+        new=ABSENT deletes the key on a match. Each attempt on the node is atomic. With
+        expected=None, a try that finds the other of the two (None where the key was expected
+        missing, or the reverse) is followed by one for it, up to CAS_NONE_ROUNDS_MAX tries;
+        False means the last try saw a value other than None.
         """
+        check_name(dataset)
         key_bytes = encode_key(dataset, key)
         encoder = ValueEncoder(self.config.message_bytes_max)
-        request = pb.CompareAndSetRequest(
-            key=key_bytes, expect_absent=expected is ABSENT, delete=new is ABSENT,
-            expected=b"" if expected is ABSENT else encoder.encode(dataset, key, expected),
-            value=b"" if new is ABSENT else encoder.encode(dataset, key, new), write_id=self._write_id())
+        value = b"" if new is ABSENT else encoder.encode(dataset, key, new)
+        if expected is not None:
+            expected_bytes = None if expected is ABSENT else encoder.encode(dataset, key, expected)
+            return self._compare_and_set(dataset, key, key_bytes, expected_bytes, value, new is ABSENT).swapped
+        expected_bytes = None   # a missing key first: the usual case of expected=None
+        for _ in range(CAS_NONE_ROUNDS_MAX):
+            response = self._compare_and_set(dataset, key, key_bytes, expected_bytes, value, new is ABSENT)
+            if response.swapped:
+                return True
+            if response.current_found and response.current != NULL_DOCUMENT:
+                return False
+            expected_bytes = NULL_DOCUMENT if response.current_found else None
+        return False
+
+    def _compare_and_set(self, dataset: str, key: str | bytes, key_bytes: bytes, expected: bytes | None,
+                         value: bytes, delete: bool) -> pb.CompareAndSetResponse:
+        """One CompareAndSet, retried with its write id; expected=None: the key must be missing."""
+        request = pb.CompareAndSetRequest(key=key_bytes, expect_absent=expected is None, expected=expected or b"",
+                                          delete=delete, value=value, write_id=self._write_id())
 
         def attempt(deadline_s: float) -> pb.CompareAndSetResponse:
             address, target = self._target(dataset, key_bytes, deadline_s)
@@ -221,7 +265,7 @@ class Client:
                 shard=target.shard)
             return response
 
-        return bool(self._retry("compare_and_set", attempt, write=True, dataset=dataset, key=key).swapped)
+        return self._retry("compare_and_set", attempt, write=True, dataset=dataset, key=key)
 
     def put_many(self, dataset: str, records: Iterable[tuple[str | bytes, Any]], *, batch_records: int | None = None,
                  batch_bytes: int | None = None) -> int:
@@ -233,6 +277,10 @@ class Client:
         be too. A bad record raises InvalidArgumentError naming it (records before it may
         have been stored); records after it are not read.
         """
+        check_name(dataset)
+        records = check_records(records, dataset)
+        check_optional_int(batch_records, "batch_records", minimum=1, dataset=dataset)
+        check_optional_int(batch_bytes, "batch_bytes", minimum=1, dataset=dataset)
         route = self._retry("put_many", lambda deadline_s: self._transport.dataset(dataset, deadline_s),
                             write=False, dataset=dataset)
         batcher = ShardBatcher(route.shards, batch_records=batch_records or self.config.put_many_batch_records,
@@ -267,10 +315,10 @@ class Client:
         shards follows the hash, not the keys. A scan interrupted by a failover resumes
         after the last key it yielded.
         """
-        bounds = tuple(_bound(dataset, name, value) for name, value in
+        check_name(dataset)
+        bounds = tuple(check_bound(value, name, dataset) for name, value in
                        (("start", start), ("end", end), ("prefix", prefix)))
-        if limit is not None and limit < 0:
-            raise InvalidArgumentError(f"limit must be >= 0, got {limit}", dataset=dataset)
+        check_optional_int(limit, "limit", minimum=0, dataset=dataset)
         return self._scan(dataset, bounds[0], bounds[1], bounds[2], limit)
 
     # ---- cluster ----
@@ -282,6 +330,7 @@ class Client:
 
     def node_status(self, address: str) -> pb.NodeStatus:
         """The shoal.v1.NodeStatus of the node at `address` (one attempt, no retry)."""
+        check_name(address, "address")
         deadline_s = time.monotonic() + self.timeout_s
         status: pb.NodeStatus = self._transport.call(address, "GetNodeStatus", pb.NodeStatusRequest(), deadline_s,
                                                      what="node status")
@@ -294,6 +343,8 @@ class Client:
                                timeout_s=min(self.timeout_s, self.config.status_timeout_s))
 
     def node_status_or_error(self, address: str, timeout_s: float) -> pb.NodeStatus | ShoalError:
+        check_name(address, "address")
+        timeout_s = check_seconds(timeout_s, "timeout_s")
         try:
             status: pb.NodeStatus = self._transport.call(address, "GetNodeStatus", pb.NodeStatusRequest(),
                                                          time.monotonic() + timeout_s, what="node status")
@@ -433,21 +484,6 @@ class Client:
 def retry_hint_s(exc: ShoalError | None) -> float:
     """The node's own retry hint (OVERLOADED answers carry one), else 0."""
     return exc.retry_after_s if isinstance(exc, OverloadedError) else 0.0
-
-
-def _check_name(name: object) -> None:
-    if not isinstance(name, str) or not name:
-        raise InvalidArgumentError(f"dataset name must be a non-empty str, got {name!r}")
-
-
-def _bound(dataset: str, name: str, value: str | bytes | None) -> bytes:
-    if value is None:
-        return b""
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, bytes):
-        return value
-    raise InvalidArgumentError(f"scan {name} must be str or bytes, not {type(value).__name__}", dataset=dataset)
 
 
 def _unknown_outcome(what: str, cause: ShoalError, dataset: str | None,

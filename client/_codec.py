@@ -42,7 +42,8 @@ class _Absent:
 
 
 ABSENT: Final = _Absent()
-"""compare_and_set: expected=ABSENT means "the key must not exist"; new=ABSENT deletes."""
+"""compare_and_set: expected=ABSENT means "the key must not exist" (expected=None means
+"missing or None"); new=ABSENT deletes. get(dataset, key, ABSENT) returns it for a missing key."""
 
 
 def encode_key(dataset: str, key: object) -> bytes:

@@ -36,11 +36,23 @@ class ClientConfig:
     retry: RetryPolicy = RetryPolicy(first_s=0.02, max_s=0.5)   # backoff between attempts
 
     def validate(self) -> ClientConfig:
-        """Raise InvalidArgumentError naming the field; return self."""
+        """Raise InvalidArgumentError naming the field; return self.
+
+        Counts are ints, seconds ints or floats, and a bool is neither.
+        """
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if isinstance(value, (int, float)) and not value > 0:
-                raise InvalidArgumentError(f"{field.name} must be positive, got {value!r}")
+            if isinstance(field.default, (int, float)):
+                wanted = (int,) if isinstance(field.default, int) else (int, float)
+                if not isinstance(value, wanted) or isinstance(value, bool):
+                    raise InvalidArgumentError(f"{field.name} must be {'an int' if wanted == (int,) else 'a number'}, "
+                                               f"not {type(value).__name__} ({value!r:.60})")
+                if not value > 0:
+                    raise InvalidArgumentError(f"{field.name} must be positive, got {value!r}")
+        if not isinstance(self.addresses, tuple) or not all(isinstance(item, str) for item in self.addresses):
+            raise InvalidArgumentError(f"addresses must be a tuple of str, not {type(self.addresses).__name__}")
+        if not isinstance(self.retry, RetryPolicy):
+            raise InvalidArgumentError(f"retry must be a RetryPolicy, not {type(self.retry).__name__}")
         if not self.addresses:
             raise InvalidArgumentError("no cluster address given (expected HOST:PORT[,HOST:PORT...])")
         return self

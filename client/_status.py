@@ -8,7 +8,10 @@ our own checks read, so keys are only ever added:
                 "primaries", "learners", "disk_free_bytes", "disk_used_bytes", "uptime_s",
                 "lease_valid", "version", "error"}],
      "datasets": [{"name", "shards", "replication", "under_replicated"}],
-     "under_replicated": int}
+     "under_replicated": int,
+     "unavailable": int,                                   # shards with no in-sync copy on an alive node
+     "degraded_shards": [{"dataset", "shard", "state",     # "unavailable" or "under-replicated"
+                          "copies_left", "replication", "primary", "replicas", "learners"}]}
 
 Shard and primary counts come from the map (the controller's word, also for nodes that
 do not answer); raft role, disk and uptime come from the node itself and are None when
@@ -16,7 +19,11 @@ it did not answer within the short per-node timeout. An unreachable node is repo
 (`reachable: false`, `error`), never raised: status is what one runs when things break.
 Under-replicated counts are the node's (ClusterMap.under_replicated and
 DatasetInfo.under_replicated, one rule in node/metadata/view.py): the client shows them
-and never re-derives them.
+and never re-derives them. "Unavailable" (no in-sync replica on an alive node: reads
+and writes of the shard fail) is not sent by the node yet, so `degraded_shards`
+derives it from the same map with the same rule (in-sync replicas on nodes whose state
+is "alive"); `degraded_shards` lists every shard below its replication with the copies
+left, unavailable ones first. Move it to the node (view.py) when the map carries it.
 """
 from __future__ import annotations
 
@@ -60,6 +67,7 @@ def assemble(cluster_map: pb.ClusterMap, statuses: Mapping[str, pb.NodeStatus | 
                 primaries[shard.primary] += 1
     nodes = [_node_entry(node, statuses.get(node.address), hosted[node.id], primaries[node.id],
                          learners[node.id]) for node in cluster_map.nodes]
+    degraded = degraded_shards(cluster_map)
     datasets = [{"name": d.name, "shards": d.shards, "replication": d.replication,
                  "under_replicated": d.under_replicated} for d in cluster_map.datasets]
     return {
@@ -68,7 +76,28 @@ def assemble(cluster_map: pb.ClusterMap, statuses: Mapping[str, pb.NodeStatus | 
         "nodes": nodes,
         "datasets": datasets,
         "under_replicated": cluster_map.under_replicated,
+        "unavailable": sum(1 for entry in degraded if entry["state"] == "unavailable"),
+        "degraded_shards": degraded,
     }
+
+
+def degraded_shards(cluster_map: pb.ClusterMap) -> list[dict[str, Any]]:
+    """Pure: shards with fewer in-sync replicas on alive nodes than their dataset's replication,
+    unavailable (none left) first, then by dataset and shard."""
+    alive = {node.id for node in cluster_map.nodes if node.state == "alive"}
+    found = []
+    for dataset in cluster_map.datasets:
+        for shard in dataset.shard_map:
+            copies_left = sum(1 for replica in shard.replicas if replica in alive)
+            if copies_left >= dataset.replication:
+                continue
+            found.append({"dataset": dataset.name, "shard": shard.index,
+                          "state": "unavailable" if copies_left == 0 else "under-replicated",
+                          "copies_left": copies_left, "replication": dataset.replication,
+                          "primary": shard.primary, "replicas": list(shard.replicas),
+                          "learners": list(shard.learners)})
+    found.sort(key=lambda entry: (entry["copies_left"] > 0, entry["dataset"], entry["shard"]))
+    return found
 
 
 def _node_entry(node: pb.NodeInfo, status: pb.NodeStatus | ShoalError | None, shards: int, primaries: int,

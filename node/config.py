@@ -15,6 +15,7 @@ from shoal.node.errors import ConfigError
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
+REPLY_HEADROOM_BYTES = 64 * 1024   # a bounded reply's own framing, beyond its byte bound
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,10 +67,12 @@ class NodeConfig:
     put_stream_window_batches: int = 32   # batches of one PutStream being written at once: bounds memory
     scan_chunk_records: int = 1000        # records per Scan chunk when the caller does not say
     scan_chunk_records_max: int = 10_000  # the most a caller may ask for per chunk
+    scan_chunk_bytes_max: int = 4 * MiB   # a Scan chunk ends before this many bytes (one record always fits)
+    fetch_entries_bytes_max: int = 4 * MiB   # a FetchEntries reply ends before this (one entry always goes)
 
     # replication
     group_ops_max: int = 512              # client ops committed as one entry (group commit) ...
-    group_bytes_max: int = 8 * MiB        # ... and their bytes
+    group_bytes_max: int = 8 * MiB        # ... and their bytes (one op alone may exceed it): one Replicate message
     entry_ring_entries_max: int = 4096    # recent entries kept in memory per shard for catch-up ...
     entry_ring_bytes_max: int = 64 * MiB  # ... and their bytes
     peer_retry_s: float = 0.1             # pacing of Replicate/BeginEpoch retries to one backup
@@ -131,6 +134,10 @@ class NodeConfig:
             raise ConfigError(f"key_bytes_max must be within 1..511 (LMDB), got {self.key_bytes_max}")
         if self.value_bytes_max + self.key_bytes_max + 4096 > self.message_bytes_max:
             raise ConfigError("message_bytes_max must exceed value_bytes_max + key_bytes_max + 4096")
+        for name in ("scan_chunk_bytes_max", "fetch_entries_bytes_max", "group_bytes_max"):
+            if getattr(self, name) + REPLY_HEADROOM_BYTES > self.message_bytes_max:
+                raise ConfigError(f"{name} ({getattr(self, name)}) must be at most message_bytes_max "
+                                  f"- {REPLY_HEADROOM_BYTES} ({self.message_bytes_max - REPLY_HEADROOM_BYTES})")
         if self.batch_records_max < 1 or self.inflight_requests_max < 1:
             raise ConfigError("batch_records_max and inflight_requests_max must be positive")
         if not 0.5 <= self.leader_fallback_timeout_s <= 5:

@@ -9,6 +9,7 @@ NodeError
 │   ├── TooLargeError      INVALID_ARGUMENT, code TOO_LARGE
 │   └── WrongShardError    INVALID_ARGUMENT, code WRONG_SHARD
 ├── StorageFullError       RESOURCE_EXHAUSTED: LMDB map or disk full; the shard stays readable
+│   └── FileLimitError     RESOURCE_EXHAUSTED: the open-files limit (RLIMIT_NOFILE) leaves no room for a shard
 ├── OverloadedError        RESOURCE_EXHAUSTED, retriable
 ├── NotPrimaryError        UNAVAILABLE: refresh the shard map
 ├── StaleEpochError        FAILED_PRECONDITION: the sender's epoch is older than ours
@@ -59,6 +60,12 @@ class WrongShardError(InvalidRequestError):
 
 class StorageFullError(NodeError):
     code = "STORAGE_FULL"
+
+
+class FileLimitError(StorageFullError):
+    """Opening a shard hit the open-files limit; the message names the limit and the fds a shard needs.
+
+    A subclass of StorageFullError so it reaches clients as RESOURCE_EXHAUSTED without a new code."""
 
 
 class OverloadedError(NodeError):

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import logging
 import signal
+import socket
 import time
 import uuid
 
@@ -36,6 +38,7 @@ from shoal.node.replication.context import ReplicationContext
 from shoal.node.replication.peers import PeerClients
 from shoal.node.server import DataService, PeerService
 from shoal.node.shards import ShardRegistry
+from shoal.node.storage.shard_store import file_limit_message
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +131,7 @@ class Node:
         try:
             self.wire.add_port(server, config.listen)
         except PortUnavailableError as exc:
-            raise StartupError(str(exc)) from None
+            raise StartupError(_bind_failure(str(exc))) from None
         await server.start()
         self.metadata.start()
         logger.info("node %s listening on %s (%s)", config.node_id, config.listen, self._mode())
@@ -243,3 +246,14 @@ class Node:
             await self.registry.sync_incarnations()
         except NodeError as exc:
             logger.info("incarnation sync incomplete: %s", exc)
+
+
+def _bind_failure(message: str) -> str:
+    """The real cause of a failed bind: grpc says "address in use" also when it could not get
+    a socket because the open-files limit is reached (issue 16), so try to make one."""
+    try:
+        socket.socket().close()
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            return file_limit_message("cannot listen: no file descriptor left for the socket")
+    return message

@@ -36,6 +36,8 @@ class ShardLookup(ReplicaSource, Protocol):
 
     def replica_for_peer(self, dataset: str, index: int, dataset_id: str = "") -> Replica: ...
 
+    def check_file_room(self, shards: int) -> None: ...
+
 
 class HeartbeatSink(Protocol):
     def heartbeat(self, request: peer_pb2.HeartbeatRequest) -> peer_pb2.HeartbeatResponse: ...
@@ -117,6 +119,9 @@ class DataService(data_pb2_grpc.DataServicer):
         return await propose_or_raise(self.node.context, command, self.config.propose_timeout_s)
 
     async def CreateDataset(self, request: data_pb2.CreateDatasetRequest, context: Any) -> data_pb2.DatasetInfo:
+        nodes = max(1, len(self.node.metadata.view.alive_nodes()))   # shards spread evenly: our share
+        copies = request.shards * min(max(request.replication, 1), nodes)
+        self.node.registry.check_file_room(-(-copies // nodes))
         command = commands.create_dataset(request.name, request.shards, request.replication,
                                           request_id=request.request_id or uuid.uuid4().hex)
         await self._propose(command)
@@ -218,7 +223,7 @@ class DataService(data_pb2_grpc.DataServicer):
         primary = self._primary(request.target, None)
         chunk_records = min(request.chunk_records or self.config.scan_chunk_records, self.config.scan_chunk_records_max)
         chunks = primary.replica.store.scan(request.start_key, request.end_key, request.prefix,
-                                            request.limit, chunk_records)
+                                            request.limit, chunk_records, self.config.scan_chunk_bytes_max)
         while True:
             await self._stable_primary(request.target, None)
             chunk = next(chunks, None)   # one short read txn, no await inside
@@ -263,6 +268,7 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         entries = backup.recent_entries(replica, request.after_seq)
         if entries is None:
             return peer_pb2.FetchEntriesResponse(complete=False)
+        entries = backup.entries_within(entries, self.config.fetch_entries_bytes_max)   # the caller asks again
         return peer_pb2.FetchEntriesResponse(complete=True, entries=[
             peer_pb2.ReplicateRequest(dataset=request.dataset, shard=request.shard, epoch=e.epoch, seq=e.seq,
                                       payload=e.payload, dataset_id=replica.dataset_id) for e in entries])

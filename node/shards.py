@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import resource
 from typing import TYPE_CHECKING
 
-from shoal.node.errors import NodeError, NotPrimaryError, StaleEpochError
+from shoal.node.errors import FileLimitError, NodeError, NotPrimaryError, StaleEpochError
 from shoal.node.metadata import commands
 from shoal.node.metadata.view import created_at_version
 from shoal.node.replication.primary import ShardPrimary
 from shoal.node.replication.replica import Replica
 from shoal.node.replication.ring import EntryRing
-from shoal.node.storage.shard_store import ShardStore
+from shoal.node.storage.shard_store import FDS_PER_SHARD, ShardStore, file_limit_message
 
 if TYPE_CHECKING:
     from shoal.node.datadir import DataDir
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+FILE_SPARE_FDS = 32       # file descriptors a create leaves free for connections and the journal
 RECORD_BATCH_MAX = 500    # replicas per record_incarnations command (commands stay far below 64 KiB)
 
 
@@ -60,6 +63,19 @@ class ShardRegistry:
         """Open every shard found on disk (a restart serves the same data)."""
         for dataset_id, index in self.datadir.existing_shards():
             self._open(dataset_id, index)
+
+    def check_file_room(self, shards_here: int) -> None:
+        """Raise FileLimitError if opening `shards_here` more shards would pass the open-files
+        limit (keeping FILE_SPARE_FDS for connections), so a create fails before it is proposed."""
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return
+        in_use = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
+        needed = shards_here * FDS_PER_SHARD
+        if in_use + needed + FILE_SPARE_FDS > soft:
+            raise FileLimitError(file_limit_message(
+                f"cannot open {shards_here} more shards on node {self.config.node_id} "
+                f"({in_use} file descriptors in use, {needed} more needed, {FILE_SPARE_FDS} kept for connections)"))
 
     def _open(self, dataset_id: str, index: int) -> Replica:
         replica = self._replicas.get((dataset_id, index))

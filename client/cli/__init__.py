@@ -10,17 +10,19 @@
     demo_cmds     demo                  (the README's first command)
 
 Global options (--cluster / SHOAL_CLUSTER, --timeout / SHOAL_TIMEOUT) live in
-cli/_common.py and reach every command through the typer context.
+cli/_common.py and reach every command through the typer context; _group.ShoalGroup
+accepts them after the subcommand too and prints usage errors as one line.
 """
 from __future__ import annotations
 
 import typer
 
 from shoal.client.cli import _common, chaos_cmds, cluster_cmds, data_cmds, demo_cmds, node_cmds
+from shoal.client.cli._group import ShoalGroup
 from shoal.client.cli.data_cmds import dataset_app
 from shoal.client.cli.node_cmds import node_app
 
-app = typer.Typer(name="shoal", no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
+app = typer.Typer(name="shoal", cls=ShoalGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
                   context_settings={"help_option_names": ["-h", "--help"]})
 app.callback()(_common.main_options)
 

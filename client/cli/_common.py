@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CLUSTER = "127.0.0.1:7400"
 DEFAULT_TIMEOUT_S = 10.0
+LOCAL_DATA_DIR = Path("shoal-data")   # shoal up's default --data-dir (cluster_cmds.DEFAULT_DATA_DIR)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -57,13 +59,42 @@ def state(ctx: typer.Context) -> CliState:
 
 @contextlib.contextmanager
 def connect(ctx: typer.Context) -> Iterator[Client]:
-    """A Client for the --cluster address, closed at the end of the block."""
+    """A Client for the --cluster address, closed at the end of the block.
+
+    When --cluster was not given (no flag, no SHOAL_CLUSTER) and ./shoal-data/cluster.json
+    exists, its nodes' addresses follow the default one: `shoal status` next to a local
+    cluster works when its first node is the dead one.
+    """
     options = state(ctx)
-    client = Client(options.cluster, timeout_s=options.timeout_s)
+    seeds = options.cluster
+    if _cluster_is_default(ctx):
+        seeds = ",".join(dict.fromkeys([options.cluster, *local_cluster_addresses(LOCAL_DATA_DIR)]))
+    client = Client(seeds, timeout_s=options.timeout_s)
     try:
         yield client
     finally:
         client.close()
+
+
+def _cluster_is_default(ctx: typer.Context) -> bool:
+    root = ctx.find_root()
+    try:
+        source = root.get_parameter_source("cluster")
+    except Exception:          # no such parameter (a command run outside the app)
+        return False
+    return source is not None and source.name in ("DEFAULT", "DEFAULT_MAP")
+
+
+def local_cluster_addresses(data_dir: Path) -> list[str]:
+    """The node addresses recorded by `shoal up` in DATA_DIR/cluster.json ([] if none or unreadable)."""
+    from shoal.client.local import LocalClusterError, read_record
+
+    try:
+        record = read_record(data_dir.resolve())
+    except (LocalClusterError, OSError):
+        return []
+    nodes = record.get("nodes", []) if record else []
+    return [node["address"] for node in nodes if isinstance(node, dict) and isinstance(node.get("address"), str)]
 
 
 def console(*, stderr: bool = False) -> Console:

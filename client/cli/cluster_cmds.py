@@ -19,7 +19,6 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from shoal.client import _status as cluster_status
 from shoal.client.cli._common import fail
 from shoal.client.local import ClusterRunningError, LocalCluster, LocalClusterError, read_record
 

@@ -1,37 +1,44 @@
 """Data commands: `shoal dataset create|ls|drop`, `put`, `get`, `delete`, `load`, `status`.
 
-Values on the command line and in files are JSON; `get` prints JSON (bytes values,
-which JSON lacks, print as "base64:..." strings). `load` reads JSON lines or CSV with a
-header through `RecordFile` and streams the records into Client.put_many, so a file of
-any size loads in constant memory. A bad line ends the input (RecordFile stops and keeps
-the error instead of raising), so put_many still delivers every record before it, and
-the command then reports the line and the count. The file is read as bytes so progress
-can follow the byte offset (a text file's tell() is disabled while iterating).
+Values on the command line and in files are strict JSON (record_file.strict_json: no
+NaN, Infinity or out-of-range numbers); `get` prints JSON (bytes values, which JSON
+lacks, print as "base64:..." strings; a stored NaN or Infinity is an error, not
+invalid JSON on stdout). `put` takes the value inline, from `@FILE` or from stdin (`-`).
+
+`load` reads JSON lines or CSV through RecordFile (record_file.py: the input fidelity
+rules) and streams the records into Client.put_many in chunks of LOAD_CHUNK_RECORDS, so
+a file of any size loads in constant memory and a failure part-way knows a prefix of
+the file that is stored for sure: the error names FILE:LINE, the reason, that count,
+and the `--skip N` that resumes (writes are idempotent, so loading a record twice is
+harmless).
 """
 from __future__ import annotations
 
 import base64
-import csv
+import collections
 import json
-import re
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from shoal.client import Client, InvalidArgumentError, ShoalError
+from shoal.client._codec import KEY_BYTES_MAX, ValueEncoder, encode_key
 from shoal.client.cli import _common
 from shoal.client.cli._common import command_errors, connect, fail
+from shoal.client.cli.record_file import JsonValueError, RecordCheck, RecordFile, strict_json
 
 dataset_app = typer.Typer(help="Create, list and drop datasets.", no_args_is_help=True)
 PROGRESS_EVERY_RECORDS = 1000
 FORMATS = ("auto", "jsonl", "csv")
-_INT = re.compile(r"[+-]?\d+")
-_FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
+LOAD_CHUNK_RECORDS = 100_000      # one put_many per chunk, kept in memory until stored ...
+LOAD_CHUNK_BYTES = 32 * 1024 * 1024   # ... and bounded by input bytes: a failure is exact within a chunk
+VALUE_CHECK_RATIO = 3             # msgpack is at most ~3x a JSON/CSV line (a float "1." is 9 bytes)
 
 
 def register(app: typer.Typer) -> None:
@@ -89,15 +96,34 @@ def drop(ctx: typer.Context, name: DatasetArg) -> None:
 @command_errors
 def put(ctx: typer.Context, dataset: DatasetArg, key: KeyArg,
         value: Annotated[str, typer.Argument(metavar="JSON", help="The value, as JSON: '{\"a\": 1}', '42', "
-                                             "'\"text\"'.")]) -> None:
+                                             "'\"text\"'; @FILE reads it from a file, - from stdin.")]) -> None:
     """Store one record."""
+    text, where = _value_text(value)
     try:
-        decoded = json.loads(value)
-    except json.JSONDecodeError as exc:
-        fail(f"the value is not valid JSON ({exc.msg} at column {exc.colno}): {value[:60]!r}")
+        decoded = strict_json(text)
+    except JsonValueError as exc:
+        fail(f"{where} is not valid JSON ({exc}): {text[:60]!r}")
     with connect(ctx) as client:
         client.put(dataset, key, decoded)
     typer.echo("OK")
+
+
+def _value_text(value: str) -> tuple[str, str]:
+    """The JSON text of `shoal put` and what to call it in errors: inline, @FILE or - (stdin).
+
+    Neither "@..." nor "-" is valid JSON, so the forms cannot be confused with a value.
+    """
+    if value == "-":
+        return sys.stdin.read(), "the value on stdin"
+    if value.startswith("@"):
+        path = Path(value[1:])
+        try:
+            return path.read_text(encoding="utf-8"), f"the value in {path}"
+        except OSError as exc:
+            fail(f"cannot read {path}: {exc.strerror or exc}")
+        except UnicodeDecodeError as exc:
+            fail(f"the value in {path} is not UTF-8 (byte {exc.start + 1})")
+    return value, "the value"
 
 
 @command_errors
@@ -108,7 +134,12 @@ def get(ctx: typer.Context, dataset: DatasetArg, key: KeyArg) -> None:
         value = client.get(dataset, key, default=missing)
     if value is missing:
         fail(f"key {key!r} not found in dataset {dataset}")
-    typer.echo(json.dumps(value, ensure_ascii=False, default=_json_default))
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=_json_default, allow_nan=False)
+    except ValueError:
+        fail(f"the value of key {key!r} holds NaN or Infinity, which JSON cannot show (it was stored through "
+             "the Python client; read it there)")
+    typer.echo(text)
 
 
 @command_errors
@@ -131,35 +162,177 @@ def load(
     file_format: Annotated[str, typer.Option(
         "--format", help=f"One of {', '.join(FORMATS)}; auto looks at the extension, then the first byte.")]
     = "auto",
+    delimiter: Annotated[str | None, typer.Option(
+        "--delimiter", metavar="CHAR", help="CSV field separator (default \",\"; tab for .tsv; \\t for tab).")]
+    = None,
+    no_header: Annotated[bool, typer.Option(
+        "--no-header", help="The CSV has no header row: columns are named \"1\", \"2\", ...")] = False,
+    columns: Annotated[str | None, typer.Option(
+        "--columns", metavar="NAME,NAME,...", help="The CSV has no header row: these are its column names.")]
+    = None,
+    text_columns: Annotated[str | None, typer.Option(
+        "--text-columns", metavar="NAME,NAME,...", help="CSV columns kept as text (no number conversion).")]
+    = None,
+    skip: Annotated[int, typer.Option(
+        "--skip", min=0, metavar="N", help="Skip the first N records (to resume a load that stopped).")] = 0,
 ) -> None:
-    """Load a JSON lines or CSV file into a dataset (CSV numbers become int or float)."""
+    """Load a JSON lines or CSV file into a dataset (CSV numbers become int or float when exact)."""
     if file_format not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, got {file_format!r}")
-    try:
-        source = RecordFile.open(file, file_format, key_field)
-    except OSError as exc:
-        fail(f"cannot read {file}: {exc.strerror or exc}")
+    if no_header and columns is not None:
+        fail("--no-header and --columns both say the file has no header: pass one of them")
+    names = None if columns is None else [name.strip() for name in columns.split(",")]
+    separator = _delimiter(delimiter)
+    text_names = frozenset(name.strip() for name in (text_columns or "").split(",") if name.strip())
     started_s = time.monotonic()
-    with source, connect(ctx) as client, _progress(source.size_bytes) as progress:
-        task = progress.add_task(f"loading {file.name}", total=source.size_bytes or None)
-
-        def records() -> Any:
-            for count, record in enumerate(source.records(), 1):
-                if count % PROGRESS_EVERY_RECORDS == 0:
-                    progress.update(task, completed=source.bytes_read)
-                yield record
-
-        loaded = client.put_many(dataset, records())
+    with connect(ctx) as client:
+        try:
+            source = RecordFile.open(file, file_format, key_field, delimiter=separator, columns=names,
+                                     no_header=no_header, text_columns=text_names,
+                                     check=_record_check(dataset, client), skip=skip)
+        except OSError as exc:
+            fail(f"cannot read {file}: {exc.strerror or exc}")
+        with source, _progress(source.size_bytes) as progress:
+            task = progress.add_task(f"loading {file.name}", total=source.size_bytes or None)
+            loaded, error = _load_chunks(client, dataset, source, skip,
+                                         lambda: progress.update(task, completed=source.bytes_read))
     elapsed_s = max(time.monotonic() - started_s, 1e-9)
-    if source.error is not None:
+    if error is not None:
         done = f"loaded the {loaded} records before it into {dataset}" if loaded else "nothing was loaded"
-        fail(f"{source.error} ({done})")
-    typer.echo(f"loaded {loaded} records into {dataset} in {elapsed_s:.2f} s ({loaded / elapsed_s:.0f} records/s)")
+        resume = f"; resume after fixing it with --skip {skip + loaded}" if loaded or skip else ""
+        fail(f"{error} ({done}{resume})")
+    skipped = f", skipped the first {skip}" if skip else ""
+    typer.echo(f"loaded {loaded} records into {dataset} in {elapsed_s:.2f} s ({loaded / elapsed_s:.0f} records/s"
+               f"{skipped}); keys: {source.key_source or '-'}")
+
+
+def _delimiter(delimiter: str | None) -> str | None:
+    if delimiter is None:
+        return None
+    text = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
+    if len(text) != 1 or text in "\"\r\n":
+        fail(f"--delimiter must be one character (\\t for tab), got {delimiter!r}")
+    return text
+
+
+def _record_check(dataset: str, client: Client) -> RecordCheck:
+    """Reject a record over the client's key or message limit in RecordFile, where it stops the input
+    cleanly at its line; only lines long enough to be over are encoded twice."""
+    encoder = ValueEncoder(client.config.message_bytes_max)
+    threshold_bytes = encoder.value_bytes_max // VALUE_CHECK_RATIO
+
+    def check(key: str, value: Any, line_bytes: int) -> None:
+        try:
+            if len(key) > KEY_BYTES_MAX // 4:
+                encode_key(dataset, key)
+            if line_bytes >= threshold_bytes:
+                encoder.encode(dataset, key, value)
+        except ShoalError as exc:
+            raise ValueError(f"{exc.message} (key {key!r:.60})") from None
+    return check
+
+
+class _Chunk:
+    """Up to LOAD_CHUNK_RECORDS records or LOAD_CHUNK_BYTES of input, kept (with their lines) until stored,
+    then one peeked record that starts the next chunk."""
+
+    def __init__(self, first: tuple[str, Any], rest: Iterator[tuple[str, Any]], source: RecordFile) -> None:
+        self.first, self.rest, self.source = first, rest, source
+        self.records: list[tuple[str, Any]] = []
+        self.lines: list[int] = []
+        self.next_first: tuple[str, Any] | None = None
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        source = self.source
+        end_bytes = source.bytes_read + LOAD_CHUNK_BYTES
+        self.records.append(self.first)
+        self.lines.append(source.record_line)
+        yield self.first
+        for record in self.rest:
+            if len(self.records) >= LOAD_CHUNK_RECORDS or source.bytes_read > end_bytes:
+                self.next_first = record
+                return
+            self.records.append(record)
+            self.lines.append(source.record_line)
+            yield record
+
+
+def _load_chunks(client: Client, dataset: str, source: RecordFile, skip: int,
+                 on_progress: Callable[[], object]) -> tuple[int, str | None]:
+    """put_many chunk by chunk: (records stored, "FILE:LINE: reason" of the record that stopped the load).
+
+    A record refused by the client or a node (InvalidArgumentError) is handled like a bad
+    line: the records of its chunk before it are stored (_store_before_refused), so the
+    count is exact. Any other failure (a node down, Ctrl-C) fails here with what is stored
+    for sure and the --skip that resumes.
+    """
+    def counted() -> Iterator[tuple[str, Any]]:
+        for count, record in enumerate(source.records(), 1):
+            if count % PROGRESS_EVERY_RECORDS == 0:
+                on_progress()
+            yield record
+
+    records = counted()
+    stored = 0
+    first = next(records, None)
+    while first is not None:
+        chunk = _Chunk(first, records, source)
+        try:
+            stored += client.put_many(dataset, chunk)
+        except InvalidArgumentError as exc:
+            try:
+                count, index, refused = _store_before_refused(client, dataset, chunk.records, exc)
+            except (ShoalError, KeyboardInterrupt) as again:
+                fail(_interrupted(source, dataset, again, stored, skip, chunk.lines[0]))
+            return stored + count, f"{source.path}:{chunk.lines[index]}: {refused.message}"
+        except (ShoalError, KeyboardInterrupt) as exc:
+            fail(_interrupted(source, dataset, exc, stored, skip, chunk.lines[0]))
+        first = chunk.next_first
+    return stored, source.error
+
+
+def _store_before_refused(client: Client, dataset: str, records: list[tuple[str, Any]],
+                          refused: InvalidArgumentError) -> tuple[int, int, InvalidArgumentError]:
+    """Store the records before the first one that is refused: (how many, its index, its error).
+
+    The error names the key when the client refused the record; a node's error may not, so
+    then the chunk is bisected with put_many (records are idempotent: sending one twice is
+    harmless). Everything before `low` is stored; the range [low, high) holds a refused record.
+    """
+    if refused.key is not None:
+        wanted = refused.key.decode("utf-8", "replace") if isinstance(refused.key, bytes) else refused.key
+        index = next((i for i, (key, _) in enumerate(records) if key == wanted), None)
+        if index is not None:
+            return client.put_many(dataset, records[:index]), index, refused
+    low, high = 0, len(records)
+    while high - low > 1:
+        middle = (low + high) // 2
+        try:
+            client.put_many(dataset, records[low:middle])
+            low = middle
+        except InvalidArgumentError as exc:
+            refused, high = exc, middle
+    return low, low, refused
+
+
+def _interrupted(source: RecordFile, dataset: str, exc: BaseException, stored: int, skip: int,
+                 chunk_line: int) -> str:
+    """FILE:LINE: reason (what is stored for sure, what may be missing, how to resume)."""
+    reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+    where = f"{source.path}:{source.record_line}" if source.record_line else str(source.path)
+    before = (f"the {stored} records before line {chunk_line} are stored" if stored
+              else "no record is known to be stored")
+    resume_skip = skip + stored
+    again = f"shoal load {dataset} {source.path}" + (f" --skip {resume_skip}" if resume_skip else "")
+    fix = "fix that record, then " if isinstance(exc, InvalidArgumentError) else ""
+    return (f"{where}: {reason} ({before}; records from line {chunk_line} to line {source.record_line} may be "
+            f"missing; loading a record again is harmless, so {fix}resume with: {again} and the same options)")
 
 
 @command_errors
 def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Show nodes (state, raft role, shards, primaries, disk), datasets and under-replicated shards."""
+    """Show nodes (state, raft role, shards, primaries, disk), datasets, under-replicated and unavailable
+    shards."""
     with connect(ctx) as client:
         report = client.status()
     if as_json:
@@ -174,14 +347,34 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         nodes.add_row(node["id"], node["address"], node["zone"] or "-", f"[{color}]{state}[/]", node["raft_role"],
                       str(node["shards"]), str(node["primaries"]), _bytes_text(node["disk_free_bytes"]),
                       _uptime_text(node["uptime_s"]))
-    datasets = Table("name", "shards", "replication", "under-replicated", title="datasets")
+    degraded = report.get("degraded_shards", [])
+    unavailable = collections.Counter(entry["dataset"] for entry in degraded if entry["state"] == "unavailable")
+    datasets = Table("name", "shards", "replication", "under-replicated", "unavailable", title="datasets")
     for info in report["datasets"]:
-        datasets.add_row(info["name"], str(info["shards"]), str(info["replication"]), str(info["under_replicated"]))
+        lost = unavailable[info["name"]]
+        datasets.add_row(info["name"], str(info["shards"]), str(info["replication"]), str(info["under_replicated"]),
+                         f"[red]{lost}[/]" if lost else "0")
     console.print(nodes)
     console.print(datasets if report["datasets"] else "no datasets")
+    if degraded:
+        console.print(_degraded_table(degraded))
     color = "green" if report["under_replicated"] == 0 else "yellow"
+    lost_color = "red" if report.get("unavailable") else "green"
     console.print(f"controller: {report['controller'] or '-'}   "
-                  f"under-replicated shards: [{color}]{report['under_replicated']}[/]")
+                  f"under-replicated shards: [{color}]{report['under_replicated']}[/]   "
+                  f"unavailable shards: [{lost_color}]{report.get('unavailable', 0)}[/]")
+
+
+def _degraded_table(degraded: list[dict[str, Any]]) -> Table:
+    """Shards below their replication: unavailable (no live in-sync copy) in red, first."""
+    table = Table("dataset", "shard", "state", "copies left", "in-sync replicas", "learners",
+                  title="shards below their replication")
+    for entry in degraded:
+        color = "red" if entry["state"] == "unavailable" else "yellow"
+        table.add_row(entry["dataset"], str(entry["shard"]), f"[{color}]{entry['state']}[/]",
+                      f"{entry['copies_left']}/{entry['replication']}", ",".join(entry["replicas"]) or "-",
+                      ",".join(entry["learners"]) or "-")
+    return table
 
 
 def _progress(total_bytes: int) -> Progress:
@@ -213,122 +406,3 @@ def _uptime_text(uptime_s: float | None) -> str:
     minutes, seconds = divmod(int(uptime_s), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
-
-
-class _BadLine(Exception):
-    def __init__(self, line: int, reason: str) -> None:
-        super().__init__(reason)
-        self.line, self.reason = line, reason
-
-
-class RecordFile:
-    """(key, value) records from a JSON lines or CSV file; stops at the first bad line.
-
-    Keys: the `key_field` of each record; by default "id" when the first record (JSON)
-    or the header (CSV) has it, else the line number. After `records()` ends, `error` is
-    None or "FILE:LINE: what is wrong".
-    """
-
-    def __init__(self, path: Path, handle: IO[bytes], file_format: str, key_field: str | None,
-                 size_bytes: int) -> None:
-        self.path, self.format, self.key_field, self.size_bytes = path, file_format, key_field, size_bytes
-        self._handle = handle
-        self.bytes_read = 0
-        self.line_no = 0
-        self.error: str | None = None
-
-    @classmethod
-    def open(cls, path: Path, file_format: str, key_field: str | None) -> RecordFile:
-        handle = open(path, "rb")
-        size_bytes = path.stat().st_size
-        if file_format == "auto":
-            suffix = path.suffix.lower()
-            if suffix in (".jsonl", ".ndjson", ".json"):
-                file_format = "jsonl"
-            elif suffix == ".csv":
-                file_format = "csv"
-            else:
-                file_format = "jsonl" if handle.peek(64).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{") else "csv"
-        return cls(path, handle, file_format, key_field, size_bytes)
-
-    def __enter__(self) -> RecordFile:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self._handle.close()
-
-    def records(self) -> Iterator[tuple[str, Any]]:
-        try:
-            yield from (self._jsonl() if self.format == "jsonl" else self._csv())
-        except _BadLine as exc:
-            self.error = f"{self.path}:{exc.line}: {exc.reason}"
-
-    def _lines(self) -> Iterator[str]:
-        for raw in self._handle:
-            self.bytes_read += len(raw)
-            self.line_no += 1
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise _BadLine(self.line_no, f"not UTF-8 (byte {exc.start + 1} of the line)") from None
-            yield line.lstrip("\ufeff") if self.line_no == 1 else line
-
-    def _jsonl(self) -> Iterator[tuple[str, Any]]:
-        field = self.key_field
-        for line in self._lines():
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise _BadLine(self.line_no, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(value, dict):
-                raise _BadLine(self.line_no, f"expected a JSON object, got {type(value).__name__}")
-            if field is None:
-                field = "id" if "id" in value else ""
-            yield (_key_of(value, field, self.line_no) if field else str(self.line_no)), value
-
-    def _csv(self) -> Iterator[tuple[str, Any]]:
-        reader = csv.reader(self._lines())
-        try:
-            header = next(reader, None)
-            if header is None:
-                return
-            field = self.key_field or ("id" if "id" in header else None)
-            if field is not None and field not in header:
-                raise _BadLine(reader.line_num, f"no column {field!r} in the header")
-            index = header.index(field) if field is not None else -1
-            for row in reader:
-                if not row:
-                    continue
-                if len(row) != len(header):
-                    raise _BadLine(reader.line_num, f"expected {len(header)} fields, got {len(row)}")
-                key = row[index] if index >= 0 else str(reader.line_num)
-                if not key:
-                    raise _BadLine(reader.line_num, f"empty key in column {field!r}")
-                yield key, {name: _number(cell) for name, cell in zip(header, row)}
-        except csv.Error as exc:
-            raise _BadLine(reader.line_num, f"bad CSV ({exc})") from None
-
-
-def _key_of(record: dict[str, Any], field: str, line: int) -> str:
-    if field not in record:
-        raise _BadLine(line, f"no field {field!r} (the key)")
-    raw = record[field]
-    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-        raise _BadLine(line, f"field {field!r} must be a string or an integer to be the key, got "
-                       f"{type(raw).__name__}")
-    if raw == "":
-        raise _BadLine(line, f"field {field!r} (the key) is empty")
-    return str(raw)
-
-
-def _number(cell: str) -> int | float | str:
-    """CSV cells that look like numbers become int or float; everything else stays text."""
-    if _INT.fullmatch(cell):
-        number = int(cell)
-        return number if -2**63 <= number < 2**64 else cell    # msgpack's integer range
-    if _FLOAT.fullmatch(cell):
-        return float(cell)
-    return cell

@@ -20,6 +20,8 @@ from shoal.client.cli._common import fail
 
 logger = logging.getLogger(__name__)
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
 node_app = typer.Typer(help="Run and manage node daemons.", no_args_is_help=True)
 
 
@@ -56,6 +58,8 @@ def start(
                                                   help="DEBUG, INFO, WARNING or ERROR (default: INFO).")] = None,
 ) -> None:
     """Run a node daemon in the foreground until SIGTERM or Ctrl-C."""
+    if log_level is not None and log_level.upper() not in LOG_LEVELS:
+        fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
     flags: dict[str, Any] = {
         "node_id": node_id,
         "data_dir": None if data_dir is None else str(data_dir),
@@ -80,6 +84,10 @@ def start(
         fail(str(exc))
     except OSError as exc:
         fail(f"node {node_id or ''} failed to start: {exc}")
+    except ValueError as exc:
+        if not str(exc).startswith("Unknown level"):   # logging's refusal of SHOAL_LOG_LEVEL / log_level
+            raise
+        fail(f"log level: {exc}; use one of {', '.join(LOG_LEVELS)}")
     except KeyboardInterrupt:
         code = 130
     raise typer.Exit(code)

@@ -66,3 +66,19 @@ async def begin_epoch(ctx: ReplicationContext, replica: Replica, epoch: int, sen
 
 def recent_entries(replica: Replica, after_seq: int) -> list[RingEntry] | None:
     return replica.ring.after(after_seq, replica.store.state.seq)
+
+
+ENTRY_OVERHEAD_BYTES = 1024   # one entry's ReplicateRequest framing (names, ids, numbers), rounded up
+
+
+def entries_within(entries: list[RingEntry], bytes_max: int) -> list[RingEntry]:
+    """The longest prefix of `entries` within `bytes_max` (payloads plus framing), at least one entry.
+
+    A FetchEntries reply carries this prefix; the caller fetches again after its last seq.
+    """
+    size = 0
+    for count, entry in enumerate(entries):
+        size += len(entry.payload) + ENTRY_OVERHEAD_BYTES
+        if size > bytes_max and count:
+            return entries[:count]
+    return entries

@@ -138,6 +138,30 @@ async def catch_up_from_backups(ctx: ReplicationContext, replica: Replica, epoch
     if not ahead:
         return own
     source = max(ahead, key=lambda b: ahead[b])
+    # A reply holds a prefix bounded by bytes (fetch_entries_bytes_max): ask again after the
+    # last applied seq until the source's seq is reached, or it cannot give more.
+    while replica.store.state.seq < ahead[source]:
+        before = replica.store.state.seq
+        messages = await _fetch_entries(ctx, replica, epoch, source, ahead[source])
+        if not messages:
+            return replica.store.state.seq
+        async with replica.apply_lock:
+            for message in messages:
+                if message.seq != replica.store.state.seq + 1:
+                    continue
+                await ctx.run_blocking(replica.store.apply, Entry.decode(message.payload))
+                replica.ring.append(message.seq, Entry.decode(message.payload).epoch, message.payload)
+        if replica.store.state.seq == before:
+            logger.warning("shard %s: entries from %s after seq %d do not follow on", replica.name, source, before)
+            return before
+    logger.info("shard %s: caught up to seq %d from %s before serving", replica.name, replica.store.state.seq, source)
+    return replica.store.state.seq
+
+
+async def _fetch_entries(ctx: ReplicationContext, replica: Replica, epoch: int, source: str,
+                         source_seq: int) -> list[peer_pb2.ReplicateRequest]:
+    """Entries after this node's seq from `source` (a prefix); empty when it cannot give them."""
+    own = replica.store.state.seq
     request = peer_pb2.FetchEntriesRequest(dataset=replica.dataset, shard=replica.index, after_seq=own, epoch=epoch,
                                            cluster_id=ctx.cluster_id, dataset_id=replica.dataset_id)
     try:
@@ -145,19 +169,12 @@ async def catch_up_from_backups(ctx: ReplicationContext, replica: Replica, epoch
             request, timeout=ctx.config.replicate_timeout_s * 2)
     except grpc.aio.AioRpcError as exc:
         logger.warning("shard %s: cannot fetch entries from %s: %s", replica.name, source, exc.code().name)
-        return own
+        return []
     if not response.complete:
         logger.warning("shard %s: %s is at seq %d, this node at %d, and the entries between are gone from its "
-                       "recent-entry ring", replica.name, source, ahead[source], own)
-        return own
-    async with replica.apply_lock:
-        for message in response.entries:
-            if message.seq != replica.store.state.seq + 1:
-                continue
-            await ctx.run_blocking(replica.store.apply, Entry.decode(message.payload))
-            replica.ring.append(message.seq, Entry.decode(message.payload).epoch, message.payload)
-    logger.info("shard %s: caught up to seq %d from %s before serving", replica.name, replica.store.state.seq, source)
-    return replica.store.state.seq
+                       "recent-entry ring", replica.name, source, source_seq, own)
+        return []
+    return list(response.entries)
 
 
 async def push_to_backups(ctx: ReplicationContext, replica: Replica, epoch: int, backups: list[str],

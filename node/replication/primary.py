@@ -47,6 +47,7 @@ class ShardPrimary:
         self.backups = list(backups)          # node ids, in-sync, without this node
         self.state = "activating"             # activating | active | stopped
         self._queue: asyncio.Queue[tuple[Op, int, asyncio.Future[Any]]] = asyncio.Queue()
+        self._held: tuple[Op, int, asyncio.Future[Any]] | None = None   # opens the next group (bytes bound)
         self._stable = asyncio.Event()
         self._stable.set()
         self._task: asyncio.Task[None] | None = None
@@ -73,8 +74,10 @@ class ShardPrimary:
         self.state = "stopped"
         if self._task is not None:
             self._task.cancel()
-        while not self._queue.empty():
-            _, _, future = self._queue.get_nowait()
+        held, self._held = self._held, None
+        while held is not None or not self._queue.empty():
+            _, _, future = held or self._queue.get_nowait()
+            held = None
             if not future.done():
                 future.set_exception(NotPrimaryError(f"shard {self.name}: this node stopped being its primary"))
         self._stable.set()
@@ -166,11 +169,18 @@ class ShardPrimary:
             pass
 
     async def _take_group(self) -> list[tuple[Op, int, asyncio.Future[Any]]]:
-        group = [await self._queue.get()]
-        size = group[0][1]
+        """Ops for one entry: at most group_ops_max, and within group_bytes_max unless one op alone
+        is larger, so the entry (one Replicate message) stays within the message limit."""
+        first, self._held = self._held, None
+        if first is None:
+            first = await self._queue.get()
+        group, size = [first], first[1]
         config = self.context.config
-        while not self._queue.empty() and len(group) < config.group_ops_max and size < config.group_bytes_max:
+        while not self._queue.empty() and len(group) < config.group_ops_max:
             item = self._queue.get_nowait()
+            if size + item[1] > config.group_bytes_max:
+                self._held = item
+                break
             group.append(item)
             size += item[1]
         return group

@@ -23,6 +23,14 @@ cached `state` is replaced as a whole after each commit.
 
 A full map or a full/failing disk aborts the whole transaction and raises
 StorageFullError: nothing of the group is applied and the store stays readable.
+
+Headroom (issue 16): LMDB is copy-on-write, so a delete needs free pages too (a new copy
+of every page on its path, the idempotency rows, the meta rows, the free list). A shard
+filled to the last page could then not even delete. So `execute` refuses a group that
+puts a value and grows the tree pages past `map pages - headroom_pages` (1/16 of the map,
+at least 32 and at most 16,384 pages); a group without puts (deletes) is never refused
+this way, and always finds the reserve. Backups (`apply`) do not check: they follow what
+their primary accepted, with the same map size, so they have the same reserve.
 """
 from __future__ import annotations
 
@@ -33,25 +41,31 @@ import functools
 import logging
 import os
 import pathlib
+import resource
 import threading
 import typing
 from collections.abc import Callable, Iterator, Sequence
 
 import lmdb
-import msgpack
-import xxhash
 
 from shoal.node.errors import (
-    InvalidRequestError, NodeError, StaleEpochError, StorageFullError, TooLargeError,
+    FileLimitError, InvalidRequestError, NodeError, StaleEpochError, StorageFullError, TooLargeError,
 )
-from shoal.node.storage.documents import same_document
 from shoal.node.storage.entry import CompareAndSet, Delete, Entry, Op, Put, PutBatch
+from shoal.node.storage.write_group import WriteGroup, recompute, unpack_result, write_effects
 
 logger = logging.getLogger(__name__)
 
 STORE_FORMAT_VERSION = 1
+SCAN_RECORD_OVERHEAD_BYTES = 16   # framing of one record in a ScanChunk (two length-prefixed fields), rounded up
 _META_KEYS = (b"seq", b"epoch", b"checksum", b"records")
 _DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EDQUOT})
+_FD_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE})
+FDS_PER_SHARD = 3                 # measured: data.mdb, lock.mdb, and data.mdb again (O_DSYNC, meta writes)
+HEADROOM_PAGES_MIN = 32           # pages kept free for deletes in a tiny map (1 MiB = 256 pages)
+HEADROOM_PAGES_MAX = 16_384       # 64 MiB of 4 KiB pages: a large map reserves no more
+HEADROOM_MAP_FRACTION = 16        # reserve 1/16 of the map between those bounds
+_FIXED_PAGES = 4                  # 2 meta pages, the main DB root, the free-list root
 _Method = typing.TypeVar("_Method", bound=Callable[..., typing.Any])
 
 
@@ -119,11 +133,21 @@ class ShardStore:
         self._write_lock = threading.Lock()
         self._path.mkdir(parents=True, exist_ok=True)
         # lib_version=0 explicitly: LMDB 0.9 file format, readable by every node (notes 2.1).
-        self._env = lmdb.open(
-            str(self._path), map_size=map_size_bytes, subdir=True, max_dbs=4, writemap=False,
-            sync=sync, metasync=sync, max_readers=max_readers, lib_version=0, readahead=True,
-        )
         try:
+            self._env = lmdb.open(
+                str(self._path), map_size=map_size_bytes, subdir=True, max_dbs=4, writemap=False,
+                sync=sync, metasync=sync, max_readers=max_readers, lib_version=0, readahead=True,
+            )
+        except lmdb.Error as exc:
+            if getattr(exc, "code", 0) not in _FD_ERRNOS:
+                raise
+            raise FileLimitError(file_limit_message(f"cannot open shard {self._path}")) from None
+        try:
+            psize = self._env.stat()["psize"]
+            self._page_bytes = psize
+            map_pages = map_size_bytes // psize
+            self._pages_max = map_pages - min(max(map_pages // HEADROOM_MAP_FRACTION, HEADROOM_PAGES_MIN),
+                                              HEADROOM_PAGES_MAX)
             self._max_key_bytes = self._env.max_key_size()
             with self._write_txn() as txn:
                 self._records_db = self._env.open_db(b"records", txn=txn)
@@ -171,23 +195,26 @@ class ShardStore:
             stored = txn.get(write_id) if write_id else None
         if stored is None:
             return False, None
-        return True, _unpack_result(stored[8:])
+        return True, unpack_result(stored[8:])
 
     def scan(self, start: bytes = b"", end: bytes = b"", prefix: bytes = b"", limit: int = 0,
-             chunk_records: int = 1000) -> Iterator[list[tuple[bytes, bytes]]]:
+             chunk_records: int = 1000, chunk_bytes: int = 4 * 1024 * 1024) -> Iterator[list[tuple[bytes, bytes]]]:
         """Records with start <= key < end (empty = unbounded) and the prefix, in key order.
 
-        Yields chunks of at most `chunk_records`; each chunk is read in its own short
-        read transaction (no txn is held across a yield, so a slow consumer pins no
-        pages), resuming after the last key. Chunks are not one snapshot together.
+        Yields chunks of at most `chunk_records` records and at most `chunk_bytes` bytes
+        (keys, values and SCAN_RECORD_OVERHEAD_BYTES each), except that a chunk always
+        holds at least one record: a chunk fits in one message whatever the values' sizes.
+        Each chunk is read in its own short read transaction (no txn is held across a
+        yield, so a slow consumer pins no pages), resuming after the last key. Chunks are
+        not one snapshot together.
         """
-        assert chunk_records > 0 and limit >= 0
+        assert chunk_records > 0 and chunk_bytes > 0 and limit >= 0
         position, stop = _scan_bounds(start, end, prefix)
         remaining = limit if limit else None
         inclusive = True
         while position is not None:
             want = chunk_records if remaining is None else min(chunk_records, remaining)
-            chunk, finished = self._scan_chunk(position, inclusive, stop, want)
+            chunk, finished = self._scan_chunk(position, inclusive, stop, want, chunk_bytes)
             if chunk:
                 yield chunk
             if remaining is not None:
@@ -198,9 +225,10 @@ class ShardStore:
             position, inclusive = chunk[-1][0], False
 
     def _scan_chunk(self, position: bytes, inclusive: bool, stop: bytes | None,
-                    want: int) -> tuple[list[tuple[bytes, bytes]], bool]:
+                    want: int, bytes_max: int) -> tuple[list[tuple[bytes, bytes]], bool]:
         chunk: list[tuple[bytes, bytes]] = []
         append = chunk.append
+        size = 0
         with self._env.begin(db=self._records_db) as txn:
             cursor = txn.cursor()
             if not cursor.set_range(position):
@@ -210,6 +238,9 @@ class ShardStore:
             for key, value in cursor.iternext():
                 if stop is not None and key >= stop:
                     return chunk, True
+                size += len(key) + len(value) + SCAN_RECORD_OVERHEAD_BYTES
+                if size > bytes_max and chunk:
+                    return chunk, False   # this record opens the next chunk
                 append((key, value))
                 if len(chunk) >= want:
                     return chunk, False
@@ -221,7 +252,7 @@ class ShardStore:
         Compare with `state` only while no write runs (tests, or a quiesced scrub).
         """
         with self._env.begin(db=self._records_db) as txn:
-            return _recompute(txn.cursor())
+            return recompute(txn.cursor())
 
     def size_bytes(self) -> int:
         """Bytes of the data file in use (high-water mark of allocated pages)."""
@@ -271,11 +302,28 @@ class ShardStore:
         if epoch < state.epoch:
             raise StaleEpochError(f"shard {self._path}: epoch {epoch} < adopted {state.epoch}")
         self._check_ops(ops)
+        try:
+            return self._execute(ops, epoch, state)
+        except StorageFullError:
+            if any(type(op) is not Delete and not (type(op) is CompareAndSet and op.delete) for op in ops):
+                raise
+        # Only deletes, and still no room: the pages the previous commit freed are not
+        # reusable until two more commits have passed (LMDB keeps the last snapshot).
+        # Two tiny commits release them, then the deletes find the reserve.
+        self._storage_full_errors -= 1     # counted again if the retry fails too
+        self._write_meta_only()
+        self._write_meta_only()
+        return self._execute(ops, epoch, state)
+
+    def _execute(self, ops: Sequence[Op], epoch: int, state: ShardState) -> tuple[Entry, list[object]]:
         seq = state.seq + 1
         with self._write_txn() as txn:
-            group = _Group(txn, self._records_db, self._idem_db, state)
+            pages_before = self._pages_used(txn)
+            group = WriteGroup(txn, self._records_db, self._idem_db, state)
             results = [group.execute(op) for op in ops]
             self._record_writes(txn, seq, group.write_ids, group.results)
+            if any(value is not None for value in group.values):
+                self._check_headroom(txn, pages_before)
             new_state = ShardState(seq, epoch, group.checksum, group.records)
             self._write_meta(txn, new_state)
         self._state = new_state
@@ -301,7 +349,7 @@ class ShardStore:
             raise InvalidRequestError(f"shard {self._path}: entry {entry.seq} has an empty write id")
         self._check_keys(entry.keys)
         with self._write_txn() as txn:
-            checksum, records = _write_effects(
+            checksum, records = write_effects(
                 txn.cursor(db=self._records_db), entry.keys, entry.values,
                 state.checksum, state.records)
             self._record_writes(txn, entry.seq, entry.write_ids, entry.results)
@@ -310,6 +358,10 @@ class ShardStore:
         self._state = new_state
         self._entries_applied += 1
         return new_state
+
+    def _write_meta_only(self) -> None:
+        with self._write_txn() as txn:
+            self._write_meta(txn, self._state)
 
     @_one_writer
     def set_epoch(self, epoch: int) -> None:
@@ -332,9 +384,7 @@ class ShardStore:
                 yield txn
         except lmdb.MapFullError as exc:
             self._storage_full_errors += 1
-            raise StorageFullError(
-                f"shard {self._path}: LMDB map full (map_size_bytes={self._map_size_bytes}); "
-                "the write was not applied") from exc
+            raise StorageFullError(self._full_message("LMDB map full")) from exc
         except lmdb.TxnFullError as exc:
             raise TooLargeError(f"shard {self._path}: write group too large for one txn") from exc
         except lmdb.Error as exc:
@@ -344,6 +394,28 @@ class ShardStore:
             raise StorageFullError(
                 f"shard {self._path}: disk full or failing ({exc}; "
                 f"map_size_bytes={self._map_size_bytes}); the write was not applied") from exc
+
+    def _pages_used(self, txn: lmdb.Transaction[bytes]) -> int:
+        """Pages the trees hold as of this txn (its own changes included)."""
+        used = _FIXED_PAGES
+        for db in (self._records_db, self._meta_db, self._idem_db, self._idem_log_db):
+            stat = txn.stat(db)
+            used += stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
+        return used
+
+    def _check_headroom(self, txn: lmdb.Transaction[bytes], pages_before: int) -> None:
+        """Refuse a put group that grows the trees into the reserve kept for deletes."""
+        pages = self._pages_used(txn)
+        if pages <= pages_before or pages <= self._pages_max:
+            return
+        self._storage_full_errors += 1
+        raise StorageFullError(self._full_message(
+            f"{pages * self._page_bytes} bytes in use, {self._pages_max * self._page_bytes} allowed for puts"))
+
+    def _full_message(self, what: str) -> str:
+        return (f"shard {self._path} is full ({what}; map_size_bytes={self._map_size_bytes}): "
+                "the write was not applied; deletes still work. Raise map_size_bytes "
+                f"(SHOAL_MAP_SIZE_BYTES, now {self._map_size_bytes}) and restart the node, or delete records")
 
     def _load_state(self, txn: lmdb.Transaction[bytes]) -> ShardState:
         stored_format = txn.get(b"format", db=self._meta_db)
@@ -420,133 +492,6 @@ class ShardStore:
                 raise InvalidRequestError(f"unknown write op {type(op).__name__}")
 
 
-class _Group:
-    """Decides the ops of one execute() inside its write txn and collects the effects."""
-
-    def __init__(self, txn: lmdb.Transaction[bytes], records_db: lmdb._Database,
-                 idem_db: lmdb._Database, state: ShardState) -> None:
-        cursor = txn.cursor(db=records_db)
-        self._replace = cursor.replace
-        self._pop = cursor.pop
-        self._txn = txn
-        self._records_db = records_db
-        self._idem_db = idem_db
-        self._fresh: dict[bytes, object] = {}   # write_id -> result, decided in this group
-        self.checksum = state.checksum
-        self.records = state.records
-        self.keys: list[bytes] = []
-        self.values: list[bytes | None] = []
-        self.write_ids: list[bytes] = []
-        self.results: list[bytes] = []
-        self.replayed = 0
-
-    def execute(self, op: Op) -> object:
-        write_id = op.write_id
-        if write_id:
-            if write_id in self._fresh:
-                self.replayed += 1
-                return self._fresh[write_id]
-            stored = self._txn.get(write_id, None, self._idem_db)
-            if stored is not None:
-                self.replayed += 1
-                return _unpack_result(stored[8:])
-        result = self._decide(op)
-        if write_id:
-            self._fresh[write_id] = result
-            self.write_ids.append(write_id)
-            self.results.append(msgpack.packb(result, use_bin_type=True))
-        return result
-
-    def _decide(self, op: Op) -> object:
-        if type(op) is PutBatch:
-            self._put(op.keys, op.values)
-            return len(op.keys)
-        if type(op) is Put:
-            self._put((op.key,), (op.value,))
-            return None
-        if type(op) is Delete:
-            return self._delete(op.key)
-        assert type(op) is CompareAndSet
-        return self._compare_and_set(op)
-
-    def _put(self, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
-        self.checksum, self.records = _write_values(
-            self._replace, keys, values, self.checksum, self.records)
-        self.keys.extend(keys)
-        self.values.extend(values)
-
-    def _delete(self, key: bytes) -> bool:
-        old = self._pop(key)
-        if old is None:
-            return False
-        self.checksum ^= _xxh(old, _xxh(key))
-        self.records -= 1
-        self.keys.append(key)
-        self.values.append(None)
-        return True
-
-    def _compare_and_set(self, op: CompareAndSet) -> tuple[bool, bool, bytes | None]:
-        current = self._txn.get(op.key, None, self._records_db)
-        if op.expect_absent:
-            swapped = current is None
-        else:
-            swapped = current is not None and same_document(current, op.expected)
-        if swapped:
-            if op.delete:
-                self._delete(op.key)
-            else:
-                self._put((op.key,), (op.value,))
-        return swapped, current is not None, current
-
-
-_xxh = xxhash.xxh64_intdigest
-
-
-def _write_values(replace: Callable[[bytes, bytes], bytes | None], keys: Sequence[bytes], values: Sequence[bytes],
-                  checksum: int, records: int) -> tuple[int, int]:
-    """The hot loop: put every record with cursor.replace, updating checksum and count."""
-    xxh = _xxh
-    for key, value in zip(keys, values):
-        seed = xxh(key)
-        old = replace(key, value)
-        checksum ^= xxh(value, seed)
-        if old is None:
-            records += 1
-        else:
-            checksum ^= xxh(old, seed)
-    return checksum, records
-
-
-def _write_effects(cursor: lmdb.Cursor[bytes], keys: list[bytes], values: list[bytes | None],
-                   checksum: int, records: int) -> tuple[int, int]:
-    """Apply decided effects (None = delete) in order; returns (checksum, records)."""
-    if None not in values:
-        puts = typing.cast("list[bytes]", values)  # no None in it
-        return _write_values(cursor.replace, keys, puts, checksum, records)
-    xxh, replace, pop = _xxh, cursor.replace, cursor.pop
-    for key, value in zip(keys, values):
-        seed = xxh(key)
-        if value is None:
-            old = pop(key)
-            records -= old is not None
-        else:
-            old = replace(key, value)
-            checksum ^= xxh(value, seed)
-            records += old is None
-        if old is not None:
-            checksum ^= xxh(old, seed)
-    return checksum, records
-
-
-def _recompute(cursor: lmdb.Cursor[bytes]) -> tuple[int, int]:
-    checksum = records = 0
-    xxh = _xxh
-    for key, value in cursor.iternext():
-        checksum ^= xxh(value, xxh(key))
-        records += 1
-    return records, checksum
-
-
 def _trim_writes(txn: lmdb.Transaction[bytes], idem_db: lmdb._Database, log_db: lmdb._Database,
                  budget: int) -> None:
     """Drop up to `budget` oldest idempotency rows (idem_log order = seq order)."""
@@ -562,12 +507,6 @@ def _trim_writes(txn: lmdb.Transaction[bytes], idem_db: lmdb._Database, log_db: 
         budget -= 1
 
 
-def _unpack_result(packed: bytes) -> object:
-    """A recorded result as execute() returned it fresh (msgpack turns tuples into lists)."""
-    result = msgpack.unpackb(packed, raw=False)
-    return tuple(result) if type(result) is list else result
-
-
 def _scan_bounds(start: bytes, end: bytes, prefix: bytes) -> tuple[bytes | None, bytes | None]:
     """(first key to seek, exclusive stop or None); first is None for an empty range."""
     position = max(start, prefix)
@@ -580,6 +519,14 @@ def _scan_bounds(start: bytes, end: bytes, prefix: bytes) -> tuple[bytes | None,
     if stop is not None and position >= stop:
         return None, stop
     return position, stop
+
+
+def file_limit_message(what: str) -> str:
+    """`what`, why (the open-files limit) and what to do; for EMFILE/ENFILE while opening shards."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return (f"{what}: too many open files (RLIMIT_NOFILE soft limit {soft}; each open shard needs "
+            f"{FDS_PER_SHARD} file descriptors): raise the limit (ulimit -n, or LimitNOFILE= under systemd) "
+            "and restart the node, or drop datasets")
 
 
 def _u64(value: int) -> bytes:

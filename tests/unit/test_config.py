@@ -60,6 +60,8 @@ def test_config_reads_raft_password_file_from_the_toml_file(tmp_path: pathlib.Pa
     ({"propose_timeout_s": -1.0}, "propose_timeout_s must be positive"),
     ({"propose_backoff_s_min": 1.0, "propose_backoff_s_max": 0.5}, "propose_backoff_s_min"),
     ({"scan_chunk_records": 20_000}, "scan_chunk_records"),
+    ({"scan_chunk_bytes_max": 16 * 1024 * 1024}, "scan_chunk_bytes_max .* message_bytes_max"),
+    ({"fetch_entries_bytes_max": 16 * 1024 * 1024}, "fetch_entries_bytes_max .* message_bytes_max"),
 ])
 def test_config_validate_names_the_bad_setting(overrides: dict[str, object], message: str) -> None:
     """Each invalid combination raises ConfigError mentioning the offending setting."""

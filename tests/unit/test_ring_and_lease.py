@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from shoal.node.lease import Lease
+from shoal.node.replication import backup
 from shoal.node.replication.ring import EntryRing
 
 
@@ -36,3 +37,16 @@ def test_lease_needs_time_and_the_named_metadata_version() -> None:
     lease.grant(time.monotonic() - 120.0, 60.0, metadata_version=7)   # an older grant never shortens it
     assert lease.valid(7)
     assert Lease(always_valid=True).valid(0)
+
+
+def test_fetch_entries_reply_is_a_prefix_bounded_by_bytes_issue_16() -> None:
+    """Issue 16: a FetchEntries reply holds the longest prefix within its byte bound, at least one entry."""
+    ring = EntryRing(entries_max=100, bytes_max=1 << 30)
+    for seq in range(1, 6):
+        ring.append(seq, 1, b"x" * 1_000_000)
+    entries = ring.after(0, 5) or []
+    bound = 2 * (1_000_000 + backup.ENTRY_OVERHEAD_BYTES)
+    assert [e.seq for e in backup.entries_within(entries, bound)] == [1, 2]
+    assert [e.seq for e in backup.entries_within(entries, 10)] == [1]
+    assert [e.seq for e in backup.entries_within(entries, 1 << 30)] == [1, 2, 3, 4, 5]
+    assert backup.entries_within([], 10) == []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pathlib
+import random
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -457,3 +458,89 @@ def test_shard_store_concurrent_writers_never_reuse_a_seq(store: ShardStore) -> 
     assert sorted(seqs) == list(range(1, 101))
     assert store.state.seq == 100 and store.state.records == 100
     _assert_consistent(store)
+
+
+def test_shard_store_scan_chunks_are_bounded_by_bytes_issue_16(store: ShardStore) -> None:
+    """Issue 16: a chunk stays within chunk_bytes, whatever the values' sizes; one record always fits.
+
+    Method: 17 values of 1,000,000 bytes in a real LMDB file; scan with a 4 MiB byte bound
+    (and a generous record bound): every chunk is within the bound, the chunks together
+    hold all 17 records intact in key order. A bound below one record still yields every
+    record, one per chunk; a prefix scan over the large values is bounded the same way.
+    """
+    keys = [b"big-%02d" % n for n in range(17)]
+    values = [_pack(bytes([n]) * 1_000_000) for n in range(17)]
+    store.execute([PutBatch(keys, values)], epoch=0)
+    store.execute([PutBatch([b"small-%d" % n for n in range(5)], [_pack(n) for n in range(5)])], epoch=0)
+
+    def chunk_bytes(chunk: list[tuple[bytes, bytes]]) -> int:
+        return sum(len(k) + len(v) for k, v in chunk)
+
+    chunks = list(store.scan(prefix=b"big-", chunk_records=1000, chunk_bytes=4 * MiB))
+    assert [len(chunk) for chunk in chunks] == [4, 4, 4, 4, 1]
+    assert all(chunk_bytes(chunk) <= 4 * MiB for chunk in chunks)
+    assert [record for chunk in chunks for record in chunk] == list(zip(keys, values))
+    tiny = list(store.scan(chunk_records=1000, chunk_bytes=10))
+    assert [len(chunk) for chunk in tiny] == [1] * 22
+    assert [key for chunk in tiny for key, _ in chunk] == keys + [b"small-%d" % n for n in range(5)]
+    mixed = list(store.scan(start=b"big-15", limit=4, chunk_records=1000, chunk_bytes=1_500_000))
+    assert [[key for key, _ in chunk] for chunk in mixed] == [[b"big-15"], [b"big-16", b"small-0", b"small-1"]]
+
+
+_VALUE_200 = _pack("v" * 197)   # 200 bytes of msgpack
+
+
+def _fill(shard: ShardStore, keys: list[bytes], make: Any) -> list[bytes]:
+    """Execute groups from `make(i)` until the headroom refuses one; returns the keys stored."""
+    for i in range(100_000):
+        batch = make(i)
+        try:
+            shard.execute([PutBatch(batch, [_VALUE_200] * len(batch), _wid(10_000_000 + len(keys) + i))], 1)
+        except StorageFullError as full:
+            message = str(full)
+            assert "SHOAL_MAP_SIZE_BYTES" in message and str(MiB) in message and "deletes still work" in message
+            return keys
+        keys.extend(batch)
+    raise AssertionError("the map never filled")
+
+
+def test_shard_store_issue16_full_shard_still_deletes(tmp_path: pathlib.Path) -> None:
+    """Issue 16.1a: a 1 MiB map filled with 200-byte values by single puts refuses the next put
+    with a message naming SHOAL_MAP_SIZE_BYTES and its value; then every delete of an existing key
+    succeeds (before the fix most failed with STORAGE_FULL), and puts work again afterwards.
+
+    Method: a real LMDB env (sync off for speed), one put per txn until refused, then one delete
+    per txn with a write id each (so deletes also add idempotency rows)."""
+    with ShardStore(tmp_path / "tiny", map_size_bytes=1 * MiB, sync=False) as tiny:
+        keys = _fill(tiny, [], lambda i: [b"k%06d" % i])
+        assert len(keys) > 2000
+        assert tiny.statistics().storage_full_errors == 1
+        for n, key in enumerate(keys):
+            tiny.execute([Delete(key, _wid(20_000_000 + n))], 1)
+        assert tiny.state.records == 0
+        _assert_consistent(tiny)
+        tiny.execute([Put(b"again", _pack(1))], 1)
+        assert tiny.get(b"again") == _pack(1)
+
+
+def test_shard_store_issue16_full_after_batches_still_deletes(tmp_path: pathlib.Path) -> None:
+    """Issue 16.1a variant: filled by batches of 50 to 400 keys (the last commit frees many pages,
+    which LMDB cannot reuse at once), then single deletes and CAS-deletes in random order all
+    succeed, half the keys are refilled, and the shard fills and empties a second time.
+
+    Method: a seeded random order on a real 1 MiB LMDB env."""
+    rnd = random.Random(16)
+    with ShardStore(tmp_path / "tiny", map_size_bytes=1 * MiB, sync=False) as tiny:
+        keys: list[bytes] = []
+        for round_ in range(2):
+            stored = _fill(tiny, [], lambda i: [rnd.randbytes(rnd.choice([8, 40, 200]))
+                                               for _ in range(rnd.choice([1, 50, 400]))])
+            keys.extend(stored)
+            rnd.shuffle(keys)
+            for n, key in enumerate(keys):
+                op: Op = Delete(key, _wid(30_000_000 + round_ * 1_000_000 + n)) if n % 2 else \
+                    CompareAndSet(key, False, _VALUE_200, True, b"", _wid(40_000_000 + round_ * 1_000_000 + n))
+                tiny.execute([op], 1)
+            keys.clear()
+            assert tiny.state.records == 0
+            _assert_consistent(tiny)
