@@ -27,14 +27,18 @@ Choices beyond the brief, and why:
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 import pathlib
 import socket
+import struct
 import threading
+import zlib
 from collections.abc import Callable
 from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, SyncObjException, replicated
+from pysyncobj import journal as pysyncobj_journal
 
 from shoal.node.config import NodeConfig, parse_host_port
 from shoal.node.errors import ConfigError, NoControllerError, UnknownOutcomeError
@@ -81,6 +85,7 @@ class RaftMetadata:
             raise ConfigError("RaftMetadata needs a Raft address (--raft HOST:PORT)")
         if not config.raft_password:
             raise ConfigError("RaftMetadata needs a Raft password: the Raft port unpickles what it receives")
+        check_raft_files(config.data_dir / "raft")   # before any port is bound: one line, nothing to undo
         self._config = config
         self._on_change = on_change
         # keyword overrides are for tests; the config holds the tunables
@@ -311,3 +316,52 @@ def _destroy_unbound(syncobj: SyncObj) -> None:
         syncobj.destroy_synchronous()
     else:
         syncobj._doDestroy()
+
+
+def check_raft_files(raft_dir: pathlib.Path) -> None:
+    """Refuse to start on a damaged journal or dump, with one line naming the file.
+
+    pysyncobj reads both without checks (a zero-byte journal ends in a long traceback and a
+    crash). Why not treat a damaged journal as missing and refill from the leader: a voter
+    that forgets entries it acknowledged can let a minority decide (Raft safety needs what
+    it voted on); the operator decides, knowing whether the other voters hold a quorum.
+    """
+    journal, dump = raft_dir / "journal", raft_dir / "dump"
+    problem = _journal_problem(journal) if journal.exists() else None
+    if problem is None and dump.exists():
+        problem = _dump_problem(dump)
+    if problem is not None:
+        raise ConfigError(f"{problem}: restore it, or move {raft_dir} aside to rebuild this voter from the "
+                          "others (only while the other voters hold a quorum)")
+
+
+def _journal_problem(path: pathlib.Path) -> str | None:
+    """The journal's framing, as pysyncobj.journal.FileJournal writes it, or what is wrong with it."""
+    data = path.read_bytes()
+    header = pysyncobj_journal.FIRST_RECORD_OFFSET
+    if len(data) < header:
+        return f"raft journal {path} is damaged ({len(data)} bytes, shorter than its {header}-byte header)"
+    if not data.startswith(pysyncobj_journal.APP_NAME):
+        return f"raft journal {path} is damaged (not a pysyncobj journal)"
+    offset_at = pysyncobj_journal.LAST_RECORD_OFFSET_OFFSET
+    end = struct.unpack("<I", data[offset_at:offset_at + 4])[0]
+    if not header <= end <= len(data):
+        return f"raft journal {path} is damaged (its records end at {end}, the file has {len(data)} bytes)"
+    position = header
+    while position < end:
+        size = struct.unpack("<I", data[position:position + 4])[0] if position + 4 <= end else -1
+        trailer = position + 4 + size
+        if size < 16 or trailer + 4 > end or data[trailer:trailer + 4] != data[position:position + 4]:
+            return f"raft journal {path} is damaged (a broken record at byte {position})"
+        position = trailer + 4
+    return None
+
+
+def _dump_problem(path: pathlib.Path) -> str | None:
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        return f"raft dump {path} is damaged ({exc})"
+    return None
