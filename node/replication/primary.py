@@ -16,10 +16,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from shoal.node.errors import (
-    NodeError, NoLeaseError, NotPrimaryError, ReplicationError, StaleEpochError, UnknownOutcomeError,
+    NodeError, NoLeaseError, NotPrimaryError, ReplicationError, StaleEpochError, StorageFullError,
+    UnknownOutcomeError,
 )
 from shoal.node.metadata import commands
 from shoal.node.replication import outbound
+
+from shoal.node.storage.entry import CompareAndSet, Delete
 
 if TYPE_CHECKING:
     from shoal.node.replication.context import ReplicationContext
@@ -214,6 +217,17 @@ class ShardPrimary:
             self._stable.set()
 
     async def _apply_and_replicate(self, ops: list[Op]) -> list[Any]:
+        try:
+            return await self._apply_and_replicate_group(ops)
+        except StorageFullError:
+            if len(ops) < 2 or not all(_frees(op) for op in ops):
+                raise
+        # A full shard keeps headroom for deletes, but a group of many deletes rewrites many
+        # pages at once: commit it in halves (each its own entry, in order) instead of failing.
+        half = len(ops) // 2
+        return await self._apply_and_replicate(ops[:half]) + await self._apply_and_replicate(ops[half:])
+
+    async def _apply_and_replicate_group(self, ops: list[Op]) -> list[Any]:
         ctx = self.context
         epoch = self.epoch
         entry, results = await ctx.run_blocking(self.replica.store.execute, ops, epoch)
@@ -268,3 +282,8 @@ def _fail(futures: list[asyncio.Future[Any]], exc: Exception) -> None:
     for future in futures:
         if not future.done():
             future.set_exception(exc)
+
+
+def _frees(op: Op) -> bool:
+    """The op can only remove data (a delete, or a compare-and-set that deletes)."""
+    return isinstance(op, Delete) or (isinstance(op, CompareAndSet) and op.delete)

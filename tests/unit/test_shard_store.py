@@ -544,3 +544,37 @@ def test_shard_store_issue16_full_after_batches_still_deletes(tmp_path: pathlib.
             keys.clear()
             assert tiny.state.records == 0
             _assert_consistent(tiny)
+
+
+def test_shard_store_issue16_primary_splits_a_delete_group_too_big_for_the_headroom(tmp_path: pathlib.Path) -> None:
+    """Variant of 16.1a at the primary: on a full 1 MiB shard one group of 300 scattered deletes
+    does not fit (checked first, on the store), so ShardPrimary commits it in halves: every
+    delete succeeds, in order, each half its own entry.
+
+    Method: a real ShardStore; the primary gets a stand-in context (only run_blocking is used
+    with no backups)."""
+    import asyncio
+    import types
+
+    from shoal.node.replication.primary import ShardPrimary
+    from shoal.node.replication.replica import Replica
+    from shoal.node.replication.ring import EntryRing
+
+    async def run_blocking(fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    with ShardStore(tmp_path / "s", map_size_bytes=MiB, sync=False) as store:
+        stored = 0
+        with pytest.raises(StorageFullError):
+            while True:
+                store.execute([Put(f"k{stored:06d}".encode(), msgpack.packb("v" * 200))], 1)
+                stored += 1
+        deletes = [Delete(f"k{j * 3:06d}".encode()) for j in range(300)]
+        with pytest.raises(StorageFullError):
+            store.execute(deletes, 1)   # the case: too big as one group
+        context = types.SimpleNamespace(run_blocking=run_blocking)
+        primary = ShardPrimary(Replica("ds@1", 0, store, EntryRing(8, 1 << 20)), context,  # type: ignore[arg-type]
+                               epoch=1, backups=[])
+        seq_before = store.state.seq
+        assert asyncio.run(primary._apply_and_replicate(deletes)) == [True] * 300
+        assert store.state.seq > seq_before + 1 and store.state.records == stored - 300
