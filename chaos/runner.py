@@ -366,7 +366,7 @@ def _create_dataset(client: Any, scenario: Scenario) -> None:
         except DatasetExistsError:
             return
 
-    retry(attempt, policy=RetryPolicy(first_s=SETUP_RETRY_PAUSE_S, max_s=SETUP_RETRY_PAUSE_S, multiplier=1.0),
+    retry(attempt, policy=RetryPolicy.fixed(SETUP_RETRY_PAUSE_S),
           deadline_s=time.monotonic() + SETUP_TIMEOUT_S,
           retry_on=lambda exc: isinstance(exc, ShoalError) and exc.retriable)
 

@@ -275,7 +275,7 @@ def _fixed_retry_policy(pause_s: float) -> RetryPolicy:
     """The shared RetryPolicy (shoal.client.wire.retry) with a fixed pause between attempts:
     the workloads wait for a cluster to come back, not for contention to clear."""
     from shoal.client.wire.retry import RetryPolicy
-    return RetryPolicy(first_s=pause_s, max_s=pause_s, multiplier=1.0)
+    return RetryPolicy.fixed(pause_s)
 
 
 def _scan_until(client: RecordClient, dataset: str, deadline_s: float) -> FinalState:

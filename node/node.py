@@ -179,7 +179,7 @@ class Node:
         config = self.config
         command = commands.register_node(config.node_id, config.address, config.zone, config.raft,
                                          request_id=f"register-{config.node_id}-{time.time_ns()}")
-        backoff = RetryPolicy(config.register_retry_s, config.register_retry_s, multiplier=1.0).backoff()
+        backoff = RetryPolicy.fixed(config.register_retry_s).backoff()
         while not self._registered():   # retried until the cluster accepts us: no deadline at start-up
             try:
                 await self._register_once(command)

@@ -36,6 +36,11 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         assert 0 < self.first_s <= self.max_s and self.multiplier >= 1, self
 
+    @classmethod
+    def fixed(cls, pause_s: float) -> RetryPolicy:
+        """The same pause between every attempt: waiting for a peer or a cluster to come back."""
+        return cls(first_s=pause_s, max_s=pause_s, multiplier=1.0)
+
     def backoff(self) -> Backoff:
         return Backoff(self)
 

@@ -37,7 +37,7 @@ class ReplicationContext:
         self.peers = peers
         self.executor = executor   # LMDB write transactions block (fsync): never on the event loop (notes 3.2)
         self.propose_retry = RetryPolicy(config.propose_backoff_s_min, config.propose_backoff_s_max)
-        self.peer_retry = RetryPolicy(config.peer_retry_s, config.peer_retry_s, multiplier=1.0)
+        self.peer_retry = RetryPolicy.fixed(config.peer_retry_s)
 
     def lease_valid(self, metadata_version: int | None = None) -> bool:
         """Pass the version of the state snapshot a routing decision was made on: the

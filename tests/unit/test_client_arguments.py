@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator
-from concurrent import futures
 from typing import Any
 
 import grpc
@@ -19,9 +18,8 @@ import pytest
 from shoal.client import ABSENT, Client, ClientConfig, InvalidArgumentError
 from shoal.client._client import CAS_NONE_ROUNDS_MAX
 from shoal.client.wire.pb import data_pb2 as pb
-from shoal.client.wire.pb import data_pb2_grpc as pb_grpc
 from shoal.node.storage.documents import same_document
-from test_client_errors import ScriptedData
+from test_client_errors import ScriptedData, scripted_server
 
 NULL = msgpack.packb(None)
 
@@ -54,16 +52,9 @@ class CasData(ScriptedData):
 
 @pytest.fixture
 def fake() -> Iterator[CasData]:
-    servicer = CasData()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_DataServicer_to_server(servicer, server)
-    servicer.address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
-    server.start()
-    try:
+    with scripted_server(CasData) as servicer:
+        assert isinstance(servicer, CasData)
         yield servicer
-    finally:
-        servicer.released.set()
-        server.stop(None).wait()
 
 
 @pytest.fixture

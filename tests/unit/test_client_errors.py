@@ -132,8 +132,9 @@ class ScriptedData(pb_grpc.DataServicer):
 
 
 @contextlib.contextmanager
-def scripted_server() -> Iterator[ScriptedData]:
-    servicer = ScriptedData()
+def scripted_server(kind: type[ScriptedData] = ScriptedData) -> Iterator[ScriptedData]:
+    """A real gRPC server on a loopback port serving `kind()`; stopped (and unblocked) on exit."""
+    servicer = kind()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_DataServicer_to_server(servicer, server)
     servicer.address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
