@@ -4,6 +4,7 @@
         c.create_dataset("events", shards=8, replication=3)
         c.put("events", "k1", {"country": "DE", "amount": 12})
         c.get("events", "k1")
+        c.query("events").where("amount > 10").group_by("country").agg(n=("count", None)).collect()
 
 Everything public is re-exported here; the underscore modules are private. Two public
 subpackages sit beside them: `shoal.client.wire` (stubs, key-to-shard hash, error codes,
@@ -23,6 +24,8 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from shoal.client._client import Client, DatasetInfo  # noqa: E402
 from shoal.client._config import ClientConfig  # noqa: E402
+from shoal.client._jobs import Job, JobProgress  # noqa: E402
+from shoal.client._query import Query  # noqa: E402
 from shoal.client._errors import (  # noqa: E402
     AlreadyExistsError,
     ClusterUnreachableError,
@@ -31,20 +34,27 @@ from shoal.client._errors import (  # noqa: E402
     DeadlineExceededError,
     InternalError,
     InvalidArgumentError,
+    JobFailedError,
+    JobNotFoundError,
+    LimitExceededError,
     NoControllerError,
     NoLeaseError,
     NotEnoughNodesError,
     NotFoundError,
     NotPrimaryError,
     OverloadedError,
+    PermissionDeniedError,
+    QueryError,
     ReplicationFailedError,
     ResourceExhaustedError,
+    SeedsUnreachableError,
     ShoalError,
     StaleEpochError,
     StorageFullError,
     TooLargeError,
     UnavailableError,
     UnknownOutcomeError,
+    UserCodeDisabledError,
     WrongShardError,
     may_have_applied,
 )
@@ -62,20 +72,30 @@ __all__ = [
     "DeadlineExceededError",
     "InternalError",
     "InvalidArgumentError",
+    "Job",
+    "JobFailedError",
+    "JobNotFoundError",
+    "JobProgress",
+    "LimitExceededError",
     "NoControllerError",
     "NoLeaseError",
     "NotEnoughNodesError",
     "NotFoundError",
     "NotPrimaryError",
     "OverloadedError",
+    "PermissionDeniedError",
+    "Query",
+    "QueryError",
     "ReplicationFailedError",
     "ResourceExhaustedError",
+    "SeedsUnreachableError",
     "ShoalError",
     "StaleEpochError",
     "StorageFullError",
     "TooLargeError",
     "UnavailableError",
     "UnknownOutcomeError",
+    "UserCodeDisabledError",
     "WrongShardError",
     "may_have_applied",
 ]

@@ -15,6 +15,9 @@
   a request before a map reload that began after its silence: the controller may have
   replaced it, and the new map would name the successor. The record is shared by every
   call of the client (unary calls, scans, put_many streams).
+- First contact (issue 16.5): until some address has answered, the first map load and
+  the first call to a seed wait at most ClientConfig.connect_timeout_s for any seed,
+  then raise SeedsUnreachableError, which is not retried (_contact.py).
 """
 from __future__ import annotations
 
@@ -28,12 +31,14 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from shoal.client._contact import first_contact
 from shoal.client._errors import (
-    ClusterUnreachableError, DatasetNotFoundError, DeadlineExceededError, ShoalError,
+    ClusterUnreachableError, DatasetNotFoundError, DeadlineExceededError, SeedsUnreachableError, ShoalError,
     UnavailableError, error_from_rpc, may_have_applied,
 )
 from shoal.client.wire.pb import data_pb2 as pb
 from shoal.client.wire.pb import data_pb2_grpc as pb_grpc
+from shoal.client.wire.pb import jobs_pb2_grpc
 
 if TYPE_CHECKING:
     from shoal.client._config import ClientConfig
@@ -165,13 +170,28 @@ class Transport:
         self.unresponsive = UnresponsiveNodes(config.unresponsive_hold_s)
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
+        self._contact_lock = threading.Lock()
         self._stubs: dict[str, tuple[grpc.Channel, pb_grpc.DataStub]] = {}
+        self._jobs_stubs: dict[str, jobs_pb2_grpc.JobsStub] = {}
         self._view: ClusterView | None = None
+        self._answered = False      # some node has answered this client (first contact is over)
         self._closed = False
 
     # ---- channels ----
 
     def stub(self, address: str) -> pb_grpc.DataStub:
+        return self._entry(address)[1]
+
+    def jobs_stub(self, address: str) -> jobs_pb2_grpc.JobsStub:
+        """The Jobs service on the same channel as the Data service."""
+        channel = self._entry(address)[0]
+        with self._lock:
+            stub = self._jobs_stubs.get(address)
+            if stub is None:
+                stub = self._jobs_stubs[address] = jobs_pb2_grpc.JobsStub(channel)
+            return stub
+
+    def _entry(self, address: str) -> tuple[grpc.Channel, pb_grpc.DataStub]:
         with self._lock:
             if self._closed:
                 raise ShoalError("the client is closed", node=address)
@@ -179,18 +199,25 @@ class Transport:
             if entry is None:
                 channel = self.wire.channel(address)
                 entry = self._stubs[address] = (channel, pb_grpc.DataStub(channel))
-            return entry[1]
+            return entry
 
     def call(self, address: str, method: str, request: Any, deadline_s: float, *, what: str,
-             dataset: str | None = None, key: str | bytes | None = None, shard: int | None = None) -> Any:
-        """One unary call with the time left until `deadline_s` (time.monotonic)."""
-        rpc = getattr(self.stub(address), method)
+             dataset: str | None = None, key: str | bytes | None = None, shard: int | None = None,
+             service: str = "data") -> Any:
+        """One unary call with the time left until `deadline_s` (time.monotonic).
+
+        The first call to a seed of a client nothing has answered yet makes first contact.
+        """
+        if not self._answered and address in self.seeds:
+            self.contact(deadline_s)
+        rpc = getattr(self.stub(address) if service == "data" else self.jobs_stub(address), method)
         try:
             with rpc_errors(what, node=address, dataset=dataset, key=key, shard=shard):
                 response = rpc(request, timeout=_timeout_s(deadline_s))
         except ShoalError as exc:
             self.note_failure(address, exc)
             raise
+        self._answered = True
         self.unresponsive.clear(address)
         return response
 
@@ -199,7 +226,28 @@ class Transport:
         if unreachable(exc):
             self.unresponsive.mark(address)
         else:
+            self._answered = True
             self.unresponsive.clear(address)
+
+    def contact(self, deadline_s: float) -> None:
+        """Until some node has answered: wait for a seed, at most connect_timeout_s (_contact.py).
+
+        Raises SeedsUnreachableError when none answered.
+        """
+        if self._answered:
+            return
+        if not self._contact_lock.acquire(timeout=_timeout_s(deadline_s)):
+            raise UnavailableError("first contact: another call's did not finish before the deadline", sent=False)
+        try:
+            if self._answered:     # another thread made contact meanwhile
+                return
+            window_s = max(0.0, min(self.config.connect_timeout_s, deadline_s - time.monotonic()))
+            contact = first_contact({seed: self._entry(seed)[0] for seed in self.seeds}, window_s)
+            if contact.answered is None:
+                raise contact.error(self.seeds)
+            self._answered = True
+        finally:
+            self._contact_lock.release()
 
     def close(self) -> None:
         with self._lock:
@@ -310,6 +358,7 @@ class Transport:
         candidates remain, so one paused node cannot eat the whole reload. Nodes that
         recently did not answer are asked last, and only when no other node answered.
         """
+        self.contact(deadline_s)
         tried: list[str] = []
         last: ShoalError | None = None
         answered = False
@@ -347,7 +396,12 @@ class Transport:
 
 
 def unreachable(exc: ShoalError) -> bool:
-    """The node did not answer at all (as opposed to answering with an error)."""
+    """The node did not answer at all (as opposed to answering with an error).
+
+    Not a failed first contact: that is about every seed, and final for the call.
+    """
+    if isinstance(exc, SeedsUnreachableError):
+        return False
     return type(exc) is UnavailableError or isinstance(exc, (DeadlineExceededError, ClusterUnreachableError))
 
 

@@ -22,13 +22,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import json
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, TypeVar
+
+import msgpack
 
 from shoal.client import _status
 from shoal.client._arguments import (
@@ -43,7 +47,10 @@ from shoal.client._errors import (
     DeadlineExceededError, InvalidArgumentError, NotPrimaryError, OverloadedError, ShoalError, UnknownOutcomeError,
     may_have_applied,
 )
+from shoal.client._jobs import Job, JobProgress, try_nodes
+from shoal.client._query import Query
 from shoal.client.wire.pb import data_pb2 as pb
+from shoal.client.wire.pb import jobs_pb2
 from shoal.client._batcher import ShardBatcher
 from shoal.client._codec import ABSENT, ValueEncoder, decode_key, decode_value, encode_key
 from shoal.client._ingest_stream import ShardStream
@@ -109,14 +116,24 @@ class Client:
 
     # ---- datasets ----
 
-    def create_dataset(self, name: str, shards: int = 8, replication: int = 0) -> DatasetInfo:
-        """Create a dataset of `shards` shards; replication 0 means min(3, live nodes)."""
+    def create_dataset(self, name: str, shards: int = 8, replication: int = 0,
+                       schema: Mapping[str, Any] | None = None) -> DatasetInfo:
+        """Create a dataset of `shards` shards; replication 0 means min(3, live nodes).
+
+        schema: typed fields, checked on every write and stored as positional arrays, e.g.
+        {"carrier": "str", "arr_delay": "float?"} ("?" = nullable) or the long form
+        {"fields": [{"name": "carrier", "type": "str", "nullable": False}, ...]}; types are
+        int, float, str, bool and timestamp. None = schema-less (any msgpack document).
+        """
         check_name(name, "name")
         check_int(shards, "shards", minimum=1, dataset=name)
         check_int(replication, "replication", minimum=0, dataset=name)
+        if schema is not None and not isinstance(schema, Mapping):
+            raise InvalidArgumentError(f"schema must be a mapping, not {type(schema).__name__}", dataset=name)
         # The same request id on every retry: created once. Replication 0: the node picks the default.
         request = pb.CreateDatasetRequest(name=name, shards=shards, replication=replication,
-                                          request_id=uuid.uuid4().hex)
+                                          request_id=uuid.uuid4().hex,
+                                          schema_json=json.dumps(dict(schema)) if schema else "")
 
         def attempt(deadline_s: float) -> pb.DatasetInfo:
             info: pb.DatasetInfo = self._metadata_call("CreateDataset", request, deadline_s, "create dataset", name)
@@ -138,6 +155,53 @@ class Client:
         self._retry("drop dataset", lambda deadline_s: self._metadata_call(
             "DropDataset", request, deadline_s, "drop dataset", name), write=True, dataset=name)
         self._transport.update_dataset(name, None)
+
+    # ---- compute jobs (DESIGN.md section 5) ----
+
+    def query(self, dataset: str) -> Query:
+        """A query over `dataset`, run on the nodes that hold it: see shoal.client.Query."""
+        check_name(dataset, "dataset")
+        return Query(self, dataset)
+
+    def _submit_job(self, dataset: str, kind: str, spec: Mapping[str, Any]) -> Job:
+        """Record a job ("query" or "map_reduce") and return its handle without waiting."""
+        job_id = uuid.uuid4().hex     # chosen here: a retried submit names the same job
+        request = jobs_pb2.SubmitJobRequest(job_id=job_id, dataset=dataset, kind=kind,
+                                            spec=msgpack.packb(dict(spec), use_bin_type=True))
+        status = self._retry("submit job", lambda deadline_s: try_nodes(
+            self, "submit job", lambda stub, timeout_s: stub.SubmitJob(request, timeout=timeout_s), deadline_s),
+            write=True, dataset=dataset)
+        return Job(self, job_id, status)
+
+    def map_reduce(self, dataset: str, mapper: Callable[[str, Any], Iterable[tuple[Any, Any]]],
+                   reducer: Callable[[Any, list[Any]], Any], *, output: str) -> Job:
+        """Run mapper(key, value) -> [(out_key, out_value), ...] over every record and
+        reducer(out_key, [out_value, ...]) -> value per out_key; the results are written
+        into the existing dataset `output` (keys: str(out_key)). The functions travel with
+        cloudpickle and run only on a cluster started with user code enabled (--user-code);
+        otherwise UserCodeDisabledError."""
+        check_name(dataset, "dataset")
+        check_name(output, "output")
+        spec = {"mapper": _pickled(mapper), "reducer": _pickled(reducer), "output": output}
+        return self._submit_job(dataset, "map_reduce", spec)
+
+    def job(self, job_id: str) -> Job:
+        """Reattach to a job by id (from any process); JobNotFoundError if the cluster has no such job."""
+        check_name(job_id, "job_id")
+        job = Job(self, job_id)
+        job.progress()
+        return job
+
+    def jobs(self) -> list[JobProgress]:
+        """Running and recent jobs, oldest first."""
+        response = self._job_call("list jobs", lambda stub, timeout_s: stub.ListJobs(
+            jobs_pb2.ListJobsRequest(), timeout=timeout_s))
+        return [JobProgress.from_message(status) for status in response.jobs]
+
+    def _job_call(self, what: str, call: Callable[[Any, float], T], *, extra_s: float = 0.0) -> T:
+        """call(jobs stub, timeout_s) with the client's retries; extra_s for a long poll."""
+        return self._retry(what, lambda deadline_s: try_nodes(self, what, call, deadline_s + extra_s), write=False,
+                           extra_s=extra_s)
 
     # ---- records ----
 
@@ -360,9 +424,9 @@ class Client:
         return pb.WriteId(client_id=self.client_id, request_seq=seq)
 
     def _retry(self, what: str, attempt: Callable[[float], T], *, write: bool, dataset: str | None = None,
-               key: str | bytes | None = None) -> T:
+               key: str | bytes | None = None, extra_s: float = 0.0) -> T:
         """Run `attempt(deadline_s)` until it succeeds, fails for good or time runs out."""
-        deadline_s = time.monotonic() + self.timeout_s
+        deadline_s = time.monotonic() + self.timeout_s + extra_s
         backoff = self.config.retry.backoff()
         maybe_applied = False
         last: ShoalError | None = None
@@ -479,6 +543,25 @@ class Client:
                     with contextlib.suppress(ShoalError):   # the next attempt meets it again
                         self._transport.refresh(deadline_s, seen_version=self._transport.version)
                 backoff.sleep(deadline_s)
+
+
+def _pickled(function: Callable[..., Any]) -> bytes:
+    """cloudpickle `function` with its own module by value: the nodes cannot import the
+    caller's script or test module, only the installed packages."""
+    import cloudpickle
+    if not callable(function):
+        raise InvalidArgumentError(f"mapper and reducer must be functions, not {type(function).__name__}")
+    module = sys.modules.get(getattr(function, "__module__", "") or "")
+    by_value = module is not None and module.__name__ not in ("__main__", "builtins") \
+        and not module.__name__.startswith("shoal.") and "site-packages" not in (getattr(module, "__file__", "") or "")
+    if by_value:
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        data: bytes = cloudpickle.dumps(function)
+        return data
+    finally:
+        if by_value:
+            cloudpickle.unregister_pickle_by_value(module)
 
 
 def retry_hint_s(exc: ShoalError | None) -> float:

@@ -21,6 +21,9 @@ DEFAULT_ADDRESS: Final = "127.0.0.1:7400"
 class ClientConfig:
     addresses: tuple[str, ...] = (DEFAULT_ADDRESS,)   # seed nodes, HOST:PORT
     timeout_s: float = 10.0                 # every call, retries included
+    connect_timeout_s: float = 1.0          # first contact: until some seed has answered, a call waits at
+                                            # most this long (all seeds at once) for one to complete its
+                                            # gRPC handshake, then fails without retrying (_contact.py)
     attempts_per_call: int = 4              # one attempt waits at most timeout_s / attempts_per_call ...
     attempt_timeout_s_min: float = 1.0      # ... but at least this, so a paused node is retried around
     map_timeout_s: float = 2.0              # one GetClusterMap try (a local read on the node); at most

@@ -9,23 +9,30 @@ client's own retry loop (the caller can read them too):
 
 ShoalError
 ├── NotFoundError                      NOT_FOUND
-│   └── DatasetNotFoundError           UNKNOWN_DATASET
+│   ├── DatasetNotFoundError           UNKNOWN_DATASET
+│   └── JobNotFoundError               UNKNOWN_JOB
 ├── InvalidArgumentError               INVALID_ARGUMENT (also raised before sending bad input)
+│   ├── QueryError                     INVALID_QUERY: a bad query spec or expression (names the position)
 │   ├── TooLargeError                  TOO_LARGE: key, value or batch over its limit
 │   └── WrongShardError                WRONG_SHARD   [retriable, refresh_routing]
 ├── AlreadyExistsError                 ALREADY_EXISTS
 │   └── DatasetExistsError             DATASET_EXISTS
 ├── ResourceExhaustedError             RESOURCE_EXHAUSTED
 │   ├── StorageFullError               STORAGE_FULL: the shard stays readable
-│   └── OverloadedError                OVERLOADED    [retriable]
+│   ├── OverloadedError                OVERLOADED    [retriable]
+│   └── LimitExceededError             LIMIT_EXCEEDED: running jobs, result size
 ├── UnavailableError                   UNAVAILABLE, CANCELLED, ABORTED   [retriable]
 │   ├── NotPrimaryError                NOT_PRIMARY   [retriable, refresh_routing]
 │   ├── NoLeaseError                   NO_LEASE      [retriable, refresh_routing]
 │   ├── NoControllerError              NO_CONTROLLER [retriable]
 │   ├── ReplicationFailedError         REPLICATION_FAILED [retriable]
 │   └── ClusterUnreachableError        no seed or known node answered [retriable]
+│       └── SeedsUnreachableError      first contact: no seed has ever answered (not retried)
 ├── StaleEpochError                    STALE_EPOCH   [retriable, refresh_routing]
 ├── NotEnoughNodesError                NOT_ENOUGH_NODES
+├── JobFailedError                     JOB_FAILED: a task failed; the message names shard and node
+├── PermissionDeniedError              PERMISSION_DENIED
+│   └── UserCodeDisabledError          USER_CODE_DISABLED
 ├── DeadlineExceededError              DEADLINE_EXCEEDED (a read, or a write never sent)
 ├── UnknownOutcomeError                UNKNOWN_OUTCOME [retriable]
 └── InternalError                      INTERNAL, UNKNOWN, UNIMPLEMENTED, DATA_LOSS
@@ -97,6 +104,10 @@ class DatasetNotFoundError(NotFoundError):
     pass
 
 
+class JobNotFoundError(NotFoundError):
+    pass
+
+
 class InvalidArgumentError(ShoalError):
     pass
 
@@ -110,6 +121,10 @@ class WrongShardError(InvalidArgumentError):
 
     retriable = True
     refresh_routing = True
+
+
+class QueryError(InvalidArgumentError):
+    pass
 
 
 class AlreadyExistsError(ShoalError):
@@ -133,6 +148,10 @@ class OverloadedError(ResourceExhaustedError):
 
     retriable = True
     retry_after_s: float = 0.0
+
+
+class LimitExceededError(ResourceExhaustedError):
+    pass
 
 
 class UnavailableError(ShoalError):
@@ -159,12 +178,36 @@ class ClusterUnreachableError(UnavailableError):
     """No seed or known node answered: the address is wrong or the whole cluster is down."""
 
 
+class SeedsUnreachableError(ClusterUnreachableError):
+    """No seed address has ever answered this client, within ClientConfig.connect_timeout_s.
+
+    Not retried by the client (client/_contact.py): with nothing ever heard, a wrong
+    address and a dead cluster look the same, and waiting the whole call's deadline helps
+    neither. The message names every seed and what happened to it. Calling again later
+    starts a new first contact.
+    """
+
+    retriable = False
+
+
 class StaleEpochError(ShoalError):
     retriable = True
     refresh_routing = True
 
 
 class NotEnoughNodesError(ShoalError):
+    pass
+
+
+class JobFailedError(ShoalError):
+    pass
+
+
+class PermissionDeniedError(ShoalError):
+    pass
+
+
+class UserCodeDisabledError(PermissionDeniedError):
     pass
 
 
@@ -195,6 +238,11 @@ _BY_CODE: dict[str, type[ShoalError]] = {
     "NOT_ENOUGH_NODES": NotEnoughNodesError,
     "REPLICATION_FAILED": ReplicationFailedError,
     "WRONG_SHARD": WrongShardError,
+    "UNKNOWN_JOB": JobNotFoundError,
+    "INVALID_QUERY": QueryError,
+    "LIMIT_EXCEEDED": LimitExceededError,
+    "JOB_FAILED": JobFailedError,
+    "USER_CODE_DISABLED": UserCodeDisabledError,
 }
 
 _BY_STATUS: dict[grpc.StatusCode, type[ShoalError]] = {
@@ -207,6 +255,7 @@ _BY_STATUS: dict[grpc.StatusCode, type[ShoalError]] = {
     grpc.StatusCode.CANCELLED: UnavailableError,
     grpc.StatusCode.ABORTED: UnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
     grpc.StatusCode.INTERNAL: InternalError,
     grpc.StatusCode.UNKNOWN: InternalError,
     grpc.StatusCode.UNIMPLEMENTED: InternalError,

@@ -1,14 +1,22 @@
-"""`shoal node start` and `python -m shoal.node`: flags -> NodeConfig -> Node.run()."""
+"""`shoal node start` and `python -m shoal.node`: flags -> NodeConfig -> Node.run().
+
+Before the node starts, `check_open_files_limit` refuses, in one line, an open-files limit
+that cannot hold the shards on disk plus the room a create keeps: past it gRPC does not
+fail, it aborts the process (SIGSEGV, SIGABRT) while making its server (issue 16.1).
+"""
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
 import os
+import resource
 import sys
 from typing import Any
 
 from shoal.node.config import NodeConfig, load_config
+from shoal.node.datadir import DataDir
+from shoal.node.errors import StartupError
 
 
 class _JsonFormatter(logging.Formatter):
@@ -37,10 +45,30 @@ def run(flags: dict[str, Any], config_file: str | None = None) -> int:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")   # never GRPC_ENABLE_FORK_SUPPORT (notes §0.11)
     config = load_config(flags, config_file)
     setup_logging(config)
+    check_open_files_limit(config)
     from shoal.node.node import Node
 
     asyncio.run(Node(config).run())
     return 0
+
+
+def check_open_files_limit(config: NodeConfig) -> None:
+    """Raise StartupError naming RLIMIT_NOFILE unless the soft limit holds the file descriptors in
+    use, every shard on disk (FDS_PER_SHARD each) and FILE_SPARE_FDS for connections and the Raft
+    journal: the rule a create follows (ShardRegistry.check_file_room), so what was created restarts."""
+    from shoal.node.shards import FILE_SPARE_FDS
+    from shoal.node.storage.shard_store import FDS_PER_SHARD, file_limit_message
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return
+    shards = len(DataDir(config.data_dir).existing_shards())
+    in_use = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
+    needed = in_use + shards * FDS_PER_SHARD + FILE_SPARE_FDS
+    if needed > soft:
+        raise StartupError(file_limit_message(
+            f"cannot start node {config.node_id}: it needs {needed} file descriptors ({shards} shards on disk, "
+            f"{FILE_SPARE_FDS} kept for connections and the Raft journal, {in_use} in use)"))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import tomllib
 from typing import Any
 
 from shoal.node.errors import ConfigError
+from shoal.node.metadata.commands import TASK_RESULT_BYTES_MAX
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -88,6 +89,19 @@ class NodeConfig:
     controller_proposals_per_tick_max: int = 32   # bounded work per controller tick (heartbeat_interval_s)
     controller_propose_timeout_s: float = 3.0     # one controller decision through the log, retries included
 
+    # compute (DESIGN.md section 5)
+    workers: int = 0                      # worker processes for tasks; 0 = one per core
+    task_result_bytes_max: int = 4 * MiB  # one task's packed partial result (it travels through the Raft log)
+    task_commit_timeout_s: float = 30.0   # committing a finished task through the log, retries included
+    tasks_per_node_max: int = 8           # attempts the controller keeps running on one node at once
+    speculative_after_factor: float = 3.0   # a task running this many times its finished siblings' median ...
+    speculative_after_s_min: float = 2.0    # ... and at least this long gets a speculative copy elsewhere
+    job_wait_s_max: float = 10.0          # the longest one GetJob call waits for a change (long poll)
+    user_code: bool = False               # accept map_reduce with cloudpickled functions (off: refused)
+    user_code_cpu_s: int = 300            # RLIMIT_CPU of a user-code task process
+    user_code_memory_bytes: int = 2 * GiB   # RLIMIT_AS of a user-code task process
+    user_code_wall_s: float = 600.0       # a user-code task still running after this is killed
+
     # operations
     log_level: str = "INFO"
     log_format: str = "text"              # text | json
@@ -122,7 +136,7 @@ class NodeConfig:
                               "the Raft port unpickles what it receives")
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.type in ("int", "float") and not value > 0:
+            if field.type in ("int", "float") and not value > 0 and field.name != "workers":   # 0 = per core
                 raise ConfigError(f"{field.name} must be positive, got {value}")
         if self.propose_backoff_s_min > self.propose_backoff_s_max:
             raise ConfigError("propose_backoff_s_min must not exceed propose_backoff_s_max")
@@ -153,6 +167,11 @@ class NodeConfig:
                 "a new primary may only be promoted after the old one's lease expired")
         if not 0 < self.node_suspect_after_s <= self.node_dead_after_s:
             raise ConfigError("node_suspect_after_s must be positive and at most node_dead_after_s")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be 0 (one per core) or more, got {self.workers}")
+        if self.task_result_bytes_max > TASK_RESULT_BYTES_MAX:
+            raise ConfigError(f"task_result_bytes_max must be at most {TASK_RESULT_BYTES_MAX} (a result travels in "
+                              f"one Raft command), got {self.task_result_bytes_max}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log_format must be text or json, got {self.log_format!r}")
         return self

@@ -7,7 +7,8 @@ NodeError
 ├── DatasetExistsError     ALREADY_EXISTS
 ├── InvalidRequestError    INVALID_ARGUMENT (bad key, value, shard or field)
 │   ├── TooLargeError      INVALID_ARGUMENT, code TOO_LARGE
-│   └── WrongShardError    INVALID_ARGUMENT, code WRONG_SHARD
+│   ├── WrongShardError    INVALID_ARGUMENT, code WRONG_SHARD
+│   └── InvalidQueryError  INVALID_ARGUMENT, code INVALID_QUERY: a bad query spec or expression
 ├── StorageFullError       RESOURCE_EXHAUSTED: LMDB map or disk full; the shard stays readable
 │   └── FileLimitError     RESOURCE_EXHAUSTED: the open-files limit (RLIMIT_NOFILE) leaves no room for a shard
 ├── OverloadedError        RESOURCE_EXHAUSTED, retriable
@@ -18,7 +19,11 @@ NodeError
 ├── UnknownOutcomeError    UNAVAILABLE: a proposal or write may or may not have applied
 ├── NotEnoughNodesError    FAILED_PRECONDITION
 ├── ReplicationError       UNAVAILABLE: a backup failed and could not be fenced out
-└── WrongClusterError      PERMISSION_DENIED: a peer message from a node of another cluster
+├── WrongClusterError      PERMISSION_DENIED: a peer message from a node of another cluster
+├── UnknownJobError        NOT_FOUND: no such job (or forgotten: only the newest finished jobs are kept)
+├── LimitExceededError     RESOURCE_EXHAUSTED: a job limit (running jobs, result size)
+├── JobFailedError         FAILED_PRECONDITION: the job failed; the message names shard and node
+└── UserCodeDisabledError  PERMISSION_DENIED: map_reduce on a cluster started without user code
 """
 from __future__ import annotations
 
@@ -56,6 +61,10 @@ class TooLargeError(InvalidRequestError):
 
 class WrongShardError(InvalidRequestError):
     code = "WRONG_SHARD"
+
+
+class InvalidQueryError(InvalidRequestError):
+    code = "INVALID_QUERY"
 
 
 class StorageFullError(NodeError):
@@ -115,6 +124,22 @@ class ReplicationError(NodeError):
 
 class WrongClusterError(NodeError):
     code = "WRONG_CLUSTER"
+
+
+class UnknownJobError(NodeError):
+    code = "UNKNOWN_JOB"
+
+
+class LimitExceededError(NodeError):
+    code = "LIMIT_EXCEEDED"
+
+
+class JobFailedError(NodeError):
+    code = "JOB_FAILED"
+
+
+class UserCodeDisabledError(NodeError):
+    code = "USER_CODE_DISABLED"
 
 
 class StartupError(NodeError):

@@ -55,7 +55,8 @@ class Heartbeat:
                 checksum=state.checksum, dataset_id=replica.dataset_id, incarnation=replica.store.incarnation))
         return peer_pb2.HeartbeatRequest(node_id=self.config.node_id, address=self.config.address,
                                          metadata_version=self.metadata.version, shards=shards,
-                                         cluster_id=self.identity.cluster_id)
+                                         cluster_id=self.identity.cluster_id,
+                                         jobs_version=self.metadata.view.jobs_version)
 
     async def beat_once(self, hint: str | None) -> str | None:
         """One heartbeat; returns the controller address to use next time."""

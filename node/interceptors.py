@@ -45,6 +45,10 @@ STATUS_OF: list[tuple[type[errors.NodeError], grpc.StatusCode]] = [
     (errors.UnknownOutcomeError, grpc.StatusCode.UNAVAILABLE),
     (errors.ReplicationError, grpc.StatusCode.UNAVAILABLE),
     (errors.WrongClusterError, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.UnknownJobError, grpc.StatusCode.NOT_FOUND),
+    (errors.LimitExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.JobFailedError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.UserCodeDisabledError, grpc.StatusCode.PERMISSION_DENIED),
 ]
 
 Behavior = Callable[..., Any]

@@ -23,9 +23,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from shoal.client.wire.channels import PortUnavailableError, Wire
-from shoal.client.wire.pb import data_pb2, data_pb2_grpc, peer_pb2, peer_pb2_grpc
+from shoal.client.wire.pb import data_pb2, data_pb2_grpc, jobs_pb2, jobs_pb2_grpc, peer_pb2, peer_pb2_grpc
 from shoal.client.wire.retry import RetryPolicy
 from shoal.node import interceptors
+from shoal.node.changes import ChangeSignal
+from shoal.node.compute import map_reduce
+from shoal.node.compute.pool import WorkerPool
+from shoal.node.compute.service import JobService
+from shoal.node.compute.tasks import TaskRunner
 from shoal.node.config import NodeConfig
 from shoal.node.controller import Controller
 from shoal.node.datadir import DataDir
@@ -55,7 +60,7 @@ class Node:
         loop = asyncio.get_running_loop()
 
         def on_change() -> None:   # called from the pysyncobj tick thread
-            loop.call_soon_threadsafe(self._changed.set)
+            loop.call_soon_threadsafe(self._metadata_changed)
 
         if self.config.raft:
             from shoal.node.metadata.raft import RaftMetadata
@@ -65,6 +70,12 @@ class Node:
             return RemoteMetadata(self.config.join, peers, self.identity, on_change)
         from shoal.node.metadata.local import LocalMetadata
         return LocalMetadata(self.config.data_dir, on_change)
+
+    def _metadata_changed(self) -> None:
+        self._changed.set()
+        if hasattr(self, "tasks"):   # the store may report a change while the node is still being wired
+            self.changes.notify()
+            self.tasks.reconcile()
 
     # ---- what status, metrics and the HTTP room read (their Protocols) ----
 
@@ -113,6 +124,10 @@ class Node:
         self.heartbeat = Heartbeat(config, self.metadata, self.registry.replicas, self.lease, self.peers,
                                    self.controller, self.identity)
         self.interceptors = interceptors.chain(config.inflight_requests_max, config.overload_retry_after_s)
+        self.changes = ChangeSignal()
+        self.pool = WorkerPool(config.workers)
+        output = map_reduce.OutputWriter(self.peers, lambda: self.metadata.view, config)
+        self.tasks = TaskRunner(config, self.metadata, self.registry, self.pool, self.context, output)
 
     async def _serve(self, stop: asyncio.Event) -> None:
         config = self.config
@@ -121,11 +136,13 @@ class Node:
         server = self.wire.aio_server(self.interceptors)
         data_pb2_grpc.add_DataServicer_to_server(DataService(self), server)
         peer_pb2_grpc.add_PeerServicer_to_server(PeerService(self), server)
+        jobs_pb2_grpc.add_JobsServicer_to_server(JobService(self, self.changes), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection([
             data_pb2.DESCRIPTOR.services_by_name["Data"].full_name,
             peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name,
+            jobs_pb2.DESCRIPTOR.services_by_name["Jobs"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
         await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         try:
@@ -142,7 +159,7 @@ class Node:
                 http_server = await http.serve(self)
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._register(health_servicer)),
-                         group.create_task(self._reconcile_loop())]
+                         group.create_task(self._reconcile_loop()), group.create_task(self.pool.warm())]
                 if not config.standalone:
                     tasks.append(group.create_task(self.heartbeat.run()))
                 if config.raft:
@@ -157,6 +174,7 @@ class Node:
             if http_server is not None:
                 await http_server.stop()   # first, so /readyz stops answering before gRPC does
             await server.stop(grace=2.0)
+            self.pool.close()
             self.registry.close()
             self.metadata.stop()
             self.executor.shutdown(wait=True)
@@ -230,6 +248,7 @@ class Node:
                     self.registry.reconcile()
                 except NodeError as exc:
                     logger.warning("reconcile failed: %s", exc)
+                self.tasks.reconcile()   # also periodically: an attempt whose replica opened late
                 if (sync is None or sync.done()) and self.metadata.is_ready() and self.metadata.view.cluster_id:
                     sync = asyncio.get_running_loop().create_task(self._sync_incarnations())
                 self._changed.clear()

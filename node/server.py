@@ -7,6 +7,7 @@ alike. The services see the node through `ServedNode`, the few parts they use.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from typing import TYPE_CHECKING, Any, AsyncIterator, Protocol
@@ -15,7 +16,9 @@ import msgpack
 
 from shoal.client.wire.pb import data_pb2, data_pb2_grpc, peer_pb2, peer_pb2_grpc
 from shoal.node import errors, validation
+from shoal.node.compute.schema import Schema, SchemaError
 from shoal.node.metadata import commands
+from shoal.node.records import RecordCodec, codec_for
 from shoal.node.replication import backup
 from shoal.node.status import ReplicaSource, StatusSource, cluster_map, dataset_info, node_status
 from shoal.node.storage.entry import CompareAndSet, Delete, Put, PutBatch, write_id_of
@@ -69,7 +72,8 @@ def result_error(result: dict[str, Any]) -> errors.NodeError:
     """The NodeError for a failed metadata command result."""
     kinds = {"UNKNOWN_DATASET": errors.UnknownDatasetError, "DATASET_EXISTS": errors.DatasetExistsError,
              "NOT_ENOUGH_NODES": errors.NotEnoughNodesError, "STALE_EPOCH": errors.StaleEpochError,
-             "INVALID_ARGUMENT": errors.InvalidRequestError}
+             "INVALID_ARGUMENT": errors.InvalidRequestError, "UNKNOWN_JOB": errors.UnknownJobError,
+             "LIMIT_EXCEEDED": errors.LimitExceededError, "JOB_FAILED": errors.JobFailedError}
     return kinds.get(result.get("error", ""), errors.InvalidRequestError)(result.get("message", "rejected"))
 
 
@@ -87,6 +91,18 @@ def write_id(message: data_pb2.WriteId) -> bytes:
     if len(message.client_id) != 16:
         raise errors.InvalidRequestError("write_id.client_id must be 16 bytes")
     return write_id_of(message.client_id, message.request_seq)
+
+
+def _schema_of(request: data_pb2.CreateDatasetRequest) -> dict[str, Any] | None:
+    """The schema of a create request (checked by the state machine); InvalidRequestError if not JSON."""
+    if not request.schema_json:
+        return None
+    try:
+        schema = json.loads(request.schema_json)
+        Schema.from_json(schema)
+    except (ValueError, SchemaError) as exc:
+        raise errors.InvalidRequestError(f"dataset {request.name}: bad schema: {exc}") from None
+    return schema if isinstance(schema, dict) else None
 
 
 class DataService(data_pb2_grpc.DataServicer):
@@ -118,12 +134,16 @@ class DataService(data_pb2_grpc.DataServicer):
     async def _propose(self, command: bytes) -> dict[str, Any]:
         return await propose_or_raise(self.node.context, command, self.config.propose_timeout_s)
 
+    def _codec(self, target: data_pb2.RecordTarget) -> RecordCodec | None:
+        dataset = self.node.metadata.view.dataset(target.dataset)
+        return None if dataset is None else codec_for(dataset.name, dataset.id, dataset.schema)
+
     async def CreateDataset(self, request: data_pb2.CreateDatasetRequest, context: Any) -> data_pb2.DatasetInfo:
         nodes = max(1, len(self.node.metadata.view.alive_nodes()))   # shards spread evenly: our share
         copies = request.shards * min(max(request.replication, 1), nodes)
         self.node.registry.check_file_room(-(-copies // nodes))
         command = commands.create_dataset(request.name, request.shards, request.replication,
-                                          request_id=request.request_id or uuid.uuid4().hex)
+                                          schema=_schema_of(request), request_id=request.request_id or uuid.uuid4().hex)
         await self._propose(command)
         view = self.node.metadata.view
         dataset = view.dataset(request.name)
@@ -147,13 +167,18 @@ class DataService(data_pb2_grpc.DataServicer):
     async def Put(self, request: data_pb2.PutRequest, context: Any) -> data_pb2.PutResponse:
         primary = self._primary(request.target, request.key)
         validation.check_value(self.config, request.target.dataset, request.key, request.value)
-        op = Put(request.key, request.value, write_id(request.write_id))
+        codec = self._codec(request.target)
+        value = request.value if codec is None else codec.stored(request.key, request.value)
+        op = Put(request.key, value, write_id(request.write_id))
         await primary.submit(op, len(request.key) + len(request.value))
         return data_pb2.PutResponse()
 
     async def Get(self, request: data_pb2.GetRequest, context: Any) -> data_pb2.GetResponse:
         primary = await self._stable_primary(request.target, request.key)
         value = primary.replica.store.get(request.key)   # no await between the check and the read
+        codec = self._codec(request.target)
+        if codec is not None and value is not None:
+            value = codec.document(value)
         return data_pb2.GetResponse(found=value is not None, value=value or b"")
 
     async def Delete(self, request: data_pb2.DeleteRequest, context: Any) -> data_pb2.DeleteResponse:
@@ -169,9 +194,16 @@ class DataService(data_pb2_grpc.DataServicer):
             validation.check_value(self.config, target.dataset, request.key, request.expected)
         if not request.delete:
             validation.check_value(self.config, target.dataset, request.key, request.value)
-        op = CompareAndSet(request.key, request.expect_absent, request.expected, request.delete,
-                           request.value, write_id(request.write_id))
-        swapped, found, current = await primary.submit(op, len(request.key) + len(request.value))
+        codec = self._codec(target)
+        expected, value = request.expected, request.value
+        if codec is not None:
+            expected = expected if request.expect_absent else codec.stored(request.key, expected)
+            value = value if request.delete else codec.stored(request.key, value)
+        op = CompareAndSet(request.key, request.expect_absent, expected, request.delete,
+                           value, write_id(request.write_id))
+        swapped, found, current = await primary.submit(op, len(request.key) + len(value))
+        if codec is not None and current:
+            current = codec.document(current)
         return data_pb2.CompareAndSetResponse(swapped=swapped, current_found=found, current=current or b"")
 
     async def PutStream(self, request_iterator: AsyncIterator[data_pb2.PutBatch],
@@ -213,6 +245,9 @@ class DataService(data_pb2_grpc.DataServicer):
         shards = self.node.metadata.view.datasets[batch.target.dataset].shards
         keys, values = list(batch.keys), list(batch.values)
         size = validation.check_batch(self.config, batch.target.dataset, keys, values, shards, batch.target.shard)
+        codec = self._codec(batch.target)
+        if codec is not None:
+            values = [codec.stored(key, value) for key, value in zip(keys, values)]
         return int(await primary.submit(PutBatch(keys, values, write_id(batch.write_id)), size))
 
     async def PutRecords(self, request: data_pb2.PutBatch, context: Any) -> data_pb2.PutBatchAck:
@@ -229,7 +264,9 @@ class DataService(data_pb2_grpc.DataServicer):
             chunk = next(chunks, None)   # one short read txn, no await inside
             if chunk is None:
                 return
-            yield data_pb2.ScanChunk(keys=[k for k, _ in chunk], values=[v for _, v in chunk])
+            codec = self._codec(request.target)
+            values = [v for _, v in chunk] if codec is None else [codec.document(v) for _, v in chunk]
+            yield data_pb2.ScanChunk(keys=[k for k, _ in chunk], values=values)
 
     async def GetNodeStatus(self, request: Any, context: Any) -> data_pb2.NodeStatus:
         return await node_status(self.node)

@@ -88,6 +88,11 @@ class ShardRegistry:
             replica = self._replicas[(dataset_id, index)] = Replica(dataset_id, index, store, ring)
         return replica
 
+    def local_path(self, dataset_id: str, index: int) -> pathlib.Path | None:
+        """Where this node's open replica of the shard lives; None if it holds none (compute tasks)."""
+        replica = self._replicas.get((dataset_id, index))
+        return None if replica is None else replica.store.path
+
     def replica_for_peer(self, dataset: str, index: int, dataset_id: str = "") -> Replica:
         """The replica a peer addresses; opened on demand once our metadata lists us.
 

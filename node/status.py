@@ -5,6 +5,8 @@ nodes answer): under-replicated counts use MetadataView's one rule.
 """
 from __future__ import annotations
 
+import json
+
 import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Protocol
@@ -55,6 +57,7 @@ def dataset_info(dataset: DatasetView, view: MetadataView) -> data_pb2.DatasetIn
     return data_pb2.DatasetInfo(
         name=dataset.name, id=dataset.id, shards=dataset.shards, replication=dataset.replication,
         under_replicated=view.under_replicated(dataset.name),
+        schema_json=json.dumps(dict(dataset.schema)) if dataset.schema else "",
         shard_map=[data_pb2.ShardInfo(index=s.index, epoch=s.epoch, primary=s.primary, replicas=s.replicas,
                                       learners=s.learners) for s in dataset.shard_map])
 

@@ -7,6 +7,7 @@
     node_cmds     node start            (node_app: more `shoal node ...` commands)
     cluster_cmds  up, down              (a local cluster of real processes)
     chaos_cmds    chaos run|ls
+    query_cmds    query, job ls|watch|cancel
     demo_cmds     demo                  (the README's first command)
 
 Global options (--cluster / SHOAL_CLUSTER, --timeout / SHOAL_TIMEOUT) live in
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import typer
 
-from shoal.client.cli import _common, chaos_cmds, cluster_cmds, data_cmds, demo_cmds, node_cmds
+from shoal.client.cli import _common, chaos_cmds, cluster_cmds, data_cmds, demo_cmds, node_cmds, query_cmds
 from shoal.client.cli._group import ShoalGroup
 from shoal.client.cli.data_cmds import dataset_app
 from shoal.client.cli.node_cmds import node_app
@@ -26,7 +27,7 @@ app = typer.Typer(name="shoal", cls=ShoalGroup, no_args_is_help=True, add_comple
                   context_settings={"help_option_names": ["-h", "--help"]})
 app.callback()(_common.main_options)
 
-for _module in (data_cmds, node_cmds, cluster_cmds, chaos_cmds, demo_cmds):
+for _module in (data_cmds, query_cmds, node_cmds, cluster_cmds, chaos_cmds, demo_cmds):
     _module.register(app)
 
 

@@ -48,6 +48,8 @@ def up(
     = False,
     timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait until the cluster is ready.")]
     = 60.0,
+    user_code: Annotated[bool, typer.Option("--user-code", help="Let map_reduce jobs run your cloudpickled Python "
+                                            "functions (off by default; only on a trusted network).")] = False,
 ) -> None:
     """Start a local cluster of real node processes (no TLS) and wait until it is ready.
 
@@ -56,7 +58,8 @@ def up(
     try:
         fresh = read_record(data_dir.resolve()) is None
         base_port = port if port is not None or not fresh else DEFAULT_BASE_PORT
-        cluster = LocalCluster(data_dir, nodes=nodes, base_port=base_port, detach=detach)
+        cluster = LocalCluster(data_dir, nodes=nodes, base_port=base_port, detach=detach,
+                               env={"SHOAL_USER_CODE": "1"} if user_code else None)
         running = [f"{node_id} (pid {cluster.pid(node_id)})" for node_id in cluster.running()]
         if len(running) == len(cluster.nodes) or (running and not detach):
             raise ClusterRunningError(f"the cluster in {cluster.data_dir} is already running ({', '.join(running)}); "

@@ -1,9 +1,11 @@
 """Data commands: `shoal dataset create|ls|drop`, `put`, `get`, `delete`, `load`, `status`.
 
-Values on the command line and in files are strict JSON (record_file.strict_json: no
-NaN, Infinity or out-of-range numbers); `get` prints JSON (bytes values, which JSON
-lacks, print as "base64:..." strings; a stored NaN or Infinity is an error, not
-invalid JSON on stdout). `put` takes the value inline, from `@FILE` or from stdin (`-`).
+Values are JSON with one rule both ways (json_values.py): `put`, `load` and `get` agree,
+so what `get` prints, `put` stores back as the same value. Strict JSON (no NaN, Infinity
+or out-of-range numbers); bytes, which JSON lacks, are {"$bytes": "<base64>"} at any
+depth, and a str is never rewritten; a stored value JSON cannot show faithfully (NaN, a
+non-str dict key) is an error, not a misleading line. `put` takes the value inline,
+from `@FILE` or from stdin (`-`).
 
 `load` reads JSON lines or CSV through RecordFile (record_file.py: the input fidelity
 rules) and streams the records into Client.put_many in chunks of LOAD_CHUNK_RECORDS, so
@@ -14,7 +16,6 @@ harmless).
 """
 from __future__ import annotations
 
-import base64
 import collections
 import json
 import sys
@@ -31,7 +32,8 @@ from shoal.client import Client, InvalidArgumentError, ShoalError
 from shoal.client._codec import KEY_BYTES_MAX, ValueEncoder, encode_key
 from shoal.client.cli import _common
 from shoal.client.cli._common import command_errors, connect, fail
-from shoal.client.cli.record_file import JsonValueError, RecordCheck, RecordFile, strict_json
+from shoal.client.cli.json_values import JsonValueError, UnshowableValueError, strict_json, value_json
+from shoal.client.cli.record_file import RecordCheck, RecordFile
 
 dataset_app = typer.Typer(help="Create, list and drop datasets.", no_args_is_help=True)
 PROGRESS_EVERY_RECORDS = 1000
@@ -61,10 +63,22 @@ def create(
                                         "life).")] = 8,
     replication: Annotated[int, typer.Option("--replication", min=0, help="Copies of each shard; 0 = "
                                              "min(3, live nodes).")] = 0,
+    schema: Annotated[Path | None, typer.Option(
+        "--schema", metavar="FILE", dir_okay=False,
+        help='JSON schema: {"carrier": "str", "arr_delay": "float?"} ("?" = nullable; types int, float, str, '
+             'bool, timestamp) or {"fields": [{"name", "type", "nullable"}]}. Values are checked on write.')] = None,
 ) -> None:
-    """Create a dataset."""
+    """Create a dataset (schema-less unless --schema)."""
+    schema_doc = None
+    if schema is not None:
+        try:
+            schema_doc = json.loads(schema.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            fail(f"--schema {schema}: {exc}")
+        if not isinstance(schema_doc, dict):
+            fail(f"--schema {schema}: expected a JSON object, got {type(schema_doc).__name__}")
     with connect(ctx) as client:
-        info = client.create_dataset(name, shards=shards, replication=replication)
+        info = client.create_dataset(name, shards=shards, replication=replication, schema=schema_doc)
     typer.echo(f"created dataset {info.name} ({info.shards} shards, replication {info.replication})")
 
 
@@ -96,8 +110,9 @@ def drop(ctx: typer.Context, name: DatasetArg) -> None:
 @command_errors
 def put(ctx: typer.Context, dataset: DatasetArg, key: KeyArg,
         value: Annotated[str, typer.Argument(metavar="JSON", help="The value, as JSON: '{\"a\": 1}', '42', "
-                                             "'\"text\"'; @FILE reads it from a file, - from stdin.")]) -> None:
-    """Store one record."""
+                                             "'\"text\"'; bytes as '{\"$bytes\": \"<base64>\"}' (as get "
+                                             "prints them); @FILE reads it from a file, - from stdin.")]) -> None:
+    """Store one record. Bytes are {"$bytes": "<base64>"}, at any depth; a str is stored as written."""
     text, where = _value_text(value)
     try:
         decoded = strict_json(text)
@@ -128,17 +143,21 @@ def _value_text(value: str) -> tuple[str, str]:
 
 @command_errors
 def get(ctx: typer.Context, dataset: DatasetArg, key: KeyArg) -> None:
-    """Print one record's value as JSON; exit 1 if the key does not exist."""
+    """Print one record's value as JSON; exit 1 if the key does not exist.
+
+    Bytes print as {"$bytes": "<base64>"}, which put and load read back as bytes; a str prints as itself.
+
+    A value JSON cannot show faithfully (NaN, a non-str dict key, a dict whose one key is "$bytes") is an error.
+    """
     missing = object()
     with connect(ctx) as client:
         value = client.get(dataset, key, default=missing)
     if value is missing:
         fail(f"key {key!r} not found in dataset {dataset}")
     try:
-        text = json.dumps(value, ensure_ascii=False, default=_json_default, allow_nan=False)
-    except ValueError:
-        fail(f"the value of key {key!r} holds NaN or Infinity, which JSON cannot show (it was stored through "
-             "the Python client; read it there)")
+        text = value_json(value)
+    except UnshowableValueError as exc:
+        fail(f"the value of key {key!r} {exc} (it was stored through the Python client; read it there)")
     typer.echo(text)
 
 
@@ -176,7 +195,12 @@ def load(
     skip: Annotated[int, typer.Option(
         "--skip", min=0, metavar="N", help="Skip the first N records (to resume a load that stopped).")] = 0,
 ) -> None:
-    """Load a JSON lines or CSV file into a dataset (CSV numbers become int or float when exact)."""
+    """Load a JSON lines or CSV file into a dataset (CSV numbers become int or float when exact).
+
+    JSON values follow the rule of put and get: {"$bytes": "<base64>"} is bytes, a str stays a str.
+
+    CSV cells are text or numbers, never bytes.
+    """
     if file_format not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, got {file_format!r}")
     if no_header and columns is not None:
@@ -381,12 +405,6 @@ def _progress(total_bytes: int) -> Progress:
     console = _common.console(stderr=True)
     return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                     console=console, transient=True, disable=not console.is_terminal or not total_bytes)
-
-
-def _json_default(value: object) -> str:
-    if isinstance(value, bytes):
-        return "base64:" + base64.b64encode(value).decode("ascii")
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _bytes_text(size: int | None) -> str:

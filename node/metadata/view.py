@@ -88,9 +88,50 @@ class DatasetView:
     replication: int
     shard_map: tuple[ShardView, ...]
     id: str = ""              # "<name>@<version it was created at>"; the name for older datasets
+    schema: Mapping[str, Any] = dataclasses.field(default_factory=dict)   # Schema.to_json(); {} = schema-less
 
     def shard(self, index: int) -> ShardView | None:
         return self.shard_map[index] if 0 <= index < len(self.shard_map) else None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskView:
+    index: int                             # the shard index; a map-reduce job's last task is its reduce
+    attempts: tuple[tuple[int, str], ...]  # (attempt number, node id), in assignment order
+    done: int                              # the winning attempt, 0 while none committed
+    node: str                              # the winning attempt's node
+    records: int                           # records the winning attempt scanned
+    result: bytes                          # its packed partial result
+
+    def attempt_nodes(self) -> list[str]:
+        return [node for _, node in self.attempts]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobView:
+    id: str
+    dataset: str
+    dataset_id: str
+    kind: str                  # query | map_reduce
+    spec: bytes                # msgpack of the job spec the node checked at submit
+    state: str                 # running | done | failed | cancelled
+    error_code: str
+    error: str
+    submitted_at_s: float      # wall clock of the submitting node
+    finished_at_s: float       # 0.0 while running
+    tasks: tuple[TaskView, ...]
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def tasks_done(self) -> int:
+        return sum(1 for t in self.tasks if t.done)
+
+    @property
+    def records_scanned(self) -> int:
+        return sum(t.records for t in self.tasks)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -99,13 +140,20 @@ class MetadataView:
     nodes: Mapping[str, NodeView]          # by node id, sorted
     datasets: Mapping[str, DatasetView]    # by name, sorted
     cluster_id: str = ""                   # "" until bootstrap (init_cluster) committed
+    jobs: Mapping[str, JobView] = dataclasses.field(default_factory=dict)   # by id, in submission order
+    jobs_version: int = 0
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> MetadataView:
         nodes = {node_id: NodeView(node_id, n["address"], n["zone"], n["state"], n["raft_address"])
                  for node_id, n in sorted(state["nodes"].items())}
         datasets = {name: _dataset(name, d) for name, d in sorted(state["datasets"].items())}
-        return cls(int(state["version"]), nodes, datasets, str(state.get("cluster_id", "")))
+        jobs = {job_id: _job(j) for job_id, j in state.get("jobs", {}).items()}
+        return cls(int(state["version"]), nodes, datasets, str(state.get("cluster_id", "")), jobs,
+                   int(state.get("jobs_version", 0)))
+
+    def job(self, job_id: str) -> JobView | None:
+        return self.jobs.get(job_id)
 
     # ---- nodes ----
 
@@ -178,7 +226,15 @@ def _dataset(name: str, d: Mapping[str, Any]) -> DatasetView:
     shard_map = tuple(ShardView(name, i, s["epoch"], s["primary"], tuple(s["replicas"]), tuple(s.get("learners", ())),
                                 dataset_id, dict(s.get("incarnations", {})))
                       for i, s in enumerate(d["shard_map"]))
-    return DatasetView(name, d["shards"], d["replication"], shard_map, dataset_id)
+    return DatasetView(name, d["shards"], d["replication"], shard_map, dataset_id, dict(d.get("schema") or {}))
+
+
+def _job(j: Mapping[str, Any]) -> JobView:
+    tasks = tuple(TaskView(i, tuple((int(a), str(n)) for a, n in t["attempts"]), t["done"], t["node"], t["records"],
+                           t.get("result", b""))
+                  for i, t in enumerate(j["tasks"]))
+    return JobView(j["id"], j["dataset"], j["dataset_id"], j["kind"], j["spec"], j["state"], j["error_code"],
+                   j["error"], j["submitted_at_s"], j["finished_at_s"], tasks)
 
 
 class ViewCache:

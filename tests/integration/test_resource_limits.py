@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -97,6 +98,91 @@ def test_issue16_file_limit_fails_the_create_not_the_node(tmp_path: pathlib.Path
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _soft_file_limit(soft: int) -> Callable[[], None]:
+    """A preexec_fn lowering only the soft RLIMIT_NOFILE (as `ulimit -Sn SOFT` would)."""
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    return lower
+
+
+def _node_argv(data_dir: pathlib.Path, port: int) -> list[str]:
+    return [sys.executable, "-m", "shoal.client.cli", "node", "start", "--id", "solo", "--data-dir", str(data_dir),
+            "--listen", f"127.0.0.1:{port}"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _start_refused(data_dir: pathlib.Path, soft: int) -> str:
+    """Start a node under the soft limit; it must exit 1 within the bound; its stderr."""
+    result = subprocess.run(_node_argv(data_dir, _free_port()), capture_output=True, text=True, errors="replace",
+                            preexec_fn=_soft_file_limit(soft), timeout=60)
+    assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+    return result.stderr
+
+
+@pytest.mark.parametrize("soft", [8, 13, 30])
+def test_issue16_start_under_a_tiny_file_limit_is_one_line(tmp_path: pathlib.Path, soft: int) -> None:
+    """Issue 16.1b start-up: with a soft open-files limit too low to open gRPC's event fds (8: it
+    died of SIGSEGV) or to bind (13: gRPC's own log lines came first), or with no room for one
+    shard's create (30 < the 32 a create keeps free), a node exits 1 with one line naming RLIMIT_NOFILE.
+
+    Method: `python -m shoal.client.cli node start` with RLIMIT_NOFILE lowered by preexec_fn."""
+    stderr = _start_refused(tmp_path / "solo", soft)
+    assert stderr.count("\n") == 1 and stderr.startswith("error: cannot start node solo: "), stderr
+    assert f"RLIMIT_NOFILE soft limit {soft}" in stderr and "raise the limit (ulimit -n" in stderr
+    assert "address in use" not in stderr
+
+
+def test_issue16_restart_with_shards_over_the_file_limit_is_one_line(tmp_path: pathlib.Path) -> None:
+    """Variant, the issue's restart: a data dir holding 40 shards (5 datasets of 8) restarted under
+    `ulimit -n 128` used to die in gRPC (SIGSEGV) after opening them; now it exits 1 in one line
+    naming the limit and the shards, and under the usual limit the same data dir starts and serves.
+
+    Method: a standalone node process creates the shards, stops (SIGTERM); a restart with soft
+    RLIMIT_NOFILE 128; then a restart without the lower limit."""
+    data_dir, log_path = tmp_path / "solo", tmp_path / "node.log"
+
+    def start() -> tuple[subprocess.Popen[bytes], int]:
+        port = _free_port()
+        log = log_path.open("ab")
+        proc = subprocess.Popen(_node_argv(data_dir, port), stdout=log, stderr=log)
+        log.close()
+        deadline = time.monotonic() + 60
+        while " ready" not in log_path.read_text(errors="replace") and proc.poll() is None:
+            assert time.monotonic() < deadline, log_path.read_text(errors="replace")
+            time.sleep(0.1)     # polling the log for readiness, bounded by the deadline
+        assert proc.poll() is None, log_path.read_text(errors="replace")
+        return proc, port
+
+    def stop(proc: subprocess.Popen[bytes]) -> None:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        log_path.write_text("")
+
+    proc, port = start()
+    try:
+        with Client(f"127.0.0.1:{port}") as client:
+            for n in range(5):
+                client.create_dataset(f"d{n}", shards=8, replication=1)
+            client.put("d0", "k", 1)
+        stop(proc)
+        stderr = _start_refused(data_dir, 128)
+        assert stderr.count("\n") == 1 and stderr.startswith("error: cannot start node solo: "), stderr
+        assert "(40 shards on disk" in stderr and "RLIMIT_NOFILE soft limit 128" in stderr
+        proc, port = start()
+        with Client(f"127.0.0.1:{port}") as client:
+            assert client.get("d0", "k") == 1 and len(client.list_datasets()) == 5
+        stop(proc)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -27,6 +27,11 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WRONG_SHARD: _ClassVar[ErrorCode]
     WRONG_CLUSTER: _ClassVar[ErrorCode]
     STALE_CONTROLLER: _ClassVar[ErrorCode]
+    UNKNOWN_JOB: _ClassVar[ErrorCode]
+    LIMIT_EXCEEDED: _ClassVar[ErrorCode]
+    JOB_FAILED: _ClassVar[ErrorCode]
+    USER_CODE_DISABLED: _ClassVar[ErrorCode]
+    INVALID_QUERY: _ClassVar[ErrorCode]
 ERROR_CODE_UNSPECIFIED: ErrorCode
 UNKNOWN_DATASET: ErrorCode
 DATASET_EXISTS: ErrorCode
@@ -44,18 +49,25 @@ REPLICATION_FAILED: ErrorCode
 WRONG_SHARD: ErrorCode
 WRONG_CLUSTER: ErrorCode
 STALE_CONTROLLER: ErrorCode
+UNKNOWN_JOB: ErrorCode
+LIMIT_EXCEEDED: ErrorCode
+JOB_FAILED: ErrorCode
+USER_CODE_DISABLED: ErrorCode
+INVALID_QUERY: ErrorCode
 
 class CreateDatasetRequest(_message.Message):
-    __slots__ = ("name", "shards", "replication", "request_id")
+    __slots__ = ("name", "shards", "replication", "request_id", "schema_json")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     REPLICATION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_JSON_FIELD_NUMBER: _ClassVar[int]
     name: str
     shards: int
     replication: int
     request_id: str
-    def __init__(self, name: _Optional[str] = ..., shards: _Optional[int] = ..., replication: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+    schema_json: str
+    def __init__(self, name: _Optional[str] = ..., shards: _Optional[int] = ..., replication: _Optional[int] = ..., request_id: _Optional[str] = ..., schema_json: _Optional[str] = ...) -> None: ...
 
 class DropDatasetRequest(_message.Message):
     __slots__ = ("name", "request_id")
@@ -94,20 +106,22 @@ class ShardInfo(_message.Message):
     def __init__(self, index: _Optional[int] = ..., epoch: _Optional[int] = ..., primary: _Optional[str] = ..., replicas: _Optional[_Iterable[str]] = ..., learners: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DatasetInfo(_message.Message):
-    __slots__ = ("name", "shards", "replication", "shard_map", "under_replicated", "id")
+    __slots__ = ("name", "shards", "replication", "shard_map", "under_replicated", "id", "schema_json")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     REPLICATION_FIELD_NUMBER: _ClassVar[int]
     SHARD_MAP_FIELD_NUMBER: _ClassVar[int]
     UNDER_REPLICATED_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_JSON_FIELD_NUMBER: _ClassVar[int]
     name: str
     shards: int
     replication: int
     shard_map: _containers.RepeatedCompositeFieldContainer[ShardInfo]
     under_replicated: int
     id: str
-    def __init__(self, name: _Optional[str] = ..., shards: _Optional[int] = ..., replication: _Optional[int] = ..., shard_map: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ..., under_replicated: _Optional[int] = ..., id: _Optional[str] = ...) -> None: ...
+    schema_json: str
+    def __init__(self, name: _Optional[str] = ..., shards: _Optional[int] = ..., replication: _Optional[int] = ..., shard_map: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ..., under_replicated: _Optional[int] = ..., id: _Optional[str] = ..., schema_json: _Optional[str] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
     __slots__ = ("id", "address", "zone", "state", "raft_address")

@@ -104,20 +104,22 @@ class ShardHeartbeat(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., shard: _Optional[int] = ..., epoch: _Optional[int] = ..., seq: _Optional[int] = ..., records: _Optional[int] = ..., checksum: _Optional[int] = ..., dataset_id: _Optional[str] = ..., incarnation: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "address", "metadata_version", "shards", "disk_free_bytes", "cluster_id")
+    __slots__ = ("node_id", "address", "metadata_version", "shards", "disk_free_bytes", "cluster_id", "jobs_version")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     METADATA_VERSION_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     DISK_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    JOBS_VERSION_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     address: str
     metadata_version: int
     shards: _containers.RepeatedCompositeFieldContainer[ShardHeartbeat]
     disk_free_bytes: int
     cluster_id: str
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., metadata_version: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardHeartbeat, _Mapping]]] = ..., disk_free_bytes: _Optional[int] = ..., cluster_id: _Optional[str] = ...) -> None: ...
+    jobs_version: int
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., metadata_version: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardHeartbeat, _Mapping]]] = ..., disk_free_bytes: _Optional[int] = ..., cluster_id: _Optional[str] = ..., jobs_version: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("lease_granted", "lease_s", "metadata_version", "metadata", "controller", "controller_address", "cluster_id")

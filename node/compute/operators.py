@@ -1,0 +1,159 @@
+"""What each operator and function does to one pair (or tuple) of values: the reference semantics.
+
+columns.py evaluates whole columns with C-level fast paths where the types allow and falls
+back to these functions element by element; `columns.evaluate` uses them for one record.
+
+- null: any operand null -> null (except `is null`, and/or, coalesce).
+- numbers are int and float (not bool). + - * on numbers; `/` is true division; `%` is Python's
+  (the result takes the divisor's sign); division or modulo by zero -> null.
+- `==` / `!=`: numbers compare by value (1 == 1.0); a bool equals only a bool; values of other
+  different types are unequal. Never an error.
+- `<` `<=` `>` `>=`: number with number, or two values of the same type among str, bool,
+  bytes; anything else is an EvaluationError ("cannot compare str with int in `origin > 1`").
+- and / or / not: three-valued (SQL) over bool and null; any other operand is an EvaluationError.
+- `in (...)`: equality as `==`, against literals.
+- functions: startswith/endswith/contains(str, str) -> bool; lower/upper(str) -> str;
+  len(str | bytes | list | dict) -> int; abs(number); round(number[, int digits]) rounds half to
+  even on the binary value (Python's round), keeping the type (round(2.5) == 2.0);
+  coalesce(a, b, ...) -> the first non-null.
+"""
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from shoal.node.compute.errors import EvaluationError
+from shoal.node.compute.values import type_name
+
+BOOL_TAG = "b"
+ORDER_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+}
+ARITHMETIC_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "%": operator.mod,
+}
+_ORDERABLE_ALONE = frozenset({str, bool, bytes})
+_NUMBERS = frozenset({int, float})
+_SIZED = frozenset({str, bytes, list, dict})
+
+
+def compare(symbol: str, left: Any, right: Any, text: str) -> bool | None:
+    """left <symbol> right for < <= > >=; null if either is null. Raises EvaluationError."""
+    if left is None or right is None:
+        return None
+    left_type, right_type = left.__class__, right.__class__
+    if (left_type in _NUMBERS and right_type in _NUMBERS) or (
+            left_type is right_type and left_type in _ORDERABLE_ALONE):
+        result: bool = ORDER_OPERATORS[symbol](left, right)
+        return result
+    raise EvaluationError(f"cannot compare {type_name(left)} with {type_name(right)} in `{text}`")
+
+
+def equal(left: Any, right: Any) -> bool | None:
+    """left == right as the module docstring says; null if either is null."""
+    if left is None or right is None:
+        return None
+    if (left.__class__ is bool) is not (right.__class__ is bool):
+        return False
+    return bool(left == right)
+
+
+def not_equal(left: Any, right: Any) -> bool | None:
+    """The negation of `equal` (null stays null)."""
+    result = equal(left, right)
+    return None if result is None else not result
+
+
+def arithmetic(symbol: str, left: Any, right: Any, text: str) -> Any:
+    """left <symbol> right for + - * / %; null if either is null or on division by zero."""
+    if left is None or right is None:
+        return None
+    if left.__class__ not in _NUMBERS or right.__class__ not in _NUMBERS:
+        raise EvaluationError(
+            f"cannot apply '{symbol}' to {type_name(left)} and {type_name(right)} in `{text}`")
+    if symbol in ("/", "%") and right == 0:
+        return None
+    try:
+        return ARITHMETIC_OPERATORS[symbol](left, right)
+    except OverflowError:
+        raise EvaluationError(f"number too large for a float in `{text}`") from None
+
+
+def negate(value: Any, text: str) -> Any:
+    """-value for a number; null stays null."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and value.__class__ is not bool:
+        return -value
+    raise EvaluationError(f"cannot negate {type_name(value)} in `{text}`")
+
+
+def check_bool(value: Any, keyword: str, text: str) -> bool | None:
+    """value itself if it is a bool or null, else EvaluationError naming `keyword` (and, or, not)."""
+    if value is None or value.__class__ is bool:
+        return value
+    raise EvaluationError(f"'{keyword}' needs bool operands, got {type_name(value)} in `{text}`")
+
+
+def logical_not(value: Any, text: str) -> bool | None:
+    """Three-valued not."""
+    checked = check_bool(value, "not", text)
+    return None if checked is None else not checked
+
+
+def in_key(value: bool | int | float | str) -> Any:
+    """How an `in` list stores a literal so that set membership behaves as `equal`."""
+    return (BOOL_TAG, value) if value.__class__ is bool else value
+
+
+def is_in(value: Any, keys: frozenset[Any]) -> bool | None:
+    """value in the literal set `keys` (built with in_key); null if value is null."""
+    if value is None:
+        return None
+    if value.__class__ is bool:
+        return (BOOL_TAG, value) in keys
+    try:
+        return value in keys
+    except TypeError:    # a list or dict: unhashable, equal to no literal
+        return False
+
+
+def call(function: str, arguments: tuple[Any, ...], text: str) -> Any:
+    """A function of FUNCTION_ARITY other than coalesce (whose laziness the caller handles)."""
+    if any(argument is None for argument in arguments):
+        return None
+    classes = tuple(argument.__class__ for argument in arguments)
+    if function in ("startswith", "endswith", "contains"):
+        if classes != (str, str):
+            raise _function_error(function, "str arguments", arguments, text)
+        source, part = arguments
+        if function == "contains":
+            return part in source
+        return source.startswith(part) if function == "startswith" else source.endswith(part)
+    (value, *rest) = arguments
+    if function in ("lower", "upper"):
+        if classes[0] is not str:
+            raise _function_error(function, "a str", arguments, text)
+        return value.lower() if function == "lower" else value.upper()
+    if function == "len":
+        if classes[0] not in _SIZED:
+            raise _function_error(function, "a str, bytes, list or dict", arguments, text)
+        return len(value)
+    if classes[0] not in _NUMBERS:
+        raise _function_error(function, "a number", arguments, text)
+    if function == "abs":
+        return abs(value)
+    assert function == "round", function
+    digits = rest[0] if rest else 0
+    if digits.__class__ is not int:
+        raise _function_error(function, "a number and an int", arguments, text)
+    try:
+        return round(value, digits)
+    except OverflowError:
+        raise EvaluationError(f"round() digits out of range in `{text}`") from None
+
+
+def _function_error(function: str, wanted: str, arguments: tuple[Any, ...], text: str) -> EvaluationError:
+    got = " and ".join(type_name(argument) for argument in arguments)
+    return EvaluationError(f"{function}() needs {wanted}, got {got} in `{text}`")

@@ -1,0 +1,385 @@
+"""compile_query(spec, fields) -> CompiledQuery: partial() on each shard, merge() of the partials.
+
+Evaluation order: where -> with_columns -> (group_by + aggs | aggs only -> one row | select |
+whole documents) -> distinct -> order_by -> limit. partial() reads (key, raw value) pairs in
+batches of BATCH_RECORDS, decodes them, filters with `where` (each top-level `and` term is a
+successive filter, so later terms only see rows that passed), computes with_columns as
+columns, then either aggregates (aggregates.py) or collects rows.
+
+Partials (msgpack-safe: dict/list/str/bytes/int/float/bool/None):
+- aggregated: {"groups": [[group key values, [aggregate wire per agg]], ...]}; without
+  group_by there is always exactly one group, with key [].
+- rows: {"rows": [[record key bytes, [order_by values], row], ...]}; row is a list of select
+  values, or the document (a dict; a non-dict document v becomes {"_value": v}; with a schema,
+  the positional record as a dict of stored values, so timestamps stay int epoch ms).
+
+Determinism whatever the order of partials: group keys and distinct rows are identified by
+values.identity_key (1, 1.0 and True differ); group rows sort by their keys (nulls last)
+unless order_by says otherwise, with the keys breaking ties; record rows sort by order_by
+then record key (with distinct: the smallest key among the duplicates), and without order_by
+by record key. So `limit` without order_by keeps the rows of the smallest keys. A shard
+keeps only its top `limit` rows (order_by) or stops reading after `limit` rows (no order_by;
+this assumes pairs come in key order, as from an LMDB cursor).
+"""
+from __future__ import annotations
+
+import operator
+from collections import Counter, _count_elements   # type: ignore[attr-defined]  # Counter.update's C core
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice, repeat
+from typing import Any
+
+import msgpack
+
+from shoal.node.compute.aggregates import Accumulator, finish, make_accumulator
+from shoal.node.compute.columns import Batch, CompiledExpression, compile_expression
+from shoal.node.compute.spec import Plan, parse_spec
+from shoal.node.compute.syntax import Logical, Node, uses_record_key
+from shoal.node.compute.values import identity_key, identity_keys, null_last_key, plain_value
+
+BATCH_RECORDS = 256        # records per batch: larger batches fall out of the CPU cache (measured)
+_first = operator.itemgetter(0)
+_second = operator.itemgetter(1)
+_NO_TYPES: frozenset[type] = frozenset()
+_RAW_SAFE = frozenset({str, bytes, type(None)})
+
+
+class MsgpackDecoder:
+    """The `decode` to pass to partial(): msgpack.unpackb(raw, raw=False, strict_map_key=False).
+
+    Why a class: partial() calls `decode_batch` when the decoder has one. A functools.partial
+    with keyword arguments builds a kwargs dict on every call, which costs about a third of a
+    small record's decoding; decode_batch maps the keyword-free msgpack.unpackb in C instead
+    (its only stricter default, strict_map_key, raises ValueError, and then the batch is decoded
+    again record by record with the permissive call, which also re-raises a real decoding error).
+    """
+
+    def __call__(self, raw: bytes) -> object:
+        return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+
+    def decode_batch(self, raws: list[bytes]) -> list[object]:
+        """Decoded values of `raws`, in order."""
+        try:
+            return list(map(msgpack.unpackb, raws))
+        except ValueError:      # a map with non-string keys (or a corrupt value: raised again below)
+            return list(map(self, raws))
+
+
+def compile_query(spec: dict[str, Any], fields: list[str] | None = None) -> CompiledQuery:
+    """Validate `spec` (QueryError) and compile it for records that are msgpack documents
+    (fields None) or positional lists in the order of the schema's field names `fields`."""
+    return CompiledQuery(parse_spec(spec), None if fields is None else list(fields))
+
+
+class CompiledQuery:
+    """A query ready to run: partial() per shard (or key range), merge() once."""
+
+    def __init__(self, plan: Plan, fields: list[str] | None) -> None:
+        self.plan = plan
+        self.fields = fields
+        computed: dict[str, int] = {}
+        self._where = [compile_expression(term, fields=fields) for term in _conjuncts(plan.where)]
+        self._with_columns: list[CompiledExpression] = []
+        for name, node in plan.with_columns:
+            self._with_columns.append(compile_expression(node, fields=fields, computed=computed))
+            computed[name] = len(computed)
+        self.computed_names = list(computed)
+
+        def compiled(node: Node) -> CompiledExpression:
+            return compile_expression(node, fields=fields, computed=computed)
+        self._group_by = [compiled(node) for _, node in plan.group_by]
+        self._aggs = [(function, None if node is None else compiled(node)) for _, function, node in plan.aggs]
+        self._select = None if plan.select is None else [compiled(node) for _, node in plan.select]
+        self._order = [None if item.node is None else compiled(item.node) for item in plan.order_by]
+        self._needs_keys = not plan.aggregated or any(uses_record_key(node) for node in plan.expressions())
+
+    @property
+    def columns(self) -> list[str]:
+        """Output column names in order ([] for whole documents: their fields vary)."""
+        return list(self.plan.columns)
+
+    @property
+    def referenced_fields(self) -> frozenset[str]:
+        """Top-level record fields any expression reads (not computed columns, not _key)."""
+        parts = self._where + self._with_columns + self._group_by + list(self._select or ())
+        parts += [expression for _, expression in self._aggs if expression is not None]
+        parts += [expression for expression in self._order if expression is not None]
+        return frozenset().union(*(part.referenced_fields() for part in parts))
+
+    def partial(self, pairs: Iterable[tuple[bytes, bytes]], decode: Callable[[bytes], object]) -> tuple[object, int]:
+        """Run over (key, raw msgpack value) pairs; returns (msgpack-safe partial, records read).
+
+        `decode` turns a raw value into a record; if it has a `decode_batch(list of raw) -> list`
+        method (MsgpackDecoder does), that is called once per batch instead. Raises EvaluationError for a record whose values do not fit an operator; whatever
+        `decode` raises passes through.
+        """
+        collector: _Groups | _Rows = _Groups(self) if self.plan.aggregated else _Rows(self)
+        scanned = 0
+        if self.plan.limit == 0:
+            return collector.partial(), scanned
+        for batch in self._batches(pairs, decode):
+            scanned += batch.size
+            prepared = self._prepare(batch)
+            if prepared is not None and collector.add(prepared):
+                break
+        return collector.partial(), scanned
+
+    def merge(self, partials: list[object]) -> list[dict[str, object]]:
+        """Final rows from the partials of every shard, the same whatever their order; [] is fine."""
+        if self.plan.aggregated:
+            return _merge_groups(self, partials)
+        return _merge_rows(self, partials)
+
+    def _batches(self, pairs: Iterable[tuple[bytes, bytes]], decode: Callable[[bytes], object]) -> Iterator[Batch]:
+        decode_batch: Callable[[list[bytes]], list[object]] | None = getattr(decode, "decode_batch", None)
+        if decode_batch is not None:
+            chunks = iter(pairs)
+            while chunk := list(islice(chunks, BATCH_RECORDS)):
+                keys = list(map(_first, chunk)) if self._needs_keys else None
+                yield Batch(decode_batch(list(map(_second, chunk))), keys)
+        elif self._needs_keys:
+            chunks = iter(pairs)
+            while chunk := list(islice(chunks, BATCH_RECORDS)):
+                yield Batch(list(map(decode, map(_second, chunk))), list(map(_first, chunk)))
+        else:
+            records = map(decode, map(_second, pairs))
+            while documents := list(islice(records, BATCH_RECORDS)):
+                yield Batch(documents, None)
+
+    def _prepare(self, batch: Batch) -> Batch | None:
+        """where, then with_columns; None when no record is left."""
+        for term in self._where:
+            keep = list(map(operator.is_, term(batch), repeat(True)))
+            if not all(keep):
+                if not any(keep):
+                    return None
+                batch = batch.subset(keep)
+        for expression in self._with_columns:
+            batch.computed.append(expression(batch))
+        return batch
+
+
+def _conjuncts(node: Node | None) -> list[Node]:
+    if node is None:
+        return []
+    if isinstance(node, Logical) and node.operator == "and":
+        return list(node.operands)
+    return [node]
+
+
+class _GroupIndex(dict[Any, int]):
+    """group key -> group id; a new key gets the next id from C-level lookups via __missing__.
+
+    Raw mode: while every key is str, bytes or null (none of which equals a number or a bool),
+    raw values are identity keys already, and a value of any other type cannot find an existing
+    group, so it reaches __missing__, which sets `unsafe`. The caller then rolls the batch's new
+    groups back and switches to identity keys for good.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.order: list[Any] = []
+        self.raw = True
+        self.unsafe = False
+
+    def __missing__(self, key: Any) -> int:
+        if self.raw and not (key.__class__ in _RAW_SAFE or (
+                key.__class__ is tuple and all(part.__class__ in _RAW_SAFE for part in key))):
+            self.unsafe = True
+        group = self[key] = len(self.order)
+        self.order.append(key)
+        return group
+
+    def rollback(self, mark: int) -> None:
+        """Forget the groups created after the first `mark` ones."""
+        for key in self.order[mark:]:
+            del self[key]
+        del self.order[mark:]
+        self.unsafe = False
+
+
+class _Groups:
+    def __init__(self, query: CompiledQuery) -> None:
+        self.keys = query._group_by
+        self.arguments = [expression for _, expression in query._aggs]
+        self.rows: Counter[int] = Counter()      # rows per group id, shared by the accumulators
+        self.accumulators: list[Accumulator] = [
+            make_accumulator(function, None if expression is None else expression.text, self.rows)
+            for function, expression in query._aggs]
+        self.index = _GroupIndex()
+
+    def add(self, batch: Batch) -> bool:
+        groups: list[int] | None = None
+        if self.keys:
+            groups = self._group_ids(batch, [key(batch) for key in self.keys])
+            _count_elements(self.rows, groups)
+        else:
+            self.rows[0] += batch.size
+        for accumulator, argument in zip(self.accumulators, self.arguments):
+            if argument is None:
+                accumulator.add(groups, None, _NO_TYPES)
+            else:
+                values = argument(batch)
+                accumulator.add(groups, values, batch.types_of(values))
+        return False
+
+    def _group_ids(self, batch: Batch, columns: list[list[Any]]) -> list[int]:
+        index = self.index
+        if index.raw:
+            mark = len(index.order)
+            try:
+                groups = list(map(index.__getitem__, columns[0] if len(columns) == 1 else zip(*columns)))
+                if not index.unsafe:
+                    return groups
+            except TypeError:       # an unhashable list or dict value
+                pass
+            index.rollback(mark)
+            index.raw = False
+        identities = [identity_keys(column, batch.types_of(column)) for column in columns]
+        return list(map(index.__getitem__, identities[0] if len(identities) == 1 else zip(*identities)))
+
+    def partial(self) -> dict[str, Any]:
+        if not self.keys:
+            return {"groups": [[[], [accumulator.wire(0) for accumulator in self.accumulators]]]}
+        single = len(self.keys) == 1
+        return {"groups": [
+            [[plain_value(key)] if single else list(map(plain_value, key)),
+             [accumulator.wire(group) for accumulator in self.accumulators]]
+            for group, key in enumerate(self.index.order)]}
+
+class _Rows:
+    def __init__(self, query: CompiledQuery) -> None:
+        plan = query.plan
+        self.query = query
+        self.limit = plan.limit
+        self.ordered = bool(plan.order_by)
+        self.descending = [item.descending for item in plan.order_by]
+        self.order_sources = list(zip((item.column for item in plan.order_by), query._order))
+        self.entries: list[list[Any]] = []
+        self.seen: dict[Any, list[Any]] | None = {} if plan.distinct else None
+
+    def add(self, batch: Batch) -> bool:
+        """Collect the batch's rows; True when no later record can change the result."""
+        selected = None if self.query._select is None else [expression(batch) for expression in self.query._select]
+        order_columns = [selected[column] if selected is not None and column is not None else _call(expression, batch)
+                         for column, expression in self.order_sources]
+        rows = _documents(self.query, batch) if selected is None else list(map(list, zip(*selected)))
+        orders = list(map(list, zip(*order_columns))) if order_columns else [[]] * batch.size
+        assert batch.keys is not None
+        new = list(map(list, zip(batch.keys, orders, rows)))
+        if self.seen is None:
+            self.entries.extend(new)
+            count = len(self.entries)
+        else:
+            for entry in new:
+                identity = _row_identity(entry[2])
+                known = self.seen.get(identity)
+                if known is None or entry[0] < known[0]:
+                    self.seen[identity] = entry
+            count = len(self.seen)
+        if self.limit is None:
+            return False
+        if not self.ordered:              # the first `limit` rows in key order are the answer
+            if count < self.limit:
+                return False
+            self._keep(self.limit)
+            return True
+        if count > 2 * self.limit + BATCH_RECORDS:    # amortised: sort once per ~limit new rows
+            self._keep(self.limit)
+        return False
+
+    def _keep(self, count: int) -> None:
+        entries = self.entries if self.seen is None else list(self.seen.values())
+        entries = sort_entries(entries, self.descending)[:count]
+        if self.seen is None:
+            self.entries = entries
+        else:
+            self.seen = {_row_identity(entry[2]): entry for entry in entries}
+
+    def partial(self) -> dict[str, Any]:
+        if self.limit is not None:
+            self._keep(self.limit)
+        return {"rows": self.entries if self.seen is None else list(self.seen.values())}
+
+
+def _call(expression: CompiledExpression | None, batch: Batch) -> list[Any]:
+    assert expression is not None, "an order_by entry is either an output column or an expression"
+    return expression(batch)
+
+
+def _documents(query: CompiledQuery, batch: Batch) -> list[Any]:
+    """Whole-document rows: dicts (decoded fresh, so updated in place) plus computed columns."""
+    if query.fields is not None:
+        rows = list(map(dict, map(zip, repeat(query.fields), batch.records)))
+    elif batch.types_of(batch.records) <= {dict}:
+        rows = batch.records
+    else:
+        rows = [record if record.__class__ is dict else {"_value": record} for record in batch.records]
+    for name, column in zip(query.computed_names, batch.computed):
+        for row, value in zip(rows, column):
+            row[name] = value
+    return rows
+
+
+def _row_identity(row: Any) -> Any:
+    if row.__class__ is list:
+        return tuple(map(identity_key, row))
+    return identity_key(row)
+
+
+def sort_entries(entries: list[list[Any]], descending: list[bool]) -> list[list[Any]]:
+    """Row entries [key, order values, row] sorted by order values (nulls last), then key."""
+    entries = list(entries)
+    for index in reversed(range(len(descending))):
+        flag = descending[index]
+        entries.sort(key=lambda entry: null_last_key(entry[1][index], flag), reverse=flag)
+    return entries
+
+
+def _merge_rows(query: CompiledQuery, partials: list[object]) -> list[dict[str, object]]:
+    plan = query.plan
+    entries = [entry for partial in partials for entry in _part(partial, "rows")]
+    if plan.distinct:
+        first: dict[Any, list[Any]] = {}
+        for entry in entries:
+            identity = _row_identity(entry[2])
+            known = first.get(identity)
+            if known is None or entry[0] < known[0]:
+                first[identity] = entry
+        entries = list(first.values())
+    entries = sort_entries(entries, [item.descending for item in plan.order_by])
+    if plan.limit is not None:
+        entries = entries[:plan.limit]
+    if plan.select is None:
+        return [entry[2] for entry in entries]
+    columns = list(plan.columns)
+    return [dict(zip(columns, entry[2])) for entry in entries]
+
+
+def _merge_groups(query: CompiledQuery, partials: list[object]) -> list[dict[str, object]]:
+    plan = query.plan
+    table: dict[tuple[Any, ...], list[list[Any]]] = {}
+    for partial in partials:
+        for key_values, wires in _part(partial, "groups"):
+            table.setdefault(tuple(map(identity_key, key_values)), []).append(wires)
+    if not plan.group_by and not table:
+        table[()] = []
+    names = [name for name, _ in plan.group_by]
+    rows: list[dict[str, object]] = []
+    for identity, wire_lists in table.items():
+        row: dict[str, object] = dict(zip(names, map(plain_value, identity)))
+        for index, (name, function, _) in enumerate(plan.aggs):
+            row[name] = finish(function, [wires[index] for wires in wire_lists])
+        rows.append(row)
+    for name in reversed(names):
+        rows.sort(key=lambda row: null_last_key(row[name], False))
+    for item in reversed(plan.order_by):
+        rows.sort(key=lambda row: null_last_key(row[item.text], item.descending), reverse=item.descending)
+    return rows if plan.limit is None else rows[:plan.limit]
+
+
+def _part(partial: object, kind: str) -> list[Any]:
+    assert isinstance(partial, dict) and kind in partial, f"not a partial of this query: {type(partial).__name__}"
+    part = partial[kind]
+    assert isinstance(part, list)
+    return part

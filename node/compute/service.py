@@ -1,0 +1,160 @@
+"""JobService: the `Jobs` gRPC service (proto/shoal/v1/jobs.proto).
+
+SubmitJob checks everything that can be checked before a task runs (the dataset, the
+expressions and the spec's shape, the user-code policy), places attempt 1 of each task
+(controller/jobs.first_attempts) and records the job in Raft. GetJob answers from this
+node's copy of the job table, optionally waiting for the job to finish (long poll);
+GetJobResult merges the committed partial results (the first attempt of each task to
+commit) in a thread, once per job, and streams rows in chunks bounded by bytes.
+
+Only metadata voters keep task results (data-only nodes receive the job table without
+them), so GetJobResult on a data-only node answers NOT_PRIMARY: ask a voter.
+"""
+from __future__ import annotations
+
+import collections
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from shoal.client.wire.pb import jobs_pb2, jobs_pb2_grpc
+from shoal.node import errors
+from shoal.node.compute import QueryError, compile_query, map_reduce, validate_spec
+from shoal.node.compute.schema import Schema
+from shoal.node.controller.jobs import first_attempts, running_attempts
+from shoal.node.metadata import commands
+from shoal.node.server import propose_or_raise
+
+if TYPE_CHECKING:
+    from shoal.node.changes import ChangeSignal
+    from shoal.node.metadata.view import DatasetView, JobView
+    from shoal.node.server import ServedNode
+
+RESULT_CHUNK_BYTES = 2 * 1024 * 1024
+MERGED_CACHE_JOBS = 8
+
+
+class JobService(jobs_pb2_grpc.JobsServicer):
+    def __init__(self, node: ServedNode, changes: ChangeSignal) -> None:
+        self.node = node
+        self.config = node.config
+        self.changes = changes
+        self._merged: collections.OrderedDict[str, tuple[list[str], list[dict[str, Any]]]] = \
+            collections.OrderedDict()
+
+    async def SubmitJob(self, request: jobs_pb2.SubmitJobRequest, context: Any) -> jobs_pb2.JobStatus:
+        view = self.node.metadata.view
+        dataset = view.dataset(request.dataset)
+        if dataset is None:
+            raise errors.UnknownDatasetError(f"unknown dataset {request.dataset[:140]!r}")
+        job_id = request.job_id or uuid.uuid4().hex
+        self._check_spec(request, dataset)
+        attempts = first_attempts(view, dataset, running_attempts(view))
+        command = commands.submit_job(job_id, dataset.name, request.kind, request.spec, time.time(), attempts)
+        await propose_or_raise(self.node.context, command, self.config.propose_timeout_s)
+        job = await self._job(job_id)
+        return _status(job)
+
+    def _check_spec(self, request: jobs_pb2.SubmitJobRequest, dataset: DatasetView) -> None:
+        try:
+            spec = msgpack.unpackb(request.spec, raw=False)
+        except Exception as exc:   # msgpack raises several types
+            raise errors.InvalidQueryError(f"job spec is not msgpack: {exc}") from None
+        if request.kind == "query":
+            try:
+                validate_spec(spec)
+                compile_query(spec, Schema.from_json(dataset.schema).names if dataset.schema else None)
+            except QueryError as exc:
+                raise errors.InvalidQueryError(f"dataset {dataset.name}: {exc}") from None
+        elif request.kind == "map_reduce":
+            if not self.config.user_code:
+                raise errors.UserCodeDisabledError(
+                    "map_reduce runs your Python functions, and this cluster does not accept user code: start "
+                    "its nodes with --user-code (SHOAL_USER_CODE=1)")
+            map_reduce.check_spec(spec, self.node.metadata.view)
+        else:
+            raise errors.InvalidQueryError(f"job kind must be query or map_reduce, got {request.kind[:40]!r}")
+
+    async def _job(self, job_id: str) -> JobView:
+        job = self.node.metadata.view.job(job_id)
+        if job is None:
+            await self.node.metadata.barrier(self.config.barrier_timeout_s)   # submitted through another node?
+            job = self.node.metadata.view.job(job_id)
+        if job is None:
+            raise errors.UnknownJobError(f"unknown job {job_id[:80]!r} (finished jobs are kept only while they "
+                                         "are among the newest)")
+        return job
+
+    async def GetJob(self, request: jobs_pb2.JobRequest, context: Any) -> jobs_pb2.JobStatus:
+        job = await self._job(request.job_id)
+        give_up_s = time.monotonic() + min(max(request.wait_s, 0.0), self.config.job_wait_s_max)
+        while job.running and (remaining_s := give_up_s - time.monotonic()) > 0:
+            await self.changes.wait(remaining_s)
+            job = await self._job(request.job_id)
+        return _status(job)
+
+    async def CancelJob(self, request: jobs_pb2.JobRequest, context: Any) -> jobs_pb2.JobStatus:
+        await self._job(request.job_id)
+        await propose_or_raise(self.node.context, commands.cancel_job(request.job_id, time.time()),
+                               self.config.propose_timeout_s)
+        return _status(await self._job(request.job_id))
+
+    async def ListJobs(self, request: Any, context: Any) -> jobs_pb2.ListJobsResponse:
+        return jobs_pb2.ListJobsResponse(jobs=[_status(j) for j in self.node.metadata.view.jobs.values()])
+
+    async def GetJobResult(self, request: jobs_pb2.JobRequest, context: Any) -> AsyncIterator[jobs_pb2.JobResultChunk]:
+        job = await self._job(request.job_id)
+        if job.state == "failed":
+            raise errors.JobFailedError(job.error)
+        if job.state != "done":
+            raise errors.InvalidRequestError(f"job {job.id} is {job.state}: no result")
+        if not self.config.raft and not self.config.standalone:
+            raise errors.NotPrimaryError(f"node {self.config.node_id} is data-only and keeps no job results: "
+                                         "ask a metadata voter")
+        columns, rows = await self._merged_rows(job)
+        chunk: list[dict[str, Any]] = []
+        size = 0
+        first = True
+        for row in rows:
+            packed = len(msgpack.packb(row, use_bin_type=True))
+            if chunk and size + packed > RESULT_CHUNK_BYTES:
+                yield _chunk(chunk, columns if first else [])
+                chunk, size, first = [], 0, False
+            chunk.append(row)
+            size += packed
+        yield _chunk(chunk, columns if first else [])
+
+    async def _merged_rows(self, job: JobView) -> tuple[list[str], list[dict[str, Any]]]:
+        cached = self._merged.get(job.id)
+        if cached is None:
+            cached = await self.node.context.run_blocking(self._merge, job)
+            self._merged[job.id] = cached
+            while len(self._merged) > MERGED_CACHE_JOBS:
+                self._merged.popitem(last=False)
+        return cached
+
+    def _merge(self, job: JobView) -> tuple[list[str], list[dict[str, Any]]]:
+        if job.kind == "map_reduce":
+            return map_reduce.result_rows(job)
+        dataset = self.node.metadata.view.dataset(job.dataset)
+        fields = Schema.from_json(dataset.schema).names if dataset is not None and dataset.schema else None
+        compiled = compile_query(msgpack.unpackb(job.spec, raw=False), fields)
+        partials = [msgpack.unpackb(t.result, raw=False, strict_map_key=False) for t in job.tasks]
+        return compiled.columns, compiled.merge(partials)
+
+
+def _chunk(rows: list[dict[str, Any]], columns: list[str]) -> jobs_pb2.JobResultChunk:
+    return jobs_pb2.JobResultChunk(rows=msgpack.packb(rows, use_bin_type=True), columns=columns)
+
+
+def _status(job: JobView) -> jobs_pb2.JobStatus:
+    return jobs_pb2.JobStatus(
+        job_id=job.id, dataset=job.dataset, kind=job.kind, state=job.state, error_code=job.error_code,
+        error=job.error, tasks_total=len(job.tasks), tasks_done=job.tasks_done, records_scanned=job.records_scanned,
+        submitted_at_s=job.submitted_at_s, finished_at_s=job.finished_at_s,
+        attempts=sum(len(t.attempts) for t in job.tasks),
+        tasks=[jobs_pb2.TaskStatus(index=t.index, done=bool(t.done), nodes=t.attempt_nodes(), node=t.node,
+                                   records=t.records) for t in job.tasks])

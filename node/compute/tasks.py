@@ -1,0 +1,150 @@
+"""TaskRunner: runs the task attempts the metadata assigns to this node, and commits them.
+
+A reconciler over the job table (DESIGN.md section 5): on every metadata change it
+starts each attempt assigned to this node that is not running here yet, runs it in the
+worker pool, and commits the outcome through Raft: `complete_task` with the attempt
+number (the first attempt of a task to commit wins; a loser is told `discarded`), or
+`fail_job` naming the shard, the node and the cause when the task itself is wrong (a
+type error in a record, a result over the limit, a worker that died). A replica this
+node no longer holds is skipped: the controller re-runs the task elsewhere.
+
+Attempts survive nothing: after a restart the node starts afresh whatever the table
+still assigns to it, which is safe because a task only reads.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+from shoal.node.compute import EvaluationError, QueryError, map_reduce
+from shoal.node.compute.pool import WorkerLostError, WorkerPool
+from shoal.node.compute.schema import Schema
+from shoal.node.compute.worker import ResultTooLargeError, run_query
+from shoal.node.errors import NodeError
+from shoal.node.metadata import commands
+
+if TYPE_CHECKING:
+    import pathlib
+
+    from shoal.node.config import NodeConfig
+    from shoal.node.metadata import MetadataStore
+    from shoal.node.metadata.view import JobView, MetadataView
+
+logger = logging.getLogger(__name__)
+
+AttemptKey = tuple[str, int, int]   # (job id, task, attempt)
+
+
+class ReplicaPaths(Protocol):
+    def local_path(self, dataset_id: str, index: int) -> pathlib.Path | None: ...
+
+
+class Proposer(Protocol):
+    async def propose(self, command: bytes, deadline_s: float) -> dict[str, Any]: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskStatistics:
+    running: int          # attempts running on this node now
+    completed: int        # attempts this node committed first
+    discarded: int        # attempts that finished after another attempt of the task had won
+    failed: int           # attempts that failed their job
+
+
+class TaskRunner:
+    def __init__(self, config: NodeConfig, metadata: MetadataStore, replicas: ReplicaPaths, pool: WorkerPool,
+                 proposer: Proposer, output: map_reduce.OutputWriter) -> None:
+        self.config = config
+        self.metadata = metadata
+        self.replicas = replicas
+        self.pool = pool
+        self.proposer = proposer
+        self.output = output
+        self._running: dict[AttemptKey, asyncio.Task[None]] = {}
+        self._finished: set[AttemptKey] = set()
+        self._completed = self._discarded = self._failed = 0
+
+    def statistics(self) -> TaskStatistics:
+        return TaskStatistics(len(self._running), self._completed, self._discarded, self._failed)
+
+    def reconcile(self) -> None:
+        """Start this node's new attempts; stop waiting for those of finished jobs."""
+        view = self.metadata.view
+        wanted = set(self._assigned(view))
+        for key, task in list(self._running.items()):
+            if key not in wanted:
+                task.cancel()   # the job finished or was cancelled: its result no longer matters
+        for key in wanted - set(self._running) - self._finished:
+            job = view.jobs[key[0]]
+            self._running[key] = asyncio.get_running_loop().create_task(self._run(job, key))
+        self._finished &= wanted | {k for k in self._finished if k[0] in view.jobs}
+
+    def _assigned(self, view: MetadataView) -> list[AttemptKey]:
+        me = self.config.node_id
+        return [(job.id, task.index, attempt) for job in view.jobs.values() if job.running
+                for task in job.tasks if not task.done for attempt, node in task.attempts if node == me]
+
+    async def _run(self, job: JobView, key: AttemptKey) -> None:
+        try:
+            command = await self._attempt(job, key)
+            if command is not None:
+                await self._commit(command, key)
+        except asyncio.CancelledError:
+            raise
+        except Exception:   # a bug here must not kill the node's task group
+            logger.exception("task %s of job %s failed unexpectedly", key[1], key[0])
+        finally:
+            self._running.pop(key, None)
+            self._finished.add(key)
+
+    async def _attempt(self, job: JobView, key: AttemptKey) -> bytes | None:
+        """Run the attempt; the command that reports it (complete_task or fail_job), or None."""
+        _, index, attempt = key
+        where = f"task {index} of job {job.id} (dataset {job.dataset}) on node {self.config.node_id}"
+        try:
+            if job.kind == "map_reduce" and index == len(job.tasks) - 1:
+                result, records = await map_reduce.reduce(self.pool, self.output, job, self.config)
+            else:
+                path = self.replicas.local_path(job.dataset_id, index)
+                if path is None:
+                    logger.info("%s: no local replica of shard %d; the controller re-runs it elsewhere", where, index)
+                    return None
+                if job.kind == "map_reduce":
+                    result, records = await map_reduce.map_shard(self.pool, job, str(path), self.config)
+                else:
+                    result, records, _ = await self.pool.run(run_query, str(path), job.spec, self._fields(job),
+                                                             self.config.task_result_bytes_max)
+        except ResultTooLargeError as exc:
+            return commands.fail_job(job.id, commands.LIMIT_EXCEEDED, f"{where}: {exc}", time.time())
+        except (QueryError, EvaluationError, WorkerLostError, map_reduce.UserCodeError) as exc:
+            return commands.fail_job(job.id, commands.JOB_FAILED, f"{where}: {exc}", time.time())
+        except Exception as exc:   # lmdb errors, bugs: one clear failure instead of a job that never ends
+            logger.exception("%s failed", where)
+            return commands.fail_job(job.id, commands.JOB_FAILED, f"{where}: {type(exc).__name__}: {exc}", time.time())
+        return commands.complete_task(job.id, index, attempt, result, records, time.time())
+
+    def _fields(self, job: JobView) -> list[str] | None:
+        dataset = self.metadata.view.dataset(job.dataset)
+        if dataset is None or dataset.id != job.dataset_id or not dataset.schema:
+            return None
+        return Schema.from_json(dataset.schema).names
+
+    async def _commit(self, command: bytes, key: AttemptKey) -> None:
+        """Propose until decided or task_commit_timeout_s: the command is idempotent by request id,
+        and a task never committed is re-run by the controller (another attempt)."""
+        try:
+            result = await self.proposer.propose(command, deadline_s=self.config.task_commit_timeout_s)
+        except NodeError as exc:
+            logger.warning("could not commit task %s of job %s: %s", key[1], key[0], exc)
+            return
+        if not result.get("ok"):
+            logger.info("task %s of job %s not committed: %s", key[1], key[0], result.get("message"))
+        elif result.get("discarded"):
+            self._discarded += 1
+        elif commands.decode_command(command)["op"] == "fail_job":
+            self._failed += 1
+        else:
+            self._completed += 1

@@ -1,0 +1,88 @@
+"""What a worker process runs: one task over one shard replica, in one LMDB read transaction.
+
+Runs in the node's worker processes (pool.py), never in the daemon: CPU work on the
+daemon's event loop delays Raft heartbeats (notes/dependencies.md section 4).
+
+LMDB across processes (notes/dependencies.md 2.6): the daemon holds each shard's
+environment open for writing; a worker opens the same files read-only (`lock=True`, so
+the reader table coordinates with the writer) once per process and keeps them, because
+open/close churn across processes crashes py-lmdb (#308, #340). An environment is
+reopened when its data file changed inode (the replica was dropped and re-created), and
+adopts a map the daemon grew (`MapResizedError` -> `set_mapsize(0)`).
+
+The read transaction is the task's snapshot: a task sees its shard as of the moment it
+started (DESIGN.md section 5).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import lmdb
+import msgpack
+
+from shoal.node.compute.query import compile_query
+
+_envs: dict[str, tuple[int, lmdb.Environment, Any]] = {}   # path -> (inode, env, records db)
+_unpackb: Callable[[bytes], object] = functools.partial(msgpack.unpackb, raw=False, strict_map_key=False)
+
+
+class ResultTooLargeError(Exception):
+    """A task's partial result is over the node's task_result_bytes_max."""
+
+
+def run_query(path: str, spec_bytes: bytes, fields: list[str] | None, result_bytes_max: int
+              ) -> tuple[bytes, int, float]:
+    """Run a query task over the replica at `path`.
+
+    Returns (packed partial, records scanned, seconds). Raises QueryError/EvaluationError
+    (bad spec, a type error in a record), ResultTooLargeError, lmdb.Error.
+    """
+    started_s = time.perf_counter()
+    compiled = _compiled(spec_bytes, tuple(fields) if fields is not None else None)
+    partial, scanned = _with_snapshot(path, lambda cursor: compiled.partial(cursor.iternext(), _unpackb))
+    packed: bytes = msgpack.packb(partial, use_bin_type=True)
+    if len(packed) > result_bytes_max:
+        raise ResultTooLargeError(f"the partial result of this shard is {len(packed)} bytes, over "
+                                  f"task_result_bytes_max = {result_bytes_max}")
+    return packed, scanned, time.perf_counter() - started_s
+
+
+def scan_records(path: str) -> list[tuple[bytes, bytes]]:
+    """Every (key, raw value) of the replica, in key order (map tasks read through this)."""
+    return _with_snapshot(path, lambda cursor: list(cursor.iternext()))
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(spec_bytes: bytes, fields: tuple[str, ...] | None) -> Any:
+    spec = msgpack.unpackb(spec_bytes, raw=False)
+    return compile_query(spec, list(fields) if fields is not None else None)
+
+
+def _with_snapshot(path: str, body: Callable[[Any], Any]) -> Any:
+    for attempt in range(2):
+        env, records = _env(path)
+        try:
+            with env.begin(db=records, buffers=False) as txn:
+                return body(txn.cursor(records))
+        except lmdb.MapResizedError:
+            if attempt:
+                raise
+            env.set_mapsize(0)   # the daemon grew the map: adopt its size and read again
+    raise AssertionError("unreachable")
+
+
+def _env(path: str) -> tuple[lmdb.Environment, Any]:
+    inode = os.stat(os.path.join(path, "data.mdb")).st_ino
+    known = _envs.get(path)
+    if known is not None and known[0] == inode:
+        return known[1], known[2]
+    if known is not None:
+        known[1].close()
+    env = lmdb.open(path, readonly=True, lock=True, subdir=True, max_dbs=4, lib_version=0, create=False)
+    records = env.open_db(b"records", create=False)
+    _envs[path] = (inode, env, records)
+    return env, records
