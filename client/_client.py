@@ -200,8 +200,9 @@ class Client:
 
     def _job_call(self, what: str, call: Callable[[Any, float], T], *, extra_s: float = 0.0) -> T:
         """call(jobs stub, timeout_s) with the client's retries; extra_s for a long poll."""
-        return self._retry(what, lambda deadline_s: try_nodes(self, what, call, deadline_s + extra_s), write=False,
-                           extra_s=extra_s)
+        result: T = self._retry(what, lambda deadline_s: try_nodes(self, what, call, deadline_s + extra_s),
+                                write=False, extra_s=extra_s)
+        return result
 
     # ---- records ----
 

@@ -31,7 +31,8 @@ class RecordCodec:
         """The positional array to store for a client's document; InvalidRequestError if it does not fit."""
         try:
             document = _unpackb(value)
-            return msgpack.packb(self.schema.encode(document), use_bin_type=True)
+            stored: bytes = msgpack.packb(self.schema.encode(document), use_bin_type=True)
+            return stored
         except (RecordError, ValueError, TypeError) as exc:
             name = key.decode("utf-8", "replace")[:80]
             raise InvalidRequestError(f"dataset {self.dataset}, key {name!r}: {exc}") from None
@@ -41,7 +42,8 @@ class RecordCodec:
         values = _unpackb(stored)
         if not isinstance(values, list):
             return stored
-        return msgpack.packb(self.schema.decode(values), use_bin_type=True)
+        document: bytes = msgpack.packb(self.schema.decode(values), use_bin_type=True)
+        return document
 
 
 _CODECS: dict[str, RecordCodec] = {}   # by dataset id: a dataset's schema never changes

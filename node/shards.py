@@ -29,6 +29,8 @@ from shoal.node.replication.ring import EntryRing
 from shoal.node.storage.shard_store import FDS_PER_SHARD, ShardStore, file_limit_message
 
 if TYPE_CHECKING:
+    import pathlib
+
     from shoal.node.datadir import DataDir
     from shoal.node.metadata.view import MetadataView, ShardView
     from shoal.node.replication.context import ReplicationContext

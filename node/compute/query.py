@@ -329,7 +329,7 @@ def _row_identity(row: Any) -> Any:
 
 def sort_entries(entries: list[list[Any]], descending: list[bool]) -> list[list[Any]]:
     """Row entries [key, order values, row] sorted by order values (nulls last), then key."""
-    entries = list(entries)
+    entries = sorted(entries, key=_first)
     for index in reversed(range(len(descending))):
         flag = descending[index]
         entries.sort(key=lambda entry: null_last_key(entry[1][index], flag), reverse=flag)

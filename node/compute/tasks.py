@@ -43,7 +43,7 @@ class ReplicaPaths(Protocol):
 
 
 class Proposer(Protocol):
-    async def propose(self, command: bytes, deadline_s: float) -> dict[str, Any]: ...
+    async def propose(self, command: bytes, *, deadline_s: float) -> dict[str, Any]: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -53,7 +53,8 @@ def run_query(path: str, spec_bytes: bytes, fields: list[str] | None, result_byt
 
 def scan_records(path: str) -> list[tuple[bytes, bytes]]:
     """Every (key, raw value) of the replica, in key order (map tasks read through this)."""
-    return _with_snapshot(path, lambda cursor: list(cursor.iternext()))
+    records: list[tuple[bytes, bytes]] = _with_snapshot(path, lambda cursor: list(cursor.iternext()))
+    return records
 
 
 @functools.lru_cache(maxsize=32)

@@ -22,7 +22,8 @@ from shoal.client.local import LocalCluster
 from test_cluster_replication import FAST, wait_for
 
 COUNTRIES = ["DE", "FR", "US", "JP", "BR"]
-USER_CODE = {**FAST, "SHOAL_USER_CODE": "1", "SHOAL_WORKERS": "2", "SHOAL_SPECULATIVE_AFTER_S_MIN": "30"}
+USER_CODE = {**FAST, "SHOAL_USER_CODE": "1", "SHOAL_WORKERS": "2", "SHOAL_SPECULATIVE_AFTER_S_MIN": "30",
+             "SHOAL_TASK_RESULT_BYTES_MAX": "65536", "SHOAL_USER_CODE_WALL_S": "3"}
 
 
 def event(i: int) -> dict[str, Any]:
@@ -181,6 +182,40 @@ def _attempt_node(client: Client, job_id: str, shard: int) -> str | None:
 
 def _controller(client: Client) -> str:
     return str(client.status()["controller"])
+
+
+def failing_mapper(key: str, value: Any) -> list[tuple[str, int]]:
+    if value["id"] == 7:
+        raise ValueError(f"cannot map record {key}")
+    return [(key, 1)]
+
+
+def endless_mapper(key: str, value: Any) -> list[tuple[str, int]]:
+    while True:
+        pass
+
+
+def test_limits_and_failures_are_one_clear_error(cluster: LocalCluster) -> None:
+    """A mapper that raises fails the job naming the task, node and exception; a mapper past
+    user_code_wall_s is killed; a result over task_result_bytes_max is LIMIT_EXCEEDED naming the
+    limit; a running job can be cancelled; the cluster keeps serving afterwards."""
+    with cluster.client() as client:
+        client.create_dataset("lim", shards=2, replication=3)
+        client.create_dataset("lim_out", shards=1, replication=3)
+        client.put_many("lim", ((f"e{i:05d}", event(i)) for i in range(3000)))
+        with pytest.raises(JobFailedError, match=r"task \d+ of job .* on node n\d: mapper raised ValueError: cannot "
+                                                 r"map record e00007"):
+            client.map_reduce("lim", failing_mapper, lambda k, vs: sum(vs), output="lim_out").result(timeout=60)
+        with pytest.raises(JobFailedError, match="user_code_wall_s = 3"):
+            client.map_reduce("lim", endless_mapper, lambda k, vs: sum(vs), output="lim_out").result(timeout=60)
+        with pytest.raises(JobFailedError, match="task_result_bytes_max = 65536") as info:
+            client.query("lim").collect(timeout=60)
+        assert info.value.code == "LIMIT_EXCEEDED"
+        job = client.map_reduce("lim", endless_mapper, lambda k, vs: sum(vs), output="lim_out")
+        assert job.cancel().state == "cancelled"
+        with pytest.raises(JobFailedError, match="cancelled"):
+            job.result(timeout=10)
+        assert client.query("lim").count() == 3000
 
 
 def test_user_code_refused_when_not_enabled(local_cluster: Any) -> None:
