@@ -17,6 +17,11 @@ identity.json, shards/, raft/, the lock); heal = start it, as for `kill`. So the
 `duration_s` is the downtime, and the fault's band covers the time the node is down,
 like every other process fault; the scenario keeps it below node_dead_after_s, so the
 node returns empty while the cluster still counts it alive (scenario.py checks this).
+
+`task-node` (jobs workload) is the node of an unfinished task attempt of a running job at
+injection, read from the cluster's job table (`Fault.jobs`, set by the runner); between
+two jobs the fault waits up to TASK_NODE_WAIT_S for one. Among several such nodes the
+fault's choice seed picks, so a replay picks alike when the cluster looks alike.
 """
 from __future__ import annotations
 
@@ -24,8 +29,9 @@ import logging
 import pathlib
 import random
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from shoal.chaos.scenario import NETWORK_FAULTS, FaultSpec, Scenario, Span
 
@@ -33,6 +39,9 @@ if TYPE_CHECKING:
     from shoal.chaos.netlab import NetLab
 
 logger = logging.getLogger(__name__)
+
+TASK_NODE_WAIT_S = 5.0           # target task-node: how long to wait for a job with a running task
+TASK_NODE_POLL_S = 0.05
 
 
 class ClusterControl(Protocol):
@@ -182,6 +191,8 @@ class Fault:
         self.lab = lab
         self.lab_reason = lab_reason or "nodes are not in network namespaces"
         self.targets: list[str] = []
+        # target task-node: the cluster's jobs now (shoal.client.JobProgress); set by the runner
+        self.jobs: Callable[[], Sequence[Any]] | None = None
 
     @property
     def name(self) -> str:
@@ -208,6 +219,8 @@ class Fault:
             return [leader]
         if plan.target == "primary":
             return [self.cluster.primary_of(self.dataset, plan.shard)]
+        if plan.target == "task-node":
+            return [self._task_node()]
         if plan.target == "follower":
             node_ids: Sequence[str] = getattr(self.cluster, "running")()
             followers = sorted(n for n in node_ids if n != leader)
@@ -215,6 +228,19 @@ class Fault:
                 raise FaultError("no running follower to target")
             return [random.Random(plan.choice_seed).choice(followers)]
         raise FaultError(f"cannot resolve target {plan.target!r}")
+
+    def _task_node(self) -> str:
+        """A node running an unfinished task attempt of a running job, waiting for one."""
+        if self.jobs is None:
+            raise FaultError("target task-node needs the job table (the jobs workload)")
+        give_up_s = time.monotonic() + TASK_NODE_WAIT_S
+        while True:
+            nodes = task_nodes(self.jobs(), running=getattr(self.cluster, "running")())
+            if nodes:
+                return random.Random(self.plan.choice_seed).choice(nodes)
+            if time.monotonic() >= give_up_s:
+                raise FaultError(f"no job had a task running on a live node within {TASK_NODE_WAIT_S:g} s")
+            time.sleep(TASK_NODE_POLL_S)
 
     def inject(self) -> list[str]:
         self.targets = self.resolve_targets()
@@ -254,6 +280,15 @@ class Fault:
             assert self.lab is not None
             self.lab.heal(self.fault_id)
         logger.info("healed %s on %s", self.name, ", ".join(self.targets))
+
+
+def task_nodes(jobs: Sequence[Any], *, running: Sequence[str]) -> list[str]:
+    """Sorted ids of the running nodes that hold the latest attempt of an unfinished task of
+    a running job (JobProgress / TaskProgress of shoal.client); pure."""
+    alive = set(running)
+    found = {task.nodes[-1] for job in jobs if job.state == "running"
+             for task in job.tasks if not task.done and task.nodes}
+    return sorted(found & alive)
 
 
 def wipe_data_dir(node: NodeFiles) -> list[str]:

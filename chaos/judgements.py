@@ -2,7 +2,8 @@
 
 `run_checks` picks the scenario's checks and runs them; each `check_*` judges one thing
 (enough load, every fault run, linearizable, no lost writes, recovered, live after the
-final heal, converged) and says why in one line. A checker that crashes is a failed check
+final heal, converged; the jobs workload's checks are in job_judgements.py) and says why
+in one line. A checker that crashes is a failed check
 with the error, never a lost report. The checkers themselves are in chaos/checkers/.
 """
 from __future__ import annotations
@@ -27,6 +28,11 @@ def run_checks(scenario: Any, schedule: Any, operations: Sequence[Operation], fa
               check_faults([record.to_dict() for record in faults])]
     if scenario.workload.kind == "register" and bounds.linearizable:
         checks.append(_guarded("linearizable", check_linearizable, operations, bounds.checker_timeout_s))
+    if scenario.workload.kind == "jobs":
+        from shoal.chaos.job_judgements import check_jobs_exact
+
+        checks.append(_guarded("jobs_exact", check_jobs_exact, operations, final.reference,
+                               [record.to_dict() for record in faults]))
     if bounds.no_lost_writes:
         checks.append(_guarded("no_lost_writes", check_lost_writes, scenario.workload, operations, final))
     if bounds.recover_within_s > 0:
@@ -202,6 +208,10 @@ def check_lost_writes(workload: Any, operations: Sequence[Operation], final: Any
         return _register_lost(operations, final.values)
     if workload.kind == "set":
         return _set_lost(operations, final.elements)
+    if workload.kind == "jobs":
+        from shoal.chaos.job_judgements import check_final_jobs
+
+        return check_final_jobs(operations, final)
     return _bulk_lost(operations, final.elements, workload.batch_records)
 
 

@@ -238,14 +238,19 @@ class _Run:
         # a client that stays stuck on stale routing.
         self._probe_client = self.cluster.client(timeout_s=CLIENT_TIMEOUT_S)
         try:
-            _create_dataset(admin, self.scenario)
+            workload = make_workload(spec, self.history, lambda: self.cluster.client(timeout_s=CLIENT_TIMEOUT_S),
+                                     self.schedule.workload_seed, shards=self.scenario.cluster.shards)
+            for dataset in workload.datasets:
+                _create_dataset(admin, self.scenario, dataset)
             ready = probe_liveness(self._probe_client, spec.dataset, self.scenario.cluster.shards, SETUP_TIMEOUT_S)
             if not ready.passed:
                 raise RuntimeError(f"dataset {spec.dataset} not writable on every shard: {ready.detail}")
+            with self.cluster.client(timeout_s=SETUP_TIMEOUT_S) as loader:
+                workload.setup(loader)
+            for fault in self.faults:
+                fault.jobs = admin.jobs
             self._t0 = time.monotonic()
-            self.history = History(run_start_s=self._t0)
-            workload = make_workload(spec, self.history, lambda: self.cluster.client(timeout_s=CLIENT_TIMEOUT_S),
-                                     self.schedule.workload_seed, shards=self.scenario.cluster.shards)
+            self.history = workload.history = History(run_start_s=self._t0)
             workload.start()
             try:
                 self._drive_faults()
@@ -258,7 +263,7 @@ class _Run:
             self.final = workload.final(admin, time.monotonic() + FINAL_READ_TIMEOUT_S)
             assert self._probe_thread is not None
             self._probe_thread.join()
-            self.convergence = _wait_converged(self.cluster, spec.dataset, self.scenario.checks.converge_within_s)
+            self.convergence = _wait_converged(self.cluster, workload.datasets, self.scenario.checks.converge_within_s)
         finally:
             if self._probe_thread is not None:
                 self._probe_thread.join()
@@ -350,8 +355,8 @@ def _record(fault: Fault, cluster: Any) -> FaultRecord:
                        reason=reason)
 
 
-def _create_dataset(client: Any, scenario: Scenario) -> None:
-    """Create the workload dataset, retrying retriable errors until SETUP_TIMEOUT_S.
+def _create_dataset(client: Any, scenario: Scenario, dataset: str) -> None:
+    """Create a workload dataset, retrying retriable errors until SETUP_TIMEOUT_S.
 
     DatasetExistsError counts as done, on any attempt: after a retry it means an earlier
     attempt of ours created the dataset and its reply was lost.
@@ -361,8 +366,7 @@ def _create_dataset(client: Any, scenario: Scenario) -> None:
 
     def attempt() -> None:
         try:
-            client.create_dataset(scenario.workload.dataset, shards=scenario.cluster.shards,
-                                  replication=scenario.cluster.replication)
+            client.create_dataset(dataset, shards=scenario.cluster.shards, replication=scenario.cluster.replication)
         except DatasetExistsError:
             return
 
@@ -371,13 +375,18 @@ def _create_dataset(client: Any, scenario: Scenario) -> None:
           retry_on=lambda exc: isinstance(exc, ShoalError) and exc.retriable)
 
 
-def _wait_converged(cluster: Any, dataset: str, within_s: float) -> Any:
+def _wait_converged(cluster: Any, datasets: list[str], within_s: float) -> Any:
     """Poll every node's shard checksums until the in-sync replicas agree, or the bound."""
     from shoal.chaos.checkers import check_convergence
 
     deadline_s = time.monotonic() + within_s
     while True:
-        result = check_convergence(replica_checksums(cluster.cluster_map(), cluster.statuses(), dataset))
+        cluster_map, statuses = cluster.cluster_map(), cluster.statuses()
+        checksums: dict[Hashable, Mapping[Hashable, tuple[int, Any]]] = {}
+        for dataset in datasets:
+            for shard, replicas in replica_checksums(cluster_map, statuses, dataset).items():
+                checksums[shard if len(datasets) == 1 else f"{dataset}/{shard}"] = replicas
+        result = check_convergence(checksums)
         if result.ok or time.monotonic() >= deadline_s:
             return result
         time.sleep(0.5)

@@ -28,11 +28,11 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 SCENARIO_DIR = pathlib.Path(__file__).resolve().parent / "scenarios"
-WORKLOAD_KINDS = ("register", "set", "bulk")
+WORKLOAD_KINDS = ("register", "set", "bulk", "jobs")
 PROCESS_FAULTS = ("kill", "pause", "restart", "wipe")
 NETWORK_FAULTS = ("partition", "loss")
 FAULT_KINDS = PROCESS_FAULTS + NETWORK_FAULTS
-TARGETS = ("any", "leader", "follower", "primary", "minority")   # or "node-N" (1-based)
+TARGETS = ("any", "leader", "follower", "primary", "minority", "task-node")   # or "node-N" (1-based)
 DIRECTIONS = ("both", "inbound", "outbound")
 NETWORKS = ("loopback", "netns")
 NODES_MAX = 7                     # 2 cores: more node processes only measure the scheduler
@@ -44,6 +44,7 @@ KNOB_TYPES: dict[str, type] = {   # NodeConfig fields a scenario may set
 WARMUP_S_MIN = 1.0                # the cluster must be seen serving before the first fault
 OPS_DEADLINE_FACTOR = 4.0         # default ops_deadline_s = 4 x duration_s
 RUN_S_MAX = 3_600.0               # duration_s bound; ops_deadline_s is bounded by 4 x this
+RECORDS_MAX = 2_000_000           # jobs workload: the harness holds them in memory at setup
 RENAMED_CHECKS = {                # old [checks] key -> the message that replaces it
     "ops_s_before_fault_min": "replaced by ops_before_fault_min, a count of ok operations before the "
                               "first fault (a rate failed runs on busy machines; see chaos/DESIGN.md)",
@@ -74,17 +75,18 @@ class ClusterShape:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkloadSpec:
-    kind: str = "register"          # register | set | bulk
+    kind: str = "register"          # register | set | bulk | jobs
     clients: int = 4                # concurrent client threads
     keys: int = 8                   # register: keys shared by all clients
     batch_records: int = 200        # bulk: records per put_many call
+    records: int = 120_000          # jobs: records written at setup, read by every job
     dataset: str = "chaos"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FaultSpec:
     kind: str                       # kill | pause | restart | wipe | partition | loss
-    target: str = "any"             # any | leader | follower | primary | minority | node-N
+    target: str = "any"             # any | leader | follower | primary | minority | task-node | node-N
     start_s: Span = Span(3.0, 3.0)  # since the workload start
     duration_s: Span = Span(2.0, 2.0)  # until heal: restart, SIGCONT, rules removed; wipe: the
                                     # empty node's restart, before cluster.knobs.node_dead_after_s
@@ -101,6 +103,7 @@ class CheckSpec:
     live_within_s: float = 5.0      # a write + read on every shard succeed after the final heal
     # Fewer recorded operations by ops_deadline_s: the run is invalid. The workload runs
     # past duration_s until it has them, so this bar does not depend on spare CPU.
+    # For the jobs workload an operation is one job (submit to result).
     ops_min: int = 2_000
     # Fewer ok operations before the first fault: invalid (the workload was stuck, the fault
     # hit a cluster that was not serving). A count, not a rate, for the same reason.
@@ -256,12 +259,13 @@ class _Reader:
             knobs=dict(knobs))
 
     def workload(self, table: Any) -> WorkloadSpec:
-        t = self.take(table, "workload", ("kind", "clients", "keys", "batch_records", "dataset"))
+        t = self.take(table, "workload", ("kind", "clients", "keys", "batch_records", "records", "dataset"))
         return WorkloadSpec(
             kind=self.choice(t.get("kind", "register"), "workload.kind", WORKLOAD_KINDS),
             clients=self.number(t.get("clients", 4), "workload.clients", integer=True),
             keys=self.number(t.get("keys", 8), "workload.keys", integer=True),
             batch_records=self.number(t.get("batch_records", 200), "workload.batch_records", integer=True),
+            records=self.number(t.get("records", 120_000), "workload.records", integer=True),
             dataset=str(t.get("dataset", "chaos")))
 
     def fault(self, table: Any, where: str) -> FaultSpec:
@@ -327,6 +331,8 @@ def _validate(s: Scenario, label: str) -> None:
         raise fail("workload.clients", f"must be within 1..64, got {w.clients}")
     if not 1 <= w.keys <= 1_000 or not 1 <= w.batch_records <= 10_000:
         raise fail("workload", "keys must be within 1..1000 and batch_records within 1..10000")
+    if not 1 <= w.records <= RECORDS_MAX:
+        raise fail("workload.records", f"must be within 1..{RECORDS_MAX}, got {w.records}")
     if not w.dataset.replace("-", "").replace("_", "").isalnum():
         raise fail("workload.dataset", f"use letters, digits, - and _ only, got {w.dataset!r}")
     for index, f in enumerate(s.faults):
@@ -347,6 +353,9 @@ def _validate_fault(f: FaultSpec, where: str, s: Scenario, fail: Any) -> None:
         raise fail(f"{where}.kind", f"{f.kind} needs cluster.network = \"netns\" (nodes in namespaces)")
     if f.target.startswith("node-") and not 1 <= int(f.target[5:]) <= nodes:
         raise fail(f"{where}.target", f"{f.target} does not exist in a {nodes}-node cluster")
+    if f.target == "task-node" and s.workload.kind != "jobs":
+        raise fail(f"{where}.target", f"task-node (a node running a task of a job) needs workload.kind = \"jobs\", "
+                   f"not {s.workload.kind!r}")
     if f.target in ("minority", "follower") and nodes < 3:
         raise fail(f"{where}.target", f"{f.target} needs at least 3 nodes, the cluster has {nodes}")
     if f.start_s.low < WARMUP_S_MIN:

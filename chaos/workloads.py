@@ -23,6 +23,7 @@ and the dead shard's group keeps probing it.
 - set: adds of unique elements (one key each, spread over the shards), read back by one
   final scan.
 - bulk: put_many batches of unique keys; the final scan counts every batch.
+- jobs: compute jobs over a dataset written at setup (chaos/job_workload.py).
 Probe keys (the liveness check) start with "probe-" and are ignored by the final scans.
 """
 from __future__ import annotations
@@ -85,6 +86,7 @@ class FinalState:
     detail: str = ""
     values: dict[str, Any] = field(default_factory=dict)   # register key -> value
     elements: set[Any] = field(default_factory=set)        # set / bulk: what the scan found
+    reference: Any = None           # jobs: the exact answers (job_workload.Reference)
 
 
 class Workload:
@@ -106,7 +108,15 @@ class Workload:
         self._clients: list[RecordClient] = []
         self._counters = [0] * spec.clients
 
-    # ---- lifecycle: setup is done by the runner (dataset creation); start, stop, final ----
+    # ---- lifecycle: the runner creates `datasets`, then setup, start, stop, final ----
+    @property
+    def datasets(self) -> list[str]:
+        """The datasets the runner creates (and checks for convergence) before `setup`."""
+        return [self.dataset]
+
+    def setup(self, client: Any) -> None:
+        """Before the workload's t = 0 (no fault yet): load what the workload needs."""
+
     def start(self) -> None:
         self._clients = [self.client_factory() for _ in range(self.spec.clients)]
         for index in range(self.spec.clients):
@@ -295,7 +305,10 @@ def _scan_until(client: RecordClient, dataset: str, deadline_s: float) -> FinalS
 
 def make_workload(spec: WorkloadSpec, history: History, client_factory: Callable[[], RecordClient],
                   seed: int, *, shards: int) -> Workload:
-    kinds: dict[str, type[Workload]] = {"register": RegisterWorkload, "set": SetWorkload, "bulk": BulkWorkload}
+    from shoal.chaos.job_workload import JobWorkload   # it builds on this module
+
+    kinds: dict[str, type[Workload]] = {"register": RegisterWorkload, "set": SetWorkload, "bulk": BulkWorkload,
+                                        "jobs": JobWorkload}
     return kinds[spec.kind](spec, history, client_factory, seed, shards=shards)
 
 

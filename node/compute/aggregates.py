@@ -1,56 +1,46 @@
 """Aggregate states: count, sum, min, max, mean, count_distinct; exact, and mergeable in any order.
 
-An `Accumulator` (make_accumulator) keeps one aggregate for every group of one partial and
-is fed a batch at a time: the group id of each record and the argument's values. It buckets
-the values by group with C-level calls (list.append mapped over defaultdict lookups; count
-uses Counter.update) and, every PENDING_VALUES_MAX values, reduces each bucket with builtins
-(sum, min, math.fsum, set.update), so the Python work is per group, not per record. `wire(group)` is the group's state as msgpack-safe
-data; `finish(function, wires)` merges the wires of all partials into the final value.
+An `Accumulator` (make_accumulator) keeps one aggregate for every group of one partial and is
+fed a batch at a time: the group id of each record and the argument's values. Rows per group
+are counted once for all aggregates (the caller's shared Counter), so each aggregate only
+counts its nulls. Ints are summed by a tight loop (bools by Counter over the Trues); other
+values are bucketed by group with C-level calls (list.append mapped over defaultdict lookups)
+and, every PENDING_VALUES_MAX values, each bucket is reduced with builtins (min, math.fsum,
+set.update): Python work per group, not per record. `wire(group)` is a group's state as
+msgpack-safe data; `finish(function, wires)` merges the wires of all partials.
 
 Semantics: every aggregate skips nulls; count(None) counts rows. Empty (or all-null) input
 gives count 0 and null for the others (SQL; pandas' sum would say 0).
 - sum / mean take int, float and bool (as 0/1, so sum(x > 9) counts matches); anything else
   is an EvaluationError. Ints sum exactly (Python ints); a sum that saw a float is a float,
   the correctly rounded value of the exact sum of every int and float; mean = exact sum /
-  count, correctly rounded. inf and NaN follow IEEE (inf + -inf = NaN); an exact sum beyond
-  the float range gives +-inf.
-- Exactness: math.fsum (CPython's msum: Shewchuk, "Adaptive Precision Floating-Point
-  Arithmetic and Fast Robust Geometric Predicates", 1997) is exact inside, but returns a
-  rounded float. Repeatedly subtracting the returned float and summing again peels the exact
-  sum of a bucket into a few floats (usually 2-3 rounds, each a C pass) whose exact sum is
-  the bucket's; those are added to a fixed-point Python int counting units of 2**-1074 (the
-  smallest subnormal: every finite double is an integer multiple of it). Merging is int
-  addition, so shards merge exactly, in any order; the final division rounds once.
+  count, correctly rounded (exact.py: Shewchuk's summation via math.fsum, fixed-point ints).
 - min / max use the total order of values.py (numbers, NaN, bools, strs, bytes, others).
 - count_distinct counts distinct values by values.identity_key (1, 1.0 and True are three
-  values), exactly: the set travels in the partial. Its size is the number of distinct values.
+  values), exactly: the set travels in the partial.
 
 Wire formats (msgpack-safe): count -> int; sum/mean -> [int, fixed, count, saw_float, specials]
-(ints beyond 64 bits as bytes, values.wire_int; specials: 1 NaN, 2 +inf, 4 -inf);
-min/max -> the value or None; count_distinct -> list of values.
+(exact.ExactSum; ints beyond 64 bits as bytes); min/max -> the value or None;
+count_distinct -> list of values.
 """
 from __future__ import annotations
 
 import math
+import operator
 from collections import Counter, _count_elements, defaultdict, deque   # type: ignore[attr-defined]
 from collections.abc import Callable, Sequence
-from itertools import chain, compress, repeat
-import operator
+from itertools import compress, repeat
 from operator import is_not
 from typing import Any
 
 from shoal.node.compute.errors import EvaluationError
-from shoal.node.compute.values import (
-    identity_key, identity_keys, order_key, plain_value, type_name, unwire_int, wire_int,
-)
+from shoal.node.compute.exact import ExactSum
+from shoal.node.compute.values import identity_key, identity_keys, order_key, plain_value, type_name
 
 AGGREGATE_FUNCTIONS = ("count", "sum", "min", "max", "mean", "count_distinct")
 Types = set[type] | frozenset[type]
 _NONE = type(None)
-_FIXED_SHIFT = 1074                        # fixed point: units of 2**-1074
 PENDING_VALUES_MAX = 32_768               # values buffered per aggregate before reducing them
-_PEEL_ROUNDS_MAX = 45                      # 2,098 bits of exponent range / 53 bits per round, and spare
-_NAN, _POSITIVE_INFINITY, _NEGATIVE_INFINITY = 1, 2, 4
 _INTEGRAL = frozenset({int, bool})
 _SUMMABLE = frozenset({int, bool, float})
 _SUMMABLE_OR_NULL = _SUMMABLE | {_NONE}
@@ -128,126 +118,6 @@ class _Count(Accumulator):
 
     def wire(self, group: int) -> Any:
         return self.value_count(group)
-
-
-class ExactSum:
-    """The exact sum of ints and floats: `integer` + `fixed` * 2**-1074, plus IEEE specials."""
-
-    __slots__ = ("integer", "fixed", "count", "saw_float", "specials")
-
-    def __init__(self) -> None:
-        self.integer = 0
-        self.fixed = 0
-        self.count = 0
-        self.saw_float = False
-        self.specials = 0
-
-    def add_integers(self, values: list[Any]) -> None:
-        self.integer += sum(values)
-        self.count += len(values)
-
-    def add_floats(self, values: list[float]) -> None:
-        if not values:
-            return
-        self.count += len(values)
-        self.saw_float = True
-        try:
-            self.fixed += exact_fixed(values)
-        except ValueError:            # inf or NaN among them: keep them aside, sum the rest
-            finite = [value for value in values if math.isfinite(value)]
-            for value in values:
-                if math.isnan(value):
-                    self.specials |= _NAN
-                elif math.isinf(value):
-                    self.specials |= _POSITIVE_INFINITY if value > 0 else _NEGATIVE_INFINITY
-            self.fixed += exact_fixed(finite)
-
-    def merge(self, other: ExactSum) -> None:
-        self.integer += other.integer
-        self.fixed += other.fixed
-        self.count += other.count
-        self.saw_float |= other.saw_float
-        self.specials |= other.specials
-
-    def to_wire(self) -> list[Any]:
-        return [wire_int(self.integer), wire_int(self.fixed), self.count, self.saw_float, self.specials]
-
-    @classmethod
-    def from_wire(cls, wire: Any) -> ExactSum:
-        state = cls()
-        integer, fixed, state.count, state.saw_float, state.specials = wire
-        state.integer, state.fixed = unwire_int(integer), unwire_int(fixed)
-        return state
-
-    def total(self) -> int | float | None:
-        """The sum: None if no values; an int if only ints (and bools) were seen; else a float."""
-        if self.count == 0:
-            return None
-        if not self.saw_float:
-            return self.integer
-        special = self._special()
-        return special if special is not None else _divide(self._numerator(), 1 << _FIXED_SHIFT)
-
-    def mean(self) -> float | None:
-        """exact sum / count, correctly rounded; None if no values."""
-        if self.count == 0:
-            return None
-        if not self.saw_float:
-            return _divide(self.integer, self.count)
-        special = self._special()
-        return special if special is not None else _divide(self._numerator(), self.count << _FIXED_SHIFT)
-
-    def _numerator(self) -> int:
-        return (self.integer << _FIXED_SHIFT) + self.fixed
-
-    def _special(self) -> float | None:
-        if self.specials & _NAN or self.specials == _POSITIVE_INFINITY | _NEGATIVE_INFINITY:
-            return math.nan
-        if self.specials:
-            return math.inf if self.specials == _POSITIVE_INFINITY else -math.inf
-        return None
-
-
-def _divide(numerator: int, denominator: int) -> float:
-    """numerator / denominator correctly rounded (CPython's int true division), +-inf past the range."""
-    try:
-        return numerator / denominator
-    except OverflowError:
-        return math.inf if numerator > 0 else -math.inf
-
-
-def to_fixed(value: float) -> int:
-    """A finite float as an exact integer count of 2**-1074 units."""
-    numerator, denominator = value.as_integer_ratio()
-    return numerator << (_FIXED_SHIFT + 1 - denominator.bit_length())
-
-
-def exact_fixed(values: list[float]) -> int:
-    """The exact sum of finite floats in 2**-1074 units. ValueError if one is inf or NaN.
-
-    Peels math.fsum's correctly rounded result off until the residual is exactly 0; fsum's
-    partials are exact, so it returns 0.0 only for an exact 0 (see the module docstring).
-    """
-    if len(values) <= 1:
-        if values and not math.isfinite(values[0]):
-            raise ValueError("inf or nan")
-        return to_fixed(values[0]) if values else 0
-    fixed = 0
-    peeled: list[float] = []
-    try:
-        for _ in range(_PEEL_ROUNDS_MAX):
-            head = math.fsum(chain(values, peeled))
-            if head == 0.0:
-                return fixed
-            if not math.isfinite(head):
-                raise ValueError("inf or nan")
-            fixed += to_fixed(head)
-            peeled.append(-head)
-    except OverflowError:          # the partial sums left the float range: one value at a time
-        pass
-    if not all(map(math.isfinite, values)):
-        raise ValueError("inf or nan")
-    return sum(map(to_fixed, values))
 
 
 class _Buffered(Accumulator):

@@ -1,7 +1,7 @@
 r"""Filter and computed-column expressions: tokenizer and recursive-descent parser to a whitelisted AST.
 
-Nothing is eval'ed: `parse_expression` builds the AST of syntax.py, which columns.py compiles
-to Python closures. Grammar, loosest binding first (keywords are case-insensitive)::
+Nothing is eval'ed: `parse_expression` tokenizes (tokens.py) and builds the AST of syntax.py,
+which columns.py compiles to Python closures. Grammar, loosest binding first (keywords are case-insensitive)::
 
     expression := or
     or         := and ("or" and)*
@@ -29,7 +29,6 @@ operators (a chain `a + b + c` nests without recursion; `and`/`or` chains stay f
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 from shoal.node.compute.errors import QueryError
@@ -37,42 +36,19 @@ from shoal.node.compute.syntax import (
     Arithmetic, Call, Comparison, Field, InList, IsNull, Literal, Logical, Negate, Node, Not, RecordKey,
     children,
 )
+from shoal.node.compute.tokens import Token, error, show, tokenize
 
 EXPRESSION_CHARS_MAX = 10_000
 NESTING_DEPTH_MAX = 50       # parentheses, calls, not and unary minus inside each other
 TREE_DEPTH_MAX = 200         # operators inside each other, chains included
-_NUMBER_CHARS_MAX = 400      # keeps int() far from Python's 4,300-digit conversion limit
-_TOKEN_SHOWN_CHARS_MAX = 24
 
 FUNCTION_ARITY: dict[str, tuple[int, int | None]] = {   # name -> (fewest, most; None = any)
     "startswith": (2, 2), "endswith": (2, 2), "contains": (2, 2), "lower": (1, 1),
     "upper": (1, 1), "len": (1, 1), "abs": (1, 1), "round": (1, 2), "coalesce": (1, None),
 }
-KEYWORDS = frozenset({"and", "or", "not", "in", "is", "null", "true", "false"})
 _COMPARISONS = {"==": "==", "=": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
-_ESCAPES = {"\\": "\\", "'": "'", '"': '"', "n": "\n", "r": "\r", "t": "\t", "0": "\0"}
-_TWO_CHAR = frozenset({"==", "!=", "<=", ">=", "&&", "||"})
-_ONE_CHAR = frozenset("+-*/%()<>=,.")
 _SUM_OPERATORS = frozenset({"+", "-"})
 _PRODUCT_OPERATORS = frozenset({"*", "/", "%"})
-_HINTS = {"&&": "use 'and'", "||": "use 'or'", "!": "use 'not' or '!='"}
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Token:
-    kind: str          # number, string, name (identifier), quoted (back-quoted name), keyword, op, end
-    text: str          # source text (keywords in lower case)
-    value: object      # number value, string contents, or name
-    position: int      # 1-based column
-    start: int         # 0-based offsets into the expression
-    end: int
-
-
-def show(text: str) -> str:
-    """A token as messages quote it: 'x', shortened when long."""
-    if len(text) > _TOKEN_SHOWN_CHARS_MAX:
-        text = text[:_TOKEN_SHOWN_CHARS_MAX] + "..."
-    return repr(text)
 
 
 def parse_expression(text: object) -> Node:
@@ -90,122 +66,6 @@ def parse_expression(text: object) -> Node:
     return root
 
 
-def tokenize(text: str) -> list[Token]:
-    """The tokens of an expression, ending with an `end` token. Raises QueryError."""
-    tokens: list[Token] = []
-    index = 0
-    while index < len(text):
-        char = text[index]
-        if char.isspace():
-            index += 1
-            continue
-        if char.isdigit():
-            token = _number(text, index)
-        elif char in "'\"":
-            token = _string(text, index)
-        elif char == "`":
-            token = _quoted_name(text, index)
-        elif char.isalpha() or char == "_":
-            end = index + 1
-            while end < len(text) and (text[end].isalnum() or text[end] == "_"):
-                end += 1
-            word = text[index:end]
-            kind = "keyword" if word.lower() in KEYWORDS else "name"
-            token = Token(kind, word.lower() if kind == "keyword" else word, word, index + 1, index, end)
-        elif text[index:index + 2] in _TWO_CHAR:
-            token = Token("op", text[index:index + 2], None, index + 1, index, index + 2)
-        elif char in _ONE_CHAR:
-            token = Token("op", char, None, index + 1, index, index + 1)
-        else:
-            hint = _HINTS.get(char, "")
-            raise _error(f"unexpected character {show(char)}" + (f"; {hint}" if hint else ""), text, index + 1)
-        if token.text in _HINTS:
-            raise _error(f"{show(token.text)} is not an operator; {_HINTS[token.text]}", text, token.position)
-        tokens.append(token)
-        index = token.end
-    tokens.append(Token("end", "", None, len(text) + 1, len(text), len(text)))
-    return tokens
-
-
-def _error(problem: str, text: str, position: int) -> QueryError:
-    return QueryError(problem, position=position, expression=text)
-
-
-def _number(text: str, start: int) -> Token:
-    end = start
-    while end < len(text) and text[end].isdigit():
-        end += 1
-    is_float = False
-    if end < len(text) and text[end] == "." and end + 1 < len(text) and text[end + 1].isdigit():
-        is_float = True
-        end += 1
-        while end < len(text) and text[end].isdigit():
-            end += 1
-    if end < len(text) and text[end] in "eE":
-        exponent = end + 1
-        if exponent < len(text) and text[exponent] in "+-":
-            exponent += 1
-        if exponent < len(text) and text[exponent].isdigit():
-            is_float = True
-            end = exponent
-            while end < len(text) and text[end].isdigit():
-                end += 1
-    if end < len(text) and (text[end].isalnum() or text[end] in "_."):
-        raise _error(f"malformed number {show(text[start:end + 1])}", text, start + 1)
-    literal = text[start:end]
-    if len(literal) > _NUMBER_CHARS_MAX:
-        raise _error(f"number is {len(literal)} characters long, at most {_NUMBER_CHARS_MAX}", text, start + 1)
-    value: int | float = float(literal) if is_float else int(literal)
-    if is_float and value in (float("inf"), float("-inf")):
-        raise _error(f"number {show(literal)} is too large for a float", text, start + 1)
-    return Token("number", literal, value, start + 1, start, end)
-
-
-def _string(text: str, start: int) -> Token:
-    quote = text[start]
-    parts: list[str] = []
-    index = start + 1
-    while index < len(text):
-        char = text[index]
-        if char == quote:
-            return Token("string", text[start:index + 1], "".join(parts), start + 1, start, index + 1)
-        if char == "\\":
-            escape = text[index + 1:index + 2]
-            if escape == "u":
-                digits = text[index + 2:index + 6]
-                if len(digits) != 4 or any(c not in "0123456789abcdefABCDEF" for c in digits):
-                    raise _error("\\u needs 4 hex digits", text, index + 1)
-                parts.append(chr(int(digits, 16)))
-                index += 6
-                continue
-            if escape not in _ESCAPES:
-                raise _error(f"unknown escape '\\{escape}' in a string", text, index + 1)
-            parts.append(_ESCAPES[escape])
-            index += 2
-            continue
-        parts.append(char)
-        index += 1
-    raise _error(f"unterminated string (missing closing {quote})", text, start + 1)
-
-
-def _quoted_name(text: str, start: int) -> Token:
-    parts: list[str] = []
-    index = start + 1
-    while index < len(text):
-        if text[index] == "`":
-            if text[index + 1:index + 2] == "`":      # `` stands for one back quote
-                parts.append("`")
-                index += 2
-                continue
-            name = "".join(parts)
-            if not name:
-                raise _error("empty back-quoted name", text, start + 1)
-            return Token("quoted", text[start:index + 1], name, start + 1, start, index + 1)
-        parts.append(text[index])
-        index += 1
-    raise _error("unterminated back-quoted name (missing closing `)", text, start + 1)
-
-
 class _Parser:
     """Recursive descent over the token list; `_depth` bounds the recursion (NESTING_DEPTH_MAX)."""
 
@@ -217,7 +77,7 @@ class _Parser:
 
     def parse(self) -> Node:
         if self.tokens[0].kind == "end":
-            raise _error("empty expression", self.text, 1)
+            raise error("empty expression", self.text, 1)
         node = self._or()
         token = self._peek()
         if token.kind != "end":
@@ -236,7 +96,7 @@ class _Parser:
         return token
 
     def _fail(self, problem: str, token: Token) -> QueryError:
-        return _error(problem, self.text, token.position)
+        return error(problem, self.text, token.position)
 
     def _span(self, start: Token) -> tuple[str, int]:
         """Source text from `start` to the last consumed token, and start's column."""
@@ -481,6 +341,6 @@ def _check_tree_depth(root: Node, text: str) -> None:
     while stack:
         node, depth = stack.pop()
         if depth > TREE_DEPTH_MAX:
-            raise _error(f"expression is more than {TREE_DEPTH_MAX} operators deep; "
+            raise error(f"expression is more than {TREE_DEPTH_MAX} operators deep; "
                          "split it with with_columns", text, node.position)
         stack.extend((child, depth + 1) for child in children(node))

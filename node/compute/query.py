@@ -33,6 +33,7 @@ import msgpack
 
 from shoal.node.compute.aggregates import Accumulator, finish, make_accumulator
 from shoal.node.compute.columns import Batch, CompiledExpression, compile_expression
+from shoal.node.compute.errors import QueryError
 from shoal.node.compute.spec import Plan, parse_spec
 from shoal.node.compute.syntax import Logical, Node, uses_record_key
 from shoal.node.compute.values import identity_key, identity_keys, null_last_key, plain_value
@@ -42,6 +43,7 @@ _first = operator.itemgetter(0)
 _second = operator.itemgetter(1)
 _NO_TYPES: frozenset[type] = frozenset()
 _RAW_SAFE = frozenset({str, bytes, type(None)})
+_BOOLS = frozenset({bool})
 
 
 class MsgpackDecoder:
@@ -65,6 +67,15 @@ class MsgpackDecoder:
             return list(map(self, raws))
 
 
+def validate_spec(spec: object, fields: list[str] | None = None) -> None:
+    """Raise QueryError (one line, naming the entry) unless `spec` is a valid query spec.
+
+    Checks everything compile_query does: shapes, names, expressions, constant parts (`'a' > 1`)
+    and, when the schema's `fields` are given, that every field read exists.
+    """
+    CompiledQuery(parse_spec(spec), None if fields is None else list(fields))
+
+
 def compile_query(spec: dict[str, Any], fields: list[str] | None = None) -> CompiledQuery:
     """Validate `spec` (QueryError) and compile it for records that are msgpack documents
     (fields None) or positional lists in the order of the schema's field names `fields`."""
@@ -78,19 +89,25 @@ class CompiledQuery:
         self.plan = plan
         self.fields = fields
         computed: dict[str, int] = {}
-        self._where = [compile_expression(term, fields=fields) for term in _conjuncts(plan.where)]
+
+        def compiled(node: Node, context: str) -> CompiledExpression:
+            try:
+                return compile_expression(node, fields=fields, computed=computed)
+            except QueryError as exc:        # an unknown schema field, or a constant that cannot evaluate
+                raise exc.within(context) from None
+        self._where = [compiled(term, "where") for term in _conjuncts(plan.where)]
         self._with_columns: list[CompiledExpression] = []
-        for name, node in plan.with_columns:
-            self._with_columns.append(compile_expression(node, fields=fields, computed=computed))
+        for index, (name, node) in enumerate(plan.with_columns):
+            self._with_columns.append(compiled(node, f"with_columns[{index}] ({name})"))
             computed[name] = len(computed)
         self.computed_names = list(computed)
-
-        def compiled(node: Node) -> CompiledExpression:
-            return compile_expression(node, fields=fields, computed=computed)
-        self._group_by = [compiled(node) for _, node in plan.group_by]
-        self._aggs = [(function, None if node is None else compiled(node)) for _, function, node in plan.aggs]
-        self._select = None if plan.select is None else [compiled(node) for _, node in plan.select]
-        self._order = [None if item.node is None else compiled(item.node) for item in plan.order_by]
+        self._group_by = [compiled(node, f"group_by[{index}]") for index, (_, node) in enumerate(plan.group_by)]
+        self._aggs = [(function, None if node is None else compiled(node, f"aggs[{index}] ({name})"))
+                      for index, (name, function, node) in enumerate(plan.aggs)]
+        self._select = None if plan.select is None else [
+            compiled(node, f"select[{index}]") for index, (_, node) in enumerate(plan.select)]
+        self._order = [None if item.node is None else compiled(item.node, f"order_by[{index}]")
+                       for index, item in enumerate(plan.order_by)]
         self._needs_keys = not plan.aggregated or any(uses_record_key(node) for node in plan.expressions())
 
     @property
@@ -110,8 +127,9 @@ class CompiledQuery:
         """Run over (key, raw msgpack value) pairs; returns (msgpack-safe partial, records read).
 
         `decode` turns a raw value into a record; if it has a `decode_batch(list of raw) -> list`
-        method (MsgpackDecoder does), that is called once per batch instead. Raises EvaluationError for a record whose values do not fit an operator; whatever
-        `decode` raises passes through.
+        method (MsgpackDecoder does), that is called once per batch instead. Raises
+        EvaluationError for a record whose values do not fit an operator; whatever `decode`
+        raises passes through.
         """
         collector: _Groups | _Rows = _Groups(self) if self.plan.aggregated else _Rows(self)
         scanned = 0
@@ -132,11 +150,14 @@ class CompiledQuery:
 
     def _batches(self, pairs: Iterable[tuple[bytes, bytes]], decode: Callable[[bytes], object]) -> Iterator[Batch]:
         decode_batch: Callable[[list[bytes]], list[object]] | None = getattr(decode, "decode_batch", None)
-        if decode_batch is not None:
+        if decode_batch is not None and not self._needs_keys:
+            raw_values = map(_second, pairs)
+            while raws := list(islice(raw_values, BATCH_RECORDS)):
+                yield Batch(decode_batch(raws), None)
+        elif decode_batch is not None:
             chunks = iter(pairs)
             while chunk := list(islice(chunks, BATCH_RECORDS)):
-                keys = list(map(_first, chunk)) if self._needs_keys else None
-                yield Batch(decode_batch(list(map(_second, chunk))), keys)
+                yield Batch(decode_batch(list(map(_second, chunk))), list(map(_first, chunk)))
         elif self._needs_keys:
             chunks = iter(pairs)
             while chunk := list(islice(chunks, BATCH_RECORDS)):
@@ -149,7 +170,8 @@ class CompiledQuery:
     def _prepare(self, batch: Batch) -> Batch | None:
         """where, then with_columns; None when no record is left."""
         for term in self._where:
-            keep = list(map(operator.is_, term(batch), repeat(True)))
+            values = term(batch)
+            keep = values if batch.types_of(values) <= _BOOLS else list(map(operator.is_, values, repeat(True)))
             if not all(keep):
                 if not any(keep):
                     return None

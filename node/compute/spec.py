@@ -1,4 +1,4 @@
-"""The query spec: validation, and the Plan that query.py executes.
+"""The query spec: its checks, and the Plan that query.py compiles (query.validate_spec runs both).
 
 A spec is a plain dict (see the compute brief / DESIGN.md); missing keys take their defaults::
 
@@ -72,11 +72,6 @@ class Plan:
         nodes += [node for _, _, node in self.aggs if node is not None]
         nodes += [node for _, node in self.select or ()] + [item.node for item in self.order_by if item.node]
         return nodes
-
-
-def validate_spec(spec: object) -> None:
-    """Raise QueryError (one line, naming the entry) unless `spec` is a valid query spec."""
-    parse_spec(spec)
 
 
 def parse_spec(spec: object) -> Plan:

@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 COMMAND_VERSION = 1
 TASK_RESULT_BYTES_MAX = 4 * 1024 * 1024   # one task's partial result travels in complete_task
-COMMAND_BYTES_MAX = TASK_RESULT_BYTES_MAX + 64 * 1024   # other commands are small (< 64 KiB)
+SMALL_COMMAND_BYTES_MAX = 64 * 1024        # every other command is small; anything bigger is a bug
+COMMAND_BYTES_MAX = TASK_RESULT_BYTES_MAX + SMALL_COMMAND_BYTES_MAX
 REQUEST_ID_CHARS_MAX = 128
 
 # Error codes used here: names of shoal.v1.ErrorCode (a unit test checks them against the proto).
@@ -119,6 +120,8 @@ def decode_command(data: bytes) -> dict[str, Any]:
     op = command.get("op")
     if not isinstance(op, str) or op not in _SCHEMAS:
         raise ValueError(f"unknown op {op!r}")
+    if op != "complete_task" and len(data) > SMALL_COMMAND_BYTES_MAX:
+        raise ValueError(f"{op} command of {len(data)} bytes exceeds {SMALL_COMMAND_BYTES_MAX}")
     request_id = command.get("request_id")
     if not isinstance(request_id, str) or not 0 < len(request_id) <= REQUEST_ID_CHARS_MAX:
         raise ValueError(f"request_id must be a string of 1..{REQUEST_ID_CHARS_MAX} characters")

@@ -260,7 +260,8 @@ def _typed_expressions() -> st.SearchStrategy[str]:
             return leaves
         inner = numbers(depth - 1)
         return st.one_of(
-            leaves, st.tuples(inner, st.sampled_from(["+", "-", "*", "/", "%"]), inner).map(" ".join).map("({})".format),
+            leaves,
+            st.tuples(inner, st.sampled_from(["+", "-", "*", "/", "%"]), inner).map(" ".join).map("({})".format),
             inner.map("(-{})".format), inner.map("abs({})".format), inner.map("round({}, 1)".format),
             st.tuples(inner, inner).map(lambda p: f"coalesce({p[0]}, {p[1]})"), strings(0).map("len({})".format))
 

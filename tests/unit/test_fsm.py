@@ -41,7 +41,8 @@ def raw(**fields: Any) -> bytes:
 def test_fsm_initial_state_shape() -> None:
     """The initial state holds every documented top-level map, empty, at version 0."""
     assert fsm.initial_state() == {"version": 0, "cluster_id": "", "nodes": {}, "datasets": {}, "jobs": {},
-                                   "tokens": {}, "requests": {}, "controller": {"node_id": "", "term": 0}}
+                                   "tokens": {}, "requests": {}, "controller": {"node_id": "", "term": 0},
+                                   "jobs_version": 0}
 
 
 def test_fsm_error_codes_are_proto_error_codes() -> None:
