@@ -65,8 +65,7 @@ class JobService(jobs_pb2_grpc.JobsServicer):
             raise errors.InvalidQueryError(f"job spec is not msgpack: {exc}") from None
         if request.kind == "query":
             try:
-                validate_spec(spec)
-                compile_query(spec, Schema.from_json(dataset.schema).names if dataset.schema else None)
+                validate_spec(spec, Schema.from_json(dataset.schema).names if dataset.schema else None)
             except QueryError as exc:
                 raise errors.InvalidQueryError(f"dataset {dataset.name}: {exc}") from None
         elif request.kind == "map_reduce":

@@ -37,7 +37,8 @@ Result = dict[str, Any]
 Changes = dict[str, Any] | None
 
 JOBS_ACTIVE_MAX = 16
-JOBS_RETAINED = 64                        # finished jobs kept for result() and `shoal job ls`
+JOBS_RETAINED = 64                        # finished jobs kept for result() and `shoal job ls` ...
+JOBS_RETAINED_BYTES_MAX = 256 * 1024 * 1024   # ... while their results stay under this (the state is in every dump)
 JOB_RESULT_BYTES_MAX = 64 * 1024 * 1024   # all partial results of one job, as stored in the log
 JOB_KINDS = ("query", "map_reduce")
 JOB_ID_CHARS_MAX = 64
@@ -182,9 +183,17 @@ def _jobs_changes(state: State, jobs: dict[str, Any]) -> Changes:
 
 
 def _retained(jobs: dict[str, Any]) -> dict[str, Any]:
-    """Forget the oldest finished jobs past JOBS_RETAINED (dicts keep submission order)."""
+    """Forget the oldest finished jobs past JOBS_RETAINED, or while the finished jobs' results
+    exceed JOBS_RETAINED_BYTES_MAX (dicts keep submission order)."""
     finished = [job_id for job_id, job in jobs.items() if job["state"] in FINISHED]
     drop = set(finished[:max(0, len(finished) - JOBS_RETAINED)])
+    kept_bytes = sum(jobs[job_id]["result_bytes"] for job_id in finished if job_id not in drop)
+    for job_id in finished:
+        if kept_bytes <= JOBS_RETAINED_BYTES_MAX:
+            break
+        if job_id not in drop:
+            drop.add(job_id)
+            kept_bytes -= jobs[job_id]["result_bytes"]
     return {job_id: job for job_id, job in jobs.items() if job_id not in drop} if drop else jobs
 
 

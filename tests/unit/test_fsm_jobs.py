@@ -87,6 +87,11 @@ def test_fsm_job_limits_and_retention() -> None:
         assert all(r["ok"] for r in results)
     assert len(state["jobs"]) == jobs.JOBS_RETAINED + 1 and "j0" not in state["jobs"]
     assert f"k{jobs.JOBS_RETAINED + 2}" in state["jobs"]
+    for job in list(state["jobs"].values())[:3]:
+        job["result_bytes"] = jobs.JOBS_RETAINED_BYTES_MAX // 2   # as if these had big results
+    state, _ = run(state, commands.submit_job("after-big", "ds", "query", SPEC, 1.0, []))
+    finished_bytes = sum(j["result_bytes"] for j in state["jobs"].values() if j["state"] != "running")
+    assert finished_bytes <= jobs.JOBS_RETAINED_BYTES_MAX and "after-big" in state["jobs"]
     big = with_dataset()
     big, _ = run(big, commands.submit_job("big", "ds", "query", SPEC, 1.0, [(0, "n0"), (1, "n1")]))
     chunk = b"x" * commands.TASK_RESULT_BYTES_MAX
