@@ -88,17 +88,19 @@ class TaskRunner:
                 for task in job.tasks if not task.done for attempt, node in task.attempts if node == me]
 
     async def _run(self, job: JobView, key: AttemptKey) -> None:
+        decided = True
         try:
             command = await self._attempt(job, key)
             if command is not None:
-                await self._commit(command, key)
+                decided = await self._commit(command, key)
         except asyncio.CancelledError:
             raise
         except Exception:   # a bug here must not kill the node's task group
             logger.exception("task %s of job %s failed unexpectedly", key[1], key[0])
         finally:
             self._running.pop(key, None)
-            self._finished.add(key)
+            if decided:   # an attempt whose outcome never reached the log runs again at the next reconcile
+                self._finished.add(key)
 
     async def _attempt(self, job: JobView, key: AttemptKey) -> bytes | None:
         """Run the attempt; the command that reports it (complete_task or fail_job), or None."""
@@ -132,14 +134,14 @@ class TaskRunner:
             return None
         return Schema.from_json(dataset.schema).names
 
-    async def _commit(self, command: bytes, key: AttemptKey) -> None:
-        """Propose until decided or task_commit_timeout_s: the command is idempotent by request id,
-        and a task never committed is re-run by the controller (another attempt)."""
+    async def _commit(self, command: bytes, key: AttemptKey) -> bool:
+        """Propose until decided or task_commit_timeout_s (the command is idempotent by request
+        id); False when no answer came (no controller, unknown outcome): run it again."""
         try:
             result = await self.proposer.propose(command, deadline_s=self.config.task_commit_timeout_s)
         except NodeError as exc:
-            logger.warning("could not commit task %s of job %s: %s", key[1], key[0], exc)
-            return
+            logger.warning("could not commit task %s of job %s (will run it again): %s", key[1], key[0], exc)
+            return False
         if not result.get("ok"):
             logger.info("task %s of job %s not committed: %s", key[1], key[0], result.get("message"))
         elif result.get("discarded"):
@@ -148,3 +150,4 @@ class TaskRunner:
             self._failed += 1
         else:
             self._completed += 1
+        return True
