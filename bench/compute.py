@@ -13,31 +13,44 @@ a reference computed here. Measured, `--passes` times each, in one process tree:
                 wall time from submit to result (Query.collect), data loaded beforehand
   dask          dask.distributed futures, one task per ceiling file (the ceiling's scan
                 function), LocalCluster(2 processes x 1 thread), when dask is installed
-  latency       submit-to-result of the same query over 1,000 records on the running
-                3-node cluster (replication 3): median and p90 of `--latency-runs` runs
+  latency       submit-to-result of the same query over 1,000 records (6 shards, replication 3)
+                on the running 3-node cluster, after JOBS_RETAINED untimed jobs (a running
+                cluster's job table is full): median and p90 of `--latency-runs` runs, and the
+                medians of its parts (SubmitJob, waiting, GetJobResult)
 
 Each pass runs the ceiling, Dask, the 1-node cluster, the 3-node cluster and the ceiling
 again, one system at a time (a cluster is started, loaded, measured and stopped inside its
-pass). Every figure is the median of `--repeats` timed runs after one untimed warm-up. The
-ratios are against the map ceiling of the same run (median of its figures in every pass).
-Targets (issue 17): schema-less >= 0.9x the map ceiling, schema >= 1.5x the map ceiling,
-ahead of Dask, latency < 50 ms. `--profile` then profiles the node's task function
-(shoal.node.compute.worker.run_query) with cProfile on one shard file of each layout.
+pass; loading is never timed). Every figure is the median of `--repeats` timed runs after
+one untimed warm-up. The ratios are against the map ceiling of the same run (the median of
+its per-pass figures). Targets (issue 17): schema-less >= 0.9x the map ceiling, schema
+>= 1.5x the map ceiling, ahead of Dask, latency < 50 ms.
 
-    SHOAL_LMDB_SYNC=0 is set for the nodes (throwaway data).
-    python bench/compute.py [--records 1000000] [--passes 2] [--shards 6] [--profile]
+`--profile` adds, on one shard file of each layout in this process, the CPU cost per record
+of each stage (cursor, decoding, the ceiling's loop, the node's task function
+shoal.node.compute.worker.run_query) and a cProfile of run_query; `--profile-nodes` runs
+the latency measurement again with the three node daemons under cProfile.
+
+    python bench/compute.py [--records 1000000] [--passes 2] [--shards 6] [--profile] [--profile-nodes]
+
+The nodes run with SHOAL_LMDB_SYNC=0 (throwaway data); Dask is measured when
+`dask.distributed` is importable (pip install 'dask[distributed]'; not a shoal dependency).
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import cProfile
+import dataclasses
+import importlib.util
 import io
+import itertools
 import logging
-import os
 import multiprocessing
+import os
 import pathlib
 import pstats
+import runpy
+import shutil
 import statistics
 import sys
 import tempfile
@@ -54,6 +67,8 @@ from _common import TYPED_SCHEMA, machine, print_table, typed_records  # noqa: E
 from shoal.client import Client  # noqa: E402
 from shoal.client.local import LocalCluster  # noqa: E402
 from shoal.client.wire.routing import shard_for_key  # noqa: E402
+from shoal.node.compute.worker import run_query  # noqa: E402
+from shoal.node.metadata.jobs import JOBS_RETAINED  # noqa: E402
 
 CEILING_PROCESSES = 2          # the baselines.md ceiling: 2 processes (this machine class has 2 cores)
 LATENCY_RECORDS = 1000
@@ -62,7 +77,19 @@ FIELDS = list(TYPED_SCHEMA)
 COUNTRY, AMOUNT = FIELDS.index("country"), FIELDS.index("amount")
 T = TypeVar("T")
 Groups = dict[str, list[int]]        # country -> [count, sum(amount), count(amount > 900)]
-Figures = dict[str, list[float]]     # contender -> seconds per pass (median of the repeats)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Run:
+    wall_s: float     # elapsed
+    cpu_s: float      # user + system CPU of this process and every descendant (nodes, workers, pools)
+
+
+def median_run(runs: list[Run]) -> Run:
+    return Run(statistics.median(r.wall_s for r in runs), statistics.median(r.cpu_s for r in runs))
+
+
+Figures = dict[str, list[Run]]       # contender -> one Run per pass (medians of its repeats)
 
 
 # --- the workload: records, reference, query ---
@@ -94,13 +121,41 @@ def check_groups(got: Groups, expected: Groups, what: str) -> None:
     assert got == expected, f"{what}: wrong answer ({len(got)} groups)"
 
 
-def timed(fn: Callable[[], T]) -> tuple[float, T]:
-    """Seconds and result of fn(), after flushing dirty pages (a load's writeback must not
-    land in the next measurement; the nodes run with SHOAL_LMDB_SYNC=0)."""
+def timed(fn: Callable[[], T]) -> tuple[Run, T]:
+    """Wall and process-tree CPU seconds of fn(), and its result, after flushing dirty pages
+    (a load's writeback must not land in the next measurement; the nodes run with
+    SHOAL_LMDB_SYNC=0). CPU seconds barely move when other work shares the machine, wall
+    seconds do: the CPU ratios are the steadier comparison on a shared machine."""
     os.sync()
+    cpu_start_s = tree_cpu_s()
     start = time.perf_counter()
     result = fn()
-    return time.perf_counter() - start, result
+    wall_s = time.perf_counter() - start
+    return Run(wall_s, tree_cpu_s() - cpu_start_s), result
+
+
+def tree_cpu_s() -> float:
+    """User + system CPU seconds of this process and its live descendants, including what they
+    collected from their reaped children (/proc/PID/stat utime, stime, cutime, cstime)."""
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    used: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                fields = stat.read().rpartition(b")")[2].split()
+        except OSError:            # gone meanwhile
+            continue
+        pid = int(entry.name)                  # fields after the name: state, ppid, ... (proc(5))
+        children[int(fields[1])].append(pid)
+        used[pid] = sum(int(field) for field in fields[11:15])
+    total, pending = 0, [os.getpid()]
+    while pending:
+        pid = pending.pop()
+        total += used.get(pid, 0)
+        pending.extend(children.get(pid, ()))
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 # --- the ceiling: shard files, and the scan that the ceiling and Dask both run ---
@@ -156,11 +211,12 @@ def scan_arrays(path: str) -> Groups:
     try:
         records = env.open_db(b"records", create=False)
         unpackb = msgpack.unpackb
+        country_at, amount_at = COUNTRY, AMOUNT
         groups: Groups = {}
         with env.begin(db=records, buffers=False) as txn:
             for value in txn.cursor(records).iternext(keys=False, values=True):
                 record = unpackb(value)
-                country, amount = record[2], record[3]
+                country, amount = record[country_at], record[amount_at]
                 group = groups.get(country)
                 if group is None:
                     group = groups[country] = [0, 0, 0]
@@ -184,41 +240,41 @@ def merge(partials: list[Groups]) -> Groups:
 
 
 def ceiling_runs(pool: Any, scan: Callable[[str], Groups], paths: list[str], expected: Groups,
-                 repeats: int) -> list[float]:
+                 repeats: int) -> list[Run]:
     pool.map(scan, paths)                                  # warm: page cache and both processes
     runs = []
     for _ in range(repeats):
-        seconds, groups = timed(lambda: merge(pool.map(scan, paths, chunksize=1)))
+        run, groups = timed(lambda: merge(pool.map(scan, paths, chunksize=1)))
         check_groups(groups, expected, scan.__name__)
-        runs.append(seconds)
+        runs.append(run)
     return runs
 
 
 # --- Dask (b) of notes/baselines.md: futures over the same files ---
 
 def dask_available() -> bool:
+    """Whether dask.distributed can be imported (an optional peer, not a shoal dependency)."""
     try:
-        import dask.distributed  # noqa: F401  # an optional peer, not a shoal dependency
+        return importlib.util.find_spec("dask.distributed") is not None
     except ImportError:
         return False
-    return True
 
 
-def dask_seconds(paths: list[str], expected: Groups, repeats: int) -> float:
+def dask_runs(paths: list[str], expected: Groups, repeats: int) -> Run:
     from dask.distributed import Client as DaskClient
     from dask.distributed import LocalCluster as DaskCluster
 
-    with DaskCluster(n_workers=CEILING_PROCESSES, threads_per_worker=1, processes=True, dashboard_address=None,
+    with DaskCluster(n_workers=CEILING_PROCESSES, threads_per_worker=1, processes=True, dashboard_address=":0",
                      silence_logs=logging.ERROR) as cluster, DaskClient(cluster) as client:
         def run() -> Groups:
             return merge(client.gather(client.map(scan_maps, paths, pure=False)))
         check_groups(run(), expected, "dask")                 # warm: workers import lmdb, page cache
         runs = []
         for _ in range(repeats):
-            seconds, groups = timed(run)
+            measured, groups = timed(run)
             check_groups(groups, expected, "dask")
-            runs.append(seconds)
-    return statistics.median(runs)
+            runs.append(measured)
+    return median_run(runs)
 
 
 # --- Shoal ---
@@ -230,11 +286,11 @@ def load(client: Client, name: str, count: int, shards: int, replication: int, t
     return written
 
 
-def job_seconds(client: Client, dataset: str, expected: Groups) -> tuple[float, Any]:
+def job_run(client: Client, dataset: str, expected: Groups) -> Run:
     job = query(client, dataset)
-    seconds, rows = timed(lambda: list(job.collect(timeout=600)))
+    run, rows = timed(lambda: list(job.collect(timeout=600)))
     check_rows(rows, expected, dataset)
-    return seconds, rows
+    return run
 
 
 def tasks_per_node(client: Client, dataset: str) -> str:
@@ -246,33 +302,54 @@ def tasks_per_node(client: Client, dataset: str) -> str:
 
 
 def shoal_phase(root: pathlib.Path, nodes: int, datasets: dict[str, tuple[int, bool]], count: int, shards: int,
-                expected: Groups, repeats: int, latency_runs: int) -> tuple[dict[str, float], dict[str, Any]]:
+                expected: Groups, repeats: int, latency_runs: int) -> tuple[dict[str, Run], dict[str, Any]]:
     """Start a cluster of `nodes`, load every dataset {label: (replication, typed)}, measure, stop.
 
-    Returns (label -> median seconds, extra: load rates, placement, latency samples)."""
+    Returns (label -> median Run, extra: load rates, placement, latency samples)."""
     extra: dict[str, Any] = {}
     with LocalCluster(root, nodes=nodes, env=NODE_ENV) as cluster, cluster.client() as client:
         for label, (replication, typed) in datasets.items():
-            seconds, _ = timed(lambda: load(client, label, count, shards, replication, typed))
-            extra[f"load {label}"] = count / seconds
-            job_seconds(client, label, expected)                        # warm-up, untimed
+            loaded, _ = timed(lambda: load(client, label, count, shards, replication, typed))
+            extra[f"load {label}"] = count / loaded.wall_s
+            job_run(client, label, expected)                            # warm-up, untimed
             extra[f"placement {label}"] = tasks_per_node(client, label)
-        runs: dict[str, list[float]] = {label: [] for label in datasets}
+        runs: dict[str, list[Run]] = {label: [] for label in datasets}
         for _ in range(repeats):
             for label in datasets:                                      # interleaved against drift
-                runs[label].append(job_seconds(client, label, expected)[0])
+                runs[label].append(job_run(client, label, expected))
         if latency_runs:
             extra["latency"] = latency_samples(client, shards, latency_runs)
-    return {label: statistics.median(seconds) for label, seconds in runs.items()}, extra
+    shutil.rmtree(root)                   # the next phase's page cache and disk, not this one's data
+    return {label: median_run(measured) for label, measured in runs.items()}, extra
 
 
-def latency_samples(client: Client, shards: int, runs: int) -> list[float]:
+def latency_samples(client: Client, shards: int, runs: int) -> dict[str, list[float]]:
+    """Submit-to-result seconds of `runs` jobs over LATENCY_RECORDS records, after JOBS_RETAINED
+    untimed jobs: a running cluster's job table holds that many finished jobs, and every
+    metadata change rebuilds the view of each (node/metadata/view.py), so an empty table
+    would flatter. Also the parts: submit (SubmitJob), wait (GetJob polls), fetch (GetJobResult)."""
     client.create_dataset("small", shards=shards, replication=3)
     client.put_many("small", typed_records(LATENCY_RECORDS))
     expected = reference(LATENCY_RECORDS)
-    for _ in range(2):
-        job_seconds(client, "small", expected)                          # warm-up
-    return [job_seconds(client, "small", expected)[0] for _ in range(runs)]
+    for _ in range(JOBS_RETAINED):
+        job_run(client, "small", expected)                              # warm-up, fills the job table
+    parts: dict[str, list[float]] = {"total": [], "submit": [], "wait": [], "fetch": [], "cpu": []}
+    for _ in range(runs):
+        os.sync()
+        cpu_start_s = tree_cpu_s()
+        start = time.perf_counter()
+        job = query(client, "small").submit()
+        submitted = time.perf_counter()
+        job.wait(timeout=60)
+        finished = time.perf_counter()
+        rows = job.result(timeout=60)
+        fetched = time.perf_counter()
+        parts["cpu"].append(tree_cpu_s() - cpu_start_s)
+        check_rows(rows, expected, "small")
+        for name, seconds in (("total", fetched - start), ("submit", submitted - start),
+                              ("wait", finished - submitted), ("fetch", fetched - finished)):
+            parts[name].append(seconds)
+    return parts
 
 
 # --- one pass, the run, the report ---
@@ -284,7 +361,7 @@ def one_pass(root: pathlib.Path, pool: Any, files: dict[str, list[str]], options
     maps = ceiling_runs(pool, scan_maps, files["map"], expected, repeats)
     arrays = ceiling_runs(pool, scan_arrays, files["array"], expected, repeats)
     if options.dask:
-        figures[DASK].append(dask_seconds(files["map"], expected, repeats))
+        figures[DASK].append(dask_runs(files["map"], expected, repeats))
     one, extra = shoal_phase(root / "one", 1, {"plain": (1, False), "typed": (1, True)}, count, shards,
                              expected, repeats, 0)
     figures["shoal 1 node, schema-less"].append(one["plain"])
@@ -302,10 +379,10 @@ def one_pass(root: pathlib.Path, pool: Any, files: dict[str, list[str]], options
     extras["3 nodes"].append(extra)
     late_maps = ceiling_runs(pool, scan_maps, files["map"], expected, repeats)
     late_arrays = ceiling_runs(pool, scan_arrays, files["array"], expected, repeats)
-    figures[CEILING_MAP].append(statistics.median(maps + late_maps))
-    figures[CEILING_ARRAY].append(statistics.median(arrays + late_arrays))
-    extras["ceiling drift"].append(f"maps {count / statistics.median(maps):,.0f} -> "
-                                   f"{count / statistics.median(late_maps):,.0f} rec/s")
+    figures[CEILING_MAP].append(median_run(maps + late_maps))
+    figures[CEILING_ARRAY].append(median_run(arrays + late_arrays))
+    extras["ceiling drift"].append(f"maps {count / median_run(maps).wall_s:,.0f} -> "
+                                   f"{count / median_run(late_maps).wall_s:,.0f} rec/s")
 
 
 CEILING_MAP, CEILING_ARRAY, DASK = "ceiling: maps, 2 procs", "ceiling: arrays, 2 procs", "dask futures, 2 procs"
@@ -316,34 +393,25 @@ TARGETS = {   # contender -> (what it is compared with, the least ratio)
 
 
 def report(figures: Figures, extras: dict[str, list[Any]], options: argparse.Namespace) -> None:
+    """Two tables: records/s from wall time, and CPU seconds of the process tree; each with its
+    ratio to the map ceiling of this run and the target verdicts. A CPU ratio is what the wall
+    ratio would be if both sides kept both cores busy, which they do here (2 processes; 6 tasks
+    over 2 workers per node), so it is the figure to trust when the machine is shared."""
     count = options.records
-    top = count / statistics.median(figures[CEILING_MAP])
-    dask = count / statistics.median(figures[DASK]) if figures.get(DASK) else None
-    rows: list[tuple[str, ...]] = []
-    for name, seconds in figures.items():
-        rate = count / statistics.median(seconds)
-        per_pass = " / ".join(f"{count / s:,.0f}" for s in seconds)
-        target = ""
-        if name in TARGETS:
-            least = TARGETS[name][1]
-            target = f">= {least}x: {'met' if rate / top >= least else 'MISSED'}"
-            if dask is not None:
-                target += f"; vs dask {rate / dask:.2f}x: {'ahead' if rate > dask else 'BEHIND'}"
-        rows.append((name, f"{statistics.median(seconds):.3f}", f"{rate:,.0f}", f"{rate / top:.2f}x", per_pass, target))
     print(f"\ngroup-by job over {count:,} records, {options.shards} shards, {options.passes} passes x "
           f"{options.repeats} repeats, {machine()}")
-    print_table(rows, ("what", "median s", "records/s", "vs map ceiling", "records/s per pass", "target"))
+    for title, value, unit in (("wall time", lambda run: count / run.wall_s, "records/s"),
+                               ("CPU time of the process tree", lambda run: count / run.cpu_s,
+                                "records per CPU-s")):
+        print(f"\nby {title}:")
+        print_table(figure_rows(figures, value), ("what", f"{unit} (median)", "vs map ceiling",
+                                                  f"{unit} per pass", "targets"))
     for label, runs in extras.items():
         for number, extra in enumerate(runs, 1):
             if isinstance(extra, dict):
                 latency = extra.pop("latency", None)
                 if latency:
-                    ordered = sorted(latency)
-                    p90 = ordered[max(0, int(len(ordered) * 0.9 + 0.5) - 1)]
-                    print(f"latency pass {number}: {LATENCY_RECORDS:,} records, {len(latency)} runs, median "
-                          f"{statistics.median(latency) * 1000:.1f} ms, p90 {p90 * 1000:.1f} ms "
-                          f"(target < 50 ms: {'met' if statistics.median(latency) < 0.05 else 'MISSED'}); "
-                          f"min {ordered[0] * 1000:.1f} max {ordered[-1] * 1000:.1f} ms")
+                    print(f"latency pass {number}: " + latency_text(latency))
                 text = ", ".join(f"{k} {v:,.0f} rec/s" if isinstance(v, float) else f"{k} [{v}]"
                                  for k, v in extra.items())
             else:
@@ -351,61 +419,162 @@ def report(figures: Figures, extras: dict[str, list[Any]], options: argparse.Nam
             print(f"{label} pass {number}: {text}")
 
 
+def figure_rows(figures: Figures, value: Callable[[Run], float]) -> list[tuple[str, ...]]:
+    def rate(runs: list[Run]) -> float:
+        return statistics.median(map(value, runs))
+    top = rate(figures[CEILING_MAP])
+    dask = rate(figures[DASK]) if figures.get(DASK) else None
+    rows: list[tuple[str, ...]] = []
+    for name, runs in figures.items():
+        mine = rate(runs)
+        target = ""
+        if name in TARGETS:
+            least = TARGETS[name][1]
+            target = f">= {least}x: {'met' if mine / top >= least else 'MISSED'}"
+            if dask is not None:
+                target += f"; vs dask {mine / dask:.2f}x: {'ahead' if mine > dask else 'BEHIND'}"
+        rows.append((name, f"{mine:,.0f}", f"{mine / top:.2f}x", " / ".join(f"{value(run):,.0f}" for run in runs),
+                     target))
+    return rows
+
+
+def latency_text(parts: dict[str, list[float]]) -> str:
+    total = sorted(parts["total"])
+    p90 = total[max(0, int(len(total) * 0.9 + 0.5) - 1)]
+    median = statistics.median(total)
+    split = ", ".join(f"{name} {statistics.median(parts[name]) * 1000:.1f}"
+                      for name in ("submit", "wait", "fetch", "cpu"))
+    return (f"{LATENCY_RECORDS:,} records, {len(total)} runs after {JOBS_RETAINED} untimed: median "
+            f"{median * 1000:.1f} ms, p90 {p90 * 1000:.1f} ms (target < 50 ms: {'met' if median < 0.05 else 'MISSED'}); "
+            f"min {total[0] * 1000:.1f}, max {total[-1] * 1000:.1f}; medians of the parts (ms; cpu = CPU of the whole cluster and client per job): {split}")
+
+
 # --- profiles: the node's task function, in this process, on one shard file ---
 
 def profile(files: dict[str, list[str]], root: pathlib.Path) -> None:
-    """cProfile of shoal.node.compute.worker.run_query on shard 0 of each layout, plus a
-    stage breakdown (cursor only, + decode, the ceiling's loop, run_query) on the same file."""
-    from shoal.node.compute.worker import run_query
+    """Where a task's time goes: CPU microseconds per record of each stage on shard 0 of each
+    layout, in this process (CPU time, interleaved, best of PROFILE_ROUNDS: steadier than wall
+    time on a shared machine), then cProfile of the node's task function on the same shard."""
     spec_bytes = msgpack.packb(SPEC, use_bin_type=True)
+    costs: dict[str, dict[str, float]] = {}
     for layout, fields in (("map", None), ("array", FIELDS)):
-        source = files[layout][0]
-        path = root / f"profile-{layout}"           # a copy: run_query keeps its environments open
-        path.mkdir()
-        (path / "data.mdb").write_bytes((pathlib.Path(source) / "data.mdb").read_bytes())
-        run_query(str(path), spec_bytes, fields, 1 << 30)      # warm: compile, open
-        stages = breakdown(source, str(path), spec_bytes, fields, layout)
-        print(f"\nstages on one {layout} shard file ({stages.pop('records'):,} records), single process, "
-              "best of 3, records/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in stages.items()))
+        copies = {}
+        for role in ("ceiling", "stages", "task"):   # one environment per path and process (py-lmdb)
+            copies[role] = root / f"profile-{layout}-{role}"
+            copies[role].mkdir()
+            (copies[role] / "data.mdb").write_bytes((pathlib.Path(files[layout][0]) / "data.mdb").read_bytes())
+        costs[layout], count = stage_costs(copies, spec_bytes, fields, layout)
+        print(f"\nCPU per record on one {layout} shard ({count:,} records), one process, best of {PROFILE_ROUNDS}:")
+        ceiling_us = costs["map"]["ceiling loop (decode + aggregate)"]
+        print_table([(name, f"{us:.3f}", f"{1 / us * 1e6:,.0f}", f"{ceiling_us / us:.2f}x")
+                     for name, us in costs[layout].items()],
+                    ("stage", "us/record", "records/s per core", "vs map ceiling loop"))
         profiler = cProfile.Profile()
         profiler.enable()
-        run_query(str(path), spec_bytes, fields, 1 << 30)
+        for _ in range(PROFILE_ROUNDS):
+            run_query(str(copies["task"]), spec_bytes, fields, 1 << 30)
         profiler.disable()
-        out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(14)
-        print(f"cProfile of run_query over the {layout} shard, by own time:")
-        print("\n".join(line for line in out.getvalue().splitlines()[4:] if line.strip()))
+        print(f"cProfile of run_query, {PROFILE_ROUNDS} runs over the {layout} shard, by own time (calls made "
+              "from C, such as map(unpackb, ...) or the cursor under islice, count in their caller):")
+        print_stats(pstats.Stats(profiler), "tottime", 12)
 
 
-def breakdown(source: str, copy: str, spec_bytes: bytes, fields: list[str] | None, layout: str) -> dict[str, Any]:
-    from functools import partial
+def print_stats(stats: pstats.Stats, order: str, lines: int, restriction: str = "") -> None:
+    out = io.StringIO()
+    stats.stream = out    # type: ignore[attr-defined]
+    stats.sort_stats(order).print_stats(*([restriction] if restriction else []), lines)
+    text = [line.replace(str(SOURCE_ROOT), "") for line in out.getvalue().splitlines() if line.strip()]
+    start = next(i for i, line in enumerate(text) if line.lstrip().startswith("ncalls"))
+    print("\n".join(text[start:]))
 
-    from shoal.node.compute.worker import run_query
-    env = lmdb.open(source, readonly=True, lock=False, subdir=True, max_dbs=4)
+
+SOURCE_ROOT = pathlib.Path(__file__).resolve().parent.parent
+PROFILE_ROUNDS = 15
+BATCH = 256    # node/compute/query.py BATCH_RECORDS
+
+
+def stage_costs(copies: dict[str, pathlib.Path], spec_bytes: bytes, fields: list[str] | None,
+                layout: str) -> tuple[dict[str, float], int]:
+    """CPU us/record of: the cursor alone, + decoding (one call per value, or one per batch),
+    the ceiling's loop, and run_query as a worker runs it."""
+    env = lmdb.open(str(copies["stages"]), readonly=True, lock=False, subdir=True, max_dbs=4)
     records = env.open_db(b"records", create=False)
     with env.begin(db=records) as txn:
         count = txn.stat(records)["entries"]
-    decode_kwargs = partial(msgpack.unpackb, raw=False, strict_map_key=False)
+    def scan(keys: bool, decode: Callable[[bytes], Any] | None) -> None:
+        with env.begin(db=records, buffers=False) as txn:
+            items = txn.cursor(records).iternext(keys=keys, values=True)
+            collections.deque(items if decode is None else map(decode, items), maxlen=0)
 
-    def scan(decode: Callable[[bytes], Any] | None) -> float:
-        start = time.perf_counter()
+    def scan_joined() -> None:
+        """Decode BATCH values with one unpackb of a msgpack array made of them (a proposal)."""
         with env.begin(db=records, buffers=False) as txn:
             values = txn.cursor(records).iternext(keys=False, values=True)
-            collections.deque(values if decode is None else map(decode, values), maxlen=0)
-        return time.perf_counter() - start
+            while raws := list(itertools.islice(values, BATCH)):
+                msgpack.unpackb(b"\xdd" + len(raws).to_bytes(4, "big") + b"".join(raws))
 
-    def best(fn: Callable[[], Any]) -> float:
-        return count / min(timed(fn)[0] for _ in range(3))
-    stages = {"records": count, "cursor only": best(lambda: scan(None)),
-              "+ unpackb": best(lambda: scan(msgpack.unpackb)),
-              "+ unpackb(raw=False, strict_map_key=False) as the worker calls it": best(lambda: scan(decode_kwargs))}
+    stages: dict[str, Callable[[], Any]] = {
+        "cursor, values": lambda: scan(False, None),
+        "cursor, keys and values": lambda: scan(True, None),
+        "+ msgpack.unpackb per value": lambda: scan(False, msgpack.unpackb),
+        f"+ one unpackb per {BATCH} values (joined)": scan_joined,
+        "ceiling loop (decode + aggregate)": lambda: (scan_maps if layout == "map" else scan_arrays)(
+            str(copies["ceiling"])),
+        "run_query, as a worker runs it": lambda: run_query(str(copies["task"]), spec_bytes, fields, 1 << 30),
+    }
+    best = {name: float("inf") for name in stages}
+    for _ in range(PROFILE_ROUNDS):
+        for name, stage in stages.items():
+            started = time.process_time()
+            stage()
+            best[name] = min(best[name], time.process_time() - started)
     env.close()
-    stages["ceiling loop"] = best(lambda: (scan_maps if layout == "map" else scan_arrays)(source))
-    stages["run_query"] = best(lambda: run_query(copy, spec_bytes, fields, 1 << 30))
-    return stages
+    return {name: seconds / count * 1e6 for name, seconds in best.items()}, count
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+NODE_PROFILE_FLAG = "--as-profiled-node"
+
+
+def node_profile(root: pathlib.Path, shards: int, runs: int) -> None:
+    """The latency measurement again on a 3-node cluster whose daemons run under cProfile (their
+    main thread: the event loop), then the merged profile of the three daemons."""
+    out = root / "node-profiles"
+    out.mkdir()
+    prefix = [sys.executable, str(pathlib.Path(__file__).resolve()), NODE_PROFILE_FLAG, str(out)]
+    with LocalCluster(root / "profiled", nodes=3, env=NODE_ENV, command_prefix=lambda index: prefix) as cluster, \
+            cluster.client() as client:
+        parts = latency_samples(client, shards, runs)
+    print(f"\nlatency with the 3 daemons under cProfile: {latency_text(parts)}")
+    stats = pstats.Stats(*map(str, sorted(out.glob("*.prof"))))
+    print("cProfile of the 3 node daemons (main threads, start-up included), shoal functions by cumulative time:")
+    print_stats(stats, "cumulative", 25, "/node/")
+    print("the same, every function by own time:")
+    print_stats(stats, "tottime", 12)
+
+
+def profiled_node(argv: list[str]) -> None:
+    """`compute.py --as-profiled-node DIR python -m MODULE ARGS...`: run the module as __main__
+    under cProfile and write DIR/<pid>.prof when it exits (LocalCluster's command_prefix)."""
+    out_dir, _python, flag, module, *arguments = argv
+    assert flag == "-m", argv
+    sys.argv = [module, *arguments]
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    finally:
+        profiler.disable()
+        profiler.dump_stats(os.path.join(out_dir, f"{os.getpid()}.prof"))
 
 
 def main() -> None:
+    if sys.argv[1:2] == [NODE_PROFILE_FLAG]:
+        profiled_node(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--passes", type=int, default=2)
@@ -415,6 +584,8 @@ def main() -> None:
     parser.add_argument("--no-replication3", dest="replication3", action="store_false")
     parser.add_argument("--no-dask", dest="dask", action="store_false")
     parser.add_argument("--profile", action="store_true", help="profile run_query on one shard file at the end")
+    parser.add_argument("--profile-nodes", action="store_true",
+                        help="at the end, the latency runs again with the node daemons under cProfile")
     options = parser.parse_args()
     options.dask = options.dask and dask_available()
     if not options.dask:
@@ -428,11 +599,14 @@ def main() -> None:
         # fork before any thread exists (the clusters' and Dask's come later); the pool lives for the run
         with multiprocessing.get_context("fork").Pool(CEILING_PROCESSES) as pool:
             for number in range(options.passes):
-                print(f"pass {number + 1} of {options.passes} ...", flush=True)
+                print(f"pass {number + 1} of {options.passes}: load average {load_average()}", flush=True)
                 one_pass(root / f"pass{number}", pool, files, options, expected, figures, extras)
+        print(f"after the passes: load average {load_average()} (other processes on the machine count too)")
         report(figures, extras, options)
         if options.profile:
             profile(files, root)
+        if options.profile_nodes:
+            node_profile(root, options.shards, options.latency_runs)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,12 @@ def run(flags: dict[str, Any], config_file: str | None = None) -> int:
     from shoal.node.node import Node
 
     asyncio.run(Node(config).run())
-    return 0
+    # Stopped in order (LMDB closed, Raft stopped, logs written). Exit now: the interpreter's exit
+    # joins the worker pool's manager thread, which can hang after its workers died of the same
+    # SIGTERM (the process group's); a node must always stop when asked.
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(0)
 
 
 def check_open_files_limit(config: NodeConfig) -> None:

@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
@@ -82,16 +83,21 @@ class WorkerPool:
 
     def close(self) -> None:
         """Stop the workers without waiting for running tasks (their results no longer matter:
-        another attempt re-runs them); never blocks node shutdown on a worker."""
+        another attempt re-runs them); never blocks node shutdown on a worker.
+
+        The workers are killed first and `shutdown` runs in a daemon thread: on Python 3.11
+        `ProcessPoolExecutor.shutdown` can block forever on its full wake-up pipe (CPython
+        gh-105829), and a node that does not stop on SIGTERM is worse than an untidy pool."""
         pool, self._pool = self._pool, None
-        if pool is not None:
-            processes = list(getattr(pool, "_processes", None) or {})   # pids; private, read defensively
-            pool.shutdown(wait=False, cancel_futures=True)
-            for pid in processes:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        if pool is None:
+            return
+        for pid in list(getattr(pool, "_processes", None) or {}):   # pids; private, read defensively
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        threading.Thread(target=pool.shutdown, kwargs={"wait": False, "cancel_futures": True},
+                         name="worker-pool-shutdown", daemon=True).start()
 
 
 def _ready() -> bool:

@@ -23,7 +23,7 @@ from test_cluster_replication import FAST, wait_for
 
 COUNTRIES = ["DE", "FR", "US", "JP", "BR"]
 USER_CODE = {**FAST, "SHOAL_USER_CODE": "1", "SHOAL_WORKERS": "2", "SHOAL_SPECULATIVE_AFTER_S_MIN": "30",
-             "SHOAL_TASK_RESULT_BYTES_MAX": "65536", "SHOAL_USER_CODE_WALL_S": "3"}
+             "SHOAL_TASK_RESULT_BYTES_MAX": "65536", "SHOAL_USER_CODE_WALL_S": "6"}
 
 
 def event(i: int) -> dict[str, Any]:
@@ -129,7 +129,7 @@ def test_typed_dataset_validates_writes_and_reads_documents(cluster: LocalCluste
 def slow_mapper(key: str, value: Any) -> list[tuple[str, int]]:
     import time as _time
     if value["id"] == 0:
-        _time.sleep(4.0)   # the task of this shard is still running when the test kills its node
+        _time.sleep(2.0)   # the task of this shard is still running when the test kills its node
     return [(value["country"], value["amount"])]
 
 
@@ -206,7 +206,7 @@ def test_limits_and_failures_are_one_clear_error(cluster: LocalCluster) -> None:
         with pytest.raises(JobFailedError, match=r"task \d+ of job .* on node n\d: mapper raised ValueError: cannot "
                                                  r"map record e00007"):
             client.map_reduce("lim", failing_mapper, lambda k, vs: sum(vs), output="lim_out").result(timeout=60)
-        with pytest.raises(JobFailedError, match="user_code_wall_s = 3"):
+        with pytest.raises(JobFailedError, match="user_code_wall_s = 6"):
             client.map_reduce("lim", endless_mapper, lambda k, vs: sum(vs), output="lim_out").result(timeout=60)
         with pytest.raises(JobFailedError, match="task_result_bytes_max = 65536") as info:
             client.query("lim").collect(timeout=60)
