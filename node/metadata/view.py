@@ -229,7 +229,25 @@ def _dataset(name: str, d: Mapping[str, Any]) -> DatasetView:
     return DatasetView(name, d["shards"], d["replication"], shard_map, dataset_id, dict(d.get("schema") or {}))
 
 
+_JOB_VIEWS: dict[int, tuple[Mapping[str, Any], JobView]] = {}   # id(job dict) -> (that dict, its view)
+_JOB_VIEWS_MAX = 256    # cleared when full: it holds old job dicts (and their results) alive
+
+
 def _job(j: Mapping[str, Any]) -> JobView:
+    """The view of one job, reused while the state keeps the same job dict: the state machine
+    replaces only the dict of a job that changed (copy-on-write), and rebuilding every retained
+    job's view on every metadata change was the largest cost of a small job (bench/RESULTS.md)."""
+    cached = _JOB_VIEWS.get(id(j))
+    if cached is not None and cached[0] is j:
+        return cached[1]
+    if len(_JOB_VIEWS) >= _JOB_VIEWS_MAX:
+        _JOB_VIEWS.clear()
+    view = _build_job(j)
+    _JOB_VIEWS[id(j)] = (j, view)
+    return view
+
+
+def _build_job(j: Mapping[str, Any]) -> JobView:
     tasks = tuple(TaskView(i, tuple((int(a), str(n)) for a, n in t["attempts"]), t["done"], t["node"], t["records"],
                            t.get("result", b""))
                   for i, t in enumerate(j["tasks"]))
