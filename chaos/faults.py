@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TASK_NODE_WAIT_S = 5.0           # target task-node: how long to wait for a job with a running task
-TASK_NODE_POLL_S = 0.05
+LEADER_WAIT_S = 3.0              # target leader: a node busy with jobs may miss one status deadline
+TARGET_POLL_S = 0.05
 
 
 class ClusterControl(Protocol):
@@ -212,11 +213,9 @@ class Fault:
         plan = self.plan
         if plan.nodes:
             return [f"n{i}" for i in plan.nodes]
-        leader = self.cluster.raft_leader()
         if plan.target == "leader":
-            if leader is None:
-                raise FaultError("no Raft leader to target")
-            return [leader]
+            return [self._leader()]
+        leader = self.cluster.raft_leader()
         if plan.target == "primary":
             return [self.cluster.primary_of(self.dataset, plan.shard)]
         if plan.target == "task-node":
@@ -234,13 +233,27 @@ class Fault:
         if self.jobs is None:
             raise FaultError("target task-node needs the job table (the jobs workload)")
         give_up_s = time.monotonic() + TASK_NODE_WAIT_S
+        last_error = ""
         while True:
-            nodes = task_nodes(self.jobs(), running=getattr(self.cluster, "running")())
+            try:
+                nodes = task_nodes(self.jobs(), running=getattr(self.cluster, "running")())
+            except Exception as exc:   # noqa: BLE001 - the job table may be unreachable a moment
+                nodes, last_error = [], f" (last error listing jobs: {type(exc).__name__}: {exc})"
             if nodes:
                 return random.Random(self.plan.choice_seed).choice(nodes)
             if time.monotonic() >= give_up_s:
-                raise FaultError(f"no job had a task running on a live node within {TASK_NODE_WAIT_S:g} s")
-            time.sleep(TASK_NODE_POLL_S)
+                raise FaultError(f"no job had a task running on a live node within {TASK_NODE_WAIT_S:g} s{last_error}")
+            time.sleep(TARGET_POLL_S)
+
+    def _leader(self) -> str:
+        """The Raft leader, polled for up to LEADER_WAIT_S: a status call to a node whose cores
+        are busy with tasks may time out once, and that is not "no leader"."""
+        give_up_s = time.monotonic() + LEADER_WAIT_S
+        while (leader := self.cluster.raft_leader()) is None:
+            if time.monotonic() >= give_up_s:
+                raise FaultError(f"no Raft leader to target (none seen for {LEADER_WAIT_S:g} s)")
+            time.sleep(TARGET_POLL_S)
+        return leader
 
     def inject(self) -> list[str]:
         self.targets = self.resolve_targets()

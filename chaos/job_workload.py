@@ -20,19 +20,23 @@ While a job runs, client errors of the status and result calls (node down, no co
 are retried until JOB_TIMEOUT_S: the job lives in the cluster, not in the client, and an
 application reattaches the same way.
 
-`final` runs one job of each query after the final heal (recorded too, as the register
-workload's final reads are): what `no_lost_writes` judges for this workload.
+`final` runs one job of each query after the final heal, again until it answers ok (recorded
+too, as the register workload's final reads are): what `no_lost_writes` judges for this
+workload.
 """
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import random
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from shoal.chaos.workloads import FINAL_PROCESS_BASE, FinalState, Workload, classify_error, shard_of
+from shoal.chaos.workloads import (
+    FINAL_PROCESS_BASE, RETRY_PAUSE_S, FinalState, Workload, classify_error, shard_of,
+)
 
 if TYPE_CHECKING:
     from shoal.client import Client, Job, JobProgress
@@ -171,14 +175,21 @@ class JobWorkload(Workload):
         return await_result(job, give_up_s)
 
     def final(self, client: Any, deadline_s: float) -> FinalState:
-        """One job of each query after the final heal; complete when both answered ok.
-        Each has JOB_TIMEOUT_S, like every job (`deadline_s` is for reads)."""
+        """One job of each query after the final heal, each tried again until it answers ok
+        or `deadline_s` passes (as the register workload's final reads are: right after a
+        heal a submit may meet an election); complete when both answered. Every attempt is
+        recorded, each as a new process (an unknown one may still be running)."""
         state = FinalState(reference=self.reference)
         for position, name in enumerate(QUERIES):
-            outcome = self.run_job(client, FINAL_PROCESS_BASE + position, name)
-            if outcome != "ok":
-                state.complete = False
-                state.detail = f"the final {name} job ended {outcome}"
+            for attempt in itertools.count():
+                outcome = self.run_job(client, FINAL_PROCESS_BASE + attempt * len(QUERIES) + position, name)
+                if outcome == "ok":
+                    break
+                if time.monotonic() >= deadline_s:
+                    state.complete = False
+                    state.detail = f"the final {name} job did not answer ok before the deadline (last: {outcome})"
+                    break
+                time.sleep(RETRY_PAUSE_S)
         return state
 
 
@@ -203,8 +214,18 @@ def await_result(job: Job, give_up_s: float) -> tuple[str, dict[str, Any]]:
             last_error = _error_text(exc)
             time.sleep(STATUS_RETRY_PAUSE_S)
     why = f"still running {JOB_TIMEOUT_S:g} s after the submit"
-    return "unknown", {"stage": "result", "job_id": job.id, "stuck": True,
+    return "unknown", {"stage": "result", "job_id": job.id, "stuck": True, "seen": _last_seen(job),
                        "error": why + (f" (last client error: {last_error})" if last_error else "")}
+
+
+def _last_seen(job: Job) -> dict[str, Any]:
+    """What the node the client asks says of a stuck job (for people reading the history)."""
+    try:
+        progress = job.progress()
+    except Exception as exc:   # noqa: BLE001 - best effort
+        return {"error": _error_text(exc)}
+    return {"state": progress.state, "tasks": [{"index": t.index, "done": t.done, "nodes": list(t.nodes)}
+                                               for t in progress.tasks]}
 
 
 def _error_text(exc: BaseException) -> str:

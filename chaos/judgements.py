@@ -18,9 +18,12 @@ logger = logging.getLogger(__name__)
 
 
 def run_checks(scenario: Any, schedule: Any, operations: Sequence[Operation], faults: Sequence[Any],
-               final: Any, probe: Any, convergence: Any, *, workload_s: float | None = None) -> list[CheckResult]:
+               final: Any, probe: Any, convergence: Any, *, workload_s: float | None = None,
+               metadata_versions: dict[str, int | None] | None = None) -> list[CheckResult]:
     """Every check of the scenario; types are those of faults/workloads/checkers (Any keeps
-    this module importable without them). `workload_s`: how long the workload ran."""
+    this module importable without them). `workload_s`: how long the workload ran;
+    `metadata_versions`: each running node's applied metadata version at the end (None:
+    not collected, the check is left out)."""
     bounds = scenario.checks
     checks = [check_workload_valid(operations, schedule.first_fault_s, bounds.ops_min,
                                    bounds.ops_before_fault_min, workload_s=workload_s,
@@ -41,6 +44,8 @@ def run_checks(scenario: Any, schedule: Any, operations: Sequence[Operation], fa
                                       unit_of=recovery_unit(scenario.workload.kind, scenario.cluster.shards)))
     checks.append(check_live(probe, bounds.live_within_s))
     checks.append(_guarded("converged", check_converged, convergence, bounds.converge_within_s))
+    if metadata_versions is not None:
+        checks.append(check_metadata_converged(metadata_versions, bounds.converge_within_s))
     return checks
 
 
@@ -279,3 +284,23 @@ def check_converged(convergence: Any, within_s: float) -> CheckResult:
         summary = f"not converged within {within_s:g} s: " + "; ".join(line.strip() for line in lines[1:4])
     details = {"shards_checked": convergence.shards_checked, "differing": lines[1:]}
     return CheckResult("converged", bool(convergence.ok), summary, details)
+
+
+def metadata_lag(versions: dict[str, int | None]) -> dict[str, str]:
+    """Nodes whose applied metadata version is not the newest any node has (or that did not
+    answer) -> why; {} when every node is at the same version."""
+    newest = max((v for v in versions.values() if v is not None), default=None)
+    return {node: ("no answer" if version is None else f"at version {version}, newest {newest}")
+            for node, version in sorted(versions.items()) if version is None or version != newest}
+
+
+def check_metadata_converged(versions: dict[str, int | None], within_s: float) -> CheckResult:
+    """After the final heal every running node applies the metadata log up to the same
+    version within `within_s`: a node left behind (a Raft follower that never catches up)
+    has a stale view and never a valid lease, and a client it answers sees the past."""
+    lag = metadata_lag(versions)
+    if not versions:
+        return CheckResult("metadata_converged", False, "no running node answered", {"versions": versions})
+    summary = (f"not converged within {within_s:g} s: " + "; ".join(f"{node} {why}" for node, why in lag.items())) \
+        if lag else f"{len(versions)} nodes at metadata version {next(iter(versions.values()))}"
+    return CheckResult("metadata_converged", not lag, summary, {"versions": versions, "behind": lag})

@@ -199,7 +199,7 @@ def execute(scenario: Scenario, seed: int, report_dir: pathlib.Path, *, lab: net
     report.ops_by_outcome = {k: v for k, v in run.history.outcome_counts().items() if k != "pending"}
     if not report.error:
         report.checks = run_checks(scenario, schedule, operations, records, run.final, run.probe, run.convergence,
-                                   workload_s=run.workload_s)
+                                   workload_s=run.workload_s, metadata_versions=run.metadata_versions)
     report.ops_s_before_first_fault = _rate_before(operations, schedule)
     report.workload_s, report.workload_stop = run.workload_s, run.stop
     report.duration_s = time.monotonic() - started_s
@@ -222,6 +222,7 @@ class _Run:
         self.final = FinalState(complete=False, detail="the workload did not finish")
         self.probe: ProbeResult | None = None
         self.convergence: Any = None
+        self.metadata_versions: dict[str, int | None] | None = None   # node -> applied metadata version
         self.logs = ""
         self._probe_thread: threading.Thread | None = None
         self._probe_client: Any = None
@@ -263,7 +264,8 @@ class _Run:
             self.final = workload.final(admin, time.monotonic() + FINAL_READ_TIMEOUT_S)
             assert self._probe_thread is not None
             self._probe_thread.join()
-            self.convergence = _wait_converged(self.cluster, workload.datasets, self.scenario.checks.converge_within_s)
+            self.convergence, self.metadata_versions = _wait_converged(
+                self.cluster, workload.datasets, self.scenario.checks.converge_within_s)
         finally:
             if self._probe_thread is not None:
                 self._probe_thread.join()
@@ -375,9 +377,12 @@ def _create_dataset(client: Any, scenario: Scenario, dataset: str) -> None:
           retry_on=lambda exc: isinstance(exc, ShoalError) and exc.retriable)
 
 
-def _wait_converged(cluster: Any, datasets: list[str], within_s: float) -> Any:
-    """Poll every node's shard checksums until the in-sync replicas agree, or the bound."""
+def _wait_converged(cluster: Any, datasets: list[str], within_s: float) -> tuple[Any, dict[str, int | None]]:
+    """Poll every node's status until the in-sync replicas of every shard have equal checksums
+    and every running node has applied the same metadata version, or the bound; returns the
+    checksum verdict and the versions (judgements.check_metadata_converged)."""
     from shoal.chaos.checkers import check_convergence
+    from shoal.chaos.judgements import metadata_lag
 
     deadline_s = time.monotonic() + within_s
     while True:
@@ -387,8 +392,10 @@ def _wait_converged(cluster: Any, datasets: list[str], within_s: float) -> Any:
             for shard, replicas in replica_checksums(cluster_map, statuses, dataset).items():
                 checksums[shard if len(datasets) == 1 else f"{dataset}/{shard}"] = replicas
         result = check_convergence(checksums)
-        if result.ok or time.monotonic() >= deadline_s:
-            return result
+        versions = {node_id: (int(statuses[node_id].metadata_version) if node_id in statuses else None)
+                    for node_id in cluster.running()}
+        if (result.ok and not metadata_lag(versions)) or time.monotonic() >= deadline_s:
+            return result, versions
         time.sleep(0.5)
 
 

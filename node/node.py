@@ -167,6 +167,7 @@ class Node:
                 await stop.wait()
                 logger.info("node %s stopping", config.node_id)
                 self.ready = False
+                self.tasks.close()
                 await health_servicer.enter_graceful_shutdown()
                 for task in tasks:
                     task.cancel()

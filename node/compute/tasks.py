@@ -66,12 +66,22 @@ class TaskRunner:
         self._running: dict[AttemptKey, asyncio.Task[None]] = {}
         self._finished: set[AttemptKey] = set()
         self._completed = self._discarded = self._failed = 0
+        self._closed = False
 
     def statistics(self) -> TaskStatistics:
         return TaskStatistics(len(self._running), self._completed, self._discarded, self._failed)
 
+    def close(self) -> None:
+        """Stop every attempt (node shutdown): first, so no task keeps proposing into a stopping
+        Raft store and holds the node's exit (another attempt re-runs it)."""
+        self._closed = True
+        for task in self._running.values():
+            task.cancel()
+
     def reconcile(self) -> None:
         """Start this node's new attempts; stop waiting for those of finished jobs."""
+        if self._closed:
+            return
         view = self.metadata.view
         wanted = set(self._assigned(view))
         for key, task in list(self._running.items()):

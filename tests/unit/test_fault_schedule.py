@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from shoal.chaos import faults as faults_module
 from shoal.chaos.faults import Fault, FaultError, build_schedule, wipe_data_dir
 from shoal.chaos.scenario import load_scenario, parse_scenario, shipped_names
 
@@ -180,8 +181,9 @@ def test_fault_network_unavailable_without_netlab() -> None:
     assert not available and "need root" in reason
 
 
-def test_fault_leader_missing_raises() -> None:
-    """No leader to kill is an error for the run's record, not a silent no-op."""
+def test_fault_leader_missing_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No leader to kill (for LEADER_WAIT_S) is an error for the run's record, not a silent no-op."""
+    monkeypatch.setattr(faults_module, "LEADER_WAIT_S", 0.1)
     cluster = FakeCluster()
     cluster.raft_leader = lambda: None  # type: ignore[method-assign]
     scenario = parse_scenario('duration_s = 10\n[[faults]]\nkind = "kill"\ntarget = "leader"\n')
@@ -344,8 +346,9 @@ def test_fault_wipe_data_dir_removes_all_but_log(tmp_path: Path) -> None:
     assert wipe_data_dir(FakeNode(tmp_path / "never-started")) == []
 
 
-def test_fault_wipe_leader_missing_raises(tmp_path: Path) -> None:
+def test_fault_wipe_leader_missing_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A wipe of the leader with no leader fails before killing or deleting anything."""
+    monkeypatch.setattr(faults_module, "LEADER_WAIT_S", 0.1)
     cluster = FakeCluster(tmp_path)
     data_dir = make_node_dir(tmp_path, "n2")
     cluster.raft_leader = lambda: None  # type: ignore[method-assign]

@@ -128,7 +128,8 @@ def test_jobs_exact_requires_a_job_during_a_fault() -> None:
 
 
 def test_final_jobs_judge_no_lost_writes() -> None:
-    """The final jobs after the heal must both answer exactly."""
+    """The final jobs after the heal must answer exactly; attempts that did not answer
+    before them (a submit meeting an election) are counted, not judged."""
     final = FinalState(reference=REFERENCE)
     ops = [job_op("group_by", exact_output("group_by"), process=FINAL_PROCESS_BASE),
            job_op("count", exact_output("count"), process=FINAL_PROCESS_BASE + 1)]
@@ -138,6 +139,10 @@ def test_final_jobs_judge_no_lost_writes() -> None:
     result = check_final_jobs([ops[0], job_op("count", wrong, process=FINAL_PROCESS_BASE + 1)], final)
     assert not result.passed and "differs" in result.summary
     assert not check_final_jobs([], final).passed
+    unknown = job_op("group_by", {"stage": "submit", "error": "UnknownOutcomeError: x"}, outcome="unknown",
+                     process=FINAL_PROCESS_BASE)
+    retried = check_final_jobs([unknown, *ops], final)
+    assert retried.passed and "(1 attempts before them did not answer)" in retried.summary
 
 
 def progress(state: str, *tasks: tuple[bool, tuple[str, ...]]) -> SimpleNamespace:
@@ -201,8 +206,24 @@ def test_fault_task_node_waits_for_a_running_task(monkeypatch: pytest.MonkeyPatc
     idle.jobs = lambda: [progress("done", (True, ("n1",)))]
     with pytest.raises(FaultError, match="no job had a task running"):
         idle.inject()
+
+    def unreachable() -> list[Any]:
+        raise ConnectionError("controller down")
+    idle.jobs = unreachable
+    with pytest.raises(FaultError, match="last error listing jobs: ConnectionError: controller down"):
+        idle.inject()
     with pytest.raises(FaultError, match="needs the job table"):
         Fault(plan, FakeCluster(), dataset="chaos").inject()
+
+
+def test_fault_leader_waits_for_a_status_answer() -> None:
+    """A leader whose status call timed out once (cores busy with tasks) is still found:
+    target leader polls for LEADER_WAIT_S before it reports no leader."""
+    answers = iter([None, None, "n2"])
+    cluster = FakeCluster()
+    cluster.raft_leader = lambda: next(answers)  # type: ignore[method-assign, assignment]
+    plan = build_schedule(parse_scenario('duration_s = 10\n[[faults]]\nkind = "kill"\ntarget = "leader"\n'), 1).faults[0]
+    assert Fault(plan, cluster, dataset="chaos").inject() == ["n2"]
 
 
 def test_scenario_task_node_needs_the_jobs_workload() -> None:
