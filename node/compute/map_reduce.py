@@ -33,6 +33,7 @@ import msgpack
 from shoal.client.wire.pb import data_pb2
 from shoal.client.wire.routing import encode_key, shard_for_key
 from shoal.node import errors
+from shoal.node.compute.orphans import watch_parent
 
 if TYPE_CHECKING:
     from shoal.node.compute.pool import WorkerPool
@@ -60,6 +61,7 @@ def check_spec(spec: object, view: MetadataView) -> None:
 # ---- in the worker process ----
 
 def _limit(cpu_s: int, memory_bytes: int) -> None:
+    watch_parent()   # ends with its forkserver, and so with the node (orphans.py)
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 5))
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
 

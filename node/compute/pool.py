@@ -21,6 +21,8 @@ from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
+from shoal.node.compute.orphans import watch_parent
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -52,8 +54,9 @@ class WorkerPool:
     def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["shoal.node.compute.worker"])
-            self._pool = concurrent.futures.ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+            context.set_forkserver_preload(["shoal.node.compute.forkserver_watch", "shoal.node.compute.worker"])
+            self._pool = concurrent.futures.ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
+                                                                initializer=watch_parent)
         return self._pool
 
     async def warm(self) -> None:
