@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -44,8 +44,6 @@ if TYPE_CHECKING:
     from shoal.client._config import ClientConfig
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 
@@ -204,46 +202,24 @@ class Transport:
             return entry
 
     def call(self, address: str, method: str, request: Any, deadline_s: float, *, what: str,
-             dataset: str | None = None, key: str | bytes | None = None, shard: int | None = None) -> Any:
-        """One unary call of the Data service with the time left until `deadline_s` (time.monotonic)."""
-        rpc = getattr(self.stub(address), method)
-        return self.invoke(address, lambda timeout_s: rpc(request, timeout=timeout_s), deadline_s, what=what,
-                           dataset=dataset, key=key, shard=shard)
+             dataset: str | None = None, key: str | bytes | None = None, shard: int | None = None,
+             service: str = "data") -> Any:
+        """One unary call with the time left until `deadline_s` (time.monotonic).
 
-    def invoke(self, address: str, send: Callable[[float], T], deadline_s: float, *, what: str,
-               dataset: str | None = None, key: str | bytes | None = None, shard: int | None = None) -> T:
-        """send(timeout_s) to `address` (any service; a stream read inside `send` counts as the call).
-
-        The first call to a seed of a client nothing has answered yet makes first contact; the
-        outcome is recorded (answered, or silent: see UnresponsiveNodes).
+        The first call to a seed of a client nothing has answered yet makes first contact.
         """
         if not self._answered and address in self.seeds:
             self.contact(deadline_s)
+        rpc = getattr(self.stub(address) if service == "data" else self.jobs_stub(address), method)
         try:
             with rpc_errors(what, node=address, dataset=dataset, key=key, shard=shard):
-                response = send(_timeout_s(deadline_s))
+                response = rpc(request, timeout=_timeout_s(deadline_s))
         except ShoalError as exc:
             self.note_failure(address, exc)
             raise
         self._answered = True
         self.unresponsive.clear(address)
         return response
-
-    def any_node(self, deadline_s: float, attempt: Callable[[str], T], *,
-                 move_on: Callable[[ShoalError], bool] = lambda exc: unreachable(exc)) -> T:
-        """attempt(address) on the controller first, then the next candidate while the error
-        says to move on (by default: the node did not answer) and time is left."""
-        last: ShoalError | None = None
-        tried: list[str] = []
-        for address in self.candidates():
-            tried.append(address)
-            try:
-                return attempt(address)
-            except ShoalError as exc:
-                if not move_on(exc) or time.monotonic() >= deadline_s:
-                    raise
-                last = exc
-        raise self.unreachable_error(tried, last) from last
 
     def note_failure(self, address: str, exc: ShoalError) -> None:
         """Record whether `address` answered (with an error) or stayed silent."""

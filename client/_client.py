@@ -47,7 +47,7 @@ from shoal.client._errors import (
     DeadlineExceededError, InvalidArgumentError, NotPrimaryError, OverloadedError, ShoalError, UnknownOutcomeError,
     may_have_applied,
 )
-from shoal.client._jobs import Job, JobProgress
+from shoal.client._jobs import Job, JobProgress, try_nodes
 from shoal.client._query import Query
 from shoal.client.wire.pb import data_pb2 as pb
 from shoal.client.wire.pb import jobs_pb2
@@ -168,8 +168,8 @@ class Client:
         job_id = uuid.uuid4().hex     # chosen here: a retried submit names the same job
         request = jobs_pb2.SubmitJobRequest(job_id=job_id, dataset=dataset, kind=kind,
                                             spec=msgpack.packb(dict(spec), use_bin_type=True))
-        status = self._retry("submit job", lambda deadline_s: self._jobs_call(
-            "submit job", lambda stub, timeout_s: stub.SubmitJob(request, timeout=timeout_s), deadline_s),
+        status = self._retry("submit job", lambda deadline_s: try_nodes(
+            self, "submit job", lambda stub, timeout_s: stub.SubmitJob(request, timeout=timeout_s), deadline_s),
             write=True, dataset=dataset)
         return Job(self, job_id, status)
 
@@ -200,7 +200,7 @@ class Client:
 
     def _job_call(self, what: str, call: Callable[[Any, float], T], *, extra_s: float = 0.0) -> T:
         """call(jobs stub, timeout_s) with the client's retries; extra_s for a long poll."""
-        result: T = self._retry(what, lambda deadline_s: self._jobs_call(what, call, deadline_s + extra_s),
+        result: T = self._retry(what, lambda deadline_s: try_nodes(self, what, call, deadline_s + extra_s),
                                 write=False, extra_s=extra_s)
         return result
 
@@ -470,16 +470,17 @@ class Client:
     def _metadata_call(self, method: str, request: Any, deadline_s: float, what: str,
                        dataset: str | None) -> Any:
         """A dataset operation: the controller first, the next node when one is unreachable."""
-        return self._transport.any_node(deadline_s, lambda address: self._transport.call(
-            address, method, request, deadline_s, what=what, dataset=dataset))
-
-    def _jobs_call(self, what: str, call: Callable[[Any, float], T], deadline_s: float) -> T:
-        """call(Jobs stub, timeout_s): the controller first, the next node when one is unreachable
-        or keeps no job results (a data-only node answers NOT_PRIMARY)."""
-        transport = self._transport
-        return transport.any_node(deadline_s, lambda address: transport.invoke(
-            address, lambda timeout_s: call(transport.jobs_stub(address), timeout_s), deadline_s, what=what),
-            move_on=lambda exc: unreachable(exc) or isinstance(exc, NotPrimaryError))
+        last: ShoalError | None = None
+        tried: list[str] = []
+        for address in self._transport.candidates():
+            tried.append(address)
+            try:
+                return self._transport.call(address, method, request, deadline_s, what=what, dataset=dataset)
+            except ShoalError as exc:
+                if not unreachable(exc) or time.monotonic() >= deadline_s:
+                    raise
+                last = exc
+        raise self._transport.unreachable_error(tried, last) from last
 
     def _scan(self, dataset: str, start: bytes, end: bytes, prefix: bytes,
               limit: int | None) -> Iterator[tuple[str | bytes, Any]]:

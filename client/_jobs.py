@@ -4,8 +4,8 @@ A job outlives the process that submitted it: `Client.job(job_id)` reattaches fr
 process. `wait` long-polls the node (GetJob with wait_s), so a finished job is noticed
 at once without a busy loop; `result` fetches the rows merged by a metadata voter.
 
-Job calls go to the controller first, then the other nodes (Client._jobs_call); a
-data-only node keeps no results and answers NOT_PRIMARY, so the next one is asked.
+Job calls go to the controller first, then the other nodes (Transport.candidates);
+a data-only node keeps no results and answers NOT_PRIMARY, so the next one is asked.
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from shoal.client._errors import JobFailedError
+from shoal.client._channel import rpc_errors, unreachable
+from shoal.client._errors import JobFailedError, NotPrimaryError, ShoalError
 from shoal.client.wire.pb import jobs_pb2
 
 if TYPE_CHECKING:
@@ -138,3 +139,21 @@ class Job:
         self._last = status
         return JobProgress.from_message(status)
 
+
+def try_nodes(client: Client, what: str, call: Any, deadline_s: float) -> Any:
+    """call(stub, timeout_s) on the controller, then the next node when one is unreachable
+    or keeps no job results (data-only)."""
+    transport = client._transport
+    last: ShoalError | None = None
+    tried: list[str] = []
+    for address in transport.candidates():
+        tried.append(address)
+        try:
+            with rpc_errors(what, node=address):
+                return call(transport.jobs_stub(address), max(0.1, deadline_s - time.monotonic()))
+        except ShoalError as exc:
+            transport.note_failure(address, exc)
+            if not (unreachable(exc) or isinstance(exc, NotPrimaryError)) or time.monotonic() >= deadline_s:
+                raise
+            last = exc
+    raise transport.unreachable_error(tried, last) from last
