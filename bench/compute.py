@@ -16,7 +16,7 @@ a reference computed here. Measured, `--passes` times each, in one process tree:
   latency       submit-to-result of the same query over 1,000 records (6 shards, replication 3)
                 on the running 3-node cluster, after JOBS_RETAINED untimed jobs (a running
                 cluster's job table is full): median and p90 of `--latency-runs` runs, and the
-                medians of its parts (SubmitJob, waiting, GetJobResult)
+                medians of its parts (SubmitJob; the long poll that brings the rows)
 
 Each pass runs the ceiling, Dask, the 1-node cluster, the 3-node cluster and the ceiling
 again, one system at a time (a cluster is started, loaded, measured and stopped inside its
@@ -31,6 +31,7 @@ shoal.node.compute.worker.run_query) and a cProfile of run_query; `--profile-nod
 the latency measurement again with the three node daemons under cProfile.
 
     python bench/compute.py [--records 1000000] [--passes 2] [--shards 6] [--profile] [--profile-nodes]
+    python bench/compute.py --latency-only [--passes 2]     # just the latency, on a fresh 3-node cluster per pass
 
 The nodes run with SHOAL_LMDB_SYNC=0 (throwaway data); Dask is measured when
 `dask.distributed` is importable (pip install 'dask[distributed]'; not a shoal dependency).
@@ -327,27 +328,26 @@ def latency_samples(client: Client, shards: int, runs: int) -> dict[str, list[fl
     """Submit-to-result seconds of `runs` jobs over LATENCY_RECORDS records, after JOBS_RETAINED
     untimed jobs: a running cluster's job table holds that many finished jobs, and every
     metadata change rebuilds the view of each (node/metadata/view.py), so an empty table
-    would flatter. Also the parts: submit (SubmitJob), wait (GetJob polls), fetch (GetJobResult)."""
+    would flatter. Also the parts: submit (SubmitJob), result (GetJob long polls until done,
+    whose last answer carries the rows of so small a result)."""
     client.create_dataset("small", shards=shards, replication=3)
     client.put_many("small", typed_records(LATENCY_RECORDS))
     expected = reference(LATENCY_RECORDS)
     for _ in range(JOBS_RETAINED):
         job_run(client, "small", expected)                              # warm-up, fills the job table
-    parts: dict[str, list[float]] = {"total": [], "submit": [], "wait": [], "fetch": [], "cpu": []}
+    parts: dict[str, list[float]] = {"total": [], "submit": [], "result": [], "cpu": []}
     for _ in range(runs):
         os.sync()
         cpu_start_s = tree_cpu_s()
         start = time.perf_counter()
         job = query(client, "small").submit()
         submitted = time.perf_counter()
-        job.wait(timeout=60)
-        finished = time.perf_counter()
-        rows = job.result(timeout=60)
+        rows = job.result(timeout=60)           # what Query.collect does after submit
         fetched = time.perf_counter()
         parts["cpu"].append(tree_cpu_s() - cpu_start_s)
         check_rows(rows, expected, "small")
         for name, seconds in (("total", fetched - start), ("submit", submitted - start),
-                              ("wait", finished - submitted), ("fetch", fetched - finished)):
+                              ("result", fetched - submitted)):
             parts[name].append(seconds)
     return parts
 
@@ -443,7 +443,7 @@ def latency_text(parts: dict[str, list[float]]) -> str:
     p90 = total[max(0, int(len(total) * 0.9 + 0.5) - 1)]
     median = statistics.median(total)
     split = ", ".join(f"{name} {statistics.median(parts[name]) * 1000:.1f}"
-                      for name in ("submit", "wait", "fetch", "cpu"))
+                      for name in ("submit", "result", "cpu"))
     return (f"{LATENCY_RECORDS:,} records, {len(total)} runs after {JOBS_RETAINED} untimed: median "
             f"{median * 1000:.1f} ms, p90 {p90 * 1000:.1f} ms (target < 50 ms: {'met' if median < 0.05 else 'MISSED'}); "
             f"min {total[0] * 1000:.1f}, max {total[-1] * 1000:.1f}; medians of the parts (ms; cpu = CPU of the whole cluster and client per job): {split}")
@@ -556,6 +556,15 @@ def node_profile(root: pathlib.Path, shards: int, runs: int) -> None:
     print_stats(stats, "tottime", 12)
 
 
+def latency_only(options: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="shoal-bench-latency-") as tmp:
+        for number in range(options.passes):
+            with LocalCluster(pathlib.Path(tmp) / f"pass{number}", nodes=3, env=NODE_ENV) as cluster, \
+                    cluster.client() as client:
+                parts = latency_samples(client, options.shards, options.latency_runs)
+            print(f"latency pass {number + 1} (load average {load_average()}): {latency_text(parts)}", flush=True)
+
+
 def profiled_node(argv: list[str]) -> None:
     """`compute.py --as-profiled-node DIR python -m MODULE ARGS...`: run the module as __main__
     under cProfile and write DIR/<pid>.prof when it exits (LocalCluster's command_prefix)."""
@@ -581,12 +590,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure and pass (median)")
     parser.add_argument("--shards", type=int, default=6)
     parser.add_argument("--latency-runs", type=int, default=20)
+    parser.add_argument("--latency-only", action="store_true",
+                        help="only the latency measurement, on a fresh 3-node cluster per pass")
     parser.add_argument("--no-replication3", dest="replication3", action="store_false")
     parser.add_argument("--no-dask", dest="dask", action="store_false")
     parser.add_argument("--profile", action="store_true", help="profile run_query on one shard file at the end")
     parser.add_argument("--profile-nodes", action="store_true",
                         help="at the end, the latency runs again with the node daemons under cProfile")
     options = parser.parse_args()
+    if options.latency_only:
+        latency_only(options)
+        return
     options.dask = options.dask and dask_available()
     if not options.dask:
         print("dask.distributed is not importable (or --no-dask): no Dask row")

@@ -2,7 +2,8 @@
 
 A job outlives the process that submitted it: `Client.job(job_id)` reattaches from any
 process. `wait` long-polls the node (GetJob with wait_s), so a finished job is noticed
-at once without a busy loop; `result` fetches the rows merged by a metadata voter.
+at once without a busy loop; `result` gets the rows merged by a metadata voter, inside
+the long poll's answer when they are small (64 KiB), else streamed (GetJobResult).
 
 Job calls go to the controller first, then the other nodes (Transport.candidates);
 a data-only node keeps no results and answers NOT_PRIMARY, so the next one is asked.
@@ -84,28 +85,34 @@ class Job:
 
     def wait(self, timeout: float | None = None) -> JobProgress:
         """Block until the job finished or `timeout` seconds passed; the last progress either way."""
+        return self._wait(timeout, with_rows=False)
+
+    def _wait(self, timeout: float | None, with_rows: bool) -> JobProgress:
+        """Long polls from the first call on (a small job is usually done within the first)."""
         give_up_s = None if timeout is None else time.monotonic() + timeout
-        progress = self._status(wait_s=0.0)
-        while not progress.finished:
+        while True:
             remaining_s = WAIT_POLL_S if give_up_s is None else min(WAIT_POLL_S, give_up_s - time.monotonic())
-            if remaining_s <= 0:
-                break
-            progress = self._status(wait_s=remaining_s)
-        return progress
+            progress = self._status(wait_s=max(0.0, remaining_s), with_rows=with_rows)
+            if progress.finished or remaining_s <= 0:
+                return progress
 
     def result(self, timeout: float | None = None) -> list[dict[str, Any]]:
         """Wait, then the result rows. JobFailedError (the message names shard and node) if the
         job failed or was cancelled; TimeoutError if it still runs after `timeout` seconds."""
         if self._rows is not None:
             return self._rows
-        progress = self.wait(timeout)
+        progress = self._wait(timeout, with_rows=True)
         if not progress.finished:
             raise TimeoutError(f"job {self.id} still running after {timeout} s "
                                f"({progress.tasks_done}/{progress.tasks_total} tasks done)")
         if progress.state != "done":
             raise JobFailedError(progress.error or f"job {self.id} was {progress.state}", dataset=progress.dataset,
                                  code=progress.error_code or None)
-        self._rows = self._client._job_call("fetch job result", lambda stub, timeout_s: self._fetch(stub, timeout_s))
+        if self._last is not None and self._last.rows_included:     # small: it came with the status
+            self.columns = list(self._last.columns)
+            self._rows = msgpack.unpackb(self._last.rows, raw=False, strict_map_key=False)
+        else:
+            self._rows = self._client._job_call("fetch job result", lambda stub, timeout_s: self._fetch(stub, timeout_s))
         return self._rows
 
     def _fetch(self, stub: Any, timeout_s: float) -> list[dict[str, Any]]:
@@ -133,9 +140,10 @@ class Job:
         import pyarrow
         return pyarrow.Table.from_pylist(self.result())
 
-    def _status(self, wait_s: float) -> JobProgress:
+    def _status(self, wait_s: float, with_rows: bool = False) -> JobProgress:
+        request = jobs_pb2.JobRequest(job_id=self.id, wait_s=wait_s, with_rows=with_rows)
         status = self._client._job_call("job status", lambda stub, timeout_s: stub.GetJob(
-            jobs_pb2.JobRequest(job_id=self.id, wait_s=wait_s), timeout=timeout_s + wait_s), extra_s=wait_s)
+            request, timeout=timeout_s + wait_s), extra_s=wait_s)
         self._last = status
         return JobProgress.from_message(status)
 

@@ -3,8 +3,9 @@
 SubmitJob checks everything that can be checked before a task runs (the dataset, the
 expressions and the spec's shape, the user-code policy), places attempt 1 of each task
 (controller/jobs.first_attempts) and records the job in Raft. GetJob answers from this
-node's copy of the job table, optionally waiting for the job to finish (long poll);
-GetJobResult merges the committed partial results (the first attempt of each task to
+node's copy of the job table, optionally waiting for the job to finish (long poll) and
+carrying a done job's rows when they are small (ROWS_INLINE_BYTES_MAX: a small job's
+result in one round trip fewer); GetJobResult merges the committed partial results (the first attempt of each task to
 commit) in a thread, once per job, and streams rows in chunks bounded by bytes.
 
 Only metadata voters keep task results (data-only nodes receive the job table without
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from shoal.node.server import ServedNode
 
 RESULT_CHUNK_BYTES = 2 * 1024 * 1024
+ROWS_INLINE_BYTES_MAX = 64 * 1024   # a done job's rows ride in GetJob's answer up to this (aggregates do)
 MERGED_CACHE_JOBS = 8
 
 
@@ -93,7 +95,14 @@ class JobService(jobs_pb2_grpc.JobsServicer):
         while job.running and (remaining_s := give_up_s - time.monotonic()) > 0:
             await self.changes.wait(remaining_s)
             job = await self._job(request.job_id)
-        return _status(job)
+        status = _status(job)
+        if request.with_rows and job.state == "done" and self._keeps_results():
+            columns, rows = await self._merged_rows(job)
+            packed = msgpack.packb(rows, use_bin_type=True)
+            if len(packed) <= ROWS_INLINE_BYTES_MAX:     # else the client streams them (GetJobResult)
+                status.rows_included, status.rows = True, packed
+                status.columns.extend(columns)
+        return status
 
     async def CancelJob(self, request: jobs_pb2.JobRequest, context: Any) -> jobs_pb2.JobStatus:
         await self._job(request.job_id)
@@ -110,7 +119,7 @@ class JobService(jobs_pb2_grpc.JobsServicer):
             raise errors.JobFailedError(job.error)
         if job.state != "done":
             raise errors.InvalidRequestError(f"job {job.id} is {job.state}: no result")
-        if not self.config.raft and not self.config.standalone:
+        if not self._keeps_results():
             raise errors.NotPrimaryError(f"node {self.config.node_id} is data-only and keeps no job results: "
                                          "ask a metadata voter")
         columns, rows = await self._merged_rows(job)
@@ -125,6 +134,9 @@ class JobService(jobs_pb2_grpc.JobsServicer):
             chunk.append(row)
             size += packed
         yield _chunk(chunk, columns if first else [])
+
+    def _keeps_results(self) -> bool:
+        return bool(self.config.raft or self.config.standalone)
 
     async def _merged_rows(self, job: JobView) -> tuple[list[str], list[dict[str, Any]]]:
         cached = self._merged.get(job.id)

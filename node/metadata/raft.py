@@ -19,6 +19,9 @@ Rules from notes/dependencies.md section 0 this module follows:
 Choices beyond the brief, and why:
 - `bindAddress` = the configured Raft address: pysyncobj binds 0.0.0.0 otherwise, which
   exposes a port that unpickles input on every interface.
+- The transport caps a diverged follower's next index (`catch_up.py`): without it a deposed
+  leader with an uncommitted suffix never catches up once the log moved on by more than
+  one AppendEntries batch (a pysyncobj 0.3.17 bug).
 - The port is probed before pysyncobj starts, so a taken port fails at once with the OS
   error and the address, instead of after pysyncobj's silent retries.
 - `start()` must run on a thread that lives as long as the node (the main thread):
@@ -39,10 +42,12 @@ from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, SyncObjException, replicated
 from pysyncobj import journal as pysyncobj_journal
+from pysyncobj.transport import TCPTransport
 
 from shoal.node.config import NodeConfig, parse_host_port
 from shoal.node.errors import ConfigError, NoControllerError, UnknownOutcomeError
 from shoal.node.metadata import MetadataStatistics, commands, fsm
+from shoal.node.metadata.catch_up import NextIndexFloor
 from shoal.node.metadata.view import MetadataView, ViewCache
 
 logger = logging.getLogger(__name__)
@@ -55,6 +60,17 @@ _NOT_APPLIED = frozenset({FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FA
 _STOPPED = -1                       # our own reason: the store stopped while waiting
 _BIND_RETRIES = 3                   # then startup fails (0 would retry forever)
 _BIND_RETRY_S = 0.5
+
+
+class _CatchUpTransport(TCPTransport):  # type: ignore[misc]
+    """pysyncobj's TCP transport with the leader-side catch-up fix of `catch_up.py`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._next_index_floor = NextIndexFloor()
+        super().__init__(*args, **kwargs)
+
+    def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (pysyncobj's name)
+        super()._onMessageReceived(node, self._next_index_floor.filter(node, message))
 
 
 class _ReplicatedState(SyncObjConsumer):  # type: ignore[misc]
@@ -114,7 +130,8 @@ class RaftMetadata:
         self._consumer = _ReplicatedState(self._on_applied)   # fresh: the journal replays into it
         self._notified_state = self._consumer.state
         syncobj = SyncObj(self._config.raft, list(self._config.raft_peers),
-                          conf=self._syncobj_conf(raft_dir), consumers=[self._consumer])
+                          conf=self._syncobj_conf(raft_dir), consumers=[self._consumer],
+                          transportClass=_CatchUpTransport)
         try:
             syncobj.waitBinded()
         except SyncObjException:

@@ -6,10 +6,10 @@ and no thread or channel of a run outlives it. The set (kill leader, kill primar
 primary, partition leader when root) takes about 15-20 s per run; longer runs of every
 shipped scenario are behind --run-slow.
 
-The jobs set (issue 17.8) kills the node running a task and kills the controller during
-compute jobs whose exact answer the harness knows; pausing and partitioning a task node
-run with --run-slow until a pysyncobj bug is fixed (JOBS_SMOKE_OPT_IN). About 17-27 s per
-run on 2 cores (the cluster start and the 120,000 records written at setup come on top).
+The jobs set (issue 17.8) kills the node running a task, kills the controller, pauses a task
+node past the dead timeout and partitions a task node, during compute jobs whose exact answer
+the harness knows. About 17-27 s per run on 2 cores (the cluster start and the 120,000
+records written at setup come on top).
 """
 from __future__ import annotations
 
@@ -25,16 +25,10 @@ from shoal.chaos import netlab
 from shoal.chaos.scenario import load_scenario, shipped_names
 
 SMOKE = ("kill-leader", "kill-primary", "pause-primary", "partition-leader")
-JOBS_SMOKE = ("jobs-kill-task-node", "jobs-kill-controller")
+JOBS_SMOKE = ("jobs-kill-task-node", "jobs-kill-controller", "jobs-pause-task-node", "jobs-partition-task-node")
 SEEDS = (1, 2, 3)
 NETNS_AVAILABLE, NETNS_REASON = netlab.availability()
 RUN_TIMEOUT_S = 240
-# jobs-pause-task-node and jobs-partition-task-node are not in the CI set yet: about one run
-# in eight fails on a pysyncobj bug (a follower holding entries of an old term never catches
-# up when the leader has more than one AppendEntries batch for it, and task results are large
-# entries), seen by metadata_converged. They run with --run-slow (test_chaos_jobs_opt_in) and
-# stay failing there until the bug is fixed; see the closing note of issue 17.
-JOBS_SMOKE_OPT_IN = ("jobs-pause-task-node", "jobs-partition-task-node")
 
 
 def chaos_run(scenario: str, seed: int, report_dir: Path, *extra: str) -> tuple[int, str, dict]:
@@ -102,8 +96,7 @@ def assert_left_clean(report: dict, report_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("scenario", JOBS_SMOKE + tuple(pytest.param(name, marks=pytest.mark.slow)
-                                                        for name in JOBS_SMOKE_OPT_IN))
+@pytest.mark.parametrize("scenario", JOBS_SMOKE)
 def test_chaos_jobs_smoke_passes(scenario: str, seed: int, tmp_path: Path) -> None:
     """Issue 17.8: each jobs scenario passes with each seed. Method: the CLI run; then the
     report must show every job's answer equal to the harness's reference (no shard counted
@@ -160,7 +153,7 @@ def test_chaos_bad_scenario_exits_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scenario", [name for name in shipped_names() if name not in SMOKE + JOBS_SMOKE + JOBS_SMOKE_OPT_IN])
+@pytest.mark.parametrize("scenario", [name for name in shipped_names() if name not in SMOKE + JOBS_SMOKE])
 def test_chaos_long_run_passes(scenario: str, tmp_path: Path) -> None:
     """Every other shipped scenario, run at twice its length (faults repeat), passes."""
     spec = load_scenario(scenario)

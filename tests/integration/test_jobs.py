@@ -69,6 +69,7 @@ def test_query_group_by_is_exact_and_reattaches(cluster: LocalCluster) -> None:
         for got, want in zip(rows, expected):
             assert (got["n"], got["total"]) == (want["n"], want["total"])
             assert got["mean_score"] == pytest.approx(want["mean_score"], rel=1e-12)
+        assert job._last is not None and job._last.rows_included      # small: in the long poll's answer
         progress = job.progress()
         assert progress.state == "done" and progress.tasks_done == progress.tasks_total == 6
         assert progress.records_scanned == count
@@ -82,6 +83,9 @@ def test_query_group_by_is_exact_and_reattaches(cluster: LocalCluster) -> None:
             .select("id", "amount").collect(timeout=60)
         want_top = sorted((event(i) for i in range(count)), key=lambda e: (-e["amount"], e["id"]))[:3]
         assert top == [{"id": e["id"], "amount": e["amount"]} for e in want_top]
+        every = client.query("events").select("id", "amount").order_by("id").submit()
+        assert every.result(timeout=60) == [{"id": i, "amount": event(i)["amount"]} for i in range(count)]
+        assert every._last is not None and not every._last.rows_included   # ~100 KB: streamed in chunks
         assert client.query("events").where("country in ('DE', 'FR') and score is null").count() == \
             sum(1 for i in range(count) if event(i)["country"] in ("DE", "FR") and event(i)["score"] is None)
 

@@ -152,6 +152,8 @@ def test_raft_metadata_follower_proposal_reaches_every_voter(groups: Callable[..
     leader = group.wait_leader()
     follower = next(m for m in group.running() if m is not leader)
     assert follower.role() == "follower" and leader.role() == "leader"
+    # a follower learns the leader from its first AppendEntries, a moment after the election
+    wait_until(follower.leader_raft_address, 5.0, "the follower knowing its leader", group.describe)
     assert follower.leader_raft_address() == group.addresses[group.members.index(leader)]
     results = [propose_retrying(group, register(i)) for i in range(3)]
     assert all(r["ok"] for r in results)
@@ -332,3 +334,58 @@ def test_local_metadata_corrupt_file_fails_start(tmp_path: pathlib.Path) -> None
     (tmp_path / METADATA_FILE).write_bytes(b"\x93garbage")
     with pytest.raises(NodeError, match=METADATA_FILE):
         LocalMetadata(tmp_path).start()
+
+
+def cut_off(group: Group, isolated: RaftMetadata) -> Callable[[bool], None]:
+    """Drop every Raft message to and from `isolated` while the returned switch is on."""
+    state = {"on": False}
+    target = group.addresses[group.members.index(isolated)]
+    for member in group.running():
+        transport = member._syncobj._SyncObj__transport  # type: ignore[union-attr]
+        send = transport.send
+
+        def filtered(peer: Any, message: Any, member: RaftMetadata = member, send: Any = send) -> bool:
+            if state["on"] and (member is isolated or peer.address == target):
+                return True
+            return bool(send(peer, message))
+        transport.send = filtered
+
+    def switch(on: bool) -> None:
+        state["on"] = on
+    return switch
+
+
+@pytest.mark.parametrize(("entry_bytes", "moved_on"), [(20_000, 10), (60_000, 10), (1_000, 150)])
+def test_raft_metadata_deposed_leader_with_uncommitted_suffix_catches_up(
+        groups: Callable[..., Group], entry_bytes: int, moved_on: int) -> None:
+    """A leader cut off with uncommitted entries rejoins a log that moved on by many batches.
+
+    pysyncobj 0.3.17 alone left it behind forever here (the 'walk back' answer was always
+    overwritten by the 'I lack it' answers to the later batches of the same round;
+    node/metadata/catch_up.py). Each entry is a task completion for a job that does not
+    exist (the one command that may be large): refused by the FSM, so only the log
+    matters; a real command at the end must reach every voter's state.
+    """
+    def big(fill: int) -> bytes:
+        return commands.complete_task("no-such-job", 0, 1, bytes([fill]) * entry_bytes, 0, 0.0)
+
+    group = groups()
+    group.start_all()
+    old = group.wait_leader()
+    for _ in range(3):
+        assert propose(old, big(0))["error"] == "UNKNOWN_JOB"
+    partition = cut_off(group, old)
+    partition(True)
+    for _ in range(3):      # appended by the old leader, never committed
+        with pytest.raises((UnknownOutcomeError, NoControllerError)):
+            propose(old, big(1), timeout_s=0.3)
+    new = wait_until(lambda: next((m for m in group.running() if m is not old and m.is_leader()), None),
+                     10.0, "a leader on the majority side", group.describe)
+    for _ in range(moved_on):   # the majority moves on by several 64 KiB batches
+        assert propose(new, big(2))["error"] == "UNKNOWN_JOB"
+    assert propose(new, register(0))["ok"]
+    partition(False)
+    target = new.statistics().commit_index
+    wait_until(lambda: old.statistics().last_applied >= target, 20.0,
+               f"the deposed leader applying index {target}", group.describe)
+    group.wait_converged(version=1)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13shoal/v1/jobs.proto\x12\x08shoal.v1\"O\n\x10SubmitJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0c\n\x04spec\x18\x04 \x01(\x0c\",\n\nJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06wait_s\x18\x02 \x01(\x01\"\x94\x02\n\tJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x12\n\nerror_code\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x13\n\x0btasks_total\x18\x07 \x01(\r\x12\x12\n\ntasks_done\x18\x08 \x01(\r\x12\x17\n\x0frecords_scanned\x18\t \x01(\x04\x12\x16\n\x0esubmitted_at_s\x18\n \x01(\x01\x12\x15\n\rfinished_at_s\x18\x0b \x01(\x01\x12\x10\n\x08\x61ttempts\x18\x0c \x01(\r\x12#\n\x05tasks\x18\r \x03(\x0b\x32\x14.shoal.v1.TaskStatus\"W\n\nTaskStatus\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12\r\n\x05nodes\x18\x03 \x03(\t\x12\x0c\n\x04node\x18\x04 \x01(\t\x12\x0f\n\x07records\x18\x05 \x01(\x04\"/\n\x0eJobResultChunk\x12\x0c\n\x04rows\x18\x01 \x01(\x0c\x12\x0f\n\x07\x63olumns\x18\x02 \x03(\t\"\x11\n\x0fListJobsRequest\"5\n\x10ListJobsResponse\x12!\n\x04jobs\x18\x01 \x03(\x0b\x32\x13.shoal.v1.JobStatus2\xb6\x02\n\x04Jobs\x12<\n\tSubmitJob\x12\x1a.shoal.v1.SubmitJobRequest\x1a\x13.shoal.v1.JobStatus\x12\x33\n\x06GetJob\x12\x14.shoal.v1.JobRequest\x1a\x13.shoal.v1.JobStatus\x12@\n\x0cGetJobResult\x12\x14.shoal.v1.JobRequest\x1a\x18.shoal.v1.JobResultChunk0\x01\x12\x36\n\tCancelJob\x12\x14.shoal.v1.JobRequest\x1a\x13.shoal.v1.JobStatus\x12\x41\n\x08ListJobs\x12\x19.shoal.v1.ListJobsRequest\x1a\x1a.shoal.v1.ListJobsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13shoal/v1/jobs.proto\x12\x08shoal.v1\"O\n\x10SubmitJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0c\n\x04spec\x18\x04 \x01(\x0c\"?\n\nJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06wait_s\x18\x02 \x01(\x01\x12\x11\n\twith_rows\x18\x03 \x01(\x08\"\xca\x02\n\tJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x12\n\nerror_code\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x13\n\x0btasks_total\x18\x07 \x01(\r\x12\x12\n\ntasks_done\x18\x08 \x01(\r\x12\x17\n\x0frecords_scanned\x18\t \x01(\x04\x12\x16\n\x0esubmitted_at_s\x18\n \x01(\x01\x12\x15\n\rfinished_at_s\x18\x0b \x01(\x01\x12\x10\n\x08\x61ttempts\x18\x0c \x01(\r\x12#\n\x05tasks\x18\r \x03(\x0b\x32\x14.shoal.v1.TaskStatus\x12\x15\n\rrows_included\x18\x0e \x01(\x08\x12\x0c\n\x04rows\x18\x0f \x01(\x0c\x12\x0f\n\x07\x63olumns\x18\x10 \x03(\t\"W\n\nTaskStatus\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12\r\n\x05nodes\x18\x03 \x03(\t\x12\x0c\n\x04node\x18\x04 \x01(\t\x12\x0f\n\x07records\x18\x05 \x01(\x04\"/\n\x0eJobResultChunk\x12\x0c\n\x04rows\x18\x01 \x01(\x0c\x12\x0f\n\x07\x63olumns\x18\x02 \x03(\t\"\x11\n\x0fListJobsRequest\"5\n\x10ListJobsResponse\x12!\n\x04jobs\x18\x01 \x03(\x0b\x32\x13.shoal.v1.JobStatus2\xb6\x02\n\x04Jobs\x12<\n\tSubmitJob\x12\x1a.shoal.v1.SubmitJobRequest\x1a\x13.shoal.v1.JobStatus\x12\x33\n\x06GetJob\x12\x14.shoal.v1.JobRequest\x1a\x13.shoal.v1.JobStatus\x12@\n\x0cGetJobResult\x12\x14.shoal.v1.JobRequest\x1a\x18.shoal.v1.JobResultChunk0\x01\x12\x36\n\tCancelJob\x12\x14.shoal.v1.JobRequest\x1a\x13.shoal.v1.JobStatus\x12\x41\n\x08ListJobs\x12\x19.shoal.v1.ListJobsRequest\x1a\x1a.shoal.v1.ListJobsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,17 +35,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITJOBREQUEST']._serialized_start=33
   _globals['_SUBMITJOBREQUEST']._serialized_end=112
   _globals['_JOBREQUEST']._serialized_start=114
-  _globals['_JOBREQUEST']._serialized_end=158
-  _globals['_JOBSTATUS']._serialized_start=161
-  _globals['_JOBSTATUS']._serialized_end=437
-  _globals['_TASKSTATUS']._serialized_start=439
-  _globals['_TASKSTATUS']._serialized_end=526
-  _globals['_JOBRESULTCHUNK']._serialized_start=528
-  _globals['_JOBRESULTCHUNK']._serialized_end=575
-  _globals['_LISTJOBSREQUEST']._serialized_start=577
-  _globals['_LISTJOBSREQUEST']._serialized_end=594
-  _globals['_LISTJOBSRESPONSE']._serialized_start=596
-  _globals['_LISTJOBSRESPONSE']._serialized_end=649
-  _globals['_JOBS']._serialized_start=652
-  _globals['_JOBS']._serialized_end=962
+  _globals['_JOBREQUEST']._serialized_end=177
+  _globals['_JOBSTATUS']._serialized_start=180
+  _globals['_JOBSTATUS']._serialized_end=510
+  _globals['_TASKSTATUS']._serialized_start=512
+  _globals['_TASKSTATUS']._serialized_end=599
+  _globals['_JOBRESULTCHUNK']._serialized_start=601
+  _globals['_JOBRESULTCHUNK']._serialized_end=648
+  _globals['_LISTJOBSREQUEST']._serialized_start=650
+  _globals['_LISTJOBSREQUEST']._serialized_end=667
+  _globals['_LISTJOBSRESPONSE']._serialized_start=669
+  _globals['_LISTJOBSRESPONSE']._serialized_end=722
+  _globals['_JOBS']._serialized_start=725
+  _globals['_JOBS']._serialized_end=1035
 # @@protoc_insertion_point(module_scope)

@@ -20,15 +20,17 @@ class SubmitJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., dataset: _Optional[str] = ..., kind: _Optional[str] = ..., spec: _Optional[bytes] = ...) -> None: ...
 
 class JobRequest(_message.Message):
-    __slots__ = ("job_id", "wait_s")
+    __slots__ = ("job_id", "wait_s", "with_rows")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    WITH_ROWS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     wait_s: float
-    def __init__(self, job_id: _Optional[str] = ..., wait_s: _Optional[float] = ...) -> None: ...
+    with_rows: bool
+    def __init__(self, job_id: _Optional[str] = ..., wait_s: _Optional[float] = ..., with_rows: _Optional[bool] = ...) -> None: ...
 
 class JobStatus(_message.Message):
-    __slots__ = ("job_id", "dataset", "kind", "state", "error_code", "error", "tasks_total", "tasks_done", "records_scanned", "submitted_at_s", "finished_at_s", "attempts", "tasks")
+    __slots__ = ("job_id", "dataset", "kind", "state", "error_code", "error", "tasks_total", "tasks_done", "records_scanned", "submitted_at_s", "finished_at_s", "attempts", "tasks", "rows_included", "rows", "columns")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +44,9 @@ class JobStatus(_message.Message):
     FINISHED_AT_S_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_INCLUDED_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     dataset: str
     kind: str
@@ -55,7 +60,10 @@ class JobStatus(_message.Message):
     finished_at_s: float
     attempts: int
     tasks: _containers.RepeatedCompositeFieldContainer[TaskStatus]
-    def __init__(self, job_id: _Optional[str] = ..., dataset: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., error_code: _Optional[str] = ..., error: _Optional[str] = ..., tasks_total: _Optional[int] = ..., tasks_done: _Optional[int] = ..., records_scanned: _Optional[int] = ..., submitted_at_s: _Optional[float] = ..., finished_at_s: _Optional[float] = ..., attempts: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ...) -> None: ...
+    rows_included: bool
+    rows: bytes
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., dataset: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., error_code: _Optional[str] = ..., error: _Optional[str] = ..., tasks_total: _Optional[int] = ..., tasks_done: _Optional[int] = ..., records_scanned: _Optional[int] = ..., submitted_at_s: _Optional[float] = ..., finished_at_s: _Optional[float] = ..., attempts: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ..., rows_included: _Optional[bool] = ..., rows: _Optional[bytes] = ..., columns: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TaskStatus(_message.Message):
     __slots__ = ("index", "done", "nodes", "node", "records")
