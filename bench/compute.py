@@ -572,12 +572,21 @@ def profiled_node(argv: list[str]) -> None:
     assert flag == "-m", argv
     sys.argv = [module, *arguments]
     profiler = cProfile.Profile()
+    real_exit = os._exit
+
+    def dump() -> None:
+        profiler.disable()
+        profiler.dump_stats(os.path.join(out_dir, f"{os.getpid()}.prof"))
+
+    def exit_after_dump(code: int) -> None:    # the node ends with os._exit after an orderly stop
+        dump()
+        real_exit(code)
+    os._exit = exit_after_dump  # type: ignore[assignment]
     profiler.enable()
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     finally:
-        profiler.disable()
-        profiler.dump_stats(os.path.join(out_dir, f"{os.getpid()}.prof"))
+        dump()
 
 
 def main() -> None:

@@ -67,6 +67,23 @@ class MsgpackDecoder:
             return list(map(self, raws))
 
 
+class JoinedArrayDecoder(MsgpackDecoder):
+    """A MsgpackDecoder for values the node encoded itself (a typed dataset's positional arrays,
+    node/records.py): a batch is decoded by one unpackb of the values joined under an array
+    header, a third less decoding time than one call per value (bench/RESULTS.md, profiles).
+
+    Only for values known to be one complete msgpack object each: joined, a truncated value
+    would borrow its neighbour's bytes. Any error falls back to per-value decoding, which names it.
+    """
+
+    def decode_batch(self, raws: list[bytes]) -> list[object]:
+        try:
+            decoded: list[object] = msgpack.unpackb(b"\xdd" + len(raws).to_bytes(4, "big") + b"".join(raws))
+            return decoded
+        except Exception:   # msgpack raises several types; per value, the real error is raised again
+            return super().decode_batch(raws)
+
+
 def validate_spec(spec: object, fields: list[str] | None = None) -> None:
     """Raise QueryError (one line, naming the entry) unless `spec` is a valid query spec.
 
@@ -123,6 +140,12 @@ class CompiledQuery:
         parts += [expression for expression in self._order if expression is not None]
         return frozenset().union(*(part.referenced_fields() for part in parts))
 
+    @property
+    def reads_keys(self) -> bool:
+        """Whether partial() needs record keys; if not, partial_of_values() does the same work
+        on values alone (an LMDB cursor reads values without keys ~0.05 us/record faster)."""
+        return self._needs_keys
+
     def partial(self, pairs: Iterable[tuple[bytes, bytes]], decode: Callable[[bytes], object]) -> tuple[object, int]:
         """Run over (key, raw msgpack value) pairs; returns (msgpack-safe partial, records read).
 
@@ -131,11 +154,21 @@ class CompiledQuery:
         EvaluationError for a record whose values do not fit an operator; whatever `decode`
         raises passes through.
         """
+        if self._needs_keys:
+            return self._partial(self._batches(pairs, decode))
+        return self._partial(self._value_batches(map(_second, pairs), decode))
+
+    def partial_of_values(self, raws: Iterable[bytes], decode: Callable[[bytes], object]) -> tuple[object, int]:
+        """partial() over raw values alone; only when not `reads_keys` (AssertionError otherwise)."""
+        assert not self._needs_keys, "this query reads record keys: use partial()"
+        return self._partial(self._value_batches(raws, decode))
+
+    def _partial(self, batches: Iterator[Batch]) -> tuple[object, int]:
         collector: _Groups | _Rows = _Groups(self) if self.plan.aggregated else _Rows(self)
         scanned = 0
         if self.plan.limit == 0:
             return collector.partial(), scanned
-        for batch in self._batches(pairs, decode):
+        for batch in batches:
             scanned += batch.size
             prepared = self._prepare(batch)
             if prepared is not None and collector.add(prepared):
@@ -150,22 +183,18 @@ class CompiledQuery:
 
     def _batches(self, pairs: Iterable[tuple[bytes, bytes]], decode: Callable[[bytes], object]) -> Iterator[Batch]:
         decode_batch: Callable[[list[bytes]], list[object]] | None = getattr(decode, "decode_batch", None)
-        if decode_batch is not None and not self._needs_keys:
-            raw_values = map(_second, pairs)
-            while raws := list(islice(raw_values, BATCH_RECORDS)):
-                yield Batch(decode_batch(raws), None)
-        elif decode_batch is not None:
-            chunks = iter(pairs)
-            while chunk := list(islice(chunks, BATCH_RECORDS)):
-                yield Batch(decode_batch(list(map(_second, chunk))), list(map(_first, chunk)))
-        elif self._needs_keys:
-            chunks = iter(pairs)
-            while chunk := list(islice(chunks, BATCH_RECORDS)):
-                yield Batch(list(map(decode, map(_second, chunk))), list(map(_first, chunk)))
-        else:
-            records = map(decode, map(_second, pairs))
-            while documents := list(islice(records, BATCH_RECORDS)):
-                yield Batch(documents, None)
+        chunks = iter(pairs)
+        while chunk := list(islice(chunks, BATCH_RECORDS)):
+            raws = list(map(_second, chunk))
+            records = decode_batch(raws) if decode_batch is not None else list(map(decode, raws))
+            yield Batch(records, list(map(_first, chunk)))
+
+    @staticmethod
+    def _value_batches(raws: Iterable[bytes], decode: Callable[[bytes], object]) -> Iterator[Batch]:
+        decode_batch: Callable[[list[bytes]], list[object]] | None = getattr(decode, "decode_batch", None)
+        values = iter(raws)
+        while chunk := list(islice(values, BATCH_RECORDS)):
+            yield Batch(decode_batch(chunk) if decode_batch is not None else list(map(decode, chunk)), None)
 
     def _prepare(self, batch: Batch) -> Batch | None:
         """where, then with_columns; None when no record is left."""

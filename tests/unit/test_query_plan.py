@@ -17,6 +17,7 @@ import shoal.node.compute.query as query_module
 from shoal.node.compute import (
     CompiledQuery, EvaluationError, MsgpackDecoder, QueryError, Schema, compile_query, validate_spec,
 )
+from shoal.node.compute.query import JoinedArrayDecoder
 
 PLAIN_DECODE = functools.partial(msgpack.unpackb, raw=False, strict_map_key=False)
 _WIRE_TYPES = (dict, list, str, bytes, int, float, bool, type(None))
@@ -410,6 +411,32 @@ def test_decoders_give_the_same_result() -> None:
     assert MsgpackDecoder().decode_batch([msgpack.packb({1: 2})]) == [{1: 2}]
     with pytest.raises(Exception):
         MsgpackDecoder().decode_batch([b"\xc1"])
+
+
+def test_joined_array_decoder_equals_per_value_decoding_and_names_a_bad_value() -> None:
+    """One unpackb over joined arrays == one per value; a truncated value never borrows its
+    neighbour's bytes silently: the batch falls back to per-value decoding, which raises."""
+    arrays = [[i, f"u{i}", None, i / 3, {"k": [1, 2]}, i % 2 == 0, b"\x00"] for i in range(300)] + [[], [{1: "x"}]]
+    raws = [msgpack.packb(a, use_bin_type=True) for a in arrays]
+    assert JoinedArrayDecoder().decode_batch(raws) == MsgpackDecoder().decode_batch(raws) == arrays
+    truncated = [msgpack.packb([1, 2]), b"\x92\x01", msgpack.packb([3, 4])]   # [1] of 2, then a whole one
+    with pytest.raises(Exception):
+        JoinedArrayDecoder().decode_batch(truncated)
+
+
+def test_values_alone_give_the_same_partial_as_pairs() -> None:
+    """partial_of_values (no keys read) == partial over pairs for a query that reads no key;
+    a query reading keys refuses it."""
+    docs = [{"g": "ab"[i % 2], "v": i} for i in range(700)]
+    pairs = [(key_of(i), msgpack.packb(d)) for i, d in enumerate(docs)]
+    aggregate = compile_query({"where": "v > 10", "group_by": ["g"], "aggs": [["s", "sum", "v"]]})
+    assert not aggregate.reads_keys
+    assert aggregate.partial_of_values([raw for _, raw in pairs], MsgpackDecoder()) == \
+        aggregate.partial(pairs, MsgpackDecoder())
+    rows = compile_query({"select": ["v"], "limit": 3})
+    assert rows.reads_keys
+    with pytest.raises(AssertionError):
+        rows.partial_of_values([raw for _, raw in pairs], MsgpackDecoder())
 
 
 def test_compiled_query_is_reusable() -> None:
