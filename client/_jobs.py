@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from shoal.client._channel import rpc_errors, unreachable
-from shoal.client._errors import JobFailedError, NotPrimaryError, ShoalError
+from shoal.client._errors import JobFailedError, NoControllerError, NotPrimaryError, ShoalError
 from shoal.client.wire.pb import jobs_pb2
 
 if TYPE_CHECKING:
@@ -149,8 +149,8 @@ class Job:
 
 
 def try_nodes(client: Client, what: str, call: Any, deadline_s: float) -> Any:
-    """call(stub, timeout_s) on the controller, then the next node when one is unreachable
-    or keeps no job results (data-only)."""
+    """call(stub, timeout_s) on the controller, then the next node when one is unreachable,
+    keeps no job results (data-only) or cannot reach the Raft leader."""
     transport = client._transport
     last: ShoalError | None = None
     tried: list[str] = []
@@ -161,7 +161,8 @@ def try_nodes(client: Client, what: str, call: Any, deadline_s: float) -> Any:
                 return call(transport.jobs_stub(address), max(0.1, deadline_s - time.monotonic()))
         except ShoalError as exc:
             transport.note_failure(address, exc)
-            if not (unreachable(exc) or isinstance(exc, NotPrimaryError)) or time.monotonic() >= deadline_s:
+            moves_on = unreachable(exc) or isinstance(exc, (NotPrimaryError, NoControllerError))   # cut off: ask another
+            if not moves_on or time.monotonic() >= deadline_s:
                 raise
             last = exc
     raise transport.unreachable_error(tried, last) from last

@@ -95,6 +95,16 @@ class JobService(jobs_pb2_grpc.JobsServicer):
         while job.running and (remaining_s := give_up_s - time.monotonic()) > 0:
             await self.changes.wait(remaining_s)
             job = await self._job(request.job_id)
+        if job.running and request.wait_s > 0:
+            # the wait ran out: a node cut off from the leader would say "running" forever, so
+            # read through the log once (NoControllerError there sends the client elsewhere)
+            try:
+                await self.node.metadata.barrier(self.config.barrier_timeout_s)
+            except (errors.NoControllerError, errors.UnknownOutcomeError):
+                raise errors.NoControllerError(
+                    f"node {self.config.node_id} cannot reach the Raft leader to confirm the state of job "
+                    f"{job.id}: ask another node") from None
+            job = await self._job(request.job_id)
         status = _status(job)
         if request.with_rows and job.state == "done" and self._keeps_results():
             columns, rows = await self._merged_rows(job)

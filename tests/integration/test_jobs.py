@@ -222,6 +222,33 @@ def test_limits_and_failures_are_one_clear_error(cluster: LocalCluster) -> None:
         assert client.query("lim").count() == 3000
 
 
+def test_a_node_cut_off_from_the_leader_does_not_report_a_running_job_forever(cluster: LocalCluster) -> None:
+    """With the other two nodes paused, a node's long poll on a running job ends in
+    NoControllerError (it cannot confirm the job's state) instead of "running" from its
+    stale copy; a client then asks another node. The cluster serves again after the resume."""
+    from shoal.client._channel import rpc_errors
+    from shoal.client._errors import NoControllerError
+    from shoal.client.wire.pb import jobs_pb2
+    with cluster.client() as client:
+        client.create_dataset("cut", shards=1, replication=3)
+        client.create_dataset("cut_out", shards=1, replication=3)
+        client.put_many("cut", ((f"e{i:05d}", event(i)) for i in range(10)))
+        job = client.map_reduce("cut", endless_mapper, lambda k, vs: sum(vs), output="cut_out")
+        lone, *others = cluster.nodes
+        for node in others:
+            cluster.pause(node.id)
+        try:
+            stub = client._transport.jobs_stub(lone.address)
+            with pytest.raises(NoControllerError, match=f"confirm the state of job {job.id}"), \
+                    rpc_errors("job status", node=lone.address):
+                stub.GetJob(jobs_pb2.JobRequest(job_id=job.id, wait_s=0.2), timeout=60)
+        finally:
+            for node in others:
+                cluster.resume(node.id)
+        assert job.cancel().state == "cancelled"
+        assert client.query("cut").count() == 10
+
+
 def test_user_code_refused_when_not_enabled(local_cluster: Any) -> None:
     """map_reduce on a cluster started without --user-code: UserCodeDisabledError, nothing recorded."""
     single: LocalCluster = local_cluster(1, env=FAST)
