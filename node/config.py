@@ -17,6 +17,7 @@ from shoal.node.metadata.commands import TASK_RESULT_BYTES_MAX
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 REPLY_HEADROOM_BYTES = 64 * 1024   # a bounded reply's own framing, beyond its byte bound
+_ZERO_HAS_MEANING = frozenset({"workers", "repair_bytes_per_s"})   # 0 = one per core / unlimited (checked below)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +90,10 @@ class NodeConfig:
     controller_proposals_per_tick_max: int = 32   # bounded work per controller tick (heartbeat_interval_s)
     controller_propose_timeout_s: float = 3.0     # one controller decision through the log, retries included
 
+    # re-replication (issue 18): the controller adds learners, their shard's primary fills them
+    repair_transfers_per_node_max: int = 2   # learners (incoming copies) the controller keeps on one node at once
+    repair_bytes_per_s: int = 64 * MiB       # send rate cap of one copy (a primary filling a learner); 0 = unlimited
+
     # compute (DESIGN.md section 5)
     workers: int = 0                      # worker processes for tasks; 0 = one per core
     task_result_bytes_max: int = 4 * MiB  # one task's packed partial result (it travels through the Raft log)
@@ -136,7 +141,7 @@ class NodeConfig:
                               "the Raft port unpickles what it receives")
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.type in ("int", "float") and not value > 0 and field.name != "workers":   # 0 = per core
+            if field.type in ("int", "float") and not value > 0 and field.name not in _ZERO_HAS_MEANING:
                 raise ConfigError(f"{field.name} must be positive, got {value}")
         if self.propose_backoff_s_min > self.propose_backoff_s_max:
             raise ConfigError("propose_backoff_s_min must not exceed propose_backoff_s_max")
@@ -169,6 +174,8 @@ class NodeConfig:
             raise ConfigError("node_suspect_after_s must be positive and at most node_dead_after_s")
         if self.workers < 0:
             raise ConfigError(f"workers must be 0 (one per core) or more, got {self.workers}")
+        if self.repair_bytes_per_s < 0:
+            raise ConfigError(f"repair_bytes_per_s must be 0 (unlimited) or more, got {self.repair_bytes_per_s}")
         if self.task_result_bytes_max > TASK_RESULT_BYTES_MAX:
             raise ConfigError(f"task_result_bytes_max must be at most {TASK_RESULT_BYTES_MAX} (a result travels in "
                               f"one Raft command), got {self.task_result_bytes_max}")

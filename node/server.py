@@ -19,7 +19,7 @@ from shoal.node import errors, validation
 from shoal.node.compute.schema import Schema, SchemaError
 from shoal.node.metadata import commands
 from shoal.node.records import RecordCodec, codec_for
-from shoal.node.replication import backup
+from shoal.node.replication import backup, copy_source
 from shoal.node.status import ReplicaSource, StatusSource, cluster_map, dataset_info, node_status
 from shoal.node.storage.entry import CompareAndSet, Delete, Put, PutBatch, write_id_of
 
@@ -279,6 +279,7 @@ class PeerService(peer_pb2_grpc.PeerServicer):
     def __init__(self, node: ServedNode) -> None:
         self.node = node
         self.config = node.config
+        self.copy_throttle = copy_source.Throttle(node.config.repair_bytes_per_s)   # every copy this node sends
 
     def _check_cluster(self, cluster_id: str, *, allow_unnamed: bool = False) -> None:
         if not self.node.identity.accepts(cluster_id, allow_unnamed=allow_unnamed):
@@ -309,6 +310,26 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         return peer_pb2.FetchEntriesResponse(complete=True, entries=[
             peer_pb2.ReplicateRequest(dataset=request.dataset, shard=request.shard, epoch=e.epoch, seq=e.seq,
                                       payload=e.payload, dataset_id=replica.dataset_id) for e in entries])
+
+    async def CopyShard(self, request: peer_pb2.CopyShardRequest, context: Any
+                        ) -> AsyncIterator[peer_pb2.CopyShardChunk]:
+        self._check_cluster(request.cluster_id)
+        replica = self.node.registry.replica_for_peer(request.dataset, request.shard, request.dataset_id)
+        async for chunk in copy_source.chunks(self.node.context, replica, request, self.copy_throttle):
+            yield chunk
+
+    async def JoinShard(self, request: peer_pb2.JoinShardRequest, context: Any) -> peer_pb2.JoinShardResponse:
+        self._check_cluster(request.cluster_id)
+        replica = self.node.registry.replica_for_peer(request.dataset, request.shard, request.dataset_id)
+        primary = replica.primary
+        if primary is None:
+            raise errors.NotPrimaryError(f"shard {replica.name}: node {self.config.node_id} is not its primary")
+        shard = self.node.metadata.view.shard(replica.dataset, replica.index)
+        if shard is None or request.learner not in shard.learners:
+            return peer_pb2.JoinShardResponse(joined=False, reason=f"{request.learner[:40]} is not a learner of "
+                                                                   f"shard {replica.name}")
+        joined, reason = await primary.join_learner(request.learner, request.seq, request.incarnation)
+        return peer_pb2.JoinShardResponse(joined=joined, reason=reason, epoch=primary.epoch)
 
     async def Heartbeat(self, request: peer_pb2.HeartbeatRequest, context: Any) -> peer_pb2.HeartbeatResponse:
         if not self.node.identity.accepts(request.cluster_id, allow_unnamed=True):   # no lease, no metadata

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from shoal.node.errors import FileLimitError, NodeError, NotPrimaryError, StaleEpochError
 from shoal.node.metadata import commands
 from shoal.node.metadata.view import created_at_version
+from shoal.node.replication import learner
 from shoal.node.replication.primary import ShardPrimary
 from shoal.node.replication.replica import Replica
 from shoal.node.replication.ring import EntryRing
@@ -48,6 +49,7 @@ class ShardRegistry:
         self.config = context.config
         self._replicas: dict[tuple[str, int], Replica] = {}
         self._activations: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._fills: dict[tuple[str, int], asyncio.Task[None]] = {}    # learners filling themselves
         # Dataset ids this process saw in the metadata: dropped when they vanish. Ids made
         # at a version the metadata has reached and no longer lists were dropped too, even
         # unseen (dropped while this node was down); a replaying state never deletes data.
@@ -125,11 +127,17 @@ class ShardRegistry:
         self._seen_ids.update(view.dataset_ids())
         for shard in view.shards():
             key = (shard.dataset_id, shard.index)
-            if shard.holds(me):
+            if me in shard.learners:
+                replica = self._open(*key)
+                replica.lost = False     # not in sync yet, but it may take the entries of its join
+                self._stop_primary(replica, f"a learner at epoch {shard.epoch}")
+                self._start_fill(replica)
+            elif shard.holds(me):   # a fill task that just joined ends by itself (it forgets its copy state)
                 replica = self._open(*key)
                 replica.lost = not shard.is_recorded(me, replica.store.incarnation)
                 self._reconcile_shard(replica, shard)
             elif key in self._replicas:
+                self._stop_fill(key)
                 self._stop_primary(self._replicas[key], f"not an in-sync replica at {shard.epoch}")
         if self.context.metadata.is_ready():
             for key in [k for k in self._replicas if self._dropped(k[0], view)]:
@@ -182,8 +190,29 @@ class ShardRegistry:
             replica.primary.stop(reason)
             replica.primary = None
 
+    def _start_fill(self, replica: Replica) -> None:
+        key = (replica.dataset_id, replica.index)
+        task = self._fills.get(key)
+        if task is None or task.done():
+            self._fills[key] = asyncio.get_running_loop().create_task(
+                self._fill(replica), name=f"learner {replica.name}")
+
+    async def _fill(self, replica: Replica) -> None:
+        try:
+            await learner.fill_replica(self.context, replica)
+        except asyncio.CancelledError:
+            raise
+        except Exception:   # a bug must not end repair for good: the next reconcile starts it again
+            logger.exception("shard %s: learner crashed", replica.name)
+
+    def _stop_fill(self, key: tuple[str, int]) -> None:
+        task = self._fills.pop(key, None)
+        if task is not None and not task.done():
+            task.cancel()
+
     def _drop(self, dataset_id: str, index: int) -> None:
         """Cancel what is in flight for the replica, then close and delete it."""
+        self._stop_fill((dataset_id, index))
         replica = self._replicas.pop((dataset_id, index))
         self._stop_primary(replica, "dataset dropped")
         replica.store.close()
@@ -225,7 +254,7 @@ class ShardRegistry:
         return result
 
     def close(self) -> None:
-        for task in self._activations.values():
+        for task in [*self._activations.values(), *self._fills.values()]:
             task.cancel()
         for replica in self._replicas.values():
             self._stop_primary(replica, "node stopping")

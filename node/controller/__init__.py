@@ -11,9 +11,13 @@ round never floods the Raft log (a mass failure is handled over several rounds):
 
 - `jobs`              re-runs tasks of compute jobs lost with their node, adds speculative
                       copies of stragglers, fails jobs whose shard has no replica left
+- `repair`            re-replication: adds learners to shards short of copies (at most
+                      `repair_transfers_per_node_max` per node), drops learners that will
+                      never join; the shard's primary fills them (issue 18)
 
-Repair (re-replication, rebalancing, draining: `repair.py`) is the next planner here, on
-the same round and budget.
+The planners run in that order, each on the view left by the proposals before it, and
+share the round's budget: repair comes last, so copying never delays failover or jobs.
+Rebalancing and draining are to come, in `repair` too.
 
 Planners are pure over (MetadataView, the lease table's soft state, now); this module
 owns the loop, the leadership transitions and the proposals.
@@ -60,6 +64,7 @@ from shoal.client.wire.pb import peer_pb2
 from shoal.node.controller.failure_detector import plan_node_states
 from shoal.node.controller.jobs import JobPlanner
 from shoal.node.controller.leases import LeaseTable
+from shoal.node.controller.repair import plan_repairs
 from shoal.node.controller.shard_moves import ShardMoves
 from shoal.node.errors import NodeError
 from shoal.node.metadata import commands
@@ -213,7 +218,14 @@ class Controller:
             if not await self._propose(command, term):
                 return
             budget -= 1
+        # jobs plans even with no budget left: it notes when it first saw each attempt (straggler timing)
         for command in self.jobs.plan(self.metadata.view, time.monotonic(), controller_term=term)[:max(budget, 0)]:
+            if not await self._propose(command, term):
+                return
+            budget -= 1
+        if budget <= 0:
+            return
+        for command in plan_repairs(self.metadata.view, term, self.config.repair_transfers_per_node_max)[:budget]:
             if not await self._propose(command, term):
                 return
 

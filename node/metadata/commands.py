@@ -15,6 +15,11 @@ a programming error surfaces at the call site instead of in the log.
 Results are plain dicts: `{"ok": True, ...}` or `{"ok": False, "error": CODE, "message": str}`,
 CODE being a name of `shoal.v1.ErrorCode` (proto/shoal/v1/data.proto).
 
+Re-replication (issue 18): `add_learner` (a controller decision: a node starts filling a
+copy of a shard; the epoch stays, a learner is not in the in-sync set) and `join_in_sync`
+(the shard's primary: a caught-up learner joins the in-sync set, epoch + 1, its replica's
+incarnation recorded); `remove_replica` also drops a learner (epoch unchanged).
+
 Job ops (`submit_job`, `assign_task`, `complete_task`, `fail_job`, `cancel_job`) are
 handled in jobs.py beside this file. Room left, not implemented: token ops (`put_token`,
 `revoke_token`); the state already carries an empty `tokens` map.
@@ -60,6 +65,9 @@ _SCHEMAS: dict[str, dict[str, type]] = {
     "remove_replica": {"dataset": str, "shard": int, "node_id": str, "expected_epoch": int, "controller_term": int},
     "promote": {"dataset": str, "shard": int, "new_primary": str, "expected_epoch": int, "controller_term": int},
     "noop": {},
+    # re-replication (issue 18): a learner is filled by the primary, then joins the in-sync set
+    "add_learner": {"dataset": str, "shard": int, "node_id": str, "expected_epoch": int, "controller_term": int},
+    "join_in_sync": {"dataset": str, "shard": int, "node_id": str, "expected_epoch": int, "incarnation": str},
     # identity (issue 15): the cluster id, and which LMDB environment each in-sync replica is
     "init_cluster": {"cluster_id": str},
     "record_incarnations": {"node_id": str, "replicas": list},   # [[dataset_id, shard, incarnation], ...]
@@ -174,7 +182,7 @@ def drop_dataset(name: str, *, request_id: str | None = None) -> bytes:
 
 def remove_replica(dataset: str, shard: int, node_id: str, expected_epoch: int, *, controller_term: int = 0,
                    request_id: str | None = None) -> bytes:
-    """Fence a failed backup out of the in-sync set (epoch + 1).
+    """Fence a failed backup out of the in-sync set (epoch + 1), or drop a learner (epoch unchanged).
 
     controller_term: the controller's term when the controller decides it (a dead node's
     replica); 0 when the shard's primary fences out a backup that failed a write, which
@@ -194,6 +202,23 @@ def promote(dataset: str, shard: int, new_primary: str, expected_epoch: int, *, 
     """
     return _encode("promote", request_id, dataset=dataset, shard=shard, new_primary=new_primary,
                    expected_epoch=expected_epoch, controller_term=controller_term)
+
+
+def add_learner(dataset: str, shard: int, node_id: str, expected_epoch: int, *, controller_term: int,
+                request_id: str | None = None) -> bytes:
+    """A controller decision: `node_id` (alive, holding no copy of the shard) becomes a learner,
+    to be filled by the primary. The epoch stays: a learner is not in the in-sync set."""
+    return _encode("add_learner", request_id, dataset=dataset, shard=shard, node_id=node_id,
+                   expected_epoch=expected_epoch, controller_term=controller_term)
+
+
+def join_in_sync(dataset: str, shard: int, node_id: str, expected_epoch: int, incarnation: str, *,
+                 request_id: str | None = None) -> bytes:
+    """Proposed by the shard's primary once learner `node_id` caught up: it joins the in-sync set
+    (epoch + 1) with its replica's `incarnation` recorded. Not a controller decision:
+    expected_epoch fences it (a deposed primary's epoch is stale)."""
+    return _encode("join_in_sync", request_id, dataset=dataset, shard=shard, node_id=node_id,
+                   expected_epoch=expected_epoch, incarnation=incarnation)
 
 
 def become_controller(node_id: str, term: int, *, request_id: str | None = None) -> bytes:

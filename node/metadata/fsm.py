@@ -19,6 +19,9 @@ State layout:
   nodes     {node_id: {"address", "zone", "state", "raft_address"}}
   datasets  {name: {"shards", "replication", "shard_map": [{"epoch", "primary",
              "replicas" (primary first, the in-sync set), "learners"}]}}
+            learners (issue 18): nodes being filled with a copy, never in the in-sync set;
+            add_learner (controller) and dropping one (remove_replica, the node removed) keep
+            the epoch; join_in_sync (the primary) moves one into the in-sync set, epoch + 1
   cluster_id  made once at bootstrap (init_cluster; "" before): every peer message carries it
   datasets[name]["id"]  "<name>@<version it was created at>": a dataset dropped and re-created
             under one name is a different dataset (states from before ids: the id is the name)
@@ -26,8 +29,8 @@ State layout:
             the node once it opened the replica; a replica whose LMDB environment is not
             the recorded one (wiped, restored, re-created) is new, never in sync
   controller  {"node_id", "term"}: the Raft leader that last took control (become_controller)
-            and its Raft term; controller decisions (set_node_state, promote, remove_replica
-            by the controller) carry the term they were decided in and are refused
+            and its Raft term; controller decisions (set_node_state, promote, add_learner,
+            remove_replica by the controller) carry the term they were decided in and are refused
             (STALE_CONTROLLER) unless it is this one. Absent in states from before it: read
             it with controller_of(), which answers {"node_id": "", "term": 0} then
   datasets[name]["schema"]  Schema.to_json() of a typed dataset, {} (or absent) when schema-less
@@ -141,8 +144,10 @@ def _set_node_state(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]
         return None, error(INVALID_ARGUMENT, f"unknown node {node_id!r}")
     if entry["state"] == node_state:
         return None, ok(node_id=node_id, state=node_state)
-    nodes = {**state["nodes"], node_id: {**entry, "state": node_state}}
-    return {"nodes": nodes}, ok(node_id=node_id, state=node_state)
+    changes: dict[str, Any] = {"nodes": {**state["nodes"], node_id: {**entry, "state": node_state}}}
+    if node_state == "removed":   # its unfinished copies go with it; its in-sync replicas move by controller
+        changes["datasets"] = _without_learner(state["datasets"], node_id)
+    return changes, ok(node_id=node_id, state=node_state)
 
 
 def _create_dataset(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
@@ -195,6 +200,11 @@ def _remove_replica(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]
     if "error" in located:
         return None, located
     current, node_id = located["shard"], cmd["node_id"]
+    learners = current.get("learners", [])
+    if node_id not in current["replicas"] and node_id in learners:
+        # a learner is not in the in-sync set: dropping it changes no write's quorum, the epoch stays
+        changed = {**current, "learners": [n for n in learners if n != node_id]}
+        return _replace_shard(state, cmd["dataset"], cmd["shard"], changed), ok(epoch=current["epoch"])
     if node_id not in current["replicas"]:
         return None, ok(epoch=current["epoch"])       # already fenced out: idempotent
     if node_id == current["primary"]:
@@ -228,6 +238,59 @@ def _promote(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
     replicas = [new_primary] + [r for r in current["replicas"] if r not in (new_primary, current["primary"])]
     changed = {**current, "epoch": current["epoch"] + 1, "primary": new_primary, "replicas": replicas}
     return _replace_shard(state, cmd["dataset"], cmd["shard"], changed), ok(epoch=changed["epoch"])
+
+
+def _add_learner(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
+    """A controller decision: an alive node holding no copy of the shard starts learning it (epoch stays)."""
+    refused = _controller_problem(state, cmd["controller_term"], decision=True)
+    if refused:
+        return None, refused
+    name, index, node_id = cmd["dataset"], cmd["shard"], cmd["node_id"]
+    found = _find(state, name, index)
+    if "error" in found:
+        return None, found
+    current = found["shard"]
+    learners = current.get("learners", [])
+    if node_id in learners:
+        return None, ok(epoch=current["epoch"])       # already added: idempotent, whatever the epoch now
+    stale = _stale_epoch(name, index, current, cmd["expected_epoch"])
+    if stale:
+        return None, stale
+    if node_id in current["replicas"]:
+        return None, error(INVALID_ARGUMENT, f"{node_id} is already an in-sync replica of {name}/{index}")
+    node_state = state["nodes"].get(node_id, {}).get("state")
+    if node_state != "alive":
+        return None, error(INVALID_ARGUMENT, f"cannot add {node_id[:140]!r} as a learner of {name}/{index}: "
+                                             f"node is {node_state or 'not registered'}")
+    changed = {**current, "learners": [*learners, node_id]}
+    return _replace_shard(state, name, index, changed), ok(epoch=current["epoch"])
+
+
+def _join_in_sync(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
+    """The primary's word that a learner caught up: it joins the in-sync set (epoch + 1) with its
+    replica's incarnation recorded. expected_epoch fences a deposed primary, as for its remove_replica."""
+    name, index, node_id, incarnation = cmd["dataset"], cmd["shard"], cmd["node_id"], cmd["incarnation"]
+    if not 0 < len(incarnation) <= commands.INCARNATION_CHARS_MAX:
+        return None, error(INVALID_ARGUMENT, f"incarnation must be 1..{commands.INCARNATION_CHARS_MAX} characters")
+    found = _find(state, name, index)
+    if "error" in found:
+        return None, found
+    current = found["shard"]
+    if node_id in current["replicas"] and current.get("incarnations", {}).get(node_id) == incarnation:
+        return None, ok(epoch=current["epoch"])       # already joined with this replica: idempotent
+    stale = _stale_epoch(name, index, current, cmd["expected_epoch"])
+    if stale:
+        return None, stale
+    learners = current.get("learners", [])
+    if node_id not in learners:
+        return None, error(INVALID_ARGUMENT, f"{node_id[:140]!r} is not a learner of {name}/{index}")
+    node_state = state["nodes"].get(node_id, {}).get("state")
+    if node_state in ("dead", "removed"):
+        return None, error(INVALID_ARGUMENT, f"{node_id} cannot join {name}/{index}: node is {node_state}")
+    changed = {**current, "epoch": current["epoch"] + 1, "replicas": [*current["replicas"], node_id],
+               "learners": [n for n in learners if n != node_id],
+               "incarnations": {**current.get("incarnations", {}), node_id: incarnation}}
+    return _replace_shard(state, name, index, changed), ok(epoch=changed["epoch"])
 
 
 def _init_cluster(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
@@ -323,6 +386,8 @@ _HANDLERS: dict[str, Callable[[State, dict[str, Any]], tuple[Changes, Result]]] 
     "drop_dataset": _drop_dataset,
     "remove_replica": _remove_replica,
     "promote": _promote,
+    "add_learner": _add_learner,
+    "join_in_sync": _join_in_sync,
     "become_controller": _become_controller,
     "init_cluster": _init_cluster,
     "record_incarnations": _record_incarnations,
@@ -339,16 +404,28 @@ assert set(_HANDLERS) == commands.OPS - {"noop"}
 
 def _locate(state: State, dataset: str, index: int, expected_epoch: int) -> dict[str, Any]:
     """{"shard": shard} when it exists at the expected epoch, else an error result."""
+    found = _find(state, dataset, index)
+    if "error" in found:
+        return found
+    return _stale_epoch(dataset, index, found["shard"], expected_epoch) or found
+
+
+def _find(state: State, dataset: str, index: int) -> dict[str, Any]:
+    """{"shard": shard} when it exists (at any epoch), else an error result."""
     if dataset not in state["datasets"]:
         return error(UNKNOWN_DATASET, f"unknown dataset {dataset[:140]!r}")
     found = shard(state, dataset, index)
     if found is None:
         count = state["datasets"][dataset]["shards"]
         return error(INVALID_ARGUMENT, f"shard {index} out of range 0..{count - 1} in {dataset}")
-    if found["epoch"] != expected_epoch:
-        return error(STALE_EPOCH, f"{dataset}/{index} is at epoch {found['epoch']}, not {expected_epoch}",
-                     epoch=found["epoch"])
     return {"shard": found}
+
+
+def _stale_epoch(dataset: str, index: int, entry: dict[str, Any], expected_epoch: int) -> Result | None:
+    if entry["epoch"] == expected_epoch:
+        return None
+    return error(STALE_EPOCH, f"{dataset}/{index} is at epoch {entry['epoch']}, not {expected_epoch}",
+                 epoch=entry["epoch"])
 
 
 def _replace_shard(state: State, dataset: str, index: int, new_shard: dict[str, Any]) -> dict[str, Any]:
@@ -360,6 +437,17 @@ def _replace_shard(state: State, dataset: str, index: int, new_shard: dict[str, 
         new_shard = {**new_shard, "incarnations": {n: i for n, i in incarnations.items() if n in new_shard["replicas"]}}
     shard_map[index] = new_shard
     return {"datasets": {**state["datasets"], dataset: {**old, "shard_map": shard_map}}}
+
+
+def _without_learner(datasets: dict[str, Any], node_id: str) -> dict[str, Any]:
+    """`datasets` with `node_id` dropped from every shard's learners (copy-on-write: changed shards only)."""
+    changed = {}
+    for name, dataset in datasets.items():
+        shard_map = [{**entry, "learners": [n for n in entry["learners"] if n != node_id]}
+                     if node_id in entry.get("learners", ()) else entry for entry in dataset["shard_map"]]
+        if any(new is not old for new, old in zip(shard_map, dataset["shard_map"])):
+            changed[name] = {**dataset, "shard_map": shard_map}
+    return {**datasets, **changed} if changed else datasets
 
 
 def _loads(state: State) -> tuple[dict[str, int], dict[str, int]]:

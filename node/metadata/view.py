@@ -7,10 +7,11 @@ dict. Each question a reader asks has exactly one definition here:
 - `MetadataView.under_replicated()`: shards with fewer in-sync replicas on *alive*
   nodes than the dataset's replication factor (the metric, `shoal status` and the
   controller all use this one rule; a suspect, dead, draining or removed node's copy
-  does not count toward safety).
+  does not count toward safety). Learners do not count either: they hold no acknowledged
+  write until they join the in-sync set.
 - `default_replication(alive)`: replication 0 means min(3, alive nodes), at least 1.
-- `MetadataView.shard(dataset, index)`, `ShardView.in_sync(node)`, `holds(node)`,
-  `MetadataView.node_by_raft_address(address)`.
+- `MetadataView.shard(dataset, index)`, `ShardView.in_sync(node)`, `is_learner(node)`,
+  `holds(node)` (in sync or learning), `MetadataView.node_by_raft_address(address)`.
 
 The state dict layout is documented in fsm.py; views are built from it and never
 written back (commands change the state, views only read it).
@@ -72,6 +73,10 @@ class ShardView:
 
     def in_sync(self, node_id: str) -> bool:
         return node_id in self.replicas
+
+    def is_learner(self, node_id: str) -> bool:
+        """The node is being filled with a copy (issue 18); not in the in-sync set, so no write waits for it."""
+        return node_id in self.learners
 
     def holds(self, node_id: str) -> bool:
         """The node keeps a copy of this shard (in sync or learning)."""

@@ -70,6 +70,13 @@ async def _replicate_to(ctx: ReplicationContext, replica: Replica, epoch: int, b
     return True
 
 
+async def replicate_entries(ctx: ReplicationContext, replica: Replica, epoch: int, backup: str,
+                            entries: list[RingEntry]) -> bool:
+    """Send `entries` in order to one replica (a joining learner); True when it applied the last."""
+    outcomes = await asyncio.gather(_replicate_to(ctx, replica, epoch, backup, entries), return_exceptions=True)
+    return not _failed([backup], outcomes)
+
+
 async def replicate(ctx: ReplicationContext, replica: Replica, epoch: int, backups: list[str],
                     seq: int, payload: bytes) -> list[str]:
     entry = RingEntry(seq, epoch, payload)

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+JOIN_LAG_ENTRIES_MAX = 256   # a learner further behind replays more before writes wait for its catch-up
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PrimaryStatistics:
@@ -53,6 +55,7 @@ class ShardPrimary:
         self._held: tuple[Op, int, asyncio.Future[Any]] | None = None   # opens the next group (bytes bound)
         self._stable = asyncio.Event()
         self._stable.set()
+        self._commit_lock = asyncio.Lock()   # a group commit, or a learner joining: one at a time
         self._task: asyncio.Task[None] | None = None
         self._groups_committed = 0
         self._ops_committed = 0
@@ -166,7 +169,8 @@ class ShardPrimary:
         try:
             while self.state != "stopped":
                 group = await self._take_group()
-                await self._commit(group)
+                async with self._commit_lock:
+                    await self._commit(group)
                 await asyncio.sleep(0)   # let readers that waited for this group run first
         except asyncio.CancelledError:
             pass
@@ -243,6 +247,33 @@ class ShardPrimary:
             raise UnknownOutcomeError(
                 f"shard {self.name}: write applied on the primary but not confirmed on every replica ({exc})") from exc
         return results
+
+    # ---- a learner joins the in-sync set ----
+
+    async def join_learner(self, learner: str, seq: int, incarnation: str) -> tuple[bool, str]:
+        """Catch the learner up from the ring and record it in sync (epoch + 1), between two
+        groups, so no write is acknowledged without it afterwards. Returns (joined, reason)."""
+        async with self._commit_lock:
+            if self.state != "active":
+                return False, f"primary is {self.state}"
+            own = self.replica.store.state.seq
+            if own - seq > JOIN_LAG_ENTRIES_MAX:
+                return False, f"{own - seq} entries behind: keep replaying"
+            entries = self.replica.ring.after(seq, own)
+            if entries is None:
+                return False, f"entries after seq {seq} are gone from the ring: copy again"
+            if entries and not await outbound.replicate_entries(self.context, self.replica, self.epoch, learner,
+                                                                entries):
+                return False, "catching up from the ring failed"
+            request = commands.join_in_sync(self.replica.dataset, self.replica.index, learner, self.epoch,
+                                            incarnation)
+            result = await self.context.propose(request, deadline_s=self.context.config.replicate_timeout_s * 3)
+            if not result.get("ok"):
+                return False, f"not recorded: {result.get('message')}"
+            logger.info("shard %s: learner %s joined the in-sync set at seq %d (epoch %d -> %d)",
+                        self.name, learner, own, self.epoch, result["epoch"])
+            await self._adopt(int(result["epoch"]), [*self.backups, learner])
+            return True, ""
 
     async def _fence_out(self, failed: list[str]) -> None:
         """Remove failed backups from the in-sync set through Raft, or stop serving."""

@@ -174,3 +174,65 @@ class ProposeResponse(_message.Message):
     RESULT_FIELD_NUMBER: _ClassVar[int]
     result: bytes
     def __init__(self, result: _Optional[bytes] = ...) -> None: ...
+
+class CopyShardRequest(_message.Message):
+    __slots__ = ("dataset", "shard", "dataset_id", "cluster_id", "learner", "table", "after")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    shard: int
+    dataset_id: str
+    cluster_id: str
+    learner: str
+    table: str
+    after: bytes
+    def __init__(self, dataset: _Optional[str] = ..., shard: _Optional[int] = ..., dataset_id: _Optional[str] = ..., cluster_id: _Optional[str] = ..., learner: _Optional[str] = ..., table: _Optional[str] = ..., after: _Optional[bytes] = ...) -> None: ...
+
+class CopyShardChunk(_message.Message):
+    __slots__ = ("table", "keys", "values", "done", "seq", "digest")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    keys: bytes
+    values: bytes
+    done: bool
+    seq: int
+    digest: int
+    def __init__(self, table: _Optional[str] = ..., keys: _Optional[bytes] = ..., values: _Optional[bytes] = ..., done: _Optional[bool] = ..., seq: _Optional[int] = ..., digest: _Optional[int] = ...) -> None: ...
+
+class JoinShardRequest(_message.Message):
+    __slots__ = ("dataset", "shard", "dataset_id", "cluster_id", "learner", "seq", "incarnation")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    shard: int
+    dataset_id: str
+    cluster_id: str
+    learner: str
+    seq: int
+    incarnation: str
+    def __init__(self, dataset: _Optional[str] = ..., shard: _Optional[int] = ..., dataset_id: _Optional[str] = ..., cluster_id: _Optional[str] = ..., learner: _Optional[str] = ..., seq: _Optional[int] = ..., incarnation: _Optional[str] = ...) -> None: ...
+
+class JoinShardResponse(_message.Message):
+    __slots__ = ("joined", "reason", "epoch")
+    JOINED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    joined: bool
+    reason: str
+    epoch: int
+    def __init__(self, joined: _Optional[bool] = ..., reason: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...

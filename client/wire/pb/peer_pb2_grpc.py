@@ -65,6 +65,16 @@ class PeerStub:
                 request_serializer=shoal_dot_v1_dot_peer__pb2.ProposeRequest.SerializeToString,
                 response_deserializer=shoal_dot_v1_dot_peer__pb2.ProposeResponse.FromString,
                 _registered_method=True)
+        self.CopyShard = channel.unary_stream(
+                '/shoal.v1.Peer/CopyShard',
+                request_serializer=shoal_dot_v1_dot_peer__pb2.CopyShardRequest.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_peer__pb2.CopyShardChunk.FromString,
+                _registered_method=True)
+        self.JoinShard = channel.unary_unary(
+                '/shoal.v1.Peer/JoinShard',
+                request_serializer=shoal_dot_v1_dot_peer__pb2.JoinShardRequest.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_peer__pb2.JoinShardResponse.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -115,6 +125,23 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CopyShard(self, request, context):
+        """Learner -> the shard's primary: the shard's tables in chunks after a position, each
+        from its own read transaction (node/storage/fill.py); the learner resumes after the
+        last chunk it installed. Throttled by the primary (repair_bytes_per_s).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def JoinShard(self, request, context):
+        """Learner -> the shard's primary, once its copy is done and its replay close: join the
+        in-sync set. The primary catches it up from its ring and records it through Raft.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +174,16 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.Propose,
                     request_deserializer=shoal_dot_v1_dot_peer__pb2.ProposeRequest.FromString,
                     response_serializer=shoal_dot_v1_dot_peer__pb2.ProposeResponse.SerializeToString,
+            ),
+            'CopyShard': grpc.unary_stream_rpc_method_handler(
+                    servicer.CopyShard,
+                    request_deserializer=shoal_dot_v1_dot_peer__pb2.CopyShardRequest.FromString,
+                    response_serializer=shoal_dot_v1_dot_peer__pb2.CopyShardChunk.SerializeToString,
+            ),
+            'JoinShard': grpc.unary_unary_rpc_method_handler(
+                    servicer.JoinShard,
+                    request_deserializer=shoal_dot_v1_dot_peer__pb2.JoinShardRequest.FromString,
+                    response_serializer=shoal_dot_v1_dot_peer__pb2.JoinShardResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -311,6 +348,60 @@ class Peer:
             '/shoal.v1.Peer/Propose',
             shoal_dot_v1_dot_peer__pb2.ProposeRequest.SerializeToString,
             shoal_dot_v1_dot_peer__pb2.ProposeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CopyShard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/shoal.v1.Peer/CopyShard',
+            shoal_dot_v1_dot_peer__pb2.CopyShardRequest.SerializeToString,
+            shoal_dot_v1_dot_peer__pb2.CopyShardChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JoinShard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Peer/JoinShard',
+            shoal_dot_v1_dot_peer__pb2.JoinShardRequest.SerializeToString,
+            shoal_dot_v1_dot_peer__pb2.JoinShardResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,103 @@
+"""Re-replication (issue 18): add learners to shards short of copies, drop learners that will never join. Planner.
+
+A shard wants `replication` copies on alive nodes. It counts its in-sync replicas on alive
+nodes plus its learners on alive nodes (a learner being filled counts, so one tick's
+decision is not taken again the next); while that is below the dataset's replication
+factor, it gets a learner (`add_learner`, epoch unchanged) on another alive node. The
+shard's primary fills it and proposes `join_in_sync` when it caught up (epoch + 1); that is
+the node side, not this planner.
+
+Choosing the node, in order: not already holding the shard (in sync or learning); fewer
+than `transfers_per_node_max` learners already (counted from the view over all shards, so
+a new controller sees the same count and nothing is lost with the old one); then a zone
+the shard's alive copies do not use yet; then the fewest replicas + learners in total;
+then the node id, so every controller plans the same. Only a shard whose primary is alive
+gets a learner: without one nobody can fill it, and the shard waits for a promotion
+(`shard_moves`) first.
+
+A learner on a dead, draining, removed or unknown node will never join: it is dropped
+(`remove_replica`, epoch unchanged), and the shard counts one copy fewer, so a new learner
+is chosen on the same round when a node is free. Dropping a learner loses nothing: no
+acknowledged write waits for one. A suspect node's learner stays (it may be back), but it
+is not counted as a copy.
+
+Pure over the view: every command carries `controller_term`, which fences it (fsm.py).
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from shoal.node.metadata import commands
+
+if TYPE_CHECKING:
+    from shoal.node.metadata.view import MetadataView, ShardView
+
+logger = logging.getLogger(__name__)
+
+_NEVER_JOINS = ("dead", "draining", "removed")   # node states whose learners are dropped
+
+
+def plan_repairs(view: MetadataView, controller_term: int, transfers_per_node_max: int) -> list[bytes]:
+    """add_learner and remove_replica (of learners) commands for this round, in shard order."""
+    assert transfers_per_node_max >= 1, transfers_per_node_max
+    planned: list[bytes] = []
+    learning, load = _counts(view)
+    for shard in view.shards():
+        for node_id in shard.learners:
+            if _never_joins(view, node_id):
+                logger.info("shard %s: learner %s dropped (node %s)", shard.name, node_id, _state_of(view, node_id))
+                planned.append(commands.remove_replica(shard.dataset, shard.index, node_id, shard.epoch,
+                                                       controller_term=controller_term))
+        if not view.is_alive(shard.primary):
+            continue   # nobody to fill a learner: a promotion comes first
+        wanted = view.datasets[shard.dataset].replication
+        have = view.in_sync_alive(shard) + sum(1 for n in shard.learners if view.is_alive(n))
+        for node_id in _choose(view, shard, wanted - have, learning, load, transfers_per_node_max):
+            logger.info("shard %s under-replicated (have %d, want %d): learner %s planned",
+                        shard.name, have, wanted, node_id)
+            planned.append(commands.add_learner(shard.dataset, shard.index, node_id, shard.epoch,
+                                                controller_term=controller_term))
+            have += 1
+    return planned
+
+
+def _choose(view: MetadataView, shard: ShardView, count: int, learning: dict[str, int], load: dict[str, int],
+            transfers_per_node_max: int) -> list[str]:
+    """Up to `count` nodes for new learners of `shard`; updates `learning` and `load` for what it chose."""
+    zones = {view.nodes[n].zone for n in (*shard.replicas, *shard.learners) if view.is_alive(n)}
+    chosen: list[str] = []
+    while len(chosen) < count:
+        candidates = [n for n in view.alive_nodes()
+                      if not shard.holds(n.id) and n.id not in chosen
+                      and learning.get(n.id, 0) < transfers_per_node_max]
+        if not candidates:
+            break
+        best = min(candidates, key=lambda n: (n.zone in zones, load.get(n.id, 0), n.id))
+        chosen.append(best.id)
+        zones.add(best.zone)
+        learning[best.id] = learning.get(best.id, 0) + 1
+        load[best.id] = load.get(best.id, 0) + 1
+    return chosen
+
+
+def _counts(view: MetadataView) -> tuple[dict[str, int], dict[str, int]]:
+    """Per node: learners (incoming copies), and replicas + learners, over every shard."""
+    learning: dict[str, int] = {}
+    load: dict[str, int] = {}
+    for shard in view.shards():
+        for node_id in shard.learners:
+            learning[node_id] = learning.get(node_id, 0) + 1
+        for node_id in (*shard.replicas, *shard.learners):
+            load[node_id] = load.get(node_id, 0) + 1
+    return learning, load
+
+
+def _never_joins(view: MetadataView, node_id: str) -> bool:
+    node = view.node(node_id)
+    return node is None or node.state in _NEVER_JOINS
+
+
+def _state_of(view: MetadataView, node_id: str) -> str:
+    node = view.node(node_id)
+    return "not registered" if node is None else node.state
