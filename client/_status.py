@@ -11,7 +11,10 @@ our own checks read, so keys are only ever added:
      "under_replicated": int,
      "unavailable": int,                                   # shards with no in-sync copy on an alive node
      "degraded_shards": [{"dataset", "shard", "state",     # "unavailable" or "under-replicated"
-                          "copies_left", "replication", "primary", "replicas", "learners"}]}
+                          "copies_left", "replication", "primary", "replicas", "learners",
+                          "repair": [{"node", "phase",        # copying | replaying | joining (learner's word)
+                                      "records_done", "records_total", "percent", "bytes_per_s",
+                                      "eta_s"}]}]}     # percent, eta_s None when unknown
 
 Shard and primary counts come from the map (the controller's word, also for nodes that
 do not answer); raft role, disk and uptime come from the node itself and are None when
@@ -68,6 +71,9 @@ def assemble(cluster_map: pb.ClusterMap, statuses: Mapping[str, pb.NodeStatus | 
     nodes = [_node_entry(node, statuses.get(node.address), hosted[node.id], primaries[node.id],
                          learners[node.id]) for node in cluster_map.nodes]
     degraded = degraded_shards(cluster_map)
+    repairs = repair_progress(cluster_map, statuses)
+    for entry in degraded:
+        entry["repair"] = repairs.get((entry["dataset"], entry["shard"]), [])
     datasets = [{"name": d.name, "shards": d.shards, "replication": d.replication,
                  "under_replicated": d.under_replicated} for d in cluster_map.datasets]
     return {
@@ -97,6 +103,26 @@ def degraded_shards(cluster_map: pb.ClusterMap) -> list[dict[str, Any]]:
                           "primary": shard.primary, "replicas": list(shard.replicas),
                           "learners": list(shard.learners)})
     found.sort(key=lambda entry: (entry["copies_left"] > 0, entry["dataset"], entry["shard"]))
+    return found
+
+
+def repair_progress(cluster_map: pb.ClusterMap, statuses: Mapping[str, pb.NodeStatus | ShoalError]
+                    ) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """Pure: (dataset, shard) -> the copies under way, as each learner reports them."""
+    ids = {node.address: node.id for node in cluster_map.nodes}
+    found: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for address, status in statuses.items():
+        if not isinstance(status, pb.NodeStatus):
+            continue
+        for shard in status.shards:
+            if shard.role != "learner":
+                continue
+            total = shard.fill_records_total
+            found.setdefault((shard.dataset, shard.index), []).append({
+                "node": ids.get(address, status.id), "phase": shard.fill_phase or "starting",
+                "records_done": shard.fill_records_done, "records_total": total,
+                "percent": round(100.0 * min(shard.fill_records_done, total) / total, 1) if total else None,
+                "bytes_per_s": round(shard.fill_bytes_per_s), "eta_s": round(shard.fill_eta_s, 1) or None})
     return found
 
 

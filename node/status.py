@@ -73,7 +73,7 @@ def cluster_map(node: StatusSource) -> data_pb2.ClusterMap:
 
 
 def replica_role(replica: Replica, view: MetadataView, node_id: str) -> str:
-    """primary | backup | stale: the role of one replica held by this node.
+    """primary | backup | learner | stale: the role of one replica held by this node.
 
     A replica is a backup only while the metadata lists this node in sync for that dataset
     incarnation and records this replica's incarnation (or none yet): a wiped one is stale.
@@ -81,7 +81,8 @@ def replica_role(replica: Replica, view: MetadataView, node_id: str) -> str:
     shard = view.shard(replica.dataset, replica.index)
     in_sync = (shard is not None and shard.dataset_id == replica.dataset_id and shard.in_sync(node_id)
                and shard.is_recorded(node_id, replica.store.incarnation))
-    return replica.role(in_sync)
+    learner = shard is not None and shard.dataset_id == replica.dataset_id and shard.is_learner(node_id)
+    return replica.role(in_sync, learner)
 
 
 async def node_status(node: StatusSource) -> data_pb2.NodeStatus:
@@ -91,11 +92,16 @@ async def node_status(node: StatusSource) -> data_pb2.NodeStatus:
     shards = []
     for replica in node.registry.replicas():
         store_state = replica.store.state
+        role = replica_role(replica, view, me)
+        fill = replica.fill if role == "learner" else None
         shards.append(data_pb2.ShardStatus(
-            dataset=replica.dataset, index=replica.index, role=replica_role(replica, view, me),
+            dataset=replica.dataset, index=replica.index, role=role,
             epoch=store_state.epoch, seq=store_state.seq, records=store_state.records,
             checksum=store_state.checksum, size_bytes=replica.store.size_bytes(), dataset_id=replica.dataset_id,
-            incarnation=replica.store.incarnation))
+            incarnation=replica.store.incarnation,
+            fill_records_done=fill.records_done if fill else 0, fill_records_total=fill.records_total if fill else 0,
+            fill_bytes_per_s=fill.bytes_per_s() if fill else 0.0, fill_phase=fill.phase if fill else "",
+            fill_eta_s=fill.eta_s() if fill else 0.0))
     return data_pb2.NodeStatus(
         id=me, address=node.config.address, raft_role=node.raft_role(),
         controller=node.controller_id() or "", metadata_version=view.version,

@@ -389,15 +389,27 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
                   f"unavailable shards: [{lost_color}]{report.get('unavailable', 0)}[/]")
 
 
+def _repair_text(repair: dict[str, Any]) -> str:
+    """'n4 copying 45% 12.3 MiB/s ETA 8 s': one learner's copy as its node reports it."""
+    parts = [repair["node"], repair["phase"]]
+    if repair["percent"] is not None:
+        parts.append(f"{repair['percent']:.0f}%")
+    if repair["bytes_per_s"]:
+        parts.append(f"{_bytes_text(repair['bytes_per_s'])}/s")
+    if repair["eta_s"] is not None:
+        parts.append(f"ETA {repair['eta_s']:.0f} s")
+    return " ".join(parts)
+
+
 def _degraded_table(degraded: list[dict[str, Any]]) -> Table:
     """Shards below their replication: unavailable (no live in-sync copy) in red, first."""
-    table = Table("dataset", "shard", "state", "copies left", "in-sync replicas", "learners",
+    table = Table("dataset", "shard", "state", "copies left", "in-sync replicas", "learners", "repair",
                   title="shards below their replication")
     for entry in degraded:
         color = "red" if entry["state"] == "unavailable" else "yellow"
         table.add_row(entry["dataset"], str(entry["shard"]), f"[{color}]{entry['state']}[/]",
                       f"{entry['copies_left']}/{entry['replication']}", ",".join(entry["replicas"]) or "-",
-                      ",".join(entry["learners"]) or "-")
+                      ",".join(entry["learners"]) or "-", "; ".join(map(_repair_text, entry.get("repair", []))) or "-")
     return table
 
 

@@ -67,7 +67,7 @@ async def chunks(ctx: ReplicationContext, replica: Replica, request: peer_pb2.Co
         await throttle.pay(len(keys) + len(values))
         _check(ctx, replica, request.learner)
         yield peer_pb2.CopyShardChunk(table=table, keys=keys, values=values, done=chunk.done, seq=chunk.seq,
-                                      digest=digest(keys, values))
+                                      digest=digest(keys, values), source_records=replica.store.state.records)
         if not chunk.done:
             after = chunk.pairs[-1][0]
             continue

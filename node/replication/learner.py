@@ -28,6 +28,7 @@ import msgpack
 
 from shoal.client.wire.pb import peer_pb2
 from shoal.node.replication.copy_source import digest
+from shoal.node.replication.replica import FillProgress
 from shoal.node.storage import fill
 from shoal.node.storage.entry import Entry
 
@@ -57,6 +58,7 @@ async def fill_replica(ctx: ReplicationContext, replica: Replica) -> None:
             continue
         try:
             if await _attempt(ctx, replica, shard.primary):
+                replica.fill = None
                 logger.info("shard %s: learner joined the in-sync set (copy and replay took %.1f s)",
                             replica.name, time.monotonic() - started_s)
                 return
@@ -68,12 +70,18 @@ async def fill_replica(ctx: ReplicationContext, replica: Replica) -> None:
 
 async def _attempt(ctx: ReplicationContext, replica: Replica, primary: str) -> bool:
     store = replica.store
+    replica.fill = FillProgress()
     state = await ctx.run_blocking(fill.fill_state, store)
     if state is None or state.source != primary:
         logger.info("shard %s: learner starts a copy from %s", replica.name, primary)
         state = await ctx.run_blocking(fill.begin, store, primary)
+    else:
+        logger.info("shard %s: learner resumes its copy from %s at table %s", replica.name, primary,
+                    state.table or "(copied)")
+    replica.fill.records_done = replica.fill.records_start = await ctx.run_blocking(fill.records_installed, store)
     if state.table not in (fill.COPIED, fill.REPLAYING):
         state = await _copy(ctx, replica, primary, state)
+    replica.fill.phase = "replaying"
     if state.table == fill.COPIED:
         state = await ctx.run_blocking(fill.finish, store, state)
         logger.info("shard %s: copy from %s done (%d records, base seq %d); replaying entries",
@@ -81,6 +89,7 @@ async def _attempt(ctx: ReplicationContext, replica: Replica, primary: str) -> b
     if not await _replay(ctx, replica, primary):
         await ctx.run_blocking(fill.begin, store, primary)    # the entries are gone: copy again
         raise CopyFailed(f"{primary}'s recent entries no longer reach back to seq {store.state.seq}")
+    replica.fill.phase = "joining"
     return await _join(ctx, replica, primary)
 
 
@@ -98,6 +107,7 @@ async def _copy(ctx: ReplicationContext, replica: Replica, primary: str, state: 
         values = msgpack.unpackb(message.values, raw=False)
         chunk = fill.Chunk(message.table, list(zip(keys, values)), message.done, message.seq)
         state = await ctx.run_blocking(fill.install, replica.store, state, chunk)
+        _count(replica, message, len(keys))
         if state.table == fill.COPIED:
             return state
     raise CopyFailed(f"the copy stream from {primary} ended in table {state.table}")
@@ -142,6 +152,16 @@ async def _join(ctx: ReplicationContext, replica: Replica, primary: str) -> bool
         await backoff.asleep(deadline_s)
     await ctx.run_blocking(fill.forget, replica.store)
     return True
+
+
+def _count(replica: Replica, message: peer_pb2.CopyShardChunk, records: int) -> None:
+    progress = replica.fill
+    if progress is None:
+        return
+    progress.bytes_done += len(message.keys) + len(message.values)
+    if message.table == fill.TABLES[0]:
+        progress.records_total = message.source_records
+        progress.records_done += records
 
 
 def _is_learner(ctx: ReplicationContext, replica: Replica) -> bool:

@@ -83,6 +83,12 @@ def fill_state(store: ShardStore) -> FillState | None:
     return FillState(source.decode(), int.from_bytes(base, "big") - 1, table.decode(), cursor)
 
 
+def records_installed(store: ShardStore) -> int:
+    """Records in the replica now (a copy's progress)."""
+    with store._env.begin() as txn:
+        return int(txn.stat(store._records_db)["entries"])
+
+
 def begin(store: ShardStore, source: str) -> FillState:
     """Empty the replica and start a copy from `source`: a new incarnation (its content is
     new), seq 0, nothing copied yet."""

@@ -83,3 +83,34 @@ def test_a_node_restarted_after_being_fenced_out_is_refilled(tmp_path: pathlib.P
         wait_for(lambda: restored(cluster, client, "kv", 3), cluster, f"{victim} back in sync", timeout_s=60)
         wait_for(lambda: converged(cluster, "kv", 3), cluster, "equal checksums on the 3 replicas")
         check_every_write(client, "kv", acked, 5_000)
+
+
+def test_a_copy_shows_progress_and_resumes_after_the_learner_is_killed(tmp_path: pathlib.Path) -> None:
+    """A throttled copy (about 8 s): `status` shows it under way with a percentage; kill -9 of
+    the learner mid-copy and a restart: the copy continues after its last installed chunk
+    (the node logs no second "starts a copy" for the shard) and the shard gets its 3 copies."""
+    slow = {**FAST, "SHOAL_REPAIR_BYTES_PER_S": "400000", "SHOAL_SCAN_CHUNK_BYTES_MAX": "65536"}
+    with LocalCluster(tmp_path / "c", nodes=4, env=slow) as cluster, cluster.client(timeout_s=15) as client:
+        client.create_dataset("kv", shards=1, replication=3)
+        client.put_many("kv", ((f"k{i:06d}", {"i": i, "pad": "p" * 64}) for i in range(36_000)))
+        controller = str(client.status()["controller"])
+        victim = sorted(holders(client, "kv") - {controller})[0]
+        cluster.kill(victim)
+        progress: list[dict[str, Any]] = []
+
+        def copying() -> bool:
+            entries = [r for e in client.status()["degraded_shards"] for r in e.get("repair", [])]
+            progress[:] = [r for r in entries if r["phase"] == "copying" and (r["percent"] or 0) > 5]
+            return bool(progress)
+        wait_for(copying, cluster, "a copy under way in status", timeout_s=60)
+        learner = progress[0]["node"]
+        assert 5 < progress[0]["percent"] < 100 and progress[0]["bytes_per_s"] > 0
+        cluster.kill(learner)
+        cluster.start_node(learner)
+        wait_for(lambda: restored(cluster, client, "kv", 3), cluster, "3 in-sync replicas again", timeout_s=90)
+        wait_for(lambda: converged(cluster, "kv", 3), cluster, "equal checksums on the 3 replicas")
+        assert learner in in_sync_on_running(cluster, client, "kv")[0]
+        log = cluster.log_tail(learner, 2000)
+        assert log.count("learner starts a copy") == 1, log[-3000:]
+        assert "learner resumes its copy from" in log.split("local cluster starts")[-1], log[-3000:]
+        check_every_write(client, "kv", {}, 36_000)

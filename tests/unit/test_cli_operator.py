@@ -101,6 +101,30 @@ def test_issue16_status_separates_unavailable_from_under_replicated() -> None:
     assert report["datasets"] == [{"name": "events", "shards": 3, "replication": 2, "under_replicated": 2}]
 
 
+def test_issue18_status_shows_each_copy_under_way() -> None:
+    """A learner's node reports its copy (phase, records of the primary's count, rate, ETA): status
+    attaches it to the shard's degraded entry, and the table prints it; a learner that did not
+    answer shows nothing."""
+    from shoal.client.cli.data_cmds import _repair_text
+    shard_map = [pb.ShardInfo(index=0, primary="n1", replicas=["n1", "n2"], learners=["n4"]),
+                 pb.ShardInfo(index=1, primary="n2", replicas=["n2", "n1"], learners=["n3"])]
+    cluster_map = pb.ClusterMap(
+        version=9, controller="n1", under_replicated=2,
+        nodes=[pb.NodeInfo(id=f"n{i}", address=f"a:{i}", state="alive") for i in (1, 2, 3, 4)],
+        datasets=[pb.DatasetInfo(name="kv", shards=2, replication=3, shard_map=shard_map, under_replicated=2)])
+    learner = pb.NodeStatus(id="n4", shards=[
+        pb.ShardStatus(dataset="kv", index=0, role="learner", fill_phase="copying", fill_records_done=450,
+                       fill_records_total=1000, fill_bytes_per_s=2 * 1024 * 1024, fill_eta_s=8.04),
+        pb.ShardStatus(dataset="other", index=0, role="backup")])
+    report = assemble(cluster_map, {"a:4": learner})
+    json.dumps(report)
+    repairs = {e["shard"]: e["repair"] for e in report["degraded_shards"]}
+    assert repairs[1] == []
+    assert repairs[0] == [{"node": "n4", "phase": "copying", "records_done": 450, "records_total": 1000,
+                           "percent": 45.0, "bytes_per_s": 2097152, "eta_s": 8.0}]
+    assert _repair_text(repairs[0][0]) == "n4 copying 45% 2.0 MiB/s ETA 8 s"
+
+
 def test_issue16_status_falls_back_to_local_cluster_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without --cluster, the addresses of ./shoal-data/cluster.json are tried after the default; an
     explicit --cluster is used alone."""

@@ -308,7 +308,7 @@ class NodeStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ShardStatus(_message.Message):
-    __slots__ = ("dataset", "index", "role", "epoch", "seq", "records", "checksum", "size_bytes", "dataset_id", "incarnation")
+    __slots__ = ("dataset", "index", "role", "epoch", "seq", "records", "checksum", "size_bytes", "dataset_id", "incarnation", "fill_records_done", "fill_records_total", "fill_bytes_per_s", "fill_phase", "fill_eta_s")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -319,6 +319,11 @@ class ShardStatus(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    FILL_RECORDS_DONE_FIELD_NUMBER: _ClassVar[int]
+    FILL_RECORDS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    FILL_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    FILL_PHASE_FIELD_NUMBER: _ClassVar[int]
+    FILL_ETA_S_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     index: int
     role: str
@@ -329,7 +334,12 @@ class ShardStatus(_message.Message):
     size_bytes: int
     dataset_id: str
     incarnation: str
-    def __init__(self, dataset: _Optional[str] = ..., index: _Optional[int] = ..., role: _Optional[str] = ..., epoch: _Optional[int] = ..., seq: _Optional[int] = ..., records: _Optional[int] = ..., checksum: _Optional[int] = ..., size_bytes: _Optional[int] = ..., dataset_id: _Optional[str] = ..., incarnation: _Optional[str] = ...) -> None: ...
+    fill_records_done: int
+    fill_records_total: int
+    fill_bytes_per_s: float
+    fill_phase: str
+    fill_eta_s: float
+    def __init__(self, dataset: _Optional[str] = ..., index: _Optional[int] = ..., role: _Optional[str] = ..., epoch: _Optional[int] = ..., seq: _Optional[int] = ..., records: _Optional[int] = ..., checksum: _Optional[int] = ..., size_bytes: _Optional[int] = ..., dataset_id: _Optional[str] = ..., incarnation: _Optional[str] = ..., fill_records_done: _Optional[int] = ..., fill_records_total: _Optional[int] = ..., fill_bytes_per_s: _Optional[float] = ..., fill_phase: _Optional[str] = ..., fill_eta_s: _Optional[float] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
     __slots__ = ("id", "address", "raft_role", "controller", "metadata_version", "uptime_s", "disk_used_bytes", "disk_free_bytes", "lease_valid", "shards", "version", "cluster_id")

@@ -194,20 +194,22 @@ class CopyShardRequest(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., shard: _Optional[int] = ..., dataset_id: _Optional[str] = ..., cluster_id: _Optional[str] = ..., learner: _Optional[str] = ..., table: _Optional[str] = ..., after: _Optional[bytes] = ...) -> None: ...
 
 class CopyShardChunk(_message.Message):
-    __slots__ = ("table", "keys", "values", "done", "seq", "digest")
+    __slots__ = ("table", "keys", "values", "done", "seq", "digest", "source_records")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_RECORDS_FIELD_NUMBER: _ClassVar[int]
     table: str
     keys: bytes
     values: bytes
     done: bool
     seq: int
     digest: int
-    def __init__(self, table: _Optional[str] = ..., keys: _Optional[bytes] = ..., values: _Optional[bytes] = ..., done: _Optional[bool] = ..., seq: _Optional[int] = ..., digest: _Optional[int] = ...) -> None: ...
+    source_records: int
+    def __init__(self, table: _Optional[str] = ..., keys: _Optional[bytes] = ..., values: _Optional[bytes] = ..., done: _Optional[bool] = ..., seq: _Optional[int] = ..., digest: _Optional[int] = ..., source_records: _Optional[int] = ...) -> None: ...
 
 class JoinShardRequest(_message.Message):
     __slots__ = ("dataset", "shard", "dataset_id", "cluster_id", "learner", "seq", "incarnation")
