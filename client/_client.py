@@ -401,6 +401,16 @@ class Client:
                                                      what="node status")
         return status
 
+    def drain_node(self, node_id: str) -> int:
+        """Move every replica off `node_id` (it becomes "draining"; the controller re-replicates
+        its shards elsewhere, then drops its copies). Returns the replicas it still holds: call
+        again (idempotent) until 0, then the node is safe to remove."""
+        check_name(node_id, "node_id")
+        request = pb.DrainNodeRequest(node_id=node_id)
+        response = self._retry("drain node", lambda deadline_s: self._metadata_call(
+            "DrainNode", request, deadline_s, "drain node", None), write=True)
+        return int(response.replicas)
+
     def status(self) -> dict[str, Any]:
         """The cluster at a glance (the `shoal status --json` contract, DESIGN.md 9)."""
         cluster_map = self.cluster_map()

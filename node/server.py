@@ -138,6 +138,14 @@ class DataService(data_pb2_grpc.DataServicer):
         dataset = self.node.metadata.view.dataset(target.dataset)
         return None if dataset is None else codec_for(dataset.name, dataset.id, dataset.schema)
 
+    async def DrainNode(self, request: data_pb2.DrainNodeRequest, context: Any) -> data_pb2.DrainNodeResponse:
+        await self._propose(commands.drain_node(request.node_id))
+        await self.node.metadata.barrier(timeout_s=self.config.barrier_timeout_s)
+        view = self.node.metadata.view
+        node = view.node(request.node_id)
+        held = sum(1 for shard in view.shards() if shard.holds(request.node_id))
+        return data_pb2.DrainNodeResponse(state=node.state if node else "", replicas=held)
+
     async def CreateDataset(self, request: data_pb2.CreateDatasetRequest, context: Any) -> data_pb2.DatasetInfo:
         nodes = max(1, len(self.node.metadata.view.alive_nodes()))   # shards spread evenly: our share
         copies = request.shards * min(max(request.replication, 1), nodes)

@@ -156,6 +156,10 @@ class ShardRegistry:
                 f"metadata names {shard.primary} primary at epoch {shard.epoch}"
             self._stop_primary(replica, reason)
             return
+        view = self.context.metadata.view
+        if self._draining(view) and view.in_sync_alive(shard) >= view.datasets[shard.dataset].replication:
+            self._hand_off(replica, shard)
+            return
         backups = shard.backups()
         if primary is not None and primary.state != "stopped":
             primary.update(shard.epoch, backups)
@@ -165,6 +169,42 @@ class ShardRegistry:
             return
         primary = replica.primary = ShardPrimary(replica, self.context, epoch=shard.epoch, backups=backups)
         self._activations[key] = asyncio.get_running_loop().create_task(self._activate(primary))
+
+    def _draining(self, view: MetadataView) -> bool:
+        node = view.node(self.config.node_id)
+        return node is not None and node.state == "draining"
+
+    def _hand_off(self, replica: Replica, shard: ShardView) -> None:
+        """This node drains and the shard has its copies elsewhere: give the primary role to the
+        first alive in-sync backup (once; the next reconcile tries again if it failed)."""
+        key = (replica.dataset_id, replica.index)
+        task = self._activations.get(key)
+        if task is not None and not task.done():
+            return
+        view = self.context.metadata.view
+        successor = next((n for n in shard.backups() if view.is_alive(n)), None)
+        if successor is None:
+            return
+        primary, replica.primary = replica.primary, None
+        if primary is not None and primary.state != "active":
+            primary.stop("draining")
+            primary = None
+        self._activations[key] = asyncio.get_running_loop().create_task(
+            self._hand_off_to(replica, shard.epoch, primary, successor))
+
+    async def _hand_off_to(self, replica: Replica, epoch: int, primary: ShardPrimary | None, successor: str) -> None:
+        """Through the serving primary (it stops between two groups first), or directly when
+        this node does not serve the shard (restarted while draining)."""
+        try:
+            if primary is not None:
+                await primary.hand_off(successor)
+                return
+            request = commands.promote(replica.dataset, replica.index, successor, epoch)
+            result = await self.context.propose(request, deadline_s=self.config.replicate_timeout_s * 3)
+            logger.info("shard %s: handed to %s (node draining, not serving): %s", replica.name, successor,
+                        "ok" if result.get("ok") else result.get("message"))
+        except NodeError as exc:
+            logger.warning("shard %s: hand-off to %s failed: %s", replica.name, successor, exc)
 
     async def _activate(self, primary: ShardPrimary) -> None:
         try:

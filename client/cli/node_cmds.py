@@ -1,4 +1,4 @@
-"""`shoal node start`: run a node daemon in the foreground.
+"""`shoal node start`: run a node daemon in the foreground; `shoal node drain`: empty a node.
 
 The flags become a dict keyed by NodeConfig field names (None = not given, so the config
 file and SHOAL_* environment variables can supply it) for shoal.node.__main__.run, which
@@ -11,16 +11,18 @@ Other node commands (`shoal node drain`) register on `node_app`.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from shoal.client.cli._common import fail
+from shoal.client.cli._common import command_errors, connect, fail
 
 logger = logging.getLogger(__name__)
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DRAIN_POLL_S = 1.0
 
 node_app = typer.Typer(help="Run and manage node daemons.", no_args_is_help=True)
 
@@ -99,3 +101,28 @@ def start(
     except KeyboardInterrupt:
         code = 130
     raise typer.Exit(code)
+
+
+@node_app.command("drain")
+@command_errors
+def drain(
+    ctx: typer.Context,
+    node_id: Annotated[str, typer.Argument(help="The node to empty (its id, as `shoal status` shows it).")],
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until it holds no replica.")] = True,
+    timeout: Annotated[float, typer.Option("--wait-timeout", help="Seconds to wait at most.")] = 3600.0,
+) -> None:
+    """Move every replica off a node before removing it: it becomes "draining", its shards
+    are re-replicated on the other nodes, then its copies are dropped. Safe to repeat."""
+    with connect(ctx) as client:
+        held = client.drain_node(node_id)
+        typer.echo(f"node {node_id} draining: {held} replicas to move")
+        deadline_s = time.monotonic() + timeout
+        while wait and held and time.monotonic() < deadline_s:
+            time.sleep(DRAIN_POLL_S)   # the interval of a deadline loop over the cluster's own progress
+            left = client.drain_node(node_id)
+            if left != held:
+                typer.echo(f"node {node_id}: {left} replicas left")
+            held = left
+    if held:
+        fail(f"node {node_id} still holds {held} replicas" + (f" after {timeout:.0f} s" if wait else ""), code=1)
+    typer.echo(f"node {node_id} holds no replicas: safe to remove")

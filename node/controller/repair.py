@@ -21,6 +21,12 @@ is chosen on the same round when a node is free. Dropping a learner loses nothin
 acknowledged write waits for one. A suspect node's learner stays (it may be back), but it
 is not counted as a copy.
 
+Draining (`shoal node drain`): a draining node is not alive, so its replicas do not count
+and learners are added elsewhere; once a shard has its replication factor on alive nodes,
+the draining node's backup leaves the in-sync set (`remove_replica`, one per shard per
+round). A draining primary hands its shard to an in-sync backup itself (shards.py), so it
+stops serving before the promotion and no read sees a stale primary.
+
 Pure over the view: every command carries `controller_term`, which fences it (fsm.py).
 """
 from __future__ import annotations
@@ -49,8 +55,8 @@ def plan_repairs(view: MetadataView, controller_term: int, transfers_per_node_ma
                 logger.info("shard %s: learner %s dropped (node %s)", shard.name, node_id, _state_of(view, node_id))
                 planned.append(commands.remove_replica(shard.dataset, shard.index, node_id, shard.epoch,
                                                        controller_term=controller_term))
-        if not view.is_alive(shard.primary):
-            continue   # nobody to fill a learner: a promotion comes first
+        if not (view.is_alive(shard.primary) or _draining(view, shard.primary)):
+            continue   # nobody to fill a learner: a promotion comes first (a draining primary still serves)
         wanted = view.datasets[shard.dataset].replication
         have = view.in_sync_alive(shard) + sum(1 for n in shard.learners if view.is_alive(n))
         for node_id in _choose(view, shard, wanted - have, learning, load, transfers_per_node_max):
@@ -59,7 +65,17 @@ def plan_repairs(view: MetadataView, controller_term: int, transfers_per_node_ma
             planned.append(commands.add_learner(shard.dataset, shard.index, node_id, shard.epoch,
                                                 controller_term=controller_term))
             have += 1
+        leaving = [n for n in shard.replicas if n != shard.primary and _draining(view, n)]
+        if leaving and view.in_sync_alive(shard) >= wanted:   # its copies are elsewhere now: one per round
+            logger.info("shard %s: draining node %s leaves its in-sync set", shard.name, leaving[0])
+            planned.append(commands.remove_replica(shard.dataset, shard.index, leaving[0], shard.epoch,
+                                                   controller_term=controller_term))
     return planned
+
+
+def _draining(view: MetadataView, node_id: str) -> bool:
+    node = view.node(node_id)
+    return node is not None and node.state == "draining"
 
 
 def _choose(view: MetadataView, shard: ShardView, count: int, learning: dict[str, int], load: dict[str, int],

@@ -67,6 +67,7 @@ _SCHEMAS: dict[str, dict[str, type]] = {
     "noop": {},
     # re-replication (issue 18): a learner is filled by the primary, then joins the in-sync set
     "add_learner": {"dataset": str, "shard": int, "node_id": str, "expected_epoch": int, "controller_term": int},
+    "drain_node": {"node_id": str},   # an operator's request: every replica moves off the node
     "join_in_sync": {"dataset": str, "shard": int, "node_id": str, "expected_epoch": int, "incarnation": str},
     # identity (issue 15): the cluster id, and which LMDB environment each in-sync replica is
     "init_cluster": {"cluster_id": str},
@@ -167,6 +168,12 @@ def set_node_state(node_id: str, state: str, *, controller_term: int = 0, reques
     """state: one of NODE_STATES. A controller decision: controller_term is the term of the
     controller's become_controller (0 only while no controller was ever recorded)."""
     return _encode("set_node_state", request_id, node_id=node_id, state=state, controller_term=controller_term)
+
+
+def drain_node(node_id: str, *, request_id: str | None = None) -> bytes:
+    """The operator's `shoal node drain`: the node becomes "draining"; the controller moves its
+    replicas to other nodes (controller/repair.py). Not a controller decision."""
+    return _encode("drain_node", request_id, node_id=node_id)
 
 
 def create_dataset(name: str, shards: int, replication: int = 0, *, schema: dict[str, Any] | None = None,

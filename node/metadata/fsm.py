@@ -150,6 +150,20 @@ def _set_node_state(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]
     return changes, ok(node_id=node_id, state=node_state)
 
 
+def _drain_node(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
+    node_id = cmd["node_id"]
+    entry = state["nodes"].get(node_id)
+    if entry is None:
+        return None, error(INVALID_ARGUMENT, f"unknown node {node_id[:80]!r}")
+    if entry["state"] == "removed":
+        return None, error(INVALID_ARGUMENT, f"node {node_id} was removed: nothing to drain")
+    if entry["state"] == "draining":
+        return None, ok(node_id=node_id, state="draining")
+    nodes = {**state["nodes"], node_id: {**entry, "state": "draining"}}
+    return {"nodes": nodes, "datasets": _without_learner(state["datasets"], node_id)}, ok(node_id=node_id,
+                                                                                            state="draining")
+
+
 def _create_dataset(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
     name, shards, replication = cmd["name"], cmd["shards"], cmd["replication"]
     if not _DATASET_NAME.fullmatch(name):
@@ -382,6 +396,7 @@ def _become_controller(state: State, cmd: dict[str, Any]) -> tuple[Changes, Resu
 _HANDLERS: dict[str, Callable[[State, dict[str, Any]], tuple[Changes, Result]]] = {
     "register_node": _register_node,
     "set_node_state": _set_node_state,
+    "drain_node": _drain_node,
     "create_dataset": _create_dataset,
     "drop_dataset": _drop_dataset,
     "remove_replica": _remove_replica,

@@ -248,6 +248,21 @@ class ShardPrimary:
                 f"shard {self.name}: write applied on the primary but not confirmed on every replica ({exc})") from exc
         return results
 
+    # ---- draining: hand the shard to an in-sync backup ----
+
+    async def hand_off(self, successor: str) -> None:
+        """Stop serving between two groups, then have `successor` promoted (epoch + 1); the
+        successor's activation catches up from the backups. Raises NodeError if not recorded."""
+        async with self._commit_lock:
+            epoch = self.epoch
+            self.stop(f"draining: the shard goes to {successor}")
+        request = commands.promote(self.replica.dataset, self.replica.index, successor, epoch)
+        result = await self.context.propose(request, deadline_s=self.context.config.replicate_timeout_s * 3)
+        if not result.get("ok"):
+            raise ReplicationError(f"shard {self.name}: hand-off to {successor} not recorded: {result.get('message')}")
+        logger.info("shard %s: handed to %s (node draining; epoch %d -> %d)", self.name, successor, epoch,
+                    result["epoch"])
+
     # ---- a learner joins the in-sync set ----
 
     async def join_learner(self, learner: str, seq: int, incarnation: str) -> tuple[bool, str]:

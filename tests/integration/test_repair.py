@@ -114,3 +114,37 @@ def test_a_copy_shows_progress_and_resumes_after_the_learner_is_killed(tmp_path:
         assert log.count("learner starts a copy") == 1, log[-3000:]
         assert "learner resumes its copy from" in log.split("local cluster starts")[-1], log[-3000:]
         check_every_write(client, "kv", {}, 36_000)
+
+
+def test_drain_moves_every_replica_off_a_node_during_writes(tmp_path: pathlib.Path) -> None:
+    """`shoal node drain ID` on a node holding primaries, with writes running: it ends "safe to
+    remove" holding nothing, every shard has 3 equal in-sync replicas on the other nodes, and
+    every acknowledged write is readable."""
+    import os
+    import subprocess
+    import sys
+    with LocalCluster(tmp_path / "c", nodes=4, env=REPAIR) as cluster, cluster.client(timeout_s=15) as client:
+        client.create_dataset("kv", shards=4, replication=3)
+        client.put_many("kv", ((f"k{i:06d}", {"i": i, "pad": "p" * 64}) for i in range(8_000)))
+        controller = str(client.status()["controller"])
+        shard_map = {d.name: d for d in client.cluster_map().datasets}["kv"].shard_map
+        primaries = {s.primary for s in shard_map} - {controller}
+        leaving = sorted(primaries)[0] if primaries else sorted(holders(client, "kv") - {controller})[0]
+        writer = Writer(client, "kv")
+        writer.start()
+        try:
+            wait_for(lambda: len(writer.acked) > 50, cluster, "first writes")
+            drained = subprocess.run(
+                [sys.executable, "-m", "shoal.client.cli", "--cluster", ",".join(cluster.addresses),
+                 "node", "drain", leaving, "--wait-timeout", "90"],
+                capture_output=True, text=True, timeout=120, env={**os.environ})
+            assert drained.returncode == 0, drained.stdout + drained.stderr + cluster.dump_logs()
+            assert f"node {leaving} holds no replicas: safe to remove" in drained.stdout
+            acked_after = len(writer.acked)
+            wait_for(lambda: len(writer.acked) > acked_after + 50, cluster, "writes after the drain")
+        finally:
+            writer.stop()
+        assert leaving not in holders(client, "kv")
+        assert restored(cluster, client, "kv", 3)
+        wait_for(lambda: converged(cluster, "kv", 3), cluster, "equal checksums on the 3 replicas")
+        check_every_write(client, "kv", writer.acked, 8_000)

@@ -120,7 +120,7 @@ GOOD: dict[str, tuple[Any, ...]] = {
     "create_dataset": ("x",), "drop_dataset": ("x",), "put": ("ds", "k", 1), "get": ("ds", "k"),
     "delete": ("ds", "k"), "compare_and_set": ("ds", "k", 1, 2), "put_many": ("ds", []), "scan": ("ds",),
     "node_status": ("127.0.0.1:1",), "node_status_or_error": ("127.0.0.1:1", 1.0),
-    "query": ("ds",), "job": ("0123abcd",), "map_reduce": ("ds", len, len),
+    "query": ("ds",), "job": ("0123abcd",), "map_reduce": ("ds", len, len), "drain_node": ("n1",),
 }
 
 # (method, positional arguments, keyword arguments, words the message must contain)
@@ -165,6 +165,8 @@ BAD_ARGUMENTS: list[tuple[str, tuple[Any, ...], dict[str, Any], tuple[str, ...]]
     ("query", (None,), {}, ("dataset", "NoneType")),
     ("query", ("",), {}, ("dataset", "empty")),
     ("job", (12,), {}, ("job_id", "int")),
+    ("drain_node", (4,), {}, ("node_id", "int")),
+    ("drain_node", ("",), {}, ("node_id",)),
     ("map_reduce", ("ds", "not a function", len), {"output": "out"}, ("functions", "str")),
     ("map_reduce", (3, len, len), {"output": "out"}, ("dataset", "int")),
     ("map_reduce", ("ds", len, len), {"output": None}, ("output", "NoneType")),

@@ -204,3 +204,27 @@ def test_config_repair_settings_defaults_and_bounds() -> None:
     config = load_config({"node_id": "n1", "data_dir": "/nonexistent"},
                          environ={"SHOAL_REPAIR_TRANSFERS_PER_NODE_MAX": "5", "SHOAL_REPAIR_BYTES_PER_S": "0"})
     assert (config.repair_transfers_per_node_max, config.repair_bytes_per_s) == (5, 0)
+
+
+def test_a_draining_node_gets_its_shards_copied_then_its_backups_leave() -> None:
+    """drain_node: the node's shards get learners elsewhere (its primary still fills them), and a
+    draining backup leaves the in-sync set only once the shard has its factor on alive nodes;
+    a draining primary is never removed by the planner (it hands off itself)."""
+    zones = {"n1": "a", "n2": "a", "n3": "a", "n4": "a"}
+    state = cluster(zones, [["n1", "n2", "n3"], ["n2", "n1", "n3"]])
+    state = run(state, commands.drain_node("n1"))
+    assert state["nodes"]["n1"]["state"] == "draining"
+    assert [(c["op"], c["shard"], c["node_id"]) for c in plan(state)] == [("add_learner", 0, "n4"),
+                                                                          ("add_learner", 1, "n4")]
+    state = apply_plan(state)
+    assert plan(state) == []                         # copies under way: nothing leaves yet
+    for shard in (0, 1):
+        state = run(state, commands.join_in_sync("ds", shard, "n4", 1, f"inc{shard}"))
+    planned = plan(state)
+    assert [(c["op"], c["shard"], c["node_id"]) for c in planned] == [("remove_replica", 1, "n1")]
+    state = apply_plan(state)
+    assert state["datasets"]["ds"]["shard_map"][1]["replicas"] == ["n2", "n3", "n4"]
+    assert plan(state) == []                         # shard 0: n1 is its primary, it hands off itself
+    assert fsm.apply(state, commands.drain_node("n1"))[1]["ok"]       # repeated: idempotent
+    refused = fsm.apply(state, commands.drain_node("n9"))[1]
+    assert refused["error"] == "INVALID_ARGUMENT" and "n9" in refused["message"]

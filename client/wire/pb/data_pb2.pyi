@@ -55,6 +55,20 @@ JOB_FAILED: ErrorCode
 USER_CODE_DISABLED: ErrorCode
 INVALID_QUERY: ErrorCode
 
+class DrainNodeRequest(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+
+class DrainNodeResponse(_message.Message):
+    __slots__ = ("state", "replicas")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    replicas: int
+    def __init__(self, state: _Optional[str] = ..., replicas: _Optional[int] = ...) -> None: ...
+
 class CreateDatasetRequest(_message.Message):
     __slots__ = ("name", "shards", "replication", "request_id", "schema_json")
     NAME_FIELD_NUMBER: _ClassVar[int]

@@ -95,6 +95,11 @@ class DataStub:
                 request_serializer=shoal_dot_v1_dot_data__pb2.NodeStatusRequest.SerializeToString,
                 response_deserializer=shoal_dot_v1_dot_data__pb2.NodeStatus.FromString,
                 _registered_method=True)
+        self.DrainNode = channel.unary_unary(
+                '/shoal.v1.Data/DrainNode',
+                request_serializer=shoal_dot_v1_dot_data__pb2.DrainNodeRequest.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_data__pb2.DrainNodeResponse.FromString,
+                _registered_method=True)
 
 
 class DataServicer:
@@ -177,6 +182,14 @@ class DataServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrainNode(self, request, context):
+        """`shoal node drain ID`: the node becomes "draining" and the controller moves every
+        replica it holds to other nodes; the answer says how many it still holds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -239,6 +252,11 @@ def add_DataServicer_to_server(servicer, server):
                     servicer.GetNodeStatus,
                     request_deserializer=shoal_dot_v1_dot_data__pb2.NodeStatusRequest.FromString,
                     response_serializer=shoal_dot_v1_dot_data__pb2.NodeStatus.SerializeToString,
+            ),
+            'DrainNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainNode,
+                    request_deserializer=shoal_dot_v1_dot_data__pb2.DrainNodeRequest.FromString,
+                    response_serializer=shoal_dot_v1_dot_data__pb2.DrainNodeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -565,6 +583,33 @@ class Data:
             '/shoal.v1.Data/GetNodeStatus',
             shoal_dot_v1_dot_data__pb2.NodeStatusRequest.SerializeToString,
             shoal_dot_v1_dot_data__pb2.NodeStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Data/DrainNode',
+            shoal_dot_v1_dot_data__pb2.DrainNodeRequest.SerializeToString,
+            shoal_dot_v1_dot_data__pb2.DrainNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,
