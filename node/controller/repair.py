@@ -21,6 +21,11 @@ is chosen on the same round when a node is free. Dropping a learner loses nothin
 acknowledged write waits for one. A suspect node's learner stays (it may be back), but it
 is not counted as a copy.
 
+Rebalancing: when nothing else is under way and the most and least loaded alive nodes
+differ by 2 or more replicas, one shard gets a learner on the least loaded node; once it
+joined, the shard has one copy too many and the most loaded node's backup leaves. One move
+at a time in the whole cluster: a join makes the cluster even slowly, never all at once.
+
 Draining (`shoal node drain`): a draining node is not alive, so its replicas do not count
 and learners are added elsewhere; once a shard has its replication factor on alive nodes,
 the draining node's backup leaves the in-sync set (`remove_replica`, one per shard per
@@ -70,7 +75,37 @@ def plan_repairs(view: MetadataView, controller_term: int, transfers_per_node_ma
             logger.info("shard %s: draining node %s leaves its in-sync set", shard.name, leaving[0])
             planned.append(commands.remove_replica(shard.dataset, shard.index, leaving[0], shard.epoch,
                                                    controller_term=controller_term))
+        elif view.in_sync_alive(shard) > wanted:              # a rebalancing copy joined: trim the extra
+            extra = max((n for n in shard.replicas if n != shard.primary and view.is_alive(n)),
+                        key=lambda n: (load.get(n, 0), n))
+            logger.info("shard %s has %d copies for %d: %s leaves (the most loaded)", shard.name,
+                        view.in_sync_alive(shard), wanted, extra)
+            planned.append(commands.remove_replica(shard.dataset, shard.index, extra, shard.epoch,
+                                                   controller_term=controller_term))
+    if not planned:
+        planned.extend(_rebalance(view, load, controller_term))
     return planned
+
+
+def _rebalance(view: MetadataView, load: dict[str, int], controller_term: int) -> list[bytes]:
+    """One copy from the most to the least loaded alive node when they differ by 2 or more,
+    only while nothing else is under way (no learner, no shard short of copies): gentle, and
+    never racing a repair. The copy joins as an extra replica; the trim above then removes the
+    busiest node's copy."""
+    shards = list(view.shards())
+    if any(shard.learners or view.is_under_replicated(shard) for shard in shards):
+        return []
+    alive = sorted(view.alive_nodes(), key=lambda n: (load.get(n.id, 0), n.id))
+    if len(alive) < 2 or load.get(alive[-1].id, 0) - load.get(alive[0].id, 0) < 2:
+        return []
+    busiest, idlest = alive[-1].id, alive[0].id
+    for shard in shards:
+        if busiest in shard.replicas and busiest != shard.primary and not shard.holds(idlest):
+            logger.info("rebalancing: shard %s copied to %s (holds %d) from the load of %s (holds %d)",
+                        shard.name, idlest, load.get(idlest, 0), busiest, load.get(busiest, 0))
+            return [commands.add_learner(shard.dataset, shard.index, idlest, shard.epoch,
+                                         controller_term=controller_term)]
+    return []
 
 
 def _draining(view: MetadataView, node_id: str) -> bool:

@@ -148,3 +148,31 @@ def test_drain_moves_every_replica_off_a_node_during_writes(tmp_path: pathlib.Pa
         assert restored(cluster, client, "kv", 3)
         wait_for(lambda: converged(cluster, "kv", 3), cluster, "equal checksums on the 3 replicas")
         check_every_write(client, "kv", writer.acked, 8_000)
+
+
+def test_a_node_that_joins_gets_shards_until_load_is_even(tmp_path: pathlib.Path) -> None:
+    """A dataset made while n4 was down holds nothing on it; once n4 is back, shards move to it
+    one at a time (copy, join, then the busiest node's extra copy leaves) until the nodes hold
+    numbers of replicas that differ by less than 2; every shard keeps 3 equal replicas."""
+    with LocalCluster(tmp_path / "c", nodes=4, env=REPAIR) as cluster, cluster.client(timeout_s=15) as client:
+        cluster.terminate("n4")
+        wait_for(lambda: any(n["id"] == "n4" and n["state"] == "dead" for n in client.status()["nodes"]),
+                 cluster, "n4 declared dead")
+        client.create_dataset("kv", shards=4, replication=3)
+        client.put_many("kv", ((f"k{i:06d}", {"i": i, "pad": "p" * 64}) for i in range(6_000)))
+        assert "n4" not in holders(client, "kv")
+        cluster.start_node("n4")
+
+        def even() -> bool:
+            shard_map = {d.name: d for d in client.cluster_map().datasets}["kv"].shard_map
+            loads = {node.id: 0 for node in cluster.nodes}
+            for shard in shard_map:
+                if shard.learners or len(shard.replicas) != 3:
+                    return False
+                for node in shard.replicas:
+                    loads[node] += 1
+            return max(loads.values()) - min(loads.values()) < 2
+        wait_for(even, cluster, "replicas spread evenly over the 4 nodes", timeout_s=90)
+        assert "n4" in holders(client, "kv")
+        wait_for(lambda: converged(cluster, "kv", 3), cluster, "equal checksums on the 3 replicas")
+        check_every_write(client, "kv", {}, 6_000)

@@ -142,8 +142,11 @@ def test_repair_waits_for_a_promotion_when_the_primary_is_dead() -> None:
 
 
 def test_repair_plans_nothing_for_a_healthy_or_unrepairable_cluster() -> None:
-    """All copies alive: nothing. A dead node and no free alive node: nothing (no error, no churn)."""
-    assert plan(cluster(FOUR, LAYOUT)) == []
+    """All copies alive and loads even: nothing. A dead node and no free alive node: nothing (no
+    error, no churn). All alive but uneven (7 copies on n1, 5 on n3): one rebalancing copy only."""
+    even = [["n1", "n2", "n3"], ["n2", "n3", "n4"], ["n3", "n4", "n1"], ["n4", "n1", "n2"]] * 2
+    assert plan(cluster(FOUR, even)) == []
+    assert [(c["op"], c["node_id"]) for c in plan(cluster(FOUR, LAYOUT))] == [("add_learner", "n3")]
     assert plan(dead(cluster({"n1": "", "n2": "", "n3": ""}, [["n1", "n2", "n3"]]), "n3")) == []
 
 
@@ -228,3 +231,30 @@ def test_a_draining_node_gets_its_shards_copied_then_its_backups_leave() -> None
     assert fsm.apply(state, commands.drain_node("n1"))[1]["ok"]       # repeated: idempotent
     refused = fsm.apply(state, commands.drain_node("n9"))[1]
     assert refused["error"] == "INVALID_ARGUMENT" and "n9" in refused["message"]
+
+
+def test_a_new_node_gets_shards_until_load_is_even_one_move_at_a_time() -> None:
+    """n4 joins empty: one learner at a time goes to it from the busiest node's backups; after
+    each join the extra copy leaves the busiest node; it stops when loads differ by < 2."""
+    zones = {"n1": "a", "n2": "a", "n3": "a"}
+    state = cluster(zones, [["n1", "n2", "n3"], ["n2", "n3", "n1"], ["n3", "n1", "n2"], ["n1", "n2", "n3"]])
+    state = run(state, commands.register_node("n4", "h:9", "a", ""))
+    moves = 0
+    while planned := plan(state):
+        assert len(planned) == 1, planned                      # one step at a time
+        step = planned[0]
+        state = apply_plan(state)
+        if step["op"] == "add_learner":
+            assert step["node_id"] == "n4"
+            moves += 1
+            entry = state["datasets"]["ds"]["shard_map"][step["shard"]]
+            state = run(state, commands.join_in_sync("ds", step["shard"], "n4", entry["epoch"], "inc"))
+        else:
+            assert step["op"] == "remove_replica" and step["node_id"] != "n4"
+        assert moves < 10
+    loads: dict[str, int] = {}
+    for entry in state["datasets"]["ds"]["shard_map"]:
+        assert len(entry["replicas"]) == 3 and not entry["learners"]
+        for node in entry["replicas"]:
+            loads[node] = loads.get(node, 0) + 1
+    assert max(loads.values()) - min(loads.values()) < 2 and loads["n4"] == 3, loads
