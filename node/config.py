@@ -17,7 +17,7 @@ from shoal.node.metadata.commands import TASK_RESULT_BYTES_MAX
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 REPLY_HEADROOM_BYTES = 64 * 1024   # a bounded reply's own framing, beyond its byte bound
-_ZERO_HAS_MEANING = frozenset({"workers", "repair_bytes_per_s"})   # 0 = one per core / unlimited (checked below)
+_ZERO_HAS_MEANING = frozenset({"workers", "repair_bytes_per_s", "scrub_interval_s"})   # 0 = one per core / unlimited (checked below)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +93,7 @@ class NodeConfig:
     # re-replication (issue 18): the controller adds learners, their shard's primary fills them
     repair_transfers_per_node_max: int = 2   # learners (incoming copies) the controller keeps on one node at once
     repair_bytes_per_s: int = 64 * MiB       # send rate cap of one copy (a primary filling a learner); 0 = unlimited
+    scrub_interval_s: float = 3600.0         # every replica re-verified this often (node/scrubber.py); 0 = never
 
     # compute (DESIGN.md section 5)
     workers: int = 0                      # worker processes for tasks; 0 = one per core
@@ -174,6 +175,8 @@ class NodeConfig:
             raise ConfigError("node_suspect_after_s must be positive and at most node_dead_after_s")
         if self.workers < 0:
             raise ConfigError(f"workers must be 0 (one per core) or more, got {self.workers}")
+        if self.scrub_interval_s < 0:
+            raise ConfigError(f"scrub_interval_s must be 0 (never) or more, got {self.scrub_interval_s}")
         if self.repair_bytes_per_s < 0:
             raise ConfigError(f"repair_bytes_per_s must be 0 (unlimited) or more, got {self.repair_bytes_per_s}")
         if self.task_result_bytes_max > TASK_RESULT_BYTES_MAX:

@@ -41,6 +41,7 @@ from shoal.node.lease import Lease
 from shoal.node.metadata import MetadataStore, commands
 from shoal.node.replication.context import ReplicationContext
 from shoal.node.replication.peers import PeerClients
+from shoal.node.scrubber import Scrubber
 from shoal.node.server import DataService, PeerService
 from shoal.node.shards import ShardRegistry
 from shoal.node.storage.shard_store import file_limit_message
@@ -128,6 +129,7 @@ class Node:
         self.pool = WorkerPool(config.workers)
         output = map_reduce.OutputWriter(self.peers, lambda: self.metadata.view, config)
         self.tasks = TaskRunner(config, self.metadata, self.registry, self.pool, self.context, output)
+        self.scrubber = Scrubber(self.registry, self.context, self._metadata_changed)
 
     async def _serve(self, stop: asyncio.Event) -> None:
         config = self.config
@@ -159,7 +161,8 @@ class Node:
                 http_server = await http.serve(self)
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._register(health_servicer)),
-                         group.create_task(self._reconcile_loop()), group.create_task(self.pool.warm())]
+                         group.create_task(self._reconcile_loop()), group.create_task(self.pool.warm()),
+                         group.create_task(self.scrubber.run())]
                 if not config.standalone:
                     tasks.append(group.create_task(self.heartbeat.run()))
                 if config.raft:

@@ -176,3 +176,34 @@ def test_a_node_that_joins_gets_shards_until_load_is_even(tmp_path: pathlib.Path
         assert "n4" in holders(client, "kv")
         wait_for(lambda: converged(cluster, "kv", 3), cluster, "equal checksums on the 3 replicas")
         check_every_write(client, "kv", {}, 6_000)
+
+
+def test_a_corrupted_replica_is_found_taken_out_and_rebuilt(tmp_path: pathlib.Path) -> None:
+    """Flip a bit of a value in a running backup's LMDB file: its scrubber finds the replica
+    corrupt, it leaves the in-sync set and is refilled from a healthy one; the shard ends with 3
+    equal replicas and clients read the value that was written."""
+    mark = "scrub-" + "Q" * 40
+    env = {**REPAIR, "SHOAL_SCRUB_INTERVAL_S": "1"}
+    with LocalCluster(tmp_path / "c", nodes=3, env=env) as cluster, cluster.client(timeout_s=15) as client:
+        client.create_dataset("kv", shards=1, replication=3)
+        client.put_many("kv", ((f"k{i:06d}", {"i": i, "pad": "p" * 64}) for i in range(2_000)))
+        client.put("kv", "marked", mark)
+        shard = {d.name: d for d in client.cluster_map().datasets}["kv"].shard_map[0]
+        victim = shard.replicas[-1]
+        wait_for(lambda: converged(cluster, "kv", 3), cluster, "3 equal replicas before the damage")
+        files = list((cluster.node(victim).data_dir / "shards").rglob("data.mdb"))
+        assert len(files) == 1, files
+        with open(files[0], "r+b") as damaged:    # through the page cache the node's mmap reads
+            data = damaged.read()
+            at = data.find(mark.encode())
+            assert at >= 0
+            while at >= 0:
+                damaged.seek(at + 10)
+                damaged.write(bytes([data[at + 10] ^ 0x01]))
+                at = data.find(mark.encode(), at + 1)
+        wait_for(lambda: "scrub found this replica corrupt" in cluster.log_tail(victim, 200), cluster,
+                 f"the scrubber of {victim} finding the damage")
+        wait_for(lambda: restored(cluster, client, "kv", 3), cluster, "3 in-sync replicas again", timeout_s=60)
+        wait_for(lambda: converged(cluster, "kv", 3), cluster, "equal checksums on the 3 replicas")
+        assert client.get("kv", "marked") == mark
+        check_every_write(client, "kv", {}, 2_000)
