@@ -139,6 +139,11 @@ class ShardRegistry:
             elif key in self._replicas:
                 self._stop_fill(key)
                 self._stop_primary(self._replicas[key], f"not an in-sync replica at {shard.epoch}")
+                if self.context.metadata.is_ready() and not view.is_under_replicated(shard):
+                    # a stale copy (fenced out, or from before this node was declared dead): the
+                    # shard has its copies elsewhere, so this one only takes disk
+                    self._drop(*key, reason=f"a stale copy, and the shard has its {view.in_sync_alive(shard)} "
+                                            "in-sync copies elsewhere")
         if self.context.metadata.is_ready():
             for key in [k for k in self._replicas if self._dropped(k[0], view)]:
                 self._drop(*key)
@@ -250,14 +255,14 @@ class ShardRegistry:
         if task is not None and not task.done():
             task.cancel()
 
-    def _drop(self, dataset_id: str, index: int) -> None:
+    def _drop(self, dataset_id: str, index: int, reason: str = "dataset dropped") -> None:
         """Cancel what is in flight for the replica, then close and delete it."""
         self._stop_fill((dataset_id, index))
         replica = self._replicas.pop((dataset_id, index))
-        self._stop_primary(replica, "dataset dropped")
+        self._stop_primary(replica, reason)
         replica.store.close()
         self.datadir.remove_shard(dataset_id, index)
-        logger.info("shard %s/%d removed: dataset dropped", dataset_id, index)
+        logger.info("shard %s/%d removed: %s", dataset_id, index, reason)
 
     # ---- incarnations ----
 

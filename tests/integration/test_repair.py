@@ -62,6 +62,13 @@ def test_replicas_of_a_killed_node_are_rebuilt_on_another_during_writes(tmp_path
         check_every_write(client, "kv", writer.acked, loaded)
         log = "".join(cluster.log_tail(n.id, 400) for n in cluster.nodes if cluster.is_running(n.id))
         assert "learner joined the in-sync set" in log
+        cluster.start_node(victim)     # back after its copies were rebuilt: its stale ones go
+
+        def no_stale_copy() -> bool:
+            roles = [s.role for s in client.node_status(cluster.node(victim).address).shards if s.dataset == "kv"]
+            return "stale" not in roles
+        wait_for(no_stale_copy, cluster, f"{victim} holding no stale copy")
+        assert "a stale copy, and the shard has its" in cluster.log_tail(victim, 400)
 
 
 def test_a_node_restarted_after_being_fenced_out_is_refilled(tmp_path: pathlib.Path) -> None:
