@@ -92,7 +92,7 @@ class NodeConfig:
 
     # re-replication (issue 18): the controller adds learners, their shard's primary fills them
     repair_transfers_per_node_max: int = 2   # learners (incoming copies) the controller keeps on one node at once
-    repair_bytes_per_s: int = 64 * MiB       # send rate cap of one copy (a primary filling a learner); 0 = unlimited
+    repair_bytes_per_s: int = 64 * MiB       # send rate cap of all copies this node sends (copy_source.Throttle); 0 = unlimited
     scrub_interval_s: float = 3600.0         # every replica re-verified this often (node/scrubber.py); 0 = never
 
     # compute (DESIGN.md section 5)
