@@ -112,6 +112,7 @@ class RaftMetadata:
         self._notified_state = self._consumer.state
         self._syncobj: SyncObj | None = None
         self._role = "follower"
+        self._led_term: int | None = None    # the term the tick thread last saw this node lead in
         self._pending: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[tuple[Any, int]]]] = set()
         self._pending_lock = threading.Lock()
 
@@ -232,14 +233,16 @@ class RaftMetadata:
         return syncobj is not None and bool(syncobj._isLeader())
 
     def leader_term(self) -> int | None:
-        """The term this node leads in, or None. The term is read before and after the role,
-        on the tick thread's live fields: equal terms mean it led in that very term (Raft
-        has one leader per term), not in an older term that just ended."""
+        """The term this node leads in, or None. Two reads from other threads are not enough:
+        pysyncobj sets a higher term one step before it steps down, so a deposed leader could
+        be seen leading in the new term and take control of it (seen under load: no
+        controller for the rest of that term). So the term must also be the one the tick
+        thread itself saw this node lead in (`_on_tick`, between messages), and still be live."""
         syncobj = self._syncobj
         if syncobj is None:
             return None
         term: int = syncobj.raftCurrentTerm
-        if not syncobj._isLeader() or syncobj.raftCurrentTerm != term:
+        if not syncobj._isLeader() or syncobj.raftCurrentTerm != term or self._led_term != term:
             return None
         return term
 
@@ -271,6 +274,9 @@ class RaftMetadata:
         self._notify()
 
     def _on_tick(self) -> None:
+        syncobj = self._syncobj
+        if syncobj is not None:    # on the tick thread: role and term cannot change between these reads
+            self._led_term = syncobj.raftCurrentTerm if syncobj._isLeader() else None
         # A dump loaded at start or streamed from the leader replaces `state` without _apply.
         if self._consumer.state is not self._notified_state:
             self._notified_state = self._consumer.state

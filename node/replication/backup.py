@@ -65,7 +65,13 @@ async def begin_epoch(ctx: ReplicationContext, replica: Replica, epoch: int, sen
 
 
 def recent_entries(replica: Replica, after_seq: int) -> list[RingEntry] | None:
-    return replica.ring.after(after_seq, replica.store.state.seq)
+    """Entries after `after_seq` up to the newest the ring holds; None if it lacks some.
+
+    Up to the ring's newest, not the store's seq: a primary commits an entry to its store
+    before it appends it to its ring (across an await), and an answer in between must not
+    say "incomplete" (a learner would start its copy over)."""
+    newest = replica.ring.last_seq
+    return replica.ring.after(after_seq, replica.store.state.seq if newest is None else newest)
 
 
 ENTRY_OVERHEAD_BYTES = 1024   # one entry's ReplicateRequest framing (names, ids, numbers), rounded up

@@ -87,8 +87,9 @@ async def _attempt(ctx: ReplicationContext, replica: Replica, primary: str) -> b
         logger.info("shard %s: copy from %s done (%d records, base seq %d); replaying entries",
                     replica.name, primary, store.state.records, state.base)
     if not await _replay(ctx, replica, primary):
+        reached = store.state.seq
         await ctx.run_blocking(fill.begin, store, primary)    # the entries are gone: copy again
-        raise CopyFailed(f"{primary}'s recent entries no longer reach back to seq {store.state.seq}")
+        raise CopyFailed(f"{primary}'s recent entries no longer reach back to seq {reached}: copy again")
     replica.fill.phase = "joining"
     return await _join(ctx, replica, primary)
 

@@ -235,10 +235,12 @@ class ShardPrimary:
         ctx = self.context
         epoch = self.epoch
         entry, results = await ctx.run_blocking(self.replica.store.execute, ops, epoch)
-        if not self.backups:
+        if not self.backups and not self._learners():
             return results   # a lone replica: nobody to send to or catch up (R=1 ingest)
         payload = entry.encode()
-        self.replica.ring.append(entry.seq, entry.epoch, payload)
+        self.replica.ring.append(entry.seq, entry.epoch, payload)   # learners replay from it too
+        if not self.backups:
+            return results
         try:
             failed = await outbound.replicate(ctx, self.replica, epoch, self.backups, entry.seq, payload)
             await self._fence_out(failed)
@@ -289,6 +291,10 @@ class ShardPrimary:
                         self.name, learner, own, self.epoch, result["epoch"])
             await self._adopt(int(result["epoch"]), [*self.backups, learner])
             return True, ""
+
+    def _learners(self) -> bool:
+        shard = self.context.metadata.view.shard(self.replica.dataset, self.replica.index)
+        return shard is not None and bool(shard.learners)
 
     async def _fence_out(self, failed: list[str]) -> None:
         """Remove failed backups from the in-sync set through Raft, or stop serving."""

@@ -33,6 +33,10 @@ class EntryRing:
         while len(self._entries) > self._entries_max or (self._bytes > self._bytes_max and len(self._entries) > 1):
             self._bytes -= len(self._entries.popleft().payload)
 
+    @property
+    def last_seq(self) -> int | None:
+        return self._entries[-1].seq if self._entries else None
+
     def clear(self) -> None:
         self._entries.clear()
         self._bytes = 0

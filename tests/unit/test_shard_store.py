@@ -572,7 +572,8 @@ def test_shard_store_issue16_primary_splits_a_delete_group_too_big_for_the_headr
         deletes = [Delete(f"k{j * 3:06d}".encode()) for j in range(300)]
         with pytest.raises(StorageFullError):
             store.execute(deletes, 1)   # the case: too big as one group
-        context = types.SimpleNamespace(run_blocking=run_blocking)
+        no_learners = types.SimpleNamespace(view=types.SimpleNamespace(shard=lambda dataset, index: None))
+        context = types.SimpleNamespace(run_blocking=run_blocking, metadata=no_learners)
         primary = ShardPrimary(Replica("ds@1", 0, store, EntryRing(8, 1 << 20)), context,  # type: ignore[arg-type]
                                epoch=1, backups=[])
         seq_before = store.state.seq
