@@ -45,6 +45,7 @@ class Heartbeat:
         self.peers = peers
         self.controller = controller
         self.known_controller = ""   # node id from the last granted heartbeat (data-only nodes have no Raft view)
+        self._fallbacks = 0          # rotates through the voters after a failed heartbeat
 
     def request(self) -> peer_pb2.HeartbeatRequest:
         shards = []
@@ -73,16 +74,28 @@ class Heartbeat:
                     request, timeout=self.config.heartbeat_interval_s * 2)
             except grpc.aio.AioRpcError as exc:
                 logger.debug("heartbeat to %s failed: %s", target, exc.code().name)
-                return self.config.join or None
+                return self._next_voter(target)
         if response.cluster_id and not self.identity.accepts(response.cluster_id):
-            return self.config.join or None   # another cluster on that address: take nothing from it
+            return self._next_voter(target)   # another cluster on that address: take nothing from it
         if response.metadata:
             self.metadata.install_snapshot(response.metadata_version, response.metadata)
         if response.lease_granted:
             self.lease.grant(sent_at_s, response.lease_s, response.metadata_version)
             self.known_controller = response.controller
             return target
-        return response.controller_address or self.config.join or None
+        return response.controller_address or self._next_voter(target)
+
+    def _next_voter(self, failed: str) -> str | None:
+        """Another address to try after `failed`: the --join address and every metadata voter
+        the metadata knows, in turn (the join node may be the one that died)."""
+        candidates = [self.config.join] if self.config.join else []
+        candidates += sorted(n.address for n in self.metadata.view.nodes.values()
+                             if n.raft_address and n.address and n.address != self.config.address)
+        candidates = [a for a in dict.fromkeys(candidates) if a != failed] or candidates
+        if not candidates:
+            return None
+        self._fallbacks += 1
+        return candidates[self._fallbacks % len(candidates)]
 
     async def run(self) -> None:
         hint: str | None = self.config.join or None

@@ -214,3 +214,22 @@ def test_a_corrupted_replica_is_found_taken_out_and_rebuilt(tmp_path: pathlib.Pa
         wait_for(lambda: converged(cluster, "kv", 3), cluster, "equal checksums on the 3 replicas")
         assert client.get("kv", "marked") == mark
         check_every_write(client, "kv", {}, 2_000)
+
+
+def test_a_data_only_node_survives_the_death_of_the_node_it_joined_through(tmp_path: pathlib.Path) -> None:
+    """n4 (data-only) joined through n1; kill -9 of n1: n4 heartbeats another voter, stays alive
+    (it is never declared dead), and the shards n1 held are rebuilt, on n4 among others."""
+    with LocalCluster(tmp_path / "c", nodes=4, env=REPAIR) as cluster, cluster.client(timeout_s=15) as client:
+        assert not cluster.node("n4").voter
+        client.create_dataset("kv", shards=4, replication=3)
+        client.put_many("kv", ((f"k{i:06d}", {"i": i, "pad": "p" * 64}) for i in range(4_000)))
+        cluster.kill("n1")
+        wait_for(lambda: any(n["id"] == "n1" and n["state"] == "dead" for n in client.status()["nodes"]),
+                 cluster, "n1 declared dead")
+        wait_for(lambda: restored(cluster, client, "kv", 3), cluster, "3 in-sync replicas again", timeout_s=60)
+        states = {n["id"]: n["state"] for n in client.status()["nodes"]}
+        assert states["n4"] == "alive", states
+        assert "n4" in holders(client, "kv")
+        for i in range(20):
+            client.put("kv", f"after{i}", i)
+        check_every_write(client, "kv", {f"after{i}": i for i in range(20)}, 4_000)
