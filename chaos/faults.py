@@ -22,6 +22,16 @@ node returns empty while the cluster still counts it alive (scenario.py checks t
 injection, read from the cluster's job table (`Fault.jobs`, set by the runner); between
 two jobs the fault waits up to TASK_NODE_WAIT_S for one. Among several such nodes the
 fault's choice seed picks, so a replay picks alike when the cluster looks alike.
+
+`crash` (issue 18) is a kill whose node is never started again: its heal does nothing, so
+the cluster must rebuild the node's replicas elsewhere. `learner` is a node listed in some
+shard's `learners` in the cluster map at injection (a replica being filled by a repair),
+preferring one whose own status shows its copy under way with records installed, so that
+killing it tests a resumed copy, not one that had nothing to lose; it waits up to
+LEARNER_WAIT_S for one (a repair starts only after node_dead_after_s). The shards it was
+learning, with the records each had installed, go into the fault's record (`learning`).
+`other-follower` is a running non-leader that no earlier fault of the run targeted (two
+nodes killed one after the other, neither of them the controller).
 """
 from __future__ import annotations
 
@@ -41,6 +51,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TASK_NODE_WAIT_S = 5.0           # target task-node: how long to wait for a job with a running task
+LEARNER_WAIT_S = 10.0            # target learner: how long to wait for a copy under way
 LEADER_WAIT_S = 3.0              # target leader: a node busy with jobs may miss one status deadline
 TARGET_POLL_S = 0.05
 
@@ -57,6 +68,7 @@ class ClusterControl(Protocol):
     def raft_leader(self) -> str | None: ...
     def primary_of(self, dataset: str, key_or_shard: str | bytes | int) -> str: ...
     def node(self, node_id: str) -> NodeFiles: ...
+    def running(self) -> list[str]: ...
 
 
 class NodeFiles(Protocol):
@@ -170,9 +182,12 @@ class FaultRecord:
     kind: str
     planned_start_s: float
     planned_end_s: float
-    status: str = "planned"         # planned | injected | healed | unavailable | error
+    status: str = "planned"         # planned | injected | healed | down (a crash) | unavailable | error
     reason: str = ""                # why unavailable or error
     targets: list[str] = field(default_factory=list)
+    # target learner: shard ("dataset/index") -> records its copy had installed at injection
+    # (-1: the node did not say), for each shard the target was learning
+    learning: dict[str, int] = field(default_factory=dict)
     start_s: float | None = None    # injection began
     injected_s: float | None = None  # injection call returned
     end_s: float | None = None      # heal call returned
@@ -194,6 +209,9 @@ class Fault:
         self.targets: list[str] = []
         # target task-node: the cluster's jobs now (shoal.client.JobProgress); set by the runner
         self.jobs: Callable[[], Sequence[Any]] | None = None
+        # target other-follower: nodes earlier faults of the run targeted; set by the runner
+        self.earlier_targets: set[str] = set()
+        self.learning: dict[str, int] = {}     # target learner: see FaultRecord.learning
 
     @property
     def name(self) -> str:
@@ -220,13 +238,37 @@ class Fault:
             return [self.cluster.primary_of(self.dataset, plan.shard)]
         if plan.target == "task-node":
             return [self._task_node()]
-        if plan.target == "follower":
-            node_ids: Sequence[str] = getattr(self.cluster, "running")()
-            followers = sorted(n for n in node_ids if n != leader)
+        if plan.target == "learner":
+            return [self._learner()]
+        if plan.target in ("follower", "other-follower"):
+            avoid = self.earlier_targets if plan.target == "other-follower" else set()
+            followers = sorted(n for n in self.cluster.running() if n != leader and n not in avoid)
             if not followers:
-                raise FaultError("no running follower to target")
+                raise FaultError(f"no running {plan.target} to target (leader {leader}, avoiding {sorted(avoid)})")
             return [random.Random(plan.choice_seed).choice(followers)]
         raise FaultError(f"cannot resolve target {plan.target!r}")
+
+    def _learner(self) -> str:
+        """A running node listed as a learner, preferring one with records of a copy installed;
+        waits up to LEARNER_WAIT_S for one, then takes any learner (progress not reported)."""
+        give_up_s = time.monotonic() + LEARNER_WAIT_S
+        found: dict[str, dict[str, int]] = {}
+        last_error = ""
+        while True:
+            try:
+                found = learner_nodes(getattr(self.cluster, "cluster_map")(), getattr(self.cluster, "statuses")(),
+                                      running=self.cluster.running())
+            except Exception as exc:   # noqa: BLE001 - a node may miss a status deadline under load
+                found, last_error = {}, f" (last error: {type(exc).__name__}: {exc})"
+            copying = sorted(node for node, shards in found.items() if any(done > 0 for done in shards.values()))
+            if copying or (found and time.monotonic() >= give_up_s):
+                node = random.Random(self.plan.choice_seed).choice(copying or sorted(found))
+                self.learning = found[node]
+                return node
+            if time.monotonic() >= give_up_s:
+                raise FaultError(f"no running node was a learner of any shard within {LEARNER_WAIT_S:g} s"
+                                 f"{last_error}")
+            time.sleep(TARGET_POLL_S * 4)
 
     def _task_node(self) -> str:
         """A node running an unfinished task attempt of a running job, waiting for one."""
@@ -259,7 +301,7 @@ class Fault:
         self.targets = self.resolve_targets()
         kind = self.plan.kind
         for node_id in self.targets:
-            if kind in ("kill", "wipe"):
+            if kind in ("kill", "wipe", "crash"):
                 self.cluster.kill(node_id)
                 if kind == "wipe":
                     wipe_data_dir(self.cluster.node(node_id))
@@ -281,6 +323,9 @@ class Fault:
 
     def heal(self) -> None:
         kind = self.plan.kind
+        if kind == "crash":
+            logger.info("%s: %s stays down (a crash is never healed)", self.name, ", ".join(self.targets))
+            return
         for position, node_id in enumerate(self.targets):
             if kind in ("kill", "wipe", "restart") and not self.cluster.is_running(node_id):
                 self.cluster.start_node(node_id)
@@ -293,6 +338,23 @@ class Fault:
             assert self.lab is not None
             self.lab.heal(self.fault_id)
         logger.info("healed %s on %s", self.name, ", ".join(self.targets))
+
+
+def learner_nodes(cluster_map: Any, statuses: dict[str, Any], *, running: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Running node -> {shard "dataset/index" it is a learner of -> records installed}, from the
+    map (ClusterMap) and each node's own GetNodeStatus (-1 when it did not report the shard
+    as a learner with progress); pure."""
+    alive = set(running)
+    installed = {(node_id, f"{shard.dataset}/{shard.index}"): int(getattr(shard, "fill_records_done", 0))
+                 for node_id, status in statuses.items() for shard in status.shards if shard.role == "learner"}
+    found: dict[str, dict[str, int]] = {}
+    for dataset in cluster_map.datasets:
+        for shard in dataset.shard_map:
+            name = f"{dataset.name}/{shard.index}"
+            for node_id in shard.learners:
+                if node_id in alive:
+                    found.setdefault(node_id, {})[name] = installed.get((node_id, name), -1)
+    return found
 
 
 def task_nodes(jobs: Sequence[Any], *, running: Sequence[str]) -> list[str]:

@@ -19,11 +19,14 @@ logger = logging.getLogger(__name__)
 
 def run_checks(scenario: Any, schedule: Any, operations: Sequence[Operation], faults: Sequence[Any],
                final: Any, probe: Any, convergence: Any, *, workload_s: float | None = None,
-               metadata_versions: dict[str, int | None] | None = None) -> list[CheckResult]:
+               metadata_versions: dict[str, int | None] | None = None, restoration: Any = None,
+               final_copies: dict[str, Any] | None = None,
+               learner_logs: dict[str, list[str]] | None = None) -> list[CheckResult]:
     """Every check of the scenario; types are those of faults/workloads/checkers (Any keeps
     this module importable without them). `workload_s`: how long the workload ran;
     `metadata_versions`: each running node's applied metadata version at the end (None:
-    not collected, the check is left out)."""
+    not collected, the check is left out); `restoration`, `final_copies`, `learner_logs`:
+    what the replication_restored and copy_resumed checks judge (chaos/restoration.py)."""
     bounds = scenario.checks
     checks = [check_workload_valid(operations, schedule.first_fault_s, bounds.ops_min,
                                    bounds.ops_before_fault_min, workload_s=workload_s,
@@ -46,6 +49,15 @@ def run_checks(scenario: Any, schedule: Any, operations: Sequence[Operation], fa
     checks.append(_guarded("converged", check_converged, convergence, bounds.converge_within_s))
     if metadata_versions is not None:
         checks.append(check_metadata_converged(metadata_versions, bounds.converge_within_s))
+    if bounds.replication_restored or bounds.copy_resumed:
+        from shoal.chaos.restoration import check_copy_resumed, check_replication_restored
+
+        if bounds.replication_restored:
+            checks.append(_guarded("replication_restored", check_replication_restored, restoration, final_copies,
+                                   convergence))
+        if bounds.copy_resumed:
+            checks.append(_guarded("copy_resumed", check_copy_resumed, [record.to_dict() for record in faults],
+                                   learner_logs or {}))
     return checks
 
 
@@ -183,10 +195,16 @@ def check_workload_valid(operations: Sequence[Operation], first_fault_s: float |
 
 
 def check_faults(faults: Sequence[dict[str, Any]]) -> CheckResult:
-    """Every scheduled fault was injected and healed; unavailable ones are named, not skipped."""
+    """Every scheduled fault was injected and healed (a crash: injected and left down, as
+    planned); unavailable ones are named, not skipped."""
+    def done(fault: dict[str, Any]) -> bool:
+        return fault.get("status") == ("down" if fault.get("kind") == "crash" else "healed")
+
     bad = [f"{f['name']}: {f['status']}" + (f" ({f['reason']})" if f.get("reason") else "")
-           for f in faults if f.get("status") != "healed"]
-    summary = "; ".join(bad) if bad else f"{len(faults)} faults injected and healed"
+           for f in faults if not done(f)]
+    crashed = sum(1 for f in faults if f.get("kind") == "crash")
+    left_down = f" ({crashed} crashed node{'s' if crashed > 1 else ''} left down)" if crashed else ""
+    summary = "; ".join(bad) if bad else f"{len(faults)} faults injected and healed{left_down}"
     return CheckResult("faults", not bad, summary, {"not_run": bad})
 
 

@@ -47,6 +47,9 @@ from shoal.chaos.history import History
 from shoal.chaos.judgements import run_checks
 from shoal.chaos.report import RunReport, report_from_dict, write_report
 from shoal.chaos.repro import write_repro
+from shoal.chaos.restoration import (
+    Copies, Restoration, RestoreWatch, learner_log_lines, restore_budget_s, shard_copies, short_of, written_bytes,
+)
 from shoal.chaos.scenario import Scenario, ScenarioError, load_scenario
 from shoal.chaos.screen import render_verdict
 from shoal.chaos.workloads import FinalState, ProbeResult, make_workload, probe_liveness
@@ -199,7 +202,9 @@ def execute(scenario: Scenario, seed: int, report_dir: pathlib.Path, *, lab: net
     report.ops_by_outcome = {k: v for k, v in run.history.outcome_counts().items() if k != "pending"}
     if not report.error:
         report.checks = run_checks(scenario, schedule, operations, records, run.final, run.probe, run.convergence,
-                                   workload_s=run.workload_s, metadata_versions=run.metadata_versions)
+                                   workload_s=run.workload_s, metadata_versions=run.metadata_versions,
+                                   restoration=run.restoration, final_copies=run.final_copies,
+                                   learner_logs=run.learner_logs)
     report.ops_s_before_first_fault = _rate_before(operations, schedule)
     report.workload_s, report.workload_stop = run.workload_s, run.stop
     report.duration_s = time.monotonic() - started_s
@@ -223,6 +228,11 @@ class _Run:
         self.probe: ProbeResult | None = None
         self.convergence: Any = None
         self.metadata_versions: dict[str, int | None] | None = None   # node -> applied metadata version
+        self.restoration: Restoration | None = None          # checks.replication_restored: the watch's result
+        self.final_copies: dict[str, Copies] | None = None   # ... and the copies after the convergence wait
+        self.learner_logs: dict[str, list[str]] = {}         # checks.copy_resumed: learner lines per target node
+        self._restore_watch: RestoreWatch | None = None
+        self._datasets: list[str] = []
         self.logs = ""
         self._probe_thread: threading.Thread | None = None
         self._probe_client: Any = None
@@ -241,6 +251,7 @@ class _Run:
         try:
             workload = make_workload(spec, self.history, lambda: self.cluster.client(timeout_s=CLIENT_TIMEOUT_S),
                                      self.schedule.workload_seed, shards=self.scenario.cluster.shards)
+            self._datasets = list(workload.datasets)
             for dataset in workload.datasets:
                 _create_dataset(admin, self.scenario, dataset)
             ready = probe_liveness(self._probe_client, spec.dataset, self.scenario.cluster.shards, SETUP_TIMEOUT_S)
@@ -264,11 +275,19 @@ class _Run:
             self.final = workload.final(admin, time.monotonic() + FINAL_READ_TIMEOUT_S)
             assert self._probe_thread is not None
             self._probe_thread.join()
-            self.convergence, self.metadata_versions = _wait_converged(
-                self.cluster, workload.datasets, self.scenario.checks.converge_within_s)
+            if self._restore_watch is not None:
+                self.restoration = self._restore_watch.join()
+            self.convergence, self.metadata_versions, self.final_copies = _wait_converged(
+                self.cluster, workload.datasets, self.scenario.checks.converge_within_s,
+                restored=self.scenario.checks.replication_restored)
+            if not self.scenario.checks.replication_restored:
+                self.final_copies = None
+            self.learner_logs = self._learner_logs()
         finally:
             if self._probe_thread is not None:
                 self._probe_thread.join()
+            if self._restore_watch is not None:
+                self._restore_watch.stop()
             admin.close()
             self._probe_client.close()
 
@@ -304,11 +323,14 @@ class _Run:
                 self._heal(fault, record)
         if any(r.status != "unavailable" for r in self.records):
             self._start_probe()
+            self._start_restore_watch()
 
     def _inject(self, fault: Fault, record: FaultRecord) -> None:
         record.start_s = self.history.elapsed_s()
+        fault.earlier_targets = {node_id for other in self.records for node_id in other.targets}
         try:
             record.targets = list(fault.inject())
+            record.learning = dict(fault.learning)
             record.status = "injected"
         except Exception as exc:   # noqa: BLE001 - recorded; the faults check fails with it
             record.status, record.reason = "error", f"inject: {type(exc).__name__}: {exc}"
@@ -316,6 +338,10 @@ class _Run:
         record.injected_s = self.history.elapsed_s()
 
     def _heal(self, fault: Fault, record: FaultRecord) -> None:
+        if fault.plan.kind == "crash":      # never healed: its band on the timeline runs to the end
+            fault.heal()
+            record.status = "down"
+            return
         try:
             fault.heal()
             record.status = "healed"
@@ -329,6 +355,29 @@ class _Run:
         for fault, record in zip(self.faults, self.records):
             if record.status == "injected":
                 self._heal(fault, record)
+
+    def _start_restore_watch(self) -> None:
+        """checks.replication_restored: watch the copies from the final heal, for up to T."""
+        scenario = self.scenario
+        if not scenario.checks.replication_restored:
+            return
+        written = written_bytes(scenario.workload, self.history.operations())
+        budget_s = restore_budget_s(float(scenario.cluster.knobs["node_dead_after_s"]), written,
+                                    scenario.cluster.replication,
+                                    int(scenario.cluster.knobs.get("repair_bytes_per_s", 0)))
+        datasets = self._datasets
+        self._restore_watch = RestoreWatch(
+            lambda: shard_copies(self.cluster.cluster_map(), self.cluster.statuses(), datasets), budget_s, written)
+        self._restore_watch.start()
+
+    def _learner_logs(self) -> dict[str, list[str]]:
+        """checks.copy_resumed: the learner lines of each node a `learner` fault hit (its whole log)."""
+        logs: dict[str, list[str]] = {}
+        for record in self.records:
+            for node_id in record.targets if record.learning else ():
+                path = self.cluster.node(node_id).log_path
+                logs[node_id] = learner_log_lines(path.read_text(errors="replace")) if path.exists() else []
+        return logs
 
     def _start_probe(self) -> None:
         def probe() -> None:
@@ -377,10 +426,12 @@ def _create_dataset(client: Any, scenario: Scenario, dataset: str) -> None:
           retry_on=lambda exc: isinstance(exc, ShoalError) and exc.retriable)
 
 
-def _wait_converged(cluster: Any, datasets: list[str], within_s: float) -> tuple[Any, dict[str, int | None]]:
+def _wait_converged(cluster: Any, datasets: list[str], within_s: float, *,
+                    restored: bool = False) -> tuple[Any, dict[str, int | None], dict[str, Copies]]:
     """Poll every node's status until the in-sync replicas of every shard have equal checksums
-    and every running node has applied the same metadata version, or the bound; returns the
-    checksum verdict and the versions (judgements.check_metadata_converged)."""
+    and every running node has applied the same metadata version (and, when `restored`, every
+    shard is served `replication` times: restoration.short_of), or the bound; returns the
+    checksum verdict, the versions (judgements.check_metadata_converged) and the copies."""
     from shoal.chaos.checkers import check_convergence
     from shoal.chaos.judgements import metadata_lag
 
@@ -394,8 +445,10 @@ def _wait_converged(cluster: Any, datasets: list[str], within_s: float) -> tuple
         result = check_convergence(checksums)
         versions = {node_id: (int(statuses[node_id].metadata_version) if node_id in statuses else None)
                     for node_id in cluster.running()}
-        if (result.ok and not metadata_lag(versions)) or time.monotonic() >= deadline_s:
-            return result, versions
+        copies = shard_copies(cluster_map, statuses, datasets)
+        settled = result.ok and not metadata_lag(versions) and not (restored and short_of(copies))
+        if settled or time.monotonic() >= deadline_s:
+            return result, versions, copies
         time.sleep(0.5)
 
 

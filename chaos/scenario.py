@@ -13,9 +13,9 @@ Two lengths: `duration_s` is the planned schedule (every fault heals inside it),
 `ops_deadline_s` (default OPS_DEADLINE_FACTOR x duration_s) is how long the workload may go
 on after it to reach `checks.ops_min` operations, so that a busy machine makes a run
 longer, never invalid; see runner.workload_stop. Node tunables (`[cluster.knobs]`)
-are restricted to the timing and storage settings a chaos run has reason to change;
-the node validates their relationships (e.g. node_dead_after_s > lease_s + ...) at
-start and the harness reports its error.
+are restricted to the timing, storage and repair-throttle settings a chaos run has reason
+to change; the node validates their relationships (e.g. node_dead_after_s > lease_s + ...)
+at start and the harness reports its error.
 """
 from __future__ import annotations
 
@@ -29,10 +29,11 @@ logger = logging.getLogger(__name__)
 
 SCENARIO_DIR = pathlib.Path(__file__).resolve().parent / "scenarios"
 WORKLOAD_KINDS = ("register", "set", "bulk", "jobs")
-PROCESS_FAULTS = ("kill", "pause", "restart", "wipe")
+PROCESS_FAULTS = ("kill", "pause", "restart", "wipe", "crash")   # crash: kill, never restarted
 NETWORK_FAULTS = ("partition", "loss")
 FAULT_KINDS = PROCESS_FAULTS + NETWORK_FAULTS
-TARGETS = ("any", "leader", "follower", "primary", "minority", "task-node")   # or "node-N" (1-based)
+TARGETS = ("any", "leader", "follower", "other-follower", "primary", "minority", "task-node",
+           "learner")     # or "node-N" (1-based)
 DIRECTIONS = ("both", "inbound", "outbound")
 NETWORKS = ("loopback", "netns")
 NODES_MAX = 7                     # 2 cores: more node processes only measure the scheduler
@@ -40,11 +41,15 @@ KNOB_TYPES: dict[str, type] = {   # NodeConfig fields a scenario may set
     "heartbeat_interval_s": float, "lease_s": float, "node_suspect_after_s": float,
     "node_dead_after_s": float, "leader_fallback_timeout_s": float,
     "replicate_timeout_s": float, "lmdb_sync": bool, "map_size_bytes": int,
+    # re-replication (issue 18): a slow copy makes a transfer long enough to hit, small
+    # chunks (a copy's chunk is a scan chunk) make a resumed copy distinguishable from a new one
+    "repair_bytes_per_s": int, "repair_transfers_per_node_max": int, "scan_chunk_bytes_max": int,
 }
 WARMUP_S_MIN = 1.0                # the cluster must be seen serving before the first fault
 OPS_DEADLINE_FACTOR = 4.0         # default ops_deadline_s = 4 x duration_s
 RUN_S_MAX = 3_600.0               # duration_s bound; ops_deadline_s is bounded by 4 x this
 RECORDS_MAX = 2_000_000           # jobs workload: the harness holds them in memory at setup
+PRELOAD_BYTES_MAX = 256 * 2**20   # preload_records x preload_value_bytes: written at setup, before t = 0
 RENAMED_CHECKS = {                # old [checks] key -> the message that replaces it
     "ops_s_before_fault_min": "replaced by ops_before_fault_min, a count of ok operations before the "
                               "first fault (a rate failed runs on busy machines; see chaos/DESIGN.md)",
@@ -81,15 +86,21 @@ class WorkloadSpec:
     batch_records: int = 200        # bulk: records per put_many call
     records: int = 120_000          # jobs: records written at setup, read by every job
     dataset: str = "chaos"
+    # register / set / bulk: records `pre-<n>` written into `dataset` at setup (before t = 0,
+    # no fault yet), so its shards hold data a repair must copy; the final reads skip them
+    preload_records: int = 0
+    preload_value_bytes: int = 100  # bytes of each preloaded value (a string)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FaultSpec:
-    kind: str                       # kill | pause | restart | wipe | partition | loss
-    target: str = "any"             # any | leader | follower | primary | minority | task-node | node-N
+    kind: str                       # kill | pause | restart | wipe | crash | partition | loss
+    target: str = "any"             # any | leader | follower | other-follower | primary | minority |
+                                    # task-node | learner | node-N
     start_s: Span = Span(3.0, 3.0)  # since the workload start
     duration_s: Span = Span(2.0, 2.0)  # until heal: restart, SIGCONT, rules removed; wipe: the
-                                    # empty node's restart, before cluster.knobs.node_dead_after_s
+                                    # empty node's restart, before cluster.knobs.node_dead_after_s;
+                                    # crash: 0 (never healed, the node stays down)
     direction: str = "both"         # partition: both | inbound (to target) | outbound
     percent: int = 0                # loss: share of the target's frames dropped
     cut_clients: bool = False       # partition/loss also between the target and the clients
@@ -113,6 +124,13 @@ class CheckSpec:
     # dataset (bulk) the workload exercised must see an ok operation again within this many
     # seconds of the injection (judgements.check_recovered); 0 = off.
     recover_within_s: float = 0.0
+    # After the final heal every shard of the workload's datasets has `replication` in-sync
+    # replicas on running nodes within T (restoration.restore_budget_s, from
+    # cluster.knobs.node_dead_after_s and the bytes written), with equal checksums at the end.
+    replication_restored: bool = False
+    # Every fault targeting "learner": its node logs "learner starts a copy" once per shard
+    # (the copy it was killed in resumed after its restart, it did not start over).
+    copy_resumed: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -259,14 +277,18 @@ class _Reader:
             knobs=dict(knobs))
 
     def workload(self, table: Any) -> WorkloadSpec:
-        t = self.take(table, "workload", ("kind", "clients", "keys", "batch_records", "records", "dataset"))
+        t = self.take(table, "workload", ("kind", "clients", "keys", "batch_records", "records", "dataset",
+                                          "preload_records", "preload_value_bytes"))
         return WorkloadSpec(
             kind=self.choice(t.get("kind", "register"), "workload.kind", WORKLOAD_KINDS),
             clients=self.number(t.get("clients", 4), "workload.clients", integer=True),
             keys=self.number(t.get("keys", 8), "workload.keys", integer=True),
             batch_records=self.number(t.get("batch_records", 200), "workload.batch_records", integer=True),
             records=self.number(t.get("records", 120_000), "workload.records", integer=True),
-            dataset=str(t.get("dataset", "chaos")))
+            dataset=str(t.get("dataset", "chaos")),
+            preload_records=self.number(t.get("preload_records", 0), "workload.preload_records", integer=True),
+            preload_value_bytes=self.number(t.get("preload_value_bytes", 100), "workload.preload_value_bytes",
+                                            integer=True))
 
     def fault(self, table: Any, where: str) -> FaultSpec:
         t = self.take(table, where, ("kind", "target", "start_s", "duration_s", "direction",
@@ -279,26 +301,29 @@ class _Reader:
             raise self.fail(f"{where}.target", f"expected one of {', '.join(TARGETS)} or node-N "
                             f"(N from 1), got {target!r}")
         cut_clients = t.get("cut_clients", False)
+        # a crash is never healed (the node stays down): it ends when it is injected
+        default_duration_s = 0.0 if t["kind"] == "crash" else 2.0
         if not isinstance(cut_clients, bool):
             raise self.fail(f"{where}.cut_clients", f"expected true or false, got {cut_clients!r}")
         return FaultSpec(
             kind=self.choice(t["kind"], f"{where}.kind", FAULT_KINDS), target=target,
             start_s=self.span(t.get("start_s", 3.0), f"{where}.start_s"),
-            duration_s=self.span(t.get("duration_s", 2.0), f"{where}.duration_s"),
+            duration_s=self.span(t.get("duration_s", default_duration_s), f"{where}.duration_s"),
             direction=self.choice(t.get("direction", "both"), f"{where}.direction", DIRECTIONS),
             percent=self.number(t.get("percent", 0), f"{where}.percent", integer=True),
             cut_clients=cut_clients)
 
     def checks(self, table: Any) -> CheckSpec:
         names = ("linearizable", "no_lost_writes", "converge_within_s", "live_within_s", "ops_min",
-                 "ops_before_fault_min", "checker_timeout_s", "recover_within_s")
+                 "ops_before_fault_min", "checker_timeout_s", "recover_within_s", "replication_restored",
+                 "copy_resumed")
         for old, message in RENAMED_CHECKS.items():
             if isinstance(table, dict) and old in table:
                 raise self.fail(f"checks.{old}", message)
         t = self.take(table, "checks", names)
         values: dict[str, Any] = {}
         for name, value in t.items():
-            if name in ("linearizable", "no_lost_writes"):
+            if name in ("linearizable", "no_lost_writes", "replication_restored", "copy_resumed"):
                 if not isinstance(value, bool):
                     raise self.fail(f"checks.{name}", f"expected true or false, got {value!r}")
                 values[name] = value
@@ -335,6 +360,7 @@ def _validate(s: Scenario, label: str) -> None:
         raise fail("workload.records", f"must be within 1..{RECORDS_MAX}, got {w.records}")
     if not w.dataset.replace("-", "").replace("_", "").isalnum():
         raise fail("workload.dataset", f"use letters, digits, - and _ only, got {w.dataset!r}")
+    _validate_preload(s, fail)
     for index, f in enumerate(s.faults):
         _validate_fault(f, f"faults[{index}]", s, fail)
     k = s.checks
@@ -345,6 +371,23 @@ def _validate(s: Scenario, label: str) -> None:
             raise fail(f"checks.{name}", f"must be positive, got {getattr(k, name)}")
     if k.ops_min < 0 or k.ops_before_fault_min < 0 or k.recover_within_s < 0:
         raise fail("checks", "ops_min, ops_before_fault_min and recover_within_s must not be negative")
+    if k.replication_restored and "node_dead_after_s" not in c.knobs:
+        raise fail("checks.replication_restored", "needs cluster.knobs.node_dead_after_s: the bound T is "
+                   "computed from it (detection) and the bytes written (chaos/DESIGN.md)")
+    if k.copy_resumed and not any(f.target == "learner" for f in s.faults):
+        raise fail("checks.copy_resumed", "needs a fault with target = \"learner\" (whose copy must resume)")
+
+
+def _validate_preload(s: Scenario, fail: Any) -> None:
+    w = s.workload
+    if w.preload_records < 0 or not 1 <= w.preload_value_bytes <= 1_000_000:
+        raise fail("workload", "preload_records must not be negative and preload_value_bytes must be within "
+                   f"1..1000000, got {w.preload_records} and {w.preload_value_bytes}")
+    if w.preload_records and w.kind == "jobs":
+        raise fail("workload.preload_records", "the jobs workload writes its own records (workload.records)")
+    if w.preload_records * w.preload_value_bytes > PRELOAD_BYTES_MAX:
+        raise fail("workload.preload_records", f"preload_records x preload_value_bytes must be at most "
+                   f"{PRELOAD_BYTES_MAX} bytes, got {w.preload_records * w.preload_value_bytes}")
 
 
 def _validate_fault(f: FaultSpec, where: str, s: Scenario, fail: Any) -> None:
@@ -356,7 +399,10 @@ def _validate_fault(f: FaultSpec, where: str, s: Scenario, fail: Any) -> None:
     if f.target == "task-node" and s.workload.kind != "jobs":
         raise fail(f"{where}.target", f"task-node (a node running a task of a job) needs workload.kind = \"jobs\", "
                    f"not {s.workload.kind!r}")
-    if f.target in ("minority", "follower") and nodes < 3:
+    if f.kind == "crash" and f.duration_s != Span(0.0, 0.0):
+        raise fail(f"{where}.duration_s", "a crash is never healed (the node stays down to the end of the run): "
+                   "leave duration_s out")
+    if f.target in ("minority", "follower", "other-follower") and nodes < 3:
         raise fail(f"{where}.target", f"{f.target} needs at least 3 nodes, the cluster has {nodes}")
     if f.start_s.low < WARMUP_S_MIN:
         raise fail(f"{where}.start_s", f"must be at least {WARMUP_S_MIN} s: the workload must be "

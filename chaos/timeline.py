@@ -14,8 +14,8 @@ from typing import Any, Iterable, Sequence
 from shoal.chaos.history import Operation
 
 TIMELINE_WINDOW_S = 0.5
-FAULT_COLORS = {"kill": "tab:red", "pause": "tab:purple", "restart": "tab:blue",
-                "partition": "tab:brown", "loss": "tab:olive"}
+FAULT_COLORS = {"kill": "tab:red", "crash": "darkred", "wipe": "tab:pink", "pause": "tab:purple",
+                "restart": "tab:blue", "partition": "tab:brown", "loss": "tab:olive"}
 
 
 def throughput(operations: Iterable[Operation], window_s: float = TIMELINE_WINDOW_S) -> dict[str, list[int]]:

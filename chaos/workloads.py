@@ -25,6 +25,11 @@ and the dead shard's group keeps probing it.
 - bulk: put_many batches of unique keys; the final scan counts every batch.
 - jobs: compute jobs over a dataset written at setup (chaos/job_workload.py).
 Probe keys (the liveness check) start with "probe-" and are ignored by the final scans.
+
+Preload (`workload.preload_records`, register / set / bulk): records `pre-<n>` with string
+values of `preload_value_bytes`, written into the workload's dataset at setup (before t = 0,
+no fault yet), so that a repair has data to copy (issue 18.8); the final reads and scans
+skip them (register keys start with "r", set elements with "e", bulk keys with "b").
 """
 from __future__ import annotations
 
@@ -45,6 +50,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PROBE_PREFIX = "probe-"
+PRELOAD_PREFIX = "pre-"
+PRELOAD_BATCH_BYTES = 2 * 2**20   # one put_many of the preload: far below message_bytes_max
 RETRY_PAUSE_S = 0.05              # after a failed/unknown op, so a down cluster is not spun on
 SCAN_RETRY_PAUSE_S = RETRY_PAUSE_S * 4
 FINAL_PROCESS_BASE = 1_000_000    # process ids of the final reads
@@ -115,7 +122,12 @@ class Workload:
         return [self.dataset]
 
     def setup(self, client: Any) -> None:
-        """Before the workload's t = 0 (no fault yet): load what the workload needs."""
+        """Before the workload's t = 0 (no fault yet): load what the workload needs (the preload)."""
+        records, value_bytes = self.spec.preload_records, self.spec.preload_value_bytes
+        batch = max(1, PRELOAD_BATCH_BYTES // (value_bytes + 16))
+        for first in range(0, records, batch):
+            client.put_many(self.dataset, ((f"{PRELOAD_PREFIX}{n:08d}", _filler(n, value_bytes))
+                                           for n in range(first, min(records, first + batch))))
 
     def start(self) -> None:
         self._clients = [self.client_factory() for _ in range(self.spec.clients)]
@@ -274,6 +286,12 @@ class BulkWorkload(Workload):
         state = _scan_until(client, self.dataset, deadline_s)
         state.elements = {key for key in state.elements if key.startswith("b")}
         return state
+
+
+def _filler(n: int, size: int) -> str:
+    """A preloaded value: `size` characters, different for every record."""
+    head = f"{n:08d}:"
+    return (head * (size // len(head) + 1))[:size]
 
 
 def _swapped(result: Any) -> bool:

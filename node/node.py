@@ -192,8 +192,11 @@ class Node:
 
     def _registered(self) -> bool:
         node = self.metadata.view.node(self.config.node_id)
+        # A voter wiped and restarted finds itself registered in the log Raft refilled, but its
+        # data dir forgot the cluster id: without it every peer message is refused (_ensure_cluster_id)
+        knows_cluster = bool(self.config.join or self.identity.cluster_id)
         return (node is not None and node.address == self.config.address and node.alive
-                and self.metadata.is_ready())
+                and self.metadata.is_ready() and knows_cluster)
 
     async def _register(self, health_servicer: health.aio.HealthServicer) -> None:
         """Learn (or make) the cluster id, register this node in the metadata (retried until

@@ -285,7 +285,7 @@ class ShardRegistry:
 
     async def _report_lost(self, shard: ShardView, incarnation: str) -> None:
         logger.warning("shard %s: this replica is not the one the metadata records (incarnation %s, recorded %s): "
-                       "it leaves the in-sync set (a new replica, refilled once repair exists)", shard.name, incarnation,
+                       "it leaves the in-sync set (a new replica, refilled by repair)", shard.name, incarnation,
                        shard.recorded_incarnation(self.config.node_id))
         result = await self._propose(commands.replica_lost(shard.dataset_id, shard.index, self.config.node_id,
                                                            incarnation))

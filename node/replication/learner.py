@@ -27,6 +27,7 @@ import grpc
 import msgpack
 
 from shoal.client.wire.pb import peer_pb2
+from shoal.client.wire.retry import RetryPolicy
 from shoal.node.replication.copy_source import digest
 from shoal.node.replication.replica import FillProgress
 from shoal.node.storage import fill
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+LEARNER_RETRY_S_MAX = 2.0       # the longest pause between two attempts of a learner
 COPY_STREAM_TIMEOUT_S = 600.0   # one CopyShard stream; past it the copy resumes after its last chunk
 
 
@@ -47,7 +49,7 @@ class CopyFailed(Exception):
 
 async def fill_replica(ctx: ReplicationContext, replica: Replica) -> None:
     """Copy, replay, join; retried (from where it stopped) until joined or no longer a learner."""
-    backoff = ctx.peer_retry.backoff()
+    backoff = RetryPolicy(ctx.config.peer_retry_s, LEARNER_RETRY_S_MAX).backoff()   # a refusal may last
     started_s = time.monotonic()
     while True:
         shard = ctx.metadata.view.shard(replica.dataset, replica.index)
