@@ -3,7 +3,8 @@
 SubmitJob checks everything that can be checked before a task runs (the dataset, the
 expressions and the spec's shape, the user-code policy), places attempt 1 of each task
 (controller/jobs.first_attempts) and records the job in Raft. GetJob answers from this
-node's copy of the job table, optionally waiting for the job to finish (long poll) and
+node's copy of the job table (read through the log when it says "running", so a job
+that finished is never reported running by a node that lags), optionally waiting for the job to finish (long poll) and
 carrying a done job's rows when they are small (ROWS_INLINE_BYTES_MAX: a small job's
 result in one round trip fewer); GetJobResult merges the committed partial results (the first attempt of each task to
 commit) in a thread, once per job, and streams rows in chunks bounded by bytes.
@@ -95,8 +96,9 @@ class JobService(jobs_pb2_grpc.JobsServicer):
         while job.running and (remaining_s := give_up_s - time.monotonic()) > 0:
             await self.changes.wait(remaining_s)
             job = await self._job(request.job_id)
-        if job.running and request.wait_s > 0:
-            # the wait ran out: a node cut off from the leader would say "running" forever, so
+        if job.running:
+            # still running here (the wait ran out, or none was asked): this node's copy may lag
+            # (a follower behind, one cut off from the leader would say "running" forever), so
             # read through the log once (NoControllerError there sends the client elsewhere)
             try:
                 await self.node.metadata.barrier(self.config.barrier_timeout_s)

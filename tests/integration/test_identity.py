@@ -45,7 +45,8 @@ def in_sync(cluster: LocalCluster, dataset: str, index: int = 0) -> tuple[str, .
 
 def test_issue15_wiped_primary_never_wins_over_full_backups(local_cluster: Callable[..., LocalCluster]) -> None:
     """Example A: 1 shard, R=3, 3 keys, full restart; kill -9 the primary, wipe its data dir, start it
-    within node_dead_after_s. The data stays; the wiped replica is not in sync (it is new)."""
+    within node_dead_after_s. The data stays; the wiped replica is not in sync (it is new): it leaves
+    the in-sync set, and repair (issue 18) refills it from a full copy before it is in sync again."""
     cluster = local_cluster(3, env=ENV)
     keys = [f"k{i}" for i in range(3)]
     with cluster.client() as client:
@@ -62,11 +63,12 @@ def test_issue15_wiped_primary_never_wins_over_full_backups(local_cluster: Calla
     with cluster.client() as client:
         wait_for(lambda: values(client, "ds", keys) == {k: {"i": i} for i, k in enumerate(keys)}, cluster,
                  "every acknowledged key readable after the wiped primary returned")
-        wait_for(lambda: primary not in in_sync(cluster, "ds") and len(in_sync(cluster, "ds")) == 2, cluster,
-                 "the wiped replica out of the in-sync set, both full copies in it")
+        wait_for(lambda: len(in_sync(cluster, "ds")) == 3, cluster, "the wiped replica refilled and in sync again")
         client.put("ds", "after", 1)
         assert client.get("ds", "after") == 1
-    assert "is not the one the metadata records" in cluster.log_tail(primary, 400)
+    log = cluster.log_tail(primary, 400)
+    assert "is not the one the metadata records" in log     # it left the in-sync set as new first
+    assert "learner starts a copy" in log and "learner joined the in-sync set" in log
 
 
 def test_issue15_restored_old_copy_steps_down_for_backups_ahead(local_cluster: Callable[..., LocalCluster]) -> None:

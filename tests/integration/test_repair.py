@@ -9,6 +9,8 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
+import pytest
+
 from shoal.client import Client
 from shoal.client.local import LocalCluster
 from test_cluster_replication import FAST, Writer, converged, wait_for
@@ -92,6 +94,7 @@ def test_a_node_restarted_after_being_fenced_out_is_refilled(tmp_path: pathlib.P
         check_every_write(client, "kv", acked, 5_000)
 
 
+@pytest.mark.slow   # ~20 s; in CI the chaos scenario repair-kill-learner checks the resume (copy_resumed)
 def test_a_copy_shows_progress_and_resumes_after_the_learner_is_killed(tmp_path: pathlib.Path) -> None:
     """A throttled copy (about 8 s): `status` shows it under way with a percentage; kill -9 of
     the learner mid-copy and a restart: the copy continues after its last installed chunk
