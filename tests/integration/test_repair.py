@@ -32,6 +32,17 @@ def holders(client: Client, dataset: str) -> set[str]:
     return {node for shard in shard_map for node in shard.replicas}
 
 
+def load(client: Client, shards: int, records: int) -> None:
+    """Dataset "kv" (R=3) with `records` records k000000.. that check_every_write knows."""
+    client.create_dataset("kv", shards=shards, replication=3)
+    client.put_many("kv", ((f"k{i:06d}", {"i": i, "pad": "p" * 64}) for i in range(records)))
+
+
+def a_holder_but_the_controller(client: Client) -> str:
+    """A node holding replicas of "kv" that is not the controller (killing it leaves the controller be)."""
+    return sorted(holders(client, "kv") - {str(client.status()["controller"])})[0]
+
+
 def check_every_write(client: Client, dataset: str, acked: dict[str, Any], loaded: int) -> None:
     for key, value in acked.items():
         assert client.get(dataset, key) == value, key
@@ -45,10 +56,8 @@ def test_replicas_of_a_killed_node_are_rebuilt_on_another_during_writes(tmp_path
     acknowledged before, during and after the repair is readable."""
     loaded = 30_000
     with LocalCluster(tmp_path / "c", nodes=4, env=REPAIR) as cluster, cluster.client(timeout_s=15) as client:
-        client.create_dataset("kv", shards=4, replication=3)
-        client.put_many("kv", ((f"k{i:06d}", {"i": i, "pad": "p" * 64}) for i in range(loaded)))
-        controller = str(client.status()["controller"])
-        victim = sorted(holders(client, "kv") - {controller})[0]
+        load(client, 4, loaded)
+        victim = a_holder_but_the_controller(client)
         writer = Writer(client, "kv")
         writer.start()
         try:
@@ -77,10 +86,8 @@ def test_a_node_restarted_after_being_fenced_out_is_refilled(tmp_path: pathlib.P
     """3 nodes, R=3: a backup is killed, writes fence it out, it restarts: it becomes a learner,
     copies (its old files are not trusted) and joins; the shard has 3 equal replicas again."""
     with LocalCluster(tmp_path / "c", nodes=3, env=REPAIR) as cluster, cluster.client(timeout_s=15) as client:
-        client.create_dataset("kv", shards=2, replication=3)
-        client.put_many("kv", ((f"k{i:06d}", {"i": i, "pad": "p" * 64}) for i in range(5_000)))
-        controller = str(client.status()["controller"])
-        victim = sorted(holders(client, "kv") - {controller})[0]
+        load(client, 2, 5_000)
+        victim = a_holder_but_the_controller(client)
         cluster.kill(victim)
         acked = {}
         for i in range(300):
@@ -101,10 +108,8 @@ def test_a_copy_shows_progress_and_resumes_after_the_learner_is_killed(tmp_path:
     (the node logs no second "starts a copy" for the shard) and the shard gets its 3 copies."""
     slow = {**FAST, "SHOAL_REPAIR_BYTES_PER_S": "400000", "SHOAL_SCAN_CHUNK_BYTES_MAX": "65536"}
     with LocalCluster(tmp_path / "c", nodes=4, env=slow) as cluster, cluster.client(timeout_s=15) as client:
-        client.create_dataset("kv", shards=1, replication=3)
-        client.put_many("kv", ((f"k{i:06d}", {"i": i, "pad": "p" * 64}) for i in range(36_000)))
-        controller = str(client.status()["controller"])
-        victim = sorted(holders(client, "kv") - {controller})[0]
+        load(client, 1, 36_000)
+        victim = a_holder_but_the_controller(client)
         cluster.kill(victim)
         progress: list[dict[str, Any]] = []
 
@@ -134,8 +139,7 @@ def test_drain_moves_every_replica_off_a_node_during_writes(tmp_path: pathlib.Pa
     import subprocess
     import sys
     with LocalCluster(tmp_path / "c", nodes=4, env=REPAIR) as cluster, cluster.client(timeout_s=15) as client:
-        client.create_dataset("kv", shards=4, replication=3)
-        client.put_many("kv", ((f"k{i:06d}", {"i": i, "pad": "p" * 64}) for i in range(8_000)))
+        load(client, 4, 8_000)
         controller = str(client.status()["controller"])
         shard_map = {d.name: d for d in client.cluster_map().datasets}["kv"].shard_map
         primaries = {s.primary for s in shard_map} - {controller}
@@ -168,8 +172,7 @@ def test_a_node_that_joins_gets_shards_until_load_is_even(tmp_path: pathlib.Path
         cluster.terminate("n4")
         wait_for(lambda: any(n["id"] == "n4" and n["state"] == "dead" for n in client.status()["nodes"]),
                  cluster, "n4 declared dead")
-        client.create_dataset("kv", shards=4, replication=3)
-        client.put_many("kv", ((f"k{i:06d}", {"i": i, "pad": "p" * 64}) for i in range(6_000)))
+        load(client, 4, 6_000)
         assert "n4" not in holders(client, "kv")
         cluster.start_node("n4")
 
@@ -195,8 +198,7 @@ def test_a_corrupted_replica_is_found_taken_out_and_rebuilt(tmp_path: pathlib.Pa
     mark = "scrub-" + "Q" * 40
     env = {**REPAIR, "SHOAL_SCRUB_INTERVAL_S": "1"}
     with LocalCluster(tmp_path / "c", nodes=3, env=env) as cluster, cluster.client(timeout_s=15) as client:
-        client.create_dataset("kv", shards=1, replication=3)
-        client.put_many("kv", ((f"k{i:06d}", {"i": i, "pad": "p" * 64}) for i in range(2_000)))
+        load(client, 1, 2_000)
         client.put("kv", "marked", mark)
         shard = {d.name: d for d in client.cluster_map().datasets}["kv"].shard_map[0]
         victim = shard.replicas[-1]
@@ -224,8 +226,7 @@ def test_a_data_only_node_survives_the_death_of_the_node_it_joined_through(tmp_p
     (it is never declared dead), and the shards n1 held are rebuilt, on n4 among others."""
     with LocalCluster(tmp_path / "c", nodes=4, env=REPAIR) as cluster, cluster.client(timeout_s=15) as client:
         assert not cluster.node("n4").voter
-        client.create_dataset("kv", shards=4, replication=3)
-        client.put_many("kv", ((f"k{i:06d}", {"i": i, "pad": "p" * 64}) for i in range(4_000)))
+        load(client, 4, 4_000)
         cluster.kill("n1")
         wait_for(lambda: any(n["id"] == "n1" and n["state"] == "dead" for n in client.status()["nodes"]),
                  cluster, "n1 declared dead")

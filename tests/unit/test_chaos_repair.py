@@ -22,6 +22,7 @@ from shoal.chaos.restoration import (
 )
 from shoal.chaos.scenario import ScenarioError, Span, WorkloadSpec, load_scenario, parse_scenario
 from shoal.client.wire.pb import data_pb2 as pb
+from test_fault_schedule import FakeCluster as ScheduleFakeCluster
 
 MiB = 2**20
 REPAIR = ("repair-kill-node", "repair-kill-two", "repair-wipe-restart", "repair-kill-learner")
@@ -209,23 +210,8 @@ def test_chaos_repair_copy_resumed_fails_when_never_joined_or_nothing_installed(
 
 # ---- faults: crash, learner, other-follower ----
 
-class FakeCluster:
+class FakeCluster(ScheduleFakeCluster):
     """Four nodes, leader n1; a map where n3 learns shard 1 (with progress) and n2 shard 0 (none)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-        self.down: set[str] = set()
-
-    def kill(self, node_id: str) -> None:
-        self.calls.append(("kill", node_id))
-        self.down.add(node_id)
-
-    def start_node(self, node_id: str) -> None:
-        self.calls.append(("start", node_id))
-        self.down.discard(node_id)
-
-    def is_running(self, node_id: str) -> bool:
-        return node_id not in self.down
 
     def running(self) -> list[str]:
         return [n for n in ("n1", "n2", "n3", "n4") if n not in self.down]

@@ -14,16 +14,9 @@ from hypothesis import strategies as st
 
 from shoal.node.metadata import commands, fsm
 from shoal.node.metadata.view import MetadataView
+from test_fsm_controller import run
 
 TERM = 4
-
-
-def run(state: dict[str, Any], *cmds: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    results = []
-    for cmd in cmds:
-        state, result = fsm.apply(state, cmd)
-        results.append(result)
-    return state, results
 
 
 def with_dataset(nodes: int = 4) -> dict[str, Any]:

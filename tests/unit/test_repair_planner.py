@@ -16,6 +16,7 @@ from shoal.node.controller.repair import plan_repairs
 from shoal.node.errors import ConfigError
 from shoal.node.metadata import commands, fsm
 from shoal.node.metadata.view import MetadataView
+from test_controller import FakeContext
 
 TERM = 3
 
@@ -169,17 +170,6 @@ class FakeMetadata:
 
     def is_leader(self) -> bool:
         return True
-
-
-@dataclasses.dataclass
-class FakeContext:
-    metadata: FakeMetadata
-    proposed: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-
-    async def propose(self, command: bytes, *, deadline_s: float) -> dict[str, Any]:
-        self.proposed.append(commands.decode_command(command))
-        self.metadata.state, result = fsm.apply(self.metadata.state, command)
-        return result
 
 
 def test_controller_tick_adds_learners_within_its_budget() -> None:
