@@ -32,6 +32,12 @@ LEARNER_WAIT_S for one (a repair starts only after node_dead_after_s). The shard
 learning, with the records each had installed, go into the fault's record (`learning`).
 `other-follower` is a running non-leader that no earlier fault of the run targeted (two
 nodes killed one after the other, neither of them the controller).
+
+`join` starts a node held back at the cluster start (scenario `cluster.held_back`): it
+registers through a running voter and the controller's rebalancer moves shards to it.
+`drain` asks the cluster to move every replica off its target (`Client.drain_node`, the
+call behind `shoal node drain`); the copies it held then are the fault's `replicas`. Both
+are one-shot, like `crash`: their heal does nothing.
 """
 from __future__ import annotations
 
@@ -43,7 +49,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
-from shoal.chaos.scenario import NETWORK_FAULTS, FaultSpec, Scenario, Span
+from shoal.chaos.scenario import NETWORK_FAULTS, ONE_SHOT_STATUS, FaultSpec, Scenario, Span
 
 if TYPE_CHECKING:
     from shoal.chaos.netlab import NetLab
@@ -53,6 +59,7 @@ logger = logging.getLogger(__name__)
 TASK_NODE_WAIT_S = 5.0           # target task-node: how long to wait for a job with a running task
 LEARNER_WAIT_S = 10.0            # target learner: how long to wait for a copy under way
 LEADER_WAIT_S = 3.0              # target leader: a node busy with jobs may miss one status deadline
+DRAIN_CALL_TIMEOUT_S = 10.0      # drain: the DrainNode call (a proposal and a barrier), retries included
 TARGET_POLL_S = 0.05
 
 
@@ -182,12 +189,14 @@ class FaultRecord:
     kind: str
     planned_start_s: float
     planned_end_s: float
-    status: str = "planned"         # planned | injected | healed | down (a crash) | unavailable | error
+    status: str = "planned"         # planned | injected | healed | down (a crash) | done (join, drain) |
+                                    # unavailable | error
     reason: str = ""                # why unavailable or error
     targets: list[str] = field(default_factory=list)
     # target learner: shard ("dataset/index") -> records its copy had installed at injection
     # (-1: the node did not say), for each shard the target was learning
     learning: dict[str, int] = field(default_factory=dict)
+    replicas: int | None = None     # drain: copies (replicas + learners) the target held at the request
     start_s: float | None = None    # injection began
     injected_s: float | None = None  # injection call returned
     end_s: float | None = None      # heal call returned
@@ -212,6 +221,7 @@ class Fault:
         # target other-follower: nodes earlier faults of the run targeted; set by the runner
         self.earlier_targets: set[str] = set()
         self.learning: dict[str, int] = {}     # target learner: see FaultRecord.learning
+        self.replicas: int | None = None       # drain: see FaultRecord.replicas
 
     @property
     def name(self) -> str:
@@ -309,6 +319,11 @@ class Fault:
                 self.cluster.pause(node_id)
             elif kind == "restart":
                 self.cluster.terminate(node_id)
+            elif kind == "join":
+                self.cluster.start_node(node_id)
+            elif kind == "drain":
+                with getattr(self.cluster, "client")(timeout_s=DRAIN_CALL_TIMEOUT_S) as client:
+                    self.replicas = int(client.drain_node(node_id))
         if kind == "partition":
             assert self.lab is not None
             self.lab.partition(self.fault_id, [_number(n) for n in self.targets],
@@ -323,8 +338,8 @@ class Fault:
 
     def heal(self) -> None:
         kind = self.plan.kind
-        if kind == "crash":
-            logger.info("%s: %s stays down (a crash is never healed)", self.name, ", ".join(self.targets))
+        if kind in ONE_SHOT_STATUS:
+            logger.info("%s on %s: one-shot, nothing to heal", self.name, ", ".join(self.targets))
             return
         for position, node_id in enumerate(self.targets):
             if kind in ("kill", "wipe", "restart") and not self.cluster.is_running(node_id):

@@ -21,12 +21,13 @@ def run_checks(scenario: Any, schedule: Any, operations: Sequence[Operation], fa
                final: Any, probe: Any, convergence: Any, *, workload_s: float | None = None,
                metadata_versions: dict[str, int | None] | None = None, restoration: Any = None,
                final_copies: dict[str, Any] | None = None,
-               learner_logs: dict[str, list[str]] | None = None) -> list[CheckResult]:
+               learner_logs: dict[str, list[str]] | None = None, membership: Any = None) -> list[CheckResult]:
     """Every check of the scenario; types are those of faults/workloads/checkers (Any keeps
     this module importable without them). `workload_s`: how long the workload ran;
     `metadata_versions`: each running node's applied metadata version at the end (None:
     not collected, the check is left out); `restoration`, `final_copies`, `learner_logs`:
-    what the replication_restored and copy_resumed checks judge (chaos/restoration.py)."""
+    what the replication_restored and copy_resumed checks judge (chaos/restoration.py);
+    `membership`: what load_even and drained judge (chaos/membership.py)."""
     bounds = scenario.checks
     checks = [check_workload_valid(operations, schedule.first_fault_s, bounds.ops_min,
                                    bounds.ops_before_fault_min, workload_s=workload_s,
@@ -58,6 +59,14 @@ def run_checks(scenario: Any, schedule: Any, operations: Sequence[Operation], fa
         if bounds.copy_resumed:
             checks.append(_guarded("copy_resumed", check_copy_resumed, [record.to_dict() for record in faults],
                                    learner_logs or {}))
+    if bounds.load_even:
+        from shoal.chaos.membership import check_load_even
+
+        checks.append(_guarded("load_even", check_load_even, membership))
+    if bounds.drained:
+        from shoal.chaos.membership import check_drained
+
+        checks.append(_guarded("drained", check_drained, membership, [record.to_dict() for record in faults]))
     return checks
 
 
@@ -196,9 +205,11 @@ def check_workload_valid(operations: Sequence[Operation], first_fault_s: float |
 
 def check_faults(faults: Sequence[dict[str, Any]]) -> CheckResult:
     """Every scheduled fault was injected and healed (a crash: injected and left down, as
-    planned); unavailable ones are named, not skipped."""
+    planned; a join or drain: done); unavailable ones are named, not skipped."""
+    from shoal.chaos.scenario import ONE_SHOT_STATUS
+
     def done(fault: dict[str, Any]) -> bool:
-        return fault.get("status") == ("down" if fault.get("kind") == "crash" else "healed")
+        return fault.get("status") == ONE_SHOT_STATUS.get(str(fault.get("kind")), "healed")
 
     bad = [f"{f['name']}: {f['status']}" + (f" ({f['reason']})" if f.get("reason") else "")
            for f in faults if not done(f)]

@@ -26,7 +26,8 @@ until T. The bound is computed from the scenario and the data, never tuned per r
 "Serving" means: the map lists the node in the shard's in-sync set, the node runs and
 answers GetNodeStatus, and its own status reports the shard as primary or backup (a wiped
 node restarted before its death was declared is still listed in sync, but reports
-`stale`: it does not count until it has been refilled).
+`stale`: it does not count until it has been refilled), and the map does not list the node
+as draining (its copies are leaving; the controller does not count them either).
 
 `check_replication_restored` passes when the watch saw every shard served `replication`
 times within T, and at the end of the run (after the convergence wait) every shard still
@@ -108,6 +109,7 @@ def shard_copies(cluster_map: Any, statuses: dict[str, Any], datasets: Sequence[
     NodeStatus of every node that answered (a node that did not is not serving); pure."""
     reported = {(node_id, shard.dataset, shard.index): shard
                 for node_id, status in statuses.items() for shard in status.shards}
+    leaving = {node.id for node in cluster_map.nodes if node.state == "draining"}
     result: dict[str, Copies] = {}
     for info in cluster_map.datasets:
         if info.name not in datasets:
@@ -116,7 +118,7 @@ def shard_copies(cluster_map: Any, statuses: dict[str, Any], datasets: Sequence[
             serving = []
             for node_id in shard.replicas:
                 own = reported.get((node_id, info.name, shard.index))
-                if own is not None and own.role in SERVING_ROLES and \
+                if own is not None and own.role in SERVING_ROLES and node_id not in leaving and \
                         (not info.id or not own.dataset_id or own.dataset_id == info.id):
                     serving.append(node_id)
             result[f"{info.name}/{shard.index}"] = Copies(int(info.replication), tuple(serving),
@@ -136,10 +138,13 @@ def short_of(copies: dict[str, Copies]) -> dict[str, str]:
 
 class RestoreWatch:
     """Polls `read()` (-> shard_copies) every RESTORE_POLL_S from its start until every shard
-    is served `want` times, the budget passed or `stop()`; the result is in `restoration`."""
+    is served `want` times, the budget passed or `stop()`; the result is in `restoration`.
+    Another condition: `judge` maps what `read()` returns to what is still missing ({} =
+    settled; membership.py watches the load and a drain so), `what` names it in the log."""
 
-    def __init__(self, read: Callable[[], dict[str, Copies]], budget_s: float, bytes_written: int) -> None:
-        self.read = read
+    def __init__(self, read: Callable[[], Any], budget_s: float, bytes_written: int, *,
+                 judge: Callable[[Any], dict[str, str]] = short_of, what: str = "replication restored") -> None:
+        self.read, self.judge, self.what = read, judge, what
         self.restoration = Restoration(budget_s=budget_s, bytes_written=bytes_written)
         self._thread = threading.Thread(target=self._watch, name="chaos-restore", daemon=True)
         self._stopped = threading.Event()
@@ -160,7 +165,7 @@ class RestoreWatch:
         result = self.restoration
         while True:
             try:
-                result.short = short_of(self.read())
+                result.short = self.judge(self.read())
             except Exception as exc:   # noqa: BLE001 - a busy node may miss one deadline; the next poll retries
                 result.short = result.short or {"(cluster)": "not read yet"}
                 result.error = f"{type(exc).__name__}: {exc}"
@@ -168,7 +173,7 @@ class RestoreWatch:
             elapsed_s = time.monotonic() - started_s
             if not result.short:
                 result.restored_s = elapsed_s
-                logger.info("replication restored %.1f s after the final heal", elapsed_s)
+                logger.info("%s %.1f s after the final heal", self.what, elapsed_s)
                 return
             if elapsed_s >= result.budget_s:
                 return

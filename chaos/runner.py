@@ -45,12 +45,13 @@ from shoal.chaos import netlab
 from shoal.chaos.faults import Fault, FaultRecord, Schedule, build_schedule
 from shoal.chaos.history import History
 from shoal.chaos.judgements import run_checks
+from shoal.chaos.membership import Membership, MembershipWatch, watch_membership
 from shoal.chaos.report import RunReport, report_from_dict, write_report
 from shoal.chaos.repro import write_repro
 from shoal.chaos.restoration import (
     Copies, Restoration, RestoreWatch, learner_log_lines, restore_budget_s, shard_copies, short_of, written_bytes,
 )
-from shoal.chaos.scenario import Scenario, ScenarioError, load_scenario
+from shoal.chaos.scenario import MEMBERSHIP_FAULTS, ONE_SHOT_STATUS, Scenario, ScenarioError, load_scenario
 from shoal.chaos.screen import render_verdict
 from shoal.chaos.workloads import FinalState, ProbeResult, make_workload, probe_liveness
 
@@ -139,7 +140,9 @@ def with_duration(scenario: Scenario, duration_s: float) -> Scenario:
     if duration_s <= latest_end_s:
         raise ScenarioError(f"--duration {duration_s:g} s is too short: a fault of {scenario.name} may "
                             f"last until {latest_end_s:g} s")
-    period_s = scenario.duration_s if duration_s >= 2 * scenario.duration_s and scenario.faults else 0.0
+    # a join or drain happens once: a node joins once, and a drain each period would empty the cluster
+    repeats = scenario.faults and not any(f.kind in MEMBERSHIP_FAULTS for f in scenario.faults)
+    period_s = scenario.duration_s if duration_s >= 2 * scenario.duration_s and repeats else 0.0
     deadline_s = scenario.ops_deadline_s * duration_s / scenario.duration_s
     return replace(scenario, duration_s=duration_s, fault_period_s=period_s, ops_deadline_s=deadline_s)
 
@@ -204,7 +207,7 @@ def execute(scenario: Scenario, seed: int, report_dir: pathlib.Path, *, lab: net
         report.checks = run_checks(scenario, schedule, operations, records, run.final, run.probe, run.convergence,
                                    workload_s=run.workload_s, metadata_versions=run.metadata_versions,
                                    restoration=run.restoration, final_copies=run.final_copies,
-                                   learner_logs=run.learner_logs)
+                                   learner_logs=run.learner_logs, membership=run.membership)
     report.ops_s_before_first_fault = _rate_before(operations, schedule)
     report.workload_s, report.workload_stop = run.workload_s, run.stop
     report.duration_s = time.monotonic() - started_s
@@ -232,6 +235,8 @@ class _Run:
         self.final_copies: dict[str, Copies] | None = None   # ... and the copies after the convergence wait
         self.learner_logs: dict[str, list[str]] = {}         # checks.copy_resumed: learner lines per target node
         self._restore_watch: RestoreWatch | None = None
+        self._membership_watch: MembershipWatch | None = None
+        self.membership: Membership | None = None            # checks.load_even / drained: what they judge
         self._datasets: list[str] = []
         self.logs = ""
         self._probe_thread: threading.Thread | None = None
@@ -242,7 +247,7 @@ class _Run:
 
     def go(self) -> None:
         spec = self.scenario.workload
-        self.cluster.start(timeout_s=CLUSTER_START_TIMEOUT_S)
+        _start_cluster(self.cluster, [f"n{number}" for number in self.scenario.cluster.held_back])
         admin = self.cluster.client(timeout_s=CLIENT_TIMEOUT_S)
         # The liveness probe after the final heal uses a client that lived through the faults
         # (its map is from before them), as an application's would: a fresh client could hide
@@ -277,17 +282,22 @@ class _Run:
             self._probe_thread.join()
             if self._restore_watch is not None:
                 self.restoration = self._restore_watch.join()
+            if self._membership_watch is not None:
+                self._membership_watch.join()
             self.convergence, self.metadata_versions, self.final_copies = _wait_converged(
                 self.cluster, workload.datasets, self.scenario.checks.converge_within_s,
                 restored=self.scenario.checks.replication_restored)
             if not self.scenario.checks.replication_restored:
                 self.final_copies = None
+            if self._membership_watch is not None:
+                self.membership = self._membership_watch.finish()
             self.learner_logs = self._learner_logs()
         finally:
             if self._probe_thread is not None:
                 self._probe_thread.join()
-            if self._restore_watch is not None:
-                self._restore_watch.stop()
+            for watch in (self._restore_watch, self._membership_watch):
+                if watch is not None:
+                    watch.stop()
             admin.close()
             self._probe_client.close()
 
@@ -324,13 +334,15 @@ class _Run:
         if any(r.status != "unavailable" for r in self.records):
             self._start_probe()
             self._start_restore_watch()
+            self._membership_watch = watch_membership(self.scenario, self.records, self.cluster, self._datasets,
+                                                      self.history.operations())
 
     def _inject(self, fault: Fault, record: FaultRecord) -> None:
         record.start_s = self.history.elapsed_s()
         fault.earlier_targets = {node_id for other in self.records for node_id in other.targets}
         try:
             record.targets = list(fault.inject())
-            record.learning = dict(fault.learning)
+            record.learning, record.replicas = dict(fault.learning), fault.replicas
             record.status = "injected"
         except Exception as exc:   # noqa: BLE001 - recorded; the faults check fails with it
             record.status, record.reason = "error", f"inject: {type(exc).__name__}: {exc}"
@@ -338,9 +350,9 @@ class _Run:
         record.injected_s = self.history.elapsed_s()
 
     def _heal(self, fault: Fault, record: FaultRecord) -> None:
-        if fault.plan.kind == "crash":      # never healed: its band on the timeline runs to the end
+        if fault.plan.kind in ONE_SHOT_STATUS:   # never healed: its band on the timeline runs to the end
             fault.heal()
-            record.status = "down"
+            record.status = ONE_SHOT_STATUS[fault.plan.kind]
             return
         try:
             fault.heal()
@@ -397,6 +409,17 @@ def _cluster_layout(scenario: Scenario, lab: netlab.NetLab | None) -> dict[str, 
         layout["base_port"] = NETNS_BASE_PORT
         layout["command_prefix"] = lambda index: lab.exec_prefix(lab.node_namespace(index + 1))
     return layout
+
+
+def _start_cluster(cluster: Any, held_back: list[str]) -> None:
+    """Start every node but the held-back ones (a `join` fault starts those) and wait until ready."""
+    if not held_back:
+        cluster.start(timeout_s=CLUSTER_START_TIMEOUT_S)
+        return
+    for node in cluster.nodes:
+        if node.id not in held_back:
+            cluster.start_node(node.id)
+    cluster.wait_ready(CLUSTER_START_TIMEOUT_S)
 
 
 def _record(fault: Fault, cluster: Any) -> FaultRecord:

@@ -16,6 +16,11 @@ longer, never invalid; see runner.workload_stop. Node tunables (`[cluster.knobs]
 are restricted to the timing, storage and repair-throttle settings a chaos run has reason
 to change; the node validates their relationships (e.g. node_dead_after_s > lease_s + ...)
 at start and the harness reports its error.
+
+Membership (issue 18.8): `cluster.held_back` names data-only nodes not started with the
+cluster; a `join` fault starts one during the workload. A `drain` fault asks the cluster to
+move every replica off its target (`Client.drain_node`). Like `crash`, both are one-shot:
+nothing to heal, `duration_s` 0 (ONE_SHOT_STATUS: the status each ends in).
 """
 from __future__ import annotations
 
@@ -31,7 +36,9 @@ SCENARIO_DIR = pathlib.Path(__file__).resolve().parent / "scenarios"
 WORKLOAD_KINDS = ("register", "set", "bulk", "jobs")
 PROCESS_FAULTS = ("kill", "pause", "restart", "wipe", "crash")   # crash: kill, never restarted
 NETWORK_FAULTS = ("partition", "loss")
-FAULT_KINDS = PROCESS_FAULTS + NETWORK_FAULTS
+MEMBERSHIP_FAULTS = ("join", "drain")      # join: start a held-back node; drain: Client.drain_node
+FAULT_KINDS = PROCESS_FAULTS + NETWORK_FAULTS + MEMBERSHIP_FAULTS
+ONE_SHOT_STATUS = {"crash": "down", "join": "done", "drain": "done"}   # never healed: kind -> final status
 TARGETS = ("any", "leader", "follower", "other-follower", "primary", "minority", "task-node",
            "learner")     # or "node-N" (1-based)
 DIRECTIONS = ("both", "inbound", "outbound")
@@ -76,6 +83,9 @@ class ClusterShape:
     shards: int = 4
     network: str = "loopback"       # loopback | netns (netns when any network fault is listed)
     knobs: dict[str, Any] = field(default_factory=dict)
+    # data-only nodes (1-based, written "node-N") not started with the cluster; a `join`
+    # fault starts each during the workload
+    held_back: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,13 +104,13 @@ class WorkloadSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FaultSpec:
-    kind: str                       # kill | pause | restart | wipe | crash | partition | loss
+    kind: str                       # kill | pause | restart | wipe | crash | partition | loss | join | drain
     target: str = "any"             # any | leader | follower | other-follower | primary | minority |
                                     # task-node | learner | node-N
     start_s: Span = Span(3.0, 3.0)  # since the workload start
     duration_s: Span = Span(2.0, 2.0)  # until heal: restart, SIGCONT, rules removed; wipe: the
                                     # empty node's restart, before cluster.knobs.node_dead_after_s;
-                                    # crash: 0 (never healed, the node stays down)
+                                    # crash, join, drain: 0 (one-shot, never healed)
     direction: str = "both"         # partition: both | inbound (to target) | outbound
     percent: int = 0                # loss: share of the target's frames dropped
     cut_clients: bool = False       # partition/loss also between the target and the clients
@@ -131,6 +141,13 @@ class CheckSpec:
     # Every fault targeting "learner": its node logs "learner starts a copy" once per shard
     # (the copy it was killed in resumed after its restart, it did not start over).
     copy_resumed: bool = False
+    # Every `join` target: after the final heal the replica counts per alive node differ by
+    # less than 2, the joined node holds one at least, no move is under way (within T of
+    # membership.move_budget_s), and still at the end.
+    load_even: bool = False
+    # Every `drain` target: it ends holding no replica and no learner of any shard and
+    # DrainNode reports 0 copies left (safe to remove), within the same kind of T.
+    drained: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -258,7 +275,8 @@ class _Reader:
             checks=self.checks(top.get("checks", {})), source=source, text=text)
 
     def cluster(self, table: Any, faults: list[Any]) -> ClusterShape:
-        t = self.take(table, "cluster", ("nodes", "voters", "replication", "shards", "network", "knobs"))
+        t = self.take(table, "cluster", ("nodes", "voters", "replication", "shards", "network", "knobs",
+                                         "held_back"))
         wants_netns = any(isinstance(f, dict) and f.get("kind") in NETWORK_FAULTS for f in faults)
         knobs = self.take(t.get("knobs", {}), "cluster.knobs", tuple(KNOB_TYPES))
         for name, value in knobs.items():
@@ -274,7 +292,13 @@ class _Reader:
             shards=self.number(t.get("shards", 4), "cluster.shards", integer=True),
             network=self.choice(t.get("network", "netns" if wants_netns else "loopback"),
                                 "cluster.network", NETWORKS),
-            knobs=dict(knobs))
+            knobs=dict(knobs), held_back=self.held_back(t.get("held_back", [])))
+
+    def held_back(self, value: Any) -> tuple[int, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.startswith("node-") and v[5:].isdigit()
+                                                  for v in value):
+            raise self.fail("cluster.held_back", f"expected a list of node-N (N from 1), got {value!r}")
+        return tuple(int(v[5:]) for v in value)
 
     def workload(self, table: Any) -> WorkloadSpec:
         t = self.take(table, "workload", ("kind", "clients", "keys", "batch_records", "records", "dataset",
@@ -301,8 +325,8 @@ class _Reader:
             raise self.fail(f"{where}.target", f"expected one of {', '.join(TARGETS)} or node-N "
                             f"(N from 1), got {target!r}")
         cut_clients = t.get("cut_clients", False)
-        # a crash is never healed (the node stays down): it ends when it is injected
-        default_duration_s = 0.0 if t["kind"] == "crash" else 2.0
+        # a crash, join or drain is never healed: it ends when it is injected
+        default_duration_s = 0.0 if t["kind"] in ONE_SHOT_STATUS else 2.0
         if not isinstance(cut_clients, bool):
             raise self.fail(f"{where}.cut_clients", f"expected true or false, got {cut_clients!r}")
         return FaultSpec(
@@ -316,14 +340,15 @@ class _Reader:
     def checks(self, table: Any) -> CheckSpec:
         names = ("linearizable", "no_lost_writes", "converge_within_s", "live_within_s", "ops_min",
                  "ops_before_fault_min", "checker_timeout_s", "recover_within_s", "replication_restored",
-                 "copy_resumed")
+                 "copy_resumed", "load_even", "drained")
         for old, message in RENAMED_CHECKS.items():
             if isinstance(table, dict) and old in table:
                 raise self.fail(f"checks.{old}", message)
         t = self.take(table, "checks", names)
         values: dict[str, Any] = {}
         for name, value in t.items():
-            if name in ("linearizable", "no_lost_writes", "replication_restored", "copy_resumed"):
+            if name in ("linearizable", "no_lost_writes", "replication_restored", "copy_resumed", "load_even",
+                        "drained"):
                 if not isinstance(value, bool):
                     raise self.fail(f"checks.{name}", f"expected true or false, got {value!r}")
                 values[name] = value
@@ -363,6 +388,7 @@ def _validate(s: Scenario, label: str) -> None:
     _validate_preload(s, fail)
     for index, f in enumerate(s.faults):
         _validate_fault(f, f"faults[{index}]", s, fail)
+    _validate_membership(s, fail)
     k = s.checks
     if k.linearizable and w.kind != "register":
         raise fail("checks.linearizable", f"needs workload.kind = \"register\", not {w.kind!r}")
@@ -402,6 +428,8 @@ def _validate_fault(f: FaultSpec, where: str, s: Scenario, fail: Any) -> None:
     if f.kind == "crash" and f.duration_s != Span(0.0, 0.0):
         raise fail(f"{where}.duration_s", "a crash is never healed (the node stays down to the end of the run): "
                    "leave duration_s out")
+    if f.kind in MEMBERSHIP_FAULTS and f.duration_s != Span(0.0, 0.0):
+        raise fail(f"{where}.duration_s", f"a {f.kind} is one-shot (nothing to heal): leave duration_s out")
     if f.target in ("minority", "follower", "other-follower") and nodes < 3:
         raise fail(f"{where}.target", f"{f.target} needs at least 3 nodes, the cluster has {nodes}")
     if f.start_s.low < WARMUP_S_MIN:
@@ -425,3 +453,31 @@ def _validate_fault(f: FaultSpec, where: str, s: Scenario, fail: Any) -> None:
         raise fail(f"{where}.direction", "only partition faults take a direction")
     if f.cut_clients and f.kind not in NETWORK_FAULTS:
         raise fail(f"{where}.cut_clients", "only partition and loss faults take cut_clients")
+
+
+def _validate_membership(s: Scenario, fail: Any) -> None:
+    """held_back, join and drain, and the checks that judge them."""
+    c, k = s.cluster, s.checks
+    held = c.held_back
+    if len(set(held)) != len(held) or any(not c.voters < n <= c.nodes for n in held):
+        raise fail("cluster.held_back", f"must name distinct data-only nodes, node-{c.voters + 1}..node-{c.nodes} "
+                   f"(nodes 1..{c.voters} are the metadata voters), got {[f'node-{n}' for n in held]}")
+    joins = [f for f in s.faults if f.kind == "join"]
+    for index, f in enumerate(s.faults):
+        number = int(f.target[5:]) if f.target.startswith("node-") else 0
+        if f.kind == "join" and number not in held:
+            raise fail(f"faults[{index}].target", f"a join starts a node of cluster.held_back, written node-N; "
+                       f"got {f.target!r}")
+        if f.kind != "join" and (number in held or (held and f.target in ("any", "minority"))):
+            raise fail(f"faults[{index}].target", f"{f.target} may hit a held-back node before it joined")
+    for number in held:
+        if sum(1 for f in joins if f.target == f"node-{number}") != 1:
+            raise fail("faults", f"held-back node-{number} needs exactly one join fault")
+    drains = sum(1 for f in s.faults if f.kind == "drain")
+    if drains and c.nodes - drains < c.replication:
+        raise fail("faults", f"{drains} drain(s) leave {c.nodes - drains} nodes for replication {c.replication}: "
+                   "the copies have nowhere to go")
+    if k.load_even and not joins:
+        raise fail("checks.load_even", "needs a join fault (the node whose load must even out)")
+    if k.drained and not drains:
+        raise fail("checks.drained", "needs a drain fault (the node that must end empty)")

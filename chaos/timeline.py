@@ -15,7 +15,8 @@ from shoal.chaos.history import Operation
 
 TIMELINE_WINDOW_S = 0.5
 FAULT_COLORS = {"kill": "tab:red", "crash": "darkred", "wipe": "tab:pink", "pause": "tab:purple",
-                "restart": "tab:blue", "partition": "tab:brown", "loss": "tab:olive"}
+                "restart": "tab:blue", "partition": "tab:brown", "loss": "tab:olive", "join": "tab:green",
+                "drain": "tab:cyan"}
 
 
 def throughput(operations: Iterable[Operation], window_s: float = TIMELINE_WINDOW_S) -> dict[str, list[int]]:

@@ -411,6 +411,18 @@ class Client:
             "DrainNode", request, deadline_s, "drain node", None), write=True)
         return int(response.replicas)
 
+    def remove_node(self, node_id: str, *, replacement_raft: str = "") -> dict[str, list[str]]:
+        """Take a dead or drained node out for good (it may never register again). A metadata voter
+        needs `replacement_raft`, the Raft HOST:PORT of the voter taking its place. Idempotent.
+        Returns {"voters": Raft addresses after it, "lost_shards": shards whose only copy it held}."""
+        check_name(node_id, "node_id")
+        if replacement_raft:
+            check_name(replacement_raft, "replacement_raft")
+        request = pb.RemoveNodeRequest(node_id=node_id, new_raft_address=replacement_raft)
+        response = self._retry("remove node", lambda deadline_s: self._metadata_call(
+            "RemoveNode", request, deadline_s, "remove node", None), write=True)
+        return {"voters": list(response.voters), "lost_shards": list(response.lost_shards)}
+
     def status(self) -> dict[str, Any]:
         """The cluster at a glance (the `shoal status --json` contract, DESIGN.md 9)."""
         cluster_map = self.cluster_map()

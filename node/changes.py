@@ -22,8 +22,9 @@ class ChangeSignal:
         """Wait for the next notify, at most timeout_s; True if it came."""
         if self._future is None:
             self._future = asyncio.get_running_loop().create_future()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._future), timeout=timeout_s)
+        try:   # not wait_for: Python 3.11's returns the result and drops a cancel that lands as it fires,
+            async with asyncio.timeout(timeout_s):   # and a `while True` waiter then never stops (seen: a node that ignored SIGTERM)
+                await asyncio.shield(self._future)
             return True
         except TimeoutError:
             return False

@@ -17,7 +17,8 @@ from shoal.node.metadata.commands import TASK_RESULT_BYTES_MAX
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 REPLY_HEADROOM_BYTES = 64 * 1024   # a bounded reply's own framing, beyond its byte bound
-_ZERO_HAS_MEANING = frozenset({"workers", "repair_bytes_per_s", "scrub_interval_s"})   # 0 = one per core / unlimited (checked below)
+_ZERO_HAS_MEANING = frozenset({"workers", "repair_bytes_per_s", "repair_pacing_latency_factor",
+                               "scrub_interval_s"})   # 0 = one per core / unlimited / never (checked below)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +94,7 @@ class NodeConfig:
     # re-replication (issue 18): the controller adds learners, their shard's primary fills them
     repair_transfers_per_node_max: int = 2   # learners (incoming copies) the controller keeps on one node at once
     repair_bytes_per_s: int = 64 * MiB       # send rate cap of all copies this node sends (copy_source.Throttle); 0 = unlimited
+    repair_pacing_latency_factor: float = 2.0   # copies slow while client write p90 > this x usual (replication/pacing.py); 0 = off
     scrub_interval_s: float = 3600.0         # every replica re-verified this often (node/scrubber.py); 0 = never
 
     # compute (DESIGN.md section 5)
@@ -179,6 +181,9 @@ class NodeConfig:
             raise ConfigError(f"scrub_interval_s must be 0 (never) or more, got {self.scrub_interval_s}")
         if self.repair_bytes_per_s < 0:
             raise ConfigError(f"repair_bytes_per_s must be 0 (unlimited) or more, got {self.repair_bytes_per_s}")
+        if self.repair_pacing_latency_factor != 0 and not self.repair_pacing_latency_factor > 1:
+            raise ConfigError("repair_pacing_latency_factor must be 0 (copies never slow down) or above 1 (a multiple "
+                              f"of the usual client write latency), got {self.repair_pacing_latency_factor}")
         if self.task_result_bytes_max > TASK_RESULT_BYTES_MAX:
             raise ConfigError(f"task_result_bytes_max must be at most {TASK_RESULT_BYTES_MAX} (a result travels in "
                               f"one Raft command), got {self.task_result_bytes_max}")

@@ -159,21 +159,27 @@ class Node:
             if config.http_listen:   # StartupError (port taken) unwinds through the finally below
                 from shoal.node import http
                 http_server = await http.serve(self)
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._register(health_servicer)),
-                         group.create_task(self._reconcile_loop()), group.create_task(self.pool.warm()),
-                         group.create_task(self.scrubber.run())]
-                if not config.standalone:
-                    tasks.append(group.create_task(self.heartbeat.run()))
-                if config.raft:
-                    tasks.append(group.create_task(self.controller.run()))
-                await stop.wait()
-                logger.info("node %s stopping", config.node_id)
-                self.ready = False
-                self.tasks.close()
-                await health_servicer.enter_graceful_shutdown()
-                for task in tasks:
-                    task.cancel()
+            try:   # a StartupError inside the group (e.g. the cluster refused us) is one line, not a group
+                async with asyncio.TaskGroup() as group:
+                    tasks = [group.create_task(self._register(health_servicer)),
+                             group.create_task(self._reconcile_loop()), group.create_task(self.pool.warm()),
+                             group.create_task(self.scrubber.run())]
+                    if not config.standalone:
+                        tasks.append(group.create_task(self.heartbeat.run()))
+                    if config.raft:
+                        tasks.append(group.create_task(self.controller.run()))
+                    await stop.wait()
+                    logger.info("node %s stopping", config.node_id)
+                    self.ready = False
+                    self.tasks.close()
+                    await health_servicer.enter_graceful_shutdown()
+                    for task in tasks:
+                        task.cancel()
+            except BaseExceptionGroup as group:
+                startup = [exc for exc in group.exceptions if isinstance(exc, StartupError)]
+                if startup:
+                    raise startup[0] from None
+                raise
         finally:
             if http_server is not None:
                 await http_server.stop()   # first, so /readyz stops answering before gRPC does
@@ -225,6 +231,8 @@ class Node:
                     node_id=config.node_id, address=config.address, zone=config.zone,
                     cluster_id=self.identity.cluster_id), timeout=config.propose_forward_timeout_s)
             except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:   # the cluster said no (e.g. removed): final
+                    raise StartupError(f"node {config.node_id} rejected by the cluster: {exc.details()}") from None
                 logger.debug("join through %s pending: %s %s", config.join, exc.code().name, exc.details())
             return
         await self._ensure_cluster_id()
@@ -259,8 +267,9 @@ class Node:
                 if (sync is None or sync.done()) and self.metadata.is_ready() and self.metadata.view.cluster_id:
                     sync = asyncio.get_running_loop().create_task(self._sync_incarnations())
                 self._changed.clear()
-                try:
-                    await asyncio.wait_for(self._changed.wait(), timeout=self.config.heartbeat_interval_s)
+                try:   # not wait_for: in 3.11 it swallows a cancel that lands as the event fires (the loop then ran forever)
+                    async with asyncio.timeout(self.config.heartbeat_interval_s):
+                        await self._changed.wait()
                 except TimeoutError:
                     pass
         finally:

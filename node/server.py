@@ -146,6 +146,32 @@ class DataService(data_pb2_grpc.DataServicer):
         held = sum(1 for shard in view.shards() if shard.holds(request.node_id))
         return data_pb2.DrainNodeResponse(state=node.state if node else "", replicas=held)
 
+    async def RemoveNode(self, request: data_pb2.RemoveNodeRequest, context: Any) -> data_pb2.RemoveNodeResponse:
+        """The node leaves the metadata first (nobody routes to it, it can never register again),
+        then, for a voter, the Raft group swaps its address for the new one."""
+        metadata, view = self.node.metadata, self.node.metadata.view
+        node = validation.node_of(view, request.node_id)
+        new_raft = request.new_raft_address
+        if not metadata.voters():
+            raise errors.NoControllerError(f"node {self.config.node_id} is not a metadata voter: ask a voter")
+        if node.voter and not new_raft:
+            raise errors.InvalidRequestError(f"node {node.id} is a metadata voter: name its replacement "
+                                             "(shoal node replace ID --raft HOST:PORT)")
+        if new_raft and not node.voter:
+            raise errors.InvalidRequestError(f"node {node.id} is not a metadata voter: nothing to replace")
+        if new_raft:
+            validation.check_raft_address(new_raft)
+            owner = view.node_by_raft_address(new_raft)
+            if owner is not None and owner.id != node.id and owner.state != "removed":
+                raise errors.InvalidRequestError(f"raft address {new_raft} belongs to node {owner.id}")
+        result = await self._propose(commands.remove_node(node.id))
+        voters = metadata.voters()
+        if new_raft:
+            voters = await metadata.change_voters(node.raft_address, new_raft, self.config.propose_timeout_s)
+        logger.warning("node %s removed from the cluster%s", node.id,
+                       f"; raft voters now {', '.join(voters)}" if new_raft else "")
+        return data_pb2.RemoveNodeResponse(voters=voters, lost_shards=result.get("lost", []))
+
     async def CreateDataset(self, request: data_pb2.CreateDatasetRequest, context: Any) -> data_pb2.DatasetInfo:
         nodes = max(1, len(self.node.metadata.view.alive_nodes()))   # shards spread evenly: our share
         copies = request.shards * min(max(request.replication, 1), nodes)
@@ -349,7 +375,7 @@ class PeerService(peer_pb2_grpc.PeerServicer):
     async def Join(self, request: peer_pb2.JoinRequest, context: Any) -> peer_pb2.JoinResponse:
         self._check_cluster(request.cluster_id, allow_unnamed=True)   # a new node has none yet
         command = commands.register_node(request.node_id, request.address, request.zone, "",
-                                         request_id=f"join-{request.node_id}-{request.address}")
+                                         request_id=f"join-{request.node_id}-{uuid.uuid4().hex}")
         await propose_or_raise(self.node.context, command, self.config.propose_timeout_s)
         return peer_pb2.JoinResponse(metadata_version=self.node.metadata.version,
                                      cluster_id=self.node.identity.cluster_id)

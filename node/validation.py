@@ -14,7 +14,7 @@ from shoal.node.metadata.view import created_at_version
 
 if TYPE_CHECKING:
     from shoal.node.config import NodeConfig
-    from shoal.node.metadata.view import DatasetView, MetadataView, ShardView
+    from shoal.node.metadata.view import DatasetView, MetadataView, NodeView, ShardView
 
 
 def dataset_of(view: MetadataView, name: str) -> DatasetView:
@@ -22,6 +22,20 @@ def dataset_of(view: MetadataView, name: str) -> DatasetView:
     if dataset is None:
         raise UnknownDatasetError(f"unknown dataset {name!r}")
     return dataset
+
+
+def node_of(view: MetadataView, node_id: str) -> NodeView:
+    node = view.node(node_id)
+    if node is None:
+        raise InvalidRequestError(f"unknown node {node_id[:80]!r} (nodes: {', '.join(view.nodes) or 'none'})")
+    return node
+
+
+def check_raft_address(address: str) -> None:
+    """HOST:PORT with a port in 1..65535, or InvalidRequestError naming the value."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535 or len(address) > 300:
+        raise InvalidRequestError(f"raft address: expected HOST:PORT, got {address[:80]!r}")
 
 
 def shard_of(view: MetadataView, name: str, index: int, epoch: int, dataset_id: str = "") -> ShardView:

@@ -6,7 +6,7 @@ merges file < environment < flags, validates, and runs until SIGTERM/SIGINT.
 
 shoal.node is imported inside the command: the client and every other command must
 work where only the client is installed, without LMDB or pysyncobj (DESIGN.md 1).
-Other node commands (`shoal node drain`) register on `node_app`.
+Other node commands (`shoal node drain|remove|replace`) register on `node_app`.
 """
 from __future__ import annotations
 
@@ -126,3 +126,40 @@ def drain(
     if held:
         fail(f"node {node_id} still holds {held} replicas" + (f" after {timeout:.0f} s" if wait else ""), code=1)
     typer.echo(f"node {node_id} holds no replicas: safe to remove")
+
+
+@node_app.command("remove")
+@command_errors
+def remove(
+    ctx: typer.Context,
+    node_id: Annotated[str, typer.Argument(help="The dead or drained data-only node to forget.")],
+) -> None:
+    """Forget a dead or drained data-only node for good (a voter needs `shoal node replace`)."""
+    with connect(ctx) as client:
+        _report_removal(node_id, client.remove_node(node_id))
+
+
+@node_app.command("replace")
+@command_errors
+def replace(
+    ctx: typer.Context,
+    node_id: Annotated[str, typer.Argument(help="The dead (or drained) metadata voter to replace.")],
+    raft: Annotated[str, typer.Option("--raft", metavar="HOST:PORT",
+                                      help="The Raft address of the new voter that takes its place.")],
+) -> None:
+    """Replace a metadata voter that died for good: it leaves the cluster and the Raft group,
+    the new address joins the group (one change at a time, removal first, so the quorum holds
+    throughout). Then start the new voter with --raft HOST:PORT and --raft-peers the other voters."""
+    with connect(ctx) as client:
+        result = client.remove_node(node_id, replacement_raft=raft)
+        _report_removal(node_id, result)
+        peers = ",".join(v for v in result["voters"] if v != raft)
+        typer.echo(f"raft voters: {', '.join(result['voters'])}")
+        typer.echo(f"now start the new voter: shoal node start --id NEW_ID --raft {raft} --raft-peers {peers} "
+                   "--listen HOST:PORT --data-dir EMPTY_DIR")
+
+
+def _report_removal(node_id: str, result: dict[str, list[str]]) -> None:
+    typer.echo(f"node {node_id} removed from the cluster")
+    if result["lost_shards"]:
+        typer.echo(f"lost with it (their only copy): {', '.join(result['lost_shards'])}", err=True)

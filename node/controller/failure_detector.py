@@ -35,6 +35,7 @@ def plan_node_states(config: NodeConfig, view: MetadataView, leases: LeaseTable,
     if own is not None and own.state in _NOT_ALIVE:
         logger.warning("controller %s declares itself alive (the metadata says %s)", own.id, own.state)
         planned.append(commands.set_node_state(own.id, "alive", controller_term=controller_term))
+    leases.note_states({node.id: node.state for node in view.nodes.values()}, now_s)
     for node in view.nodes.values():
         if node.id == config.node_id:
             continue

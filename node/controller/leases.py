@@ -12,6 +12,7 @@ lease granted by the previous leader has expired.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import msgpack
@@ -31,6 +32,8 @@ class LeaseTable:
         self.metadata = metadata
         self._leading_since_s: float | None = None
         self._last_seen_s: dict[str, float] = {}
+        self._states: dict[str, str] = {}           # node -> its metadata state when last noted
+        self._alive_since_s: dict[str, float] = {}   # node -> when it was noted becoming alive (registered)
         # node -> (dataset id, shard) -> (seq, incarnation) from its last heartbeat: what it holds
         self._reported: dict[str, dict[tuple[str, int], tuple[int, str]]] = {}
 
@@ -39,6 +42,19 @@ class LeaseTable:
         self._leading_since_s = now_s
         self._last_seen_s.clear()
         self._reported.clear()
+        self._states.clear()
+        self._alive_since_s.clear()
+
+    def note_states(self, states: Mapping[str, str], now_s: float) -> None:
+        """Record every node's metadata state (node id -> state); after the first round, one that
+        became alive (it registered, new or after being dead) counts as heard then. Without it a
+        node registered after this controller took control looked silent since then and was
+        declared dead before its first heartbeat came (seen on every join)."""
+        first_round = not self._states
+        for node_id, state in states.items():
+            if not first_round and state == "alive" and self._states.get(node_id) != "alive":
+                self._alive_since_s[node_id] = now_s
+            self._states[node_id] = state
 
     def heartbeat(self, request: peer_pb2.HeartbeatRequest, *, leader_address: str | None) -> peer_pb2.HeartbeatResponse:
         if not self.metadata.is_leader():
@@ -57,8 +73,10 @@ class LeaseTable:
 
     def silent_s(self, node_id: str, now_s: float) -> float:
         """Seconds since the node was last heard, as far as this controller knows; a node not
-        heard since this controller took control counts as heard then (never longer silent)."""
+        heard since this controller took control counts as heard then (never longer silent), and
+        one noted becoming alive counts as heard at that moment (note_states)."""
         since = self._last_seen_s.get(node_id, self._leading_since_s or now_s)
+        since = max(since, self._alive_since_s.get(node_id, since))
         return max(0.0, now_s - since)
 
     def heard_within(self, node_id: str, now_s: float, window_s: float) -> bool:

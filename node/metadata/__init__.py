@@ -55,6 +55,15 @@ class MetadataStore(Protocol):
 
     async def barrier(self, timeout_s: float) -> None: ...
 
+    def voters(self) -> tuple[str, ...]:
+        """The Raft addresses of the metadata voters as this store knows them (() without Raft)."""
+        ...
+
+    async def change_voters(self, remove: str, add: str, timeout_s: float) -> tuple[str, ...]:
+        """Replace the voter at Raft address `remove` by `add` (RaftMetadata only; the others
+        raise NoControllerError: ask a voter). Idempotent; returns the voters after it."""
+        ...
+
     @property
     def state(self) -> dict[str, Any]:
         """The raw replicated state (fsm.py layout): for snapshots only; read `view` instead."""

@@ -68,6 +68,7 @@ _SCHEMAS: dict[str, dict[str, type]] = {
     # re-replication (issue 18): a learner is filled by the primary, then joins the in-sync set
     "add_learner": {"dataset": str, "shard": int, "node_id": str, "expected_epoch": int, "controller_term": int},
     "drain_node": {"node_id": str},   # an operator's request: every replica moves off the node
+    "remove_node": {"node_id": str},  # an operator's request: a dead or drained node leaves for good
     "join_in_sync": {"dataset": str, "shard": int, "node_id": str, "expected_epoch": int, "incarnation": str},
     # identity (issue 15): the cluster id, and which LMDB environment each in-sync replica is
     "init_cluster": {"cluster_id": str},
@@ -174,6 +175,12 @@ def drain_node(node_id: str, *, request_id: str | None = None) -> bytes:
     """The operator's `shoal node drain`: the node becomes "draining"; the controller moves its
     replicas to other nodes (controller/repair.py). Not a controller decision."""
     return _encode("drain_node", request_id, node_id=node_id)
+
+
+def remove_node(node_id: str, *, request_id: str | None = None) -> bytes:
+    """The operator's `shoal node remove|replace`: a dead or drained node becomes "removed" for
+    good (never alive again, never registered again). Not a controller decision."""
+    return _encode("remove_node", request_id, node_id=node_id)
 
 
 def create_dataset(name: str, shards: int, replication: int = 0, *, schema: dict[str, Any] | None = None,

@@ -125,6 +125,9 @@ def _register_node(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
     owner = MetadataView.from_state(state).node_by_raft_address(raft_address)
     if owner is not None and owner.id != node_id:
         return None, error(INVALID_ARGUMENT, f"raft address {raft_address} already belongs to node {owner.id}")
+    if state["nodes"].get(node_id, {}).get("state") == "removed":
+        return None, error(INVALID_ARGUMENT, f"node {node_id} was removed from the cluster: start it under a "
+                                             "new id with an empty data dir")
     entry = {"address": cmd["address"], "zone": cmd["zone"], "state": "alive", "raft_address": raft_address}
     if state["nodes"].get(node_id) == entry:
         return None, ok(node_id=node_id)
@@ -162,6 +165,30 @@ def _drain_node(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
     nodes = {**state["nodes"], node_id: {**entry, "state": "draining"}}
     return {"nodes": nodes, "datasets": _without_learner(state["datasets"], node_id)}, ok(node_id=node_id,
                                                                                             state="draining")
+
+
+def _remove_node(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
+    """Why refuse a node that is alive or still holds copies while draining: removing it would
+    take away copies the cluster still counts on; a dead node's last copies are lost already
+    (named in the result), and waiting for it is the operator's other choice."""
+    node_id = cmd["node_id"]
+    entry = state["nodes"].get(node_id)
+    if entry is None:
+        return None, error(INVALID_ARGUMENT, f"unknown node {node_id[:80]!r}")
+    if entry["state"] == "removed":
+        return None, ok(node_id=node_id, state="removed", lost=[])
+    view = MetadataView.from_state(state)
+    if entry["state"] in ("alive", "suspect"):
+        return None, error(INVALID_ARGUMENT, f"node {node_id} is {entry['state']}: drain it (shoal node drain "
+                                             f"{node_id}) or stop it and wait until it is declared dead")
+    held = [shard.name for shard in view.shards() if shard.holds(node_id)]
+    if entry["state"] == "draining" and held:
+        return None, error(INVALID_ARGUMENT, f"node {node_id} is draining and still holds {len(held)} "
+                                             f"replicas ({', '.join(held[:5])}): wait for the drain")
+    lost = [shard.name for shard in view.shards() if shard.replicas == (node_id,)]
+    nodes = {**state["nodes"], node_id: {**entry, "state": "removed"}}
+    return {"nodes": nodes, "datasets": _without_learner(state["datasets"], node_id)}, ok(
+        node_id=node_id, state="removed", lost=lost)
 
 
 def _create_dataset(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
@@ -397,6 +424,7 @@ _HANDLERS: dict[str, Callable[[State, dict[str, Any]], tuple[Changes, Result]]] 
     "register_node": _register_node,
     "set_node_state": _set_node_state,
     "drain_node": _drain_node,
+    "remove_node": _remove_node,
     "create_dataset": _create_dataset,
     "drop_dataset": _drop_dataset,
     "remove_replica": _remove_replica,

@@ -72,6 +72,12 @@ class LocalMetadata:
             raise UnknownOutcomeError(f"metadata write not confirmed within {timeout_s} s; "
                                       "it may still apply (retry with the same request id)") from None
 
+    def voters(self) -> tuple[str, ...]:
+        return ()
+
+    async def change_voters(self, remove: str, add: str, timeout_s: float) -> tuple[str, ...]:
+        raise NoControllerError("a standalone node has no Raft group")
+
     async def barrier(self, timeout_s: float) -> None:
         """Nothing to wait for: every proposal is applied before propose() returns."""
         if not self._started:

@@ -15,6 +15,9 @@ Rules from notes/dependencies.md section 0 this module follows:
 - every proposal has a deadline, and a timeout, LEADER_CHANGED or UNKNOWN_OUTCOME is
   an unknown outcome, never a failure (item 5): commands carry request ids;
 - leaderFallbackTimeout comes from config (about 2 s, not 30 s: item 6).
+- dynamicMembershipChange is on (notes 1.7): `change_voters` replaces a dead voter, one
+  single-server change at a time, removal first (etcd's order for a dead member: adding
+  first would need 3 of 4 with one of them dead).
 
 Choices beyond the brief, and why:
 - `bindAddress` = the configured Raft address: pysyncobj binds 0.0.0.0 otherwise, which
@@ -60,6 +63,7 @@ _NOT_APPLIED = frozenset({FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FA
 _STOPPED = -1                       # our own reason: the store stopped while waiting
 _BIND_RETRIES = 3                   # then startup fails (0 would retry forever)
 _BIND_RETRY_S = 0.5
+_MEMBERSHIP_RETRY_S = 0.2           # between membership attempts the leader refused (one change at a time)
 
 
 class _CatchUpTransport(TCPTransport):  # type: ignore[misc]
@@ -148,7 +152,7 @@ class RaftMetadata:
         return SyncObjConf(
             journalFile=str(raft_dir / "journal"), fullDumpFile=str(raft_dir / "dump"),  # both, always
             password=self._config.raft_password,
-            dynamicMembershipChange=False,
+            dynamicMembershipChange=True,       # change_voters; every voter must have it on (notes 1.7)
             appendEntriesUseBatch=False,        # a commit in ~1 ms instead of one heartbeat period
             commandsWaitLeader=False,           # no leader: fail fast (MISSING_LEADER), callers retry
             commandsQueueSize=self._config.raft_commands_queue_max,
@@ -209,6 +213,64 @@ class RaftMetadata:
     async def barrier(self, timeout_s: float) -> None:
         """A no-op through the log: afterwards `state` reflects every command committed before it."""
         await self.propose(commands.noop(), timeout_s)
+
+    # ---- membership ----
+
+    def voters(self) -> tuple[str, ...]:
+        """The Raft addresses of the voters as this node's log has them (itself included), sorted."""
+        syncobj = self._syncobj
+        if syncobj is None:
+            return ()
+        return tuple(sorted({str(syncobj.selfNode.id), *(str(node.id) for node in syncobj.otherNodes)}))
+
+    async def change_voters(self, remove: str, add: str, timeout_s: float) -> tuple[str, ...]:
+        """Take the voter at Raft address `remove` out of the group, then let `add` in; return the voters.
+
+        Each step is one pysyncobj membership entry, committed by the current voters before the
+        next starts; a step already done (a retry) is skipped, so the call is idempotent. Start
+        the new voter after this returns (or before: it cannot vote until it is added).
+        Raises NoControllerError when a step could not be committed before the deadline.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        for action, address in (("rem", remove), ("add", add)):
+            while (address in self.voters()) != (action == "add"):
+                if self._syncobj is None:
+                    raise NoControllerError("raft metadata is not running on this node")
+                reason = await self._membership_step(action, address, max(0.1, deadline - loop.time()))
+                if reason == FAIL_REASON.SUCCESS or (address in self.voters()) == (action == "add"):
+                    break
+                if loop.time() >= deadline:
+                    name = _REASONS.get(reason, "STOPPED" if reason == _STOPPED else str(reason))
+                    raise NoControllerError(f"raft membership change ({'remove' if action == 'rem' else 'add'} "
+                                            f"voter {address}) not committed within {timeout_s} s: {name}")
+                await asyncio.sleep(_MEMBERSHIP_RETRY_S)   # REQUEST_DENIED: the previous change is not applied yet
+            logger.info("raft voter %s %s; voters now %s", address, "removed" if action == "rem" else "added",
+                        ", ".join(self.voters()))
+        return self.voters()
+
+    async def _membership_step(self, action: str, address: str, timeout_s: float) -> int:
+        syncobj = self._syncobj
+        assert syncobj is not None
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[Any, int]] = loop.create_future()
+
+        def on_done(result: Any, reason: int) -> None:   # pysyncobj's tick thread
+            _settle_threadsafe(loop, future, (result, reason))
+
+        entry = (loop, future)
+        with self._pending_lock:
+            self._pending.add(entry)
+        try:
+            change = syncobj.addNodeToCluster if action == "add" else syncobj.removeNodeFromCluster
+            change(address, callback=on_done)
+            _, reason = await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            reason = FAIL_REASON.MISSING_LEADER   # unknown: the loop re-reads the membership
+        finally:
+            with self._pending_lock:
+                self._pending.discard(entry)
+        return int(reason)
 
     # ---- reads (any thread) ----
 

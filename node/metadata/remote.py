@@ -81,6 +81,12 @@ class RemoteMetadata:
             return msgpack.unpackb(response.result, raw=False, strict_map_key=False)  # type: ignore[no-any-return]
         raise NoControllerError("no metadata voter reachable to take the proposal")
 
+    def voters(self) -> tuple[str, ...]:
+        return ()
+
+    async def change_voters(self, remove: str, add: str, timeout_s: float) -> tuple[str, ...]:
+        raise NoControllerError("a data-only node is not a Raft voter: ask a voter")
+
     async def barrier(self, timeout_s: float) -> None:
         """Not linearizable on a data-only node: its state is as fresh as the last heartbeat."""
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from shoal.client.wire.retry import RetryPolicy, retry_async
 from shoal.node.errors import NoControllerError, UnknownOutcomeError
+from shoal.node.replication.pacing import CopyPacing, WriteLatency
 
 if TYPE_CHECKING:
     from shoal.node.config import NodeConfig
@@ -38,6 +39,8 @@ class ReplicationContext:
         self.executor = executor   # LMDB write transactions block (fsync): never on the event loop (notes 3.2)
         self.propose_retry = RetryPolicy(config.propose_backoff_s_min, config.propose_backoff_s_max)
         self.peer_retry = RetryPolicy.fixed(config.peer_retry_s)
+        self.write_latency = WriteLatency()   # client writes this node acknowledged as primary (primary.py records)
+        self.copy_pacing = CopyPacing(self.write_latency, config.repair_pacing_latency_factor)   # copies yield to them
 
     def lease_valid(self, metadata_version: int | None = None) -> bool:
         """Pass the version of the state snapshot a routing decision was made on: the

@@ -3,7 +3,8 @@
 Each chunk is read in its own read transaction (storage/fill.py) off the event loop and
 carries an xxh64 digest, so a chunk damaged on the way is refused by the learner. Every
 copy this node sends shares one `Throttle` (repair_bytes_per_s), so repairs leave the
-disk and the network to client traffic.
+disk and the network to client traffic; while this node's client writes get slower than
+usual, the throttle's rate backs off (AIMD, `pacing.CopyPacing`) and grows back after.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from shoal.node.storage import fill
 
 if TYPE_CHECKING:
     from shoal.node.replication.context import ReplicationContext
+    from shoal.node.replication.pacing import CopyPacing
     from shoal.node.replication.replica import Replica
 
 
@@ -28,17 +30,20 @@ class Throttle:
     """A byte rate shared by every copy this node sends; 0 = unlimited.
 
     Bytes are paid for after they are read: a copy sleeps until its share of the rate
-    allows the next chunk (a token bucket with a one-second burst)."""
+    allows the next chunk (a token bucket with a one-second burst). With `pacing`, the rate
+    is what it allows now (bytes_per_s while client writes are as fast as usual, down to
+    1/16 of it while they are slower: pacing.py)."""
 
     def __init__(self, bytes_per_s: int) -> None:
         self.bytes_per_s = bytes_per_s
         self._next_s = 0.0
 
-    async def pay(self, count: int) -> None:
-        if self.bytes_per_s <= 0:
+    async def pay(self, count: int, pacing: CopyPacing | None = None) -> None:
+        rate = self.bytes_per_s if pacing is None else pacing.rate_bytes_per_s(self.bytes_per_s)
+        if rate <= 0:
             return
         now = time.monotonic()
-        self._next_s = max(self._next_s, now - 1.0) + count / self.bytes_per_s
+        self._next_s = max(self._next_s, now - 1.0) + count / rate
         if self._next_s > now:
             await asyncio.sleep(self._next_s - now)
 
@@ -64,7 +69,7 @@ async def chunks(ctx: ReplicationContext, replica: Replica, request: peer_pb2.Co
         chunk = await ctx.run_blocking(fill.read_chunk, replica.store, table, after, bytes_max)
         keys = msgpack.packb([key for key, _ in chunk.pairs], use_bin_type=True)
         values = msgpack.packb([value for _, value in chunk.pairs], use_bin_type=True)
-        await throttle.pay(len(keys) + len(values))
+        await throttle.pay(len(keys) + len(values), ctx.copy_pacing)
         _check(ctx, replica, request.learner)
         yield peer_pb2.CopyShardChunk(table=table, keys=keys, values=values, done=chunk.done, seq=chunk.seq,
                                       digest=digest(keys, values), source_records=replica.store.state.records)

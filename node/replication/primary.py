@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from shoal.node.errors import (
@@ -106,8 +107,11 @@ class ShardPrimary:
         if self.state == "stopped":   # the queue of a stopped primary is never drained again
             raise NotPrimaryError(f"shard {self.name}: this node stopped being its primary")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        queued_s = time.monotonic()
         self._queue.put_nowait((op, size_bytes, future))
-        return await future
+        result = await future
+        self.context.write_latency.record(time.monotonic() - queued_s)   # copies back off when it rises (pacing.py)
+        return result
 
     @property
     def stable(self) -> bool:

@@ -14,7 +14,10 @@ records written at setup come on top).
 The repair set (issue 18.8) kills a node for good, two nodes one after the other, wipes a
 node and restarts it, and kills a learner in the middle of its copy; each must end with
 every shard back at its replication factor within T (`replication_restored`), and the
-killed learner's copy resumed (`copy_resumed`). About 20-35 s per run on 2 cores.
+killed learner's copy resumed (`copy_resumed`). About 20-35 s per run on 2 cores. It also
+starts a held-back node during writes (the load must even out over it: `load_even`) and
+drains a node during writes (it must end empty and safe to remove: `drained`); about
+15-25 s per run.
 """
 from __future__ import annotations
 
@@ -27,11 +30,12 @@ from pathlib import Path
 import pytest
 
 from shoal.chaos import netlab
-from shoal.chaos.scenario import load_scenario, shipped_names
+from shoal.chaos.scenario import ONE_SHOT_STATUS, load_scenario, shipped_names
 
 SMOKE = ("kill-leader", "kill-primary", "pause-primary", "partition-leader")
 JOBS_SMOKE = ("jobs-kill-task-node", "jobs-kill-controller", "jobs-pause-task-node", "jobs-partition-task-node")
-REPAIR_SMOKE = ("repair-kill-node", "repair-kill-two", "repair-wipe-restart", "repair-kill-learner")
+REPAIR_SMOKE = ("repair-kill-node", "repair-kill-two", "repair-wipe-restart", "repair-kill-learner",
+                "repair-join-during-load", "repair-drain-during-load")
 SEEDS = (1, 2, 3)
 NETNS_AVAILABLE, NETNS_REASON = netlab.availability()
 RUN_TIMEOUT_S = 240
@@ -136,26 +140,35 @@ def test_chaos_repair_smoke_passes(scenario: str, seed: int, tmp_path: Path) -> 
     """Issue 18.8: each repair scenario passes with each seed. Method: the CLI run; then the
     report must show every shard served by `replication` in-sync replicas within the bound T
     computed from the scenario (and the restore time under it), no acknowledged write lost,
-    the history linearizable, each fault injected (a crash left down, every other healed),
-    and for the learner kill, one copy start per shard on that node with records installed
-    at the kill."""
+    the history linearizable, each fault injected (a crash left down, a join or drain done,
+    every other healed), for the learner kill, one copy start per shard on that node with
+    records installed at the kill, for the join, the replica counts per node within 1 of
+    each other with some on the joined node, and for the drain, the drained node empty and
+    safe to remove."""
     spec = load_scenario(scenario)
     report_dir = tmp_path / "report"
     code, output, report = chaos_run(scenario, seed, report_dir)
     assert report["verdict"] == "pass" and code == 0, explain(report, output, report_dir)
     expected = {"workload_valid", "faults", "linearizable", "no_lost_writes", "live_after_heal", "converged",
                 "metadata_converged", "replication_restored"}
-    if spec.checks.copy_resumed:
-        expected.add("copy_resumed")
+    expected.update(name for name in ("copy_resumed", "load_even", "drained") if getattr(spec.checks, name))
     assert set(report["checks"]) == expected
     restored = report["checks"]["replication_restored"]["details"]
     assert restored["restored_s"] <= restored["budget_s"] and restored["short_at_end"] == {}
     assert len(report["faults"]) == len(spec.faults)
     for fault in report["faults"]:
-        assert fault["status"] == ("down" if fault["kind"] == "crash" else "healed") and len(fault["targets"]) == 1
+        assert fault["status"] == ONE_SHOT_STATUS.get(fault["kind"], "healed") and len(fault["targets"]) == 1
     if spec.checks.copy_resumed:
         learner = next(fault for fault in report["faults"] if fault["learning"])
         assert max(learner["learning"].values()) > 0
+    if spec.checks.load_even:
+        even = report["checks"]["load_even"]["details"]
+        load = even["load_at_end"]
+        assert max(load.values()) - min(load.values()) < 2 and load[even["joined"][0]] >= 1
+        assert even["settled_s"] <= even["budget_s"]
+    if spec.checks.drained:
+        drained = report["checks"]["drained"]["details"]
+        assert drained["left_at_end"] == {drained["drained"][0]: 0} and drained["settled_s"] <= drained["budget_s"]
     assert_left_clean(report, report_dir)
 
 

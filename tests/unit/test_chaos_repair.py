@@ -2,7 +2,9 @@
 
 The bound T of `replication_restored` and what it counts, the check's verdicts on
 fabricated maps and statuses, the copy_resumed check on fabricated log lines, the `crash`
-fault, the `learner` and `other-follower` targets, the preload and the scenario fields.
+fault, the `learner` and `other-follower` targets, the preload and the scenario fields;
+join and drain during load: `cluster.held_back`, the `join` and `drain` faults, the
+`load_even` and `drained` checks and their bound.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from shoal.chaos import restoration
+from shoal.chaos import membership, restoration
 from shoal.chaos.checkers import check_convergence
 from shoal.chaos.faults import Fault, build_schedule, learner_nodes
 from shoal.chaos.history import Operation
@@ -25,7 +27,8 @@ from shoal.client.wire.pb import data_pb2 as pb
 from test_fault_schedule import FakeCluster as ScheduleFakeCluster
 
 MiB = 2**20
-REPAIR = ("repair-kill-node", "repair-kill-two", "repair-wipe-restart", "repair-kill-learner")
+REPAIR = ("repair-kill-node", "repair-kill-two", "repair-wipe-restart", "repair-kill-learner",
+          "repair-join-during-load", "repair-drain-during-load")
 
 
 def op(kind: str, outcome: str = "ok", start_s: float = 1.0) -> Operation:
@@ -317,3 +320,249 @@ def test_chaos_repair_shipped_scenarios_check_restoration(name: str) -> None:
     assert scenario.workload.preload_records > 0 and scenario.cluster.replication == 3
     assert load_scenario("repair-kill-learner").checks.copy_resumed
 
+
+
+# ---- join and drain during load ----
+
+JOIN = ('duration_s = 10\n[cluster]\nnodes = 4\nheld_back = ["node-4"]\n'
+        '[[faults]]\nkind = "join"\ntarget = "node-4"\nstart_s = [2.0, 3.0]\n')
+DRAIN = 'duration_s = 10\n[cluster]\nnodes = 4\n[[faults]]\nkind = "drain"\ntarget = "follower"\n'
+
+
+def member_map(*shards: tuple[int, list[str], list[str]], states: dict[str, str]) -> pb.ClusterMap:
+    """cluster_map() with the nodes' states (alive, draining, ...)."""
+    the_map = cluster_map(*shards)
+    the_map.nodes.extend(pb.NodeInfo(id=node_id, state=state) for node_id, state in states.items())
+    return the_map
+
+
+ALIVE4 = {"n1": "alive", "n2": "alive", "n3": "alive", "n4": "alive"}
+
+
+def test_chaos_membership_scenario_fields_parse() -> None:
+    """held_back (node-N, data-only), join and drain (one-shot: duration 0), load_even and
+    drained parse; the shipped scenarios use them."""
+    join = parse_scenario(JOIN + "[checks]\nload_even = true\n")
+    assert join.cluster.held_back == (4,) and join.checks.load_even and not join.checks.drained
+    assert join.faults[0].kind == "join" and join.faults[0].duration_s == Span(0.0, 0.0)
+    drain = parse_scenario(DRAIN + "[checks]\ndrained = true\n")
+    assert drain.cluster.held_back == () and drain.checks.drained and drain.faults[0].duration_s == Span(0.0, 0.0)
+    shipped_join, shipped_drain = load_scenario("repair-join-during-load"), load_scenario("repair-drain-during-load")
+    assert shipped_join.checks.load_even and shipped_join.cluster.held_back == (4,)
+    assert [f.kind for f in shipped_join.faults] == ["join"]
+    assert shipped_drain.checks.drained and [(f.kind, f.target) for f in shipped_drain.faults] == [("drain", "follower")]
+
+
+def test_chaos_membership_scenario_errors_name_the_field() -> None:
+    """A held-back voter, a join of a node that was started, a held-back node nobody starts, a
+    random target that may hit the absent node, a join or drain with a duration, a drain that
+    leaves too few nodes, and a check without its fault: each an error naming the field."""
+    bad = {
+        JOIN.replace('"node-4"]', '"node-2"]'): "cluster.held_back",
+        JOIN.replace('held_back = ["node-4"]', 'held_back = "node-4"'): "cluster.held_back",
+        JOIN.replace('held_back = ["node-4"]', 'held_back = ["node-4", "node-4"]'): "cluster.held_back",
+        JOIN.replace('held_back = ["node-4"]', ''): "faults[0].target",
+        JOIN.replace('kind = "join"', 'kind = "kill"'): "faults[0].target",
+        JOIN + '[[faults]]\nkind = "kill"\ntarget = "any"\nstart_s = 5\n': "faults[1].target",
+        JOIN.replace('[[faults]]\nkind = "join"\ntarget = "node-4"\nstart_s = [2.0, 3.0]\n',
+                     '[[faults]]\nkind = "kill"\ntarget = "follower"\n'): "held-back node-4 needs exactly one join",
+        JOIN.replace("start_s = [2.0, 3.0]", "start_s = 2\nduration_s = 1"): "faults[0].duration_s",
+        DRAIN.replace('target = "follower"', 'target = "follower"\nduration_s = 2'): "faults[0].duration_s",
+        DRAIN.replace("nodes = 4", "nodes = 3"): "nowhere to go",
+        DRAIN + "[checks]\nload_even = true\n": "checks.load_even",
+        JOIN + "[checks]\ndrained = true\n": "checks.drained",
+        DRAIN + "[checks]\ndrained = 1\n": "checks.drained",
+    }
+    for text, where in bad.items():
+        with pytest.raises(ScenarioError, match=re.escape(where)):
+            parse_scenario(text)
+
+
+def test_chaos_membership_join_starts_the_held_back_node_once() -> None:
+    """join: the seed plans the named node, at a drawn time, duration 0; inject starts it, heal
+    does nothing; the faults check wants "done" (a join is not healed)."""
+    for seed in (1, 2, 3):
+        [join], cluster = faults_of(JOIN, seed)
+        assert join.plan.nodes == (4,) and 2.0 <= join.plan.start_s <= 3.0 and join.plan.end_s == join.plan.start_s
+    cluster.down.add("n4")
+    assert join.inject() == ["n4"]
+    join.heal()
+    assert cluster.calls == [("start", "n4")] and cluster.is_running("n4")
+    assert check_faults([{"name": "join n4", "kind": "join", "status": "done"}]).passed
+    assert not check_faults([{"name": "join n4", "kind": "join", "status": "healed"}]).passed
+
+
+class DrainingCluster(FakeCluster):
+    """FakeCluster whose client answers DrainNode with the copies the node holds."""
+
+    held = {"n2": 3, "n3": 2, "n4": 3}
+
+    def client(self, timeout_s: float = 1.0) -> Any:
+        cluster = self
+
+        class Client:
+            def __enter__(self) -> Client:
+                return self
+
+            def __exit__(self, *exc_info: object) -> None:
+                pass
+
+            def drain_node(self, node_id: str) -> int:
+                cluster.calls.append(("drain", node_id))
+                return cluster.held[node_id]
+        return Client()
+
+
+def test_chaos_membership_drain_asks_the_cluster_once_for_a_follower() -> None:
+    """drain: a running non-leader (never the controller) is asked to drain through the client;
+    the copies it held go into the fault's record; heal does nothing."""
+    for seed in range(1, 8):
+        cluster = DrainingCluster()
+        [drain] = [Fault(plan, cluster, dataset="chaos") for plan in build_schedule(parse_scenario(DRAIN), seed).faults]
+        [target] = drain.inject()
+        assert target in ("n2", "n3", "n4") and drain.replicas == DrainingCluster.held[target]
+        drain.heal()
+        assert cluster.calls == [("drain", target)] and cluster.down == set()
+
+
+def test_chaos_membership_long_runs_do_not_repeat_joins_or_drains() -> None:
+    """--duration: a scenario with a join or a drain runs longer without drawing it again (a
+    node joins once; a drain every period would empty the cluster)."""
+    from shoal.chaos.runner import with_duration
+
+    for name in ("repair-join-during-load", "repair-drain-during-load"):
+        longer = with_duration(load_scenario(name), 40.0)
+        assert longer.fault_period_s == 0.0 and len(build_schedule(longer, 1).faults) == 1
+
+
+def test_chaos_membership_cluster_starts_without_held_back_nodes() -> None:
+    """The runner starts every node but the held-back ones, then waits for those it started."""
+    from shoal.chaos.runner import _start_cluster
+
+    class Starting:
+        nodes = [type("Node", (), {"id": f"n{i}"})() for i in range(1, 5)]
+
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def start(self, timeout_s: float) -> None:
+            self.calls.append("start")
+
+        def start_node(self, node_id: str) -> None:
+            self.calls.append(node_id)
+
+        def wait_ready(self, timeout_s: float) -> None:
+            self.calls.append("ready")
+
+    held, every = Starting(), Starting()
+    _start_cluster(held, ["n4"])
+    _start_cluster(every, [])
+    assert held.calls == ["n1", "n2", "n3", "ready"] and every.calls == ["start"]
+
+
+def test_chaos_membership_move_budget() -> None:
+    """T = bytes / rate + shards x MOVE_MARGIN_S + margin; the rate as for replication_restored."""
+    assert membership.move_budget_s(0, 4) == 4 * membership.MOVE_MARGIN_S + RESTORE_MARGIN_S
+    assert membership.move_budget_s(COPY_BYTES_PER_S_MIN, 4, repair_bytes_per_s=64 * MiB) == \
+        pytest.approx(1.0 + 4 * membership.MOVE_MARGIN_S + RESTORE_MARGIN_S)
+    assert membership.move_budget_s(128 * 1024, 1, repair_bytes_per_s=64 * 1024) == \
+        pytest.approx(2.0 + membership.MOVE_MARGIN_S + RESTORE_MARGIN_S)
+    with pytest.raises(AssertionError):
+        membership.move_budget_s(1, 0)
+
+
+def test_chaos_membership_uneven_until_counts_differ_by_less_than_two() -> None:
+    """Even: no learner, every shard at its factor, per-node counts within 1, the joined node
+    holding one; each other case names why (a move under way, the spread, the joined node)."""
+    before = member_map((0, ["n1", "n2", "n3"], []), (1, ["n2", "n3", "n1"], []), states=ALIVE4)
+    assert membership.replica_load(before) == {"n1": 2, "n2": 2, "n3": 2, "n4": 0}
+    problems = membership.uneven(before, ["n4"])
+    assert set(problems) == {"load", "n4"} and "differ by 2" in problems["load"]
+    copying = member_map((0, ["n1", "n2", "n3"], ["n4"]), (1, ["n2", "n3", "n1"], []), states=ALIVE4)
+    assert "a move under way" in membership.uneven(copying, ["n4"])["chaos/0"]
+    joined = member_map((0, ["n1", "n2", "n3", "n4"], []), (1, ["n2", "n3", "n1"], []), states=ALIVE4)
+    assert "chaos/0" in membership.uneven(joined, ["n4"])       # the extra copy not trimmed yet
+    even = member_map((0, ["n1", "n2", "n4"], []), (1, ["n2", "n3", "n1"], []), states=ALIVE4)
+    assert membership.uneven(even, ["n4"]) == {}
+    dead = member_map((0, ["n1", "n2", "n4"], []), (1, ["n2", "n3", "n1"], []), states={**ALIVE4, "n4": "dead"})
+    assert "not alive in the map (dead)" in membership.uneven(dead, ["n4"])["n4"]
+
+
+def test_chaos_membership_not_drained_until_nothing_held() -> None:
+    """Drained: no replica, no learner, state draining; else why, naming the shards."""
+    draining = {**ALIVE4, "n4": "draining"}
+    holding = member_map((0, ["n1", "n4", "n2"], []), (1, ["n2", "n3"], ["n4"]), states=draining)
+    assert membership.not_drained(holding, ["n4"]) == {"n4": "still holds 2: chaos/0, chaos/1 (learner)"}
+    empty = member_map((0, ["n1", "n3", "n2"], []), (1, ["n2", "n3", "n1"], []), states=draining)
+    assert membership.not_drained(empty, ["n4"]) == {}
+    assert "alive, not draining" in membership.not_drained(
+        member_map((0, ["n1", "n3", "n2"], []), states=ALIVE4), ["n4"])["n4"]
+
+
+def test_chaos_membership_copies_on_a_draining_node_do_not_count() -> None:
+    """replication_restored: a copy on a node the map lists as draining is leaving, so the shard
+    is short until a copy elsewhere joined (the controller counts so too)."""
+    the_map = member_map((0, ["n1", "n2", "n4"], ["n3"]), states={**ALIVE4, "n4": "draining"})
+    statuses = {node: status(node, (0, "backup")) for node in ("n1", "n2", "n4")}
+    assert shard_copies(the_map, statuses, ["chaos"])["chaos/0"].serving == ("n1", "n2")
+    the_map.nodes[3].state = "alive"
+    assert shard_copies(the_map, statuses, ["chaos"])["chaos/0"].serving == ("n1", "n2", "n4")
+
+
+def watched(settled_s: float | None, short: dict[str, str] | None = None) -> Restoration:
+    return Restoration(budget_s=22.0, bytes_written=1000, restored_s=settled_s, short=short or {})
+
+
+def test_chaos_membership_load_even_verdicts() -> None:
+    """Even within T and at the end: pass, with the counts; not even by T, uneven again at the
+    end, or never watched: fail, saying which."""
+    load = {"n1": 3, "n2": 3, "n3": 3, "n4": 3}
+    ok = membership.Membership(("n4",), (), even=watched(7.5), uneven_at_end={}, load_at_end=load)
+    result = membership.check_load_even(ok)
+    assert result.passed and "{n1: 3, n2: 3, n3: 3, n4: 3} 7.5 s after the join (T = 22.0 s)" in result.summary
+    late = membership.Membership(("n4",), (), even=watched(None, {"load": "replicas per alive node ..."}),
+                                 uneven_at_end={})
+    assert "not even within T = 22.0 s" in membership.check_load_even(late).summary
+    again = membership.Membership(("n4",), (), even=watched(3.0), uneven_at_end={"chaos/1": "a move under way"})
+    assert "uneven again at the end: chaos/1" in membership.check_load_even(again).summary
+    assert not membership.check_load_even(None).passed
+    assert not membership.check_load_even(membership.Membership((), ())).passed
+
+
+def test_chaos_membership_drained_verdicts() -> None:
+    """Drained within T, still at the end, DrainNode says 0 and the node held copies when
+    asked: pass; a node that held nothing, DrainNode saying otherwise or failing: fail."""
+    fault = {"kind": "drain", "targets": ["n3"], "replicas": 3}
+    done = membership.Membership((), ("n3",), emptied=watched(1.2), not_drained_at_end={}, left_at_end={"n3": 0})
+    result = membership.check_drained(done, [fault])
+    assert result.passed and "n3 (held 3) drained 1.2 s after the request" in result.summary
+    assert "held no copy when asked" in membership.check_drained(done, [{**fault, "replicas": 0}]).summary
+    left = membership.Membership((), ("n3",), emptied=watched(1.2), not_drained_at_end={}, left_at_end={"n3": 1})
+    assert "still holds 1 (not safe to remove)" in membership.check_drained(left, [fault]).summary
+    failed = membership.Membership((), ("n3",), emptied=watched(1.2), not_drained_at_end={},
+                                   left_at_end={"n3": "DeadlineExceededError: slow"})
+    assert "failed at the end" in membership.check_drained(failed, [fault]).summary
+    late = membership.Membership((), ("n3",), emptied=watched(None, {"n3": "still holds 1: chaos/2"}),
+                                 not_drained_at_end={"n3": "still holds 1: chaos/2"}, left_at_end={"n3": 1})
+    assert "not drained within T" in membership.check_drained(late, [fault]).summary
+
+
+def test_chaos_membership_watch_settles_then_reads_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watch polls the map until the drain is done, then finish() reads the map again and
+    asks DrainNode once per drained node."""
+    monkeypatch.setattr(restoration, "RESTORE_POLL_S", 0.01)
+    draining = {**ALIVE4, "n3": "draining"}
+    maps = [member_map((0, ["n1", "n3", "n2"], ["n4"]), states=draining),
+            member_map((0, ["n1", "n4", "n2"], []), states=draining)]
+
+    class Watched(DrainingCluster):
+        def cluster_map(self) -> pb.ClusterMap:
+            return maps.pop(0) if len(maps) > 1 else maps[0]
+
+    cluster = Watched()
+    watch = membership.MembershipWatch(cluster, [], ["n3"], budget_s=5.0, bytes_written=10)
+    watch.start()
+    result = watch.finish()
+    assert result.emptied is not None and result.emptied.restored_s is not None and result.emptied.polls == 2
+    assert result.not_drained_at_end == {} and result.left_at_end == {"n3": 2} and result.even is None
+    assert cluster.calls == [("drain", "n3")]

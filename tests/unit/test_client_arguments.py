@@ -121,6 +121,7 @@ GOOD: dict[str, tuple[Any, ...]] = {
     "delete": ("ds", "k"), "compare_and_set": ("ds", "k", 1, 2), "put_many": ("ds", []), "scan": ("ds",),
     "node_status": ("127.0.0.1:1",), "node_status_or_error": ("127.0.0.1:1", 1.0),
     "query": ("ds",), "job": ("0123abcd",), "map_reduce": ("ds", len, len), "drain_node": ("n1",),
+    "remove_node": ("n1",),
 }
 
 # (method, positional arguments, keyword arguments, words the message must contain)
@@ -167,6 +168,8 @@ BAD_ARGUMENTS: list[tuple[str, tuple[Any, ...], dict[str, Any], tuple[str, ...]]
     ("job", (12,), {}, ("job_id", "int")),
     ("drain_node", (4,), {}, ("node_id", "int")),
     ("drain_node", ("",), {}, ("node_id",)),
+    ("remove_node", (None,), {}, ("node_id", "NoneType")),
+    ("remove_node", ("n1",), {"replacement_raft": 5}, ("replacement_raft", "int")),
     ("map_reduce", ("ds", "not a function", len), {"output": "out"}, ("functions", "str")),
     ("map_reduce", (3, len, len), {"output": "out"}, ("dataset", "int")),
     ("map_reduce", ("ds", len, len), {"output": None}, ("output", "NoneType")),

@@ -94,6 +94,30 @@ def test_controller_declares_a_silent_node_dead_and_moves_its_shards_to_the_most
     assert all(c["node_id"] == "n3" for c in moves if c["op"] == "remove_replica")
 
 
+def test_controller_gives_a_node_that_registers_later_its_own_dead_timeout() -> None:
+    """A node that registers (new, or again after it was declared dead) after the controller
+    took control is not declared dead before node_dead_after_s from its registration, even
+    though its first heartbeat has not come yet; silent past that, it is."""
+    dead_s = CONFIG.node_dead_after_s
+    metadata = FakeMetadata(_state(nodes=3, shards=2))
+    metadata.state, _ = fsm.apply(metadata.state, commands.set_node_state("n3", "dead"))
+    leases = LeaseTable(CONFIG, metadata)   # type: ignore[arg-type]
+    now_s = time.monotonic()
+    leases.start_leading(now_s - dead_s * 10)    # long ago: n3's old lease is over
+    _heard(leases, ["n1", "n2"], {})
+
+    def declared(at_s: float) -> set[str]:
+        return {commands.decode_command(c)["node_id"]
+                for c in plan_node_states(CONFIG, metadata.view, leases, at_s, controller_term=0)}
+    assert declared(now_s) == set()
+    metadata.state, _ = fsm.apply(metadata.state, commands.register_node("n4", "h:7404", "", ""))
+    metadata.state, _ = fsm.apply(metadata.state, commands.register_node("n3", "h:7403", "", "h:7503"))
+    registered_s = now_s + dead_s * 0.1
+    assert declared(registered_s) == set()
+    assert not declared(registered_s + dead_s * 0.9) & {"n3", "n4"}
+    assert declared(registered_s + dead_s * 1.5) >= {"n3", "n4"}
+
+
 def test_controller_tick_proposes_at_most_its_budget() -> None:
     """A mass failure is handled over several ticks: each proposes at most controller_proposals_per_tick_max."""
     config = dataclasses.replace(CONFIG, controller_proposals_per_tick_max=3)

@@ -55,6 +55,22 @@ JOB_FAILED: ErrorCode
 USER_CODE_DISABLED: ErrorCode
 INVALID_QUERY: ErrorCode
 
+class RemoveNodeRequest(_message.Message):
+    __slots__ = ("node_id", "new_raft_address")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NEW_RAFT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    new_raft_address: str
+    def __init__(self, node_id: _Optional[str] = ..., new_raft_address: _Optional[str] = ...) -> None: ...
+
+class RemoveNodeResponse(_message.Message):
+    __slots__ = ("voters", "lost_shards")
+    VOTERS_FIELD_NUMBER: _ClassVar[int]
+    LOST_SHARDS_FIELD_NUMBER: _ClassVar[int]
+    voters: _containers.RepeatedScalarFieldContainer[str]
+    lost_shards: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, voters: _Optional[_Iterable[str]] = ..., lost_shards: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class DrainNodeRequest(_message.Message):
     __slots__ = ("node_id",)
     NODE_ID_FIELD_NUMBER: _ClassVar[int]

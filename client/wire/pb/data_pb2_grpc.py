@@ -100,6 +100,11 @@ class DataStub:
                 request_serializer=shoal_dot_v1_dot_data__pb2.DrainNodeRequest.SerializeToString,
                 response_deserializer=shoal_dot_v1_dot_data__pb2.DrainNodeResponse.FromString,
                 _registered_method=True)
+        self.RemoveNode = channel.unary_unary(
+                '/shoal.v1.Data/RemoveNode',
+                request_serializer=shoal_dot_v1_dot_data__pb2.RemoveNodeRequest.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_data__pb2.RemoveNodeResponse.FromString,
+                _registered_method=True)
 
 
 class DataServicer:
@@ -190,6 +195,16 @@ class DataServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RemoveNode(self, request, context):
+        """`shoal node remove ID` / `shoal node replace ID --raft HOST:PORT`: a dead or drained node
+        leaves the cluster for good. A metadata voter must be replaced in the same call (the Raft
+        group keeps 1, 3 or 5 voters): its Raft address leaves the group, new_raft_address joins.
+        Served by metadata voters only; idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -257,6 +272,11 @@ def add_DataServicer_to_server(servicer, server):
                     servicer.DrainNode,
                     request_deserializer=shoal_dot_v1_dot_data__pb2.DrainNodeRequest.FromString,
                     response_serializer=shoal_dot_v1_dot_data__pb2.DrainNodeResponse.SerializeToString,
+            ),
+            'RemoveNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveNode,
+                    request_deserializer=shoal_dot_v1_dot_data__pb2.RemoveNodeRequest.FromString,
+                    response_serializer=shoal_dot_v1_dot_data__pb2.RemoveNodeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -610,6 +630,33 @@ class Data:
             '/shoal.v1.Data/DrainNode',
             shoal_dot_v1_dot_data__pb2.DrainNodeRequest.SerializeToString,
             shoal_dot_v1_dot_data__pb2.DrainNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Data/RemoveNode',
+            shoal_dot_v1_dot_data__pb2.RemoveNodeRequest.SerializeToString,
+            shoal_dot_v1_dot_data__pb2.RemoveNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,
