@@ -4,7 +4,7 @@ This is the contract of `shoal status --json` (DESIGN.md section 9), which scrip
 our own checks read, so keys are only ever added:
 
     {"version": int, "controller": str,                   # node id of the Raft leader ("" if none)
-     "nodes": [{"id", "address", "zone", "state", "raft_role", "reachable", "shards",
+     "nodes": [{"id", "address", "zone", "state", "suspect", "silent_s", "raft_role", "reachable", "shards",
                 "primaries", "learners", "disk_free_bytes", "disk_used_bytes", "uptime_s",
                 "lease_valid", "version", "error"}],
      "datasets": [{"name", "shards", "replication", "under_replicated"}],
@@ -16,7 +16,9 @@ our own checks read, so keys are only ever added:
                                       "records_done", "records_total", "percent", "bytes_per_s",
                                       "eta_s"}]}]}     # percent, eta_s None when unknown
 
-Shard and primary counts come from the map (the controller's word, also for nodes that
+"suspect" and "silent_s" are the controller's own view (seconds since it last heard the node;
+a node silent past node_suspect_after_s is suspect until it is heard or declared dead);
+only the state goes through Raft. Shard and primary counts come from the map (the controller's word, also for nodes that
 do not answer); raft role, disk and uptime come from the node itself and are None when
 it did not answer within the short per-node timeout. An unreachable node is reported
 (`reachable: false`, `error`), never raised: status is what one runs when things break.
@@ -68,8 +70,10 @@ def assemble(cluster_map: pb.ClusterMap, statuses: Mapping[str, pb.NodeStatus | 
             learners.update(shard.learners)
             if shard.primary:
                 primaries[shard.primary] += 1
+    controller = next((status for status in statuses.values()
+                       if isinstance(status, pb.NodeStatus) and status.silence_s), None)
     nodes = [_node_entry(node, statuses.get(node.address), hosted[node.id], primaries[node.id],
-                         learners[node.id]) for node in cluster_map.nodes]
+                         learners[node.id], controller) for node in cluster_map.nodes]
     degraded = degraded_shards(cluster_map)
     repairs = repair_progress(cluster_map, statuses)
     for entry in degraded:
@@ -127,12 +131,15 @@ def repair_progress(cluster_map: pb.ClusterMap, statuses: Mapping[str, pb.NodeSt
 
 
 def _node_entry(node: pb.NodeInfo, status: pb.NodeStatus | ShoalError | None, shards: int, primaries: int,
-                learners: int) -> dict[str, Any]:
+                learners: int, controller: pb.NodeStatus | None) -> dict[str, Any]:
+    silent_s = controller.silence_s.get(node.id, 0.0) if controller is not None else 0.0
     entry: dict[str, Any] = {
         "id": node.id,
         "address": node.address,
         "zone": node.zone,
         "state": node.state,
+        "suspect": node.state == "alive" and controller is not None and silent_s > controller.suspect_after_s,
+        "silent_s": round(silent_s, 1),
         "raft_role": "unknown",
         "reachable": isinstance(status, pb.NodeStatus),
         "shards": shards,

@@ -88,6 +88,9 @@ class Node:
             return self.config.node_id
         return self.controller.leader_id() or self.heartbeat.known_controller or None
 
+    def node_silence(self) -> dict[str, float]:
+        return self.controller.silence()
+
     def lease_valid(self) -> bool:
         return self.context.lease_valid()
 

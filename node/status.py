@@ -9,6 +9,7 @@ import json
 
 import time
 from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from shoal.client.wire.pb import data_pb2
@@ -45,6 +46,10 @@ class StatusSource(Protocol):
     def started_at_s(self) -> float: ...
 
     def controller_id(self) -> str | None: ...
+
+    def node_silence(self) -> Mapping[str, float]:
+        """Seconds since the controller last heard each node, when this node is the controller; else {}."""
+        ...
 
     def raft_role(self) -> str: ...
 
@@ -106,4 +111,5 @@ async def node_status(node: StatusSource) -> data_pb2.NodeStatus:
         id=me, address=node.config.address, raft_role=node.raft_role(),
         controller=node.controller_id() or "", metadata_version=view.version,
         uptime_s=time.monotonic() - node.started_at_s, disk_used_bytes=used, disk_free_bytes=free,
-        lease_valid=node.lease_valid(), shards=shards, version=SHOAL_VERSION, cluster_id=view.cluster_id)
+        lease_valid=node.lease_valid(), shards=shards, version=SHOAL_VERSION, cluster_id=view.cluster_id,
+        silence_s=node.node_silence(), suspect_after_s=node.config.node_suspect_after_s)

@@ -366,8 +366,9 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     nodes = Table("id", "address", "zone", "state", "raft role", "shards", "primaries", "disk free", "uptime",
                   title="nodes")
     for node in report["nodes"]:
-        state = node["state"] if node["reachable"] else f"{node['state']} (unreachable)"
-        color = "green" if node["state"] == "alive" and node["reachable"] else "red"
+        state = f"suspect (silent {node['silent_s']:.1f} s)" if node["suspect"] else node["state"]
+        state = state if node["reachable"] else f"{state} (unreachable)"
+        color = "green" if node["state"] == "alive" and node["reachable"] and not node["suspect"] else "red"
         nodes.add_row(node["id"], node["address"], node["zone"] or "-", f"[{color}]{state}[/]", node["raft_role"],
                       str(node["shards"]), str(node["primaries"]), _bytes_text(node["disk_free_bytes"]),
                       _uptime_text(node["uptime_s"]))

@@ -109,6 +109,15 @@ class Controller:
             return peer_pb2.HeartbeatResponse(lease_granted=False, controller_address=self.leader_address() or "")
         return self.leases.heartbeat(request, leader_address=self.leader_address())
 
+    def silence(self) -> dict[str, float]:
+        """Seconds since this controller last heard each other node; {} when not in control
+        (a follower's silence table says nothing about the nodes)."""
+        if not self.in_control():
+            return {}
+        now_s = time.monotonic()
+        return {node_id: self.leases.silent_s(node_id, now_s) for node_id in self.metadata.view.nodes
+                if node_id != self.config.node_id}
+
     def leader(self) -> NodeView | None:
         """The node that leads Raft (the controller), from the node table."""
         return self.metadata.view.node_by_raft_address(self.metadata.leader_raft_address() or "")
@@ -225,7 +234,8 @@ class Controller:
             budget -= 1
         if budget <= 0:
             return
-        for command in plan_repairs(self.metadata.view, term, self.config.repair_transfers_per_node_max)[:budget]:
+        for command in plan_repairs(self.metadata.view, term, self.config.repair_transfers_per_node_max,
+                                    self.leases)[:budget]:
             if not await self._propose(command, term):
                 return
 

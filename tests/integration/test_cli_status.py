@@ -61,3 +61,30 @@ def test_issue16_status_with_dead_first_seed_shows_unavailable_shards(
     assert table.exit_code == 0, table.output
     assert "unavailable shards: " + str(owned) in table.stdout
     assert "shards below their replication" in table.stdout
+
+
+def test_a_silent_node_is_suspect_before_it_is_declared_dead(tmp_path: Path) -> None:
+    """SIGSTOP of a node that is not the controller: once the controller has not heard it for
+    node_suspect_after_s, `shoal status` shows it suspect (its state in the metadata still
+    alive: only dead goes through Raft); resumed, it is heard again and no longer suspect.
+    The dead timeout is long here, so the verdict does not depend on catching a short window."""
+    from test_cluster_replication import FAST, wait_for
+    env = {**FAST, "SHOAL_NODE_DEAD_AFTER_S": "60"}
+    runner = CliRunner(env={"SHOAL_CLUSTER": None, "SHOAL_TIMEOUT": None, "COLUMNS": "200"})
+    with LocalCluster(tmp_path / "c", nodes=3, env=env) as cluster, cluster.client(timeout_s=10) as client:
+        victim = sorted(n.id for n in cluster.nodes if n.id != client.status()["controller"])[0]
+
+        def entry() -> dict[str, object]:
+            return next(n for n in client.status()["nodes"] if n["id"] == victim)
+        assert entry()["suspect"] is False
+        cluster.pause(victim)
+        try:
+            wait_for(lambda: entry()["suspect"] is True, cluster, f"{victim} suspect", timeout_s=DEADLINE_S)
+            seen = entry()
+            assert seen["state"] == "alive" and float(seen["silent_s"]) > 1.0, seen   # type: ignore[arg-type]
+            table = runner.invoke(app, ["--cluster", ",".join(cluster.addresses), "status"])
+            assert f"suspect (silent" in table.output, table.output
+        finally:
+            cluster.resume(victim)
+        wait_for(lambda: entry()["suspect"] is False, cluster, f"{victim} heard again", timeout_s=DEADLINE_S)
+        assert entry()["state"] == "alive"

@@ -372,7 +372,14 @@ class ShardStatus(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., index: _Optional[int] = ..., role: _Optional[str] = ..., epoch: _Optional[int] = ..., seq: _Optional[int] = ..., records: _Optional[int] = ..., checksum: _Optional[int] = ..., size_bytes: _Optional[int] = ..., dataset_id: _Optional[str] = ..., incarnation: _Optional[str] = ..., fill_records_done: _Optional[int] = ..., fill_records_total: _Optional[int] = ..., fill_bytes_per_s: _Optional[float] = ..., fill_phase: _Optional[str] = ..., fill_eta_s: _Optional[float] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("id", "address", "raft_role", "controller", "metadata_version", "uptime_s", "disk_used_bytes", "disk_free_bytes", "lease_valid", "shards", "version", "cluster_id")
+    __slots__ = ("id", "address", "raft_role", "controller", "metadata_version", "uptime_s", "disk_used_bytes", "disk_free_bytes", "lease_valid", "shards", "version", "cluster_id", "silence_s", "suspect_after_s")
+    class SilenceSEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     RAFT_ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -385,6 +392,8 @@ class NodeStatus(_message.Message):
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    SILENCE_S_FIELD_NUMBER: _ClassVar[int]
+    SUSPECT_AFTER_S_FIELD_NUMBER: _ClassVar[int]
     id: str
     address: str
     raft_role: str
@@ -397,4 +406,6 @@ class NodeStatus(_message.Message):
     shards: _containers.RepeatedCompositeFieldContainer[ShardStatus]
     version: str
     cluster_id: str
-    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., raft_role: _Optional[str] = ..., controller: _Optional[str] = ..., metadata_version: _Optional[int] = ..., uptime_s: _Optional[float] = ..., disk_used_bytes: _Optional[int] = ..., disk_free_bytes: _Optional[int] = ..., lease_valid: _Optional[bool] = ..., shards: _Optional[_Iterable[_Union[ShardStatus, _Mapping]]] = ..., version: _Optional[str] = ..., cluster_id: _Optional[str] = ...) -> None: ...
+    silence_s: _containers.ScalarMap[str, float]
+    suspect_after_s: float
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., raft_role: _Optional[str] = ..., controller: _Optional[str] = ..., metadata_version: _Optional[int] = ..., uptime_s: _Optional[float] = ..., disk_used_bytes: _Optional[int] = ..., disk_free_bytes: _Optional[int] = ..., lease_valid: _Optional[bool] = ..., shards: _Optional[_Iterable[_Union[ShardStatus, _Mapping]]] = ..., version: _Optional[str] = ..., cluster_id: _Optional[str] = ..., silence_s: _Optional[_Mapping[str, float]] = ..., suspect_after_s: _Optional[float] = ...) -> None: ...
