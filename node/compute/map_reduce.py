@@ -112,7 +112,8 @@ async def _isolated(config: NodeConfig, function: Any, *args: Any) -> Any:
         max_workers=1, mp_context=context, initializer=_limit,
         initargs=(config.user_code_cpu_s, config.user_code_memory_bytes))
     try:
-        return await asyncio.wait_for(asyncio.wrap_future(pool.submit(function, *args)), config.user_code_wall_s)
+        async with asyncio.timeout(config.user_code_wall_s):   # not wait_for: 3.11's can drop a cancel
+            return await asyncio.wrap_future(pool.submit(function, *args))
     except TimeoutError:
         raise UserCodeError(f"still running after user_code_wall_s = {config.user_code_wall_s} s: killed") from None
     except concurrent.futures.process.BrokenProcessPool:

@@ -67,7 +67,8 @@ class LocalMetadata:
         if not self._started:
             raise NoControllerError("local metadata is not running")
         try:
-            return await asyncio.wait_for(asyncio.to_thread(self._apply, command), timeout_s)
+            async with asyncio.timeout(timeout_s):   # not wait_for: 3.11's can drop a cancel (node/changes.py)
+                return await asyncio.to_thread(self._apply, command)
         except TimeoutError:
             raise UnknownOutcomeError(f"metadata write not confirmed within {timeout_s} s; "
                                       "it may still apply (retry with the same request id)") from None

@@ -190,24 +190,11 @@ class RaftMetadata:
         consumer, syncobj = self._consumer, self._syncobj
         if syncobj is None:
             raise NoControllerError("raft metadata is not running on this node")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[Any, int]] = loop.create_future()
-
-        def on_done(result: Any, reason: int) -> None:   # pysyncobj's tick thread
-            _settle_threadsafe(loop, future, (result, reason))
-
-        entry = (loop, future)
-        with self._pending_lock:
-            self._pending.add(entry)
         try:
-            consumer._apply(command, callback=on_done)
-            result, reason = await asyncio.wait_for(future, timeout_s)
+            result, reason = await self._call(lambda on_done: consumer._apply(command, callback=on_done), timeout_s)
         except TimeoutError:
             raise UnknownOutcomeError(f"metadata proposal not confirmed within {timeout_s} s; "
                                       "it may still apply (retry with the same request id)") from None
-        finally:
-            with self._pending_lock:
-                self._pending.discard(entry)
         return _result_or_raise(result, reason)
 
     async def barrier(self, timeout_s: float) -> None:
@@ -252,6 +239,16 @@ class RaftMetadata:
     async def _membership_step(self, action: str, address: str, timeout_s: float) -> int:
         syncobj = self._syncobj
         assert syncobj is not None
+        change = syncobj.addNodeToCluster if action == "add" else syncobj.removeNodeFromCluster
+        try:
+            _, reason = await self._call(lambda on_done: change(address, callback=on_done), timeout_s)
+        except TimeoutError:
+            reason = FAIL_REASON.MISSING_LEADER   # unknown: the caller re-reads the membership
+        return int(reason)
+
+    async def _call(self, start: Callable[[Callable[[Any, int], None]], None], timeout_s: float) -> tuple[Any, int]:
+        """Start a pysyncobj call with a callback and await (result, reason); TimeoutError past
+        timeout_s. Pending calls are settled with _STOPPED when the store stops."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[Any, int]] = loop.create_future()
 
@@ -262,15 +259,12 @@ class RaftMetadata:
         with self._pending_lock:
             self._pending.add(entry)
         try:
-            change = syncobj.addNodeToCluster if action == "add" else syncobj.removeNodeFromCluster
-            change(address, callback=on_done)
-            _, reason = await asyncio.wait_for(future, timeout_s)
-        except TimeoutError:
-            reason = FAIL_REASON.MISSING_LEADER   # unknown: the loop re-reads the membership
+            start(on_done)
+            async with asyncio.timeout(timeout_s):   # not wait_for: 3.11's drops a cancel that lands as it settles
+                return await future
         finally:
             with self._pending_lock:
                 self._pending.discard(entry)
-        return int(reason)
 
     # ---- reads (any thread) ----
 
