@@ -51,6 +51,7 @@ KNOB_TYPES: dict[str, type] = {   # NodeConfig fields a scenario may set
     # re-replication (issue 18): a slow copy makes a transfer long enough to hit, small
     # chunks (a copy's chunk is a scan chunk) make a resumed copy distinguishable from a new one
     "repair_bytes_per_s": int, "repair_transfers_per_node_max": int, "scan_chunk_bytes_max": int,
+    "repair_pacing_latency_factor": float,   # 0: a throttled copy keeps its rate, so T (restoration.py) holds
 }
 WARMUP_S_MIN = 1.0                # the cluster must be seen serving before the first fault
 OPS_DEADLINE_FACTOR = 4.0         # default ops_deadline_s = 4 x duration_s
