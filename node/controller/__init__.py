@@ -12,7 +12,8 @@ round never floods the Raft log (a mass failure is handled over several rounds):
 - `jobs`              re-runs tasks of compute jobs lost with their node, adds speculative
                       copies of stragglers, fails jobs whose shard has no replica left
 - `repair`            re-replication: adds learners to shards short of copies (at most
-                      `repair_transfers_per_node_max` per node), drops learners that will
+                      `repair_transfers_per_node_max` per node; preferring a node whose
+                      heartbeat reports a replica of the shard), drops learners that will
                       never join; the shard's primary fills them (issue 18)
 
 The planners run in that order, each on the view left by the proposals before it, and

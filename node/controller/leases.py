@@ -2,7 +2,8 @@
 
 A node's heartbeat renews its primary lease (granted in the reply, counted by the node
 from when it *sent* the heartbeat) and reports its shard sequence numbers, which
-promotion uses to pick the most complete backup. Data-only nodes get the metadata
+promotion uses to pick the most complete backup, and the replicas it holds on disk, which
+repair uses to prefer, as a learner, a node that may catch up by replay (repair.py). Data-only nodes get the metadata
 snapshot in the reply when theirs is older.
 
 The table is soft state: a new leader starts it empty and counts every node as heard at

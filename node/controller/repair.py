@@ -10,8 +10,12 @@ the node side, not this planner.
 Choosing the node, in order: not already holding the shard (in sync or learning); fewer
 than `transfers_per_node_max` learners already (counted from the view over all shards, so
 a new controller sees the same count and nothing is lost with the old one); then a zone
-the shard's alive copies do not use yet; then the fewest replicas + learners in total;
-then the node id, so every controller plans the same. Only a shard whose primary is alive
+the shard's alive copies do not use yet; then a node that still has a replica of this
+dataset incarnation on disk, as its last heartbeat reported (`ReplicaReports`: a backup
+fenced out while it was down or slow), since it may catch up by replaying the entries it
+missed instead of a full copy (replication/learner.py decides whether that is safe); then
+the fewest replicas + learners in total; then the node id, so every controller plans the
+same (given the same reports). Only a shard whose primary is alive
 gets a learner: without one nobody can fill it, and the shard waits for a promotion
 (`shard_moves`) first.
 
@@ -37,7 +41,7 @@ Pure over the view: every command carries `controller_term`, which fences it (fs
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from shoal.node.metadata import commands
 
@@ -49,8 +53,16 @@ logger = logging.getLogger(__name__)
 _NEVER_JOINS = ("dead", "draining", "removed")   # node states whose learners are dropped
 
 
-def plan_repairs(view: MetadataView, controller_term: int, transfers_per_node_max: int) -> list[bytes]:
-    """add_learner and remove_replica (of learners) commands for this round, in shard order."""
+class ReplicaReports(Protocol):
+    """What nodes said they hold in their last heartbeat (controller/leases.py: LeaseTable)."""
+
+    def reported(self, node_id: str, shard: ShardView) -> tuple[int, str] | None: ...
+
+
+def plan_repairs(view: MetadataView, controller_term: int, transfers_per_node_max: int,
+                 reports: ReplicaReports | None = None) -> list[bytes]:
+    """add_learner and remove_replica (of learners) commands for this round, in shard order.
+    `reports`: the replicas nodes hold on disk, to prefer a learner that may catch up by replay."""
     assert transfers_per_node_max >= 1, transfers_per_node_max
     planned: list[bytes] = []
     learning, load = _counts(view)
@@ -64,9 +76,10 @@ def plan_repairs(view: MetadataView, controller_term: int, transfers_per_node_ma
             continue   # nobody to fill a learner: a promotion comes first (a draining primary still serves)
         wanted = view.datasets[shard.dataset].replication
         have = view.in_sync_alive(shard) + sum(1 for n in shard.learners if view.is_alive(n))
-        for node_id in _choose(view, shard, wanted - have, learning, load, transfers_per_node_max):
-            logger.info("shard %s under-replicated (have %d, want %d): learner %s planned",
-                        shard.name, have, wanted, node_id)
+        for node_id in _choose(view, shard, wanted - have, learning, load, transfers_per_node_max, reports):
+            held = reports.reported(node_id, shard) if reports is not None else None
+            logger.info("shard %s under-replicated (have %d, want %d): learner %s planned%s", shard.name, have,
+                        wanted, node_id, "" if held is None else f" (it holds a replica at seq {held[0]})")
             planned.append(commands.add_learner(shard.dataset, shard.index, node_id, shard.epoch,
                                                 controller_term=controller_term))
             have += 1
@@ -114,17 +127,21 @@ def _draining(view: MetadataView, node_id: str) -> bool:
 
 
 def _choose(view: MetadataView, shard: ShardView, count: int, learning: dict[str, int], load: dict[str, int],
-            transfers_per_node_max: int) -> list[str]:
+            transfers_per_node_max: int, reports: ReplicaReports | None = None) -> list[str]:
     """Up to `count` nodes for new learners of `shard`; updates `learning` and `load` for what it chose."""
     zones = {view.nodes[n].zone for n in (*shard.replicas, *shard.learners) if view.is_alive(n)}
     chosen: list[str] = []
+
+    def has_no_copy(node_id: str) -> bool:
+        return reports is None or reports.reported(node_id, shard) is None
+
     while len(chosen) < count:
         candidates = [n for n in view.alive_nodes()
                       if not shard.holds(n.id) and n.id not in chosen
                       and learning.get(n.id, 0) < transfers_per_node_max]
         if not candidates:
             break
-        best = min(candidates, key=lambda n: (n.zone in zones, load.get(n.id, 0), n.id))
+        best = min(candidates, key=lambda n: (n.zone in zones, has_no_copy(n.id), load.get(n.id, 0), n.id))
         chosen.append(best.id)
         zones.add(best.zone)
         learning[best.id] = learning.get(best.id, 0) + 1

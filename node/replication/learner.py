@@ -3,6 +3,9 @@
 The steps (DESIGN.md section 4, issue 18), each resumable because its progress is in the
 replica's own LMDB meta rows (storage/fill.py):
 
+0. reuse: a replica already on this node (a backup fenced out while it was down or slow,
+   back before its copy was dropped) skips the copy when that is safe, and only replays:
+   see "Catching up by replay" below.
 1. copy: CopyShard from the primary, installing each chunk with its position; after a
    crash of either side the copy continues after the last installed key. A new primary
    (the source changed) starts the copy over: the old one's reads may have held writes
@@ -16,6 +19,26 @@ replica's own LMDB meta rows (storage/fill.py):
 
 `fill_replica` returns when the replica joined or this node is no longer a learner of
 the shard; the shard registry cancels it otherwise (reconcile).
+
+Catching up by replay (issue 18.1; Kafka's follower truncation by leader epoch, KIP-101,
+is the model). A replica whose last applied entry is (seq S, epoch E) and whose content is
+the state right after that entry may skip the copy and replay from S when the primary's
+ring holds an entry with seq S *and epoch E*, and every entry after S (`replay_problem`).
+Why that is enough: an entry is made once, by the primary of its epoch, on top of its own
+store at S - 1 (one primary per epoch, which makes each seq at most once, and every replica
+applies entries in seq order and only those of the history it follows), so
+the same (S, E) is the same entry with the same history before it, as Raft's log matching
+property says for (index, term). Why the epoch matters: entries are blind effects
+(puts, deletes), not commands to recompute, so a replica holding a *divergent suffix* (an
+entry S of a deposed primary that was never acknowledged, which the primary has as
+another entry S of another epoch, or not at all) cannot be repaired by replaying the
+primary's entries over it: a key only the divergent entry wrote would keep its value. So
+anything else is a full copy (the "snapshot"), which starts from an empty replica
+(`fill.begin`) so that no divergent record survives. The replica must also know the epoch
+of its last entry (unknown after a copy, whose chunks are of many seqs, in stores older than
+the `entry_epoch` row, and in a replica the scrubber marked corrupt), and its records must
+match its meta rows (`scrub.check`: a disk damaged while the node was down). When unsure:
+copy. (Its incarnation says nothing here: fencing it out dropped its record.)
 """
 from __future__ import annotations
 
@@ -30,8 +53,10 @@ from shoal.client.wire.pb import peer_pb2
 from shoal.client.wire.retry import RetryPolicy
 from shoal.node.replication.copy_source import digest
 from shoal.node.replication.replica import FillProgress
-from shoal.node.storage import fill
+from shoal.node.replication.ring import RingEntry
+from shoal.node.storage import fill, scrub
 from shoal.node.storage.entry import Entry
+from shoal.node.storage.shard_store import ENTRY_EPOCH_UNKNOWN
 
 if TYPE_CHECKING:
     from shoal.node.replication.context import ReplicationContext
@@ -41,6 +66,9 @@ logger = logging.getLogger(__name__)
 
 LEARNER_RETRY_S_MAX = 2.0       # the longest pause between two attempts of a learner
 COPY_STREAM_TIMEOUT_S = 600.0   # one CopyShard stream; past it the copy resumes after its last chunk
+
+
+COPY_AGAIN = "copy again"       # how JoinShard's reason ends when only a new copy can let the learner join
 
 
 class CopyFailed(Exception):
@@ -74,9 +102,16 @@ async def _attempt(ctx: ReplicationContext, replica: Replica, primary: str) -> b
     store = replica.store
     replica.fill = FillProgress()
     state = await ctx.run_blocking(fill.fill_state, store)
-    if state is None or state.source != primary:
+    if state is None and store.state.seq > 0:   # an old replica, not being filled: reuse it if safe
+        fetched, problem = await _check_reuse(ctx, replica, primary)
+        if problem is None:
+            return await _catch_up(ctx, replica, primary, fetched)
+        logger.info("shard %s: learner starts a copy from %s (its replica at seq %d cannot catch up by replay: %s)",
+                    replica.name, primary, store.state.seq, problem)
+        state = await _begin(ctx, replica, primary)
+    elif state is None or state.source != primary:
         logger.info("shard %s: learner starts a copy from %s", replica.name, primary)
-        state = await ctx.run_blocking(fill.begin, store, primary)
+        state = await _begin(ctx, replica, primary)
     else:
         logger.info("shard %s: learner resumes its copy from %s at table %s", replica.name, primary,
                     state.table or "(copied)")
@@ -90,9 +125,72 @@ async def _attempt(ctx: ReplicationContext, replica: Replica, primary: str) -> b
                     replica.name, primary, store.state.records, state.base)
     if not await _replay(ctx, replica, primary):
         reached = store.state.seq
-        await ctx.run_blocking(fill.begin, store, primary)    # the entries are gone: copy again
+        await _begin(ctx, replica, primary)    # the entries are gone: copy again
         raise CopyFailed(f"{primary}'s recent entries no longer reach back to seq {reached}: copy again")
     replica.fill.phase = "joining"
+    return await _join(ctx, replica, primary)
+
+
+async def _begin(ctx: ReplicationContext, replica: Replica, primary: str) -> fill.FillState:
+    """Empty the replica for a copy from `primary`. Its ring goes too: it may hold entries of
+    the old content (a divergent suffix) that a later replay must never take for history."""
+    async with replica.apply_lock:
+        replica.ring.clear()
+        return await ctx.run_blocking(fill.begin, replica.store, primary)
+
+
+def replay_problem(seq: int, entry_epoch: int, fetched: list[RingEntry] | None) -> str | None:
+    """The safety rule of catching up by replay (module docstring); pure. None when a replica
+    whose last applied entry is (seq, entry_epoch) may replay the primary's entries after
+    seq; otherwise why not (it must be copied). `fetched`: the primary's answer to
+    FetchEntries after seq - 1 (its ring's entries from seq on), None when incomplete (the
+    ring lacks some of them)."""
+    if seq <= 0:
+        return "it holds no entry"
+    if entry_epoch == ENTRY_EPOCH_UNKNOWN:
+        return "the epoch of its last entry is unknown"
+    if fetched is None:
+        return f"the primary's recent entries no longer reach back to seq {seq}"
+    if not fetched or fetched[0].seq != seq:
+        return f"the primary has no entry {seq} (this replica holds entries the primary never had)"
+    if fetched[0].epoch != entry_epoch:
+        return (f"its entry {seq} is of epoch {entry_epoch}, the primary's of epoch {fetched[0].epoch} "
+                "(a divergent suffix)")
+    return None
+
+
+async def _check_reuse(ctx: ReplicationContext, replica: Replica, primary: str
+                       ) -> tuple[list[peer_pb2.ReplicateRequest], str | None]:
+    """(the primary's entries from this replica's seq on, None) when it may catch up by replay;
+    ([], why not) otherwise. Cheap checks first, the full scan of the records last."""
+    store = replica.store
+    state = store.state
+    if state.entry_epoch == ENTRY_EPOCH_UNKNOWN:   # spares the primary a question
+        return [], "the epoch of its last entry is unknown"
+    response = await _fetch(ctx, replica, primary, state.seq - 1)
+    fetched = [RingEntry(m.seq, m.epoch, b"") for m in response.entries] if response.complete else None
+    problem = replay_problem(state.seq, state.entry_epoch, fetched)
+    if problem is None:
+        damage = await ctx.run_blocking(scrub.check, store)
+        if damage is not None:
+            problem = f"its records do not match its meta rows ({damage})"
+    return list(response.entries) if problem is None else [], problem
+
+
+async def _catch_up(ctx: ReplicationContext, replica: Replica, primary: str,
+                    fetched: list[peer_pb2.ReplicateRequest]) -> bool:
+    """Replay from the replica's seq (no copy), then join."""
+    store = replica.store
+    logger.info("shard %s: learner catches up from seq %d by replay (no copy): %s holds its last entry "
+                "(epoch %d) and every one after", replica.name, store.state.seq, primary, store.state.entry_epoch)
+    progress = replica.fill
+    assert progress is not None
+    progress.phase = "replaying"
+    progress.records_done = progress.records_start = progress.records_total = store.state.records
+    await _apply(ctx, replica, fetched)
+    if not await _replay(ctx, replica, primary):
+        raise CopyFailed(f"{primary}'s recent entries no longer reach back to seq {store.state.seq}")
+    progress.phase = "joining"
     return await _join(ctx, replica, primary)
 
 
@@ -120,20 +218,30 @@ async def _replay(ctx: ReplicationContext, replica: Replica, primary: str) -> bo
     """Apply the primary's entries after this replica's seq until none is left; False when
     its ring no longer holds them."""
     while True:
-        request = peer_pb2.FetchEntriesRequest(dataset=replica.dataset, shard=replica.index,
-                                               after_seq=replica.store.state.seq, cluster_id=ctx.cluster_id,
-                                               dataset_id=replica.dataset_id)
-        response = await ctx.peers.peer(ctx.address_of(primary)).FetchEntries(
-            request, timeout=ctx.config.replicate_timeout_s * 2)
+        response = await _fetch(ctx, replica, primary, replica.store.state.seq)
         if not response.complete:
             return False
         if not response.entries:
             return True
-        async with replica.apply_lock:
-            for message in response.entries:
-                if message.seq == replica.store.state.seq + 1:
-                    await ctx.run_blocking(replica.store.apply, Entry.decode(message.payload))
-                    replica.ring.append(message.seq, message.epoch, message.payload)
+        await _apply(ctx, replica, list(response.entries))
+
+
+async def _fetch(ctx: ReplicationContext, replica: Replica, primary: str,
+                 after_seq: int) -> peer_pb2.FetchEntriesResponse:
+    request = peer_pb2.FetchEntriesRequest(dataset=replica.dataset, shard=replica.index, after_seq=after_seq,
+                                           cluster_id=ctx.cluster_id, dataset_id=replica.dataset_id)
+    response: peer_pb2.FetchEntriesResponse = await ctx.peers.peer(ctx.address_of(primary)).FetchEntries(
+        request, timeout=ctx.config.replicate_timeout_s * 2)
+    return response
+
+
+async def _apply(ctx: ReplicationContext, replica: Replica, messages: list[peer_pb2.ReplicateRequest]) -> None:
+    """Apply, in order, the entries that follow the replica's seq (one it holds already is skipped)."""
+    async with replica.apply_lock:
+        for message in messages:
+            if message.seq == replica.store.state.seq + 1:
+                await ctx.run_blocking(replica.store.apply, Entry.decode(message.payload))
+                replica.ring.append(message.seq, message.epoch, message.payload)
 
 
 async def _join(ctx: ReplicationContext, replica: Replica, primary: str) -> bool:
@@ -144,6 +252,8 @@ async def _join(ctx: ReplicationContext, replica: Replica, primary: str) -> bool
         request, timeout=ctx.config.replicate_timeout_s * 4)
     if not response.joined:
         logger.debug("shard %s: join refused by %s: %s", replica.name, primary, response.reason)
+        if response.reason.endswith(COPY_AGAIN):   # replaying cannot fix it: without this the learner
+            await _begin(ctx, replica, primary)    # replayed and asked again forever (seen in bench/repair.py)
         raise CopyFailed(f"join refused: {response.reason}")
     # Until this node's metadata shows the join, a reconcile would see a learner without a
     # fill task and start a new copy over the joined replica: wait for it first.

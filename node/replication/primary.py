@@ -240,7 +240,10 @@ class ShardPrimary:
         epoch = self.epoch
         entry, results = await ctx.run_blocking(self.replica.store.execute, ops, epoch)
         if not self.backups and not self._learners():
-            return results   # a lone replica: nobody to send to or catch up (R=1 ingest)
+            # A lone replica: nobody to send to or catch up (R=1 ingest). Its ring no longer ends
+            # at the store's seq: empty it, so it never answers a learner "nothing after seq N".
+            self.replica.ring.clear()
+            return results
         payload = entry.encode()
         self.replica.ring.append(entry.seq, entry.epoch, payload)   # learners replay from it too
         if not self.backups:
@@ -278,6 +281,8 @@ class ShardPrimary:
             if self.state != "active":
                 return False, f"primary is {self.state}"
             own = self.replica.store.state.seq
+            if seq > own:   # entries this node never had: never in sync (the learner copies instead)
+                return False, f"the learner is ahead (seq {seq} > {own}): copy again"
             if own - seq > JOIN_LAG_ENTRIES_MAX:
                 return False, f"{own - seq} entries behind: keep replaying"
             entries = self.replica.ring.after(seq, own)

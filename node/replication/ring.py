@@ -1,9 +1,12 @@
 """Recent replication entries of one shard, kept in memory.
 
 Used to catch replicas up after a primary change: a new primary fetches entries it
-missed from a more advanced backup, or pushes entries a backup missed. The ring is
-bounded by count and bytes; a replica that needs older entries than the ring holds is
-fenced out and refilled by repair instead (issue: self-healing).
+missed from a more advanced backup, or pushes entries a backup missed. Learners replay
+from the primary's ring after their copy, and a learner reusing an old replica (a backup
+fenced out while it was down) replays from it only: its last entry, same seq and epoch,
+must still be here (learner.replay_problem). The ring is bounded by count and bytes; a
+replica that needs older entries than the ring holds is fenced out and refilled by
+repair with a copy instead (issue: self-healing).
 """
 from __future__ import annotations
 

@@ -14,6 +14,10 @@ in order (FetchEntries, replication/learner.py) leaves each key at its latest va
 whatever seq its chunk was read at. `finish` recomputes the checksum and record count
 over what was installed and sets the store's seq to the base, ready for that replay.
 
+`begin` and `finish` set the epoch of the last entry (`entry_epoch`) to unknown: an empty
+replica has no last entry, and a copied one holds chunks of many seqs, not the state at
+its seq, so neither may ever be caught up by replay alone (replication/learner.py).
+
 A friend of ShardStore (same package): it uses the store's environment and databases and
 replaces its cached state, under the store's writer lock.
 """
@@ -23,6 +27,7 @@ import dataclasses
 import os
 from typing import TYPE_CHECKING, Any
 
+from shoal.node.storage.shard_store import ENTRY_EPOCH_UNKNOWN
 from shoal.node.storage.write_group import recompute
 
 if TYPE_CHECKING:
@@ -97,7 +102,7 @@ def begin(store: ShardStore, source: str) -> FillState:
             txn.drop(db, delete=False)
         incarnation = os.urandom(16).hex()
         txn.put(b"incarnation", incarnation.encode("ascii"), db=store._meta_db)
-        state = dataclasses.replace(store._state, seq=0, checksum=0, records=0)
+        state = dataclasses.replace(store._state, seq=0, checksum=0, records=0, entry_epoch=ENTRY_EPOCH_UNKNOWN)
         store._write_meta(txn, state)
         fill = FillState(source, -1, TABLES[0], b"")
         _write_fill(store, txn, fill)
@@ -131,7 +136,8 @@ def finish(store: ShardStore, fill: FillState) -> FillState:
     replaying = FillState(fill.source, fill.base, REPLAYING, b"")
     with store._write_lock, store._write_txn() as txn:
         records, checksum = recompute(txn.cursor(db=store._records_db))
-        state = dataclasses.replace(store._state, seq=fill.base, checksum=checksum, records=records)
+        state = dataclasses.replace(store._state, seq=fill.base, checksum=checksum, records=records,
+                                    entry_epoch=ENTRY_EPOCH_UNKNOWN)
         store._write_meta(txn, state)
         _write_fill(store, txn, replaying)
     store._state = state

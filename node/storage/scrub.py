@@ -7,15 +7,19 @@ A flipped bit in a value, a lost or extra record, or damaged meta rows all show.
 `mark_corrupt` gives the replica a new incarnation: it is then "not the recorded one", so
 the node's existing path takes it out of service (shards.py: it stops serving as primary and
 refuses replication; sync_incarnations reports it lost, and the metadata drops it from the
-in-sync set) and repair refills it from a healthy replica (replication/learner.py).
+in-sync set) and repair refills it from a healthy replica (replication/learner.py). It also
+forgets the epoch of the last entry (`entry_epoch`), so the learner copies it from zero
+instead of catching it up by replay; `check` runs again before any such replay as well.
 
 A friend of ShardStore, like fill.py.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import TYPE_CHECKING
 
+from shoal.node.storage.shard_store import ENTRY_EPOCH_UNKNOWN
 from shoal.node.storage.write_group import recompute
 
 if TYPE_CHECKING:
@@ -35,9 +39,13 @@ def check(store: ShardStore) -> str | None:
 
 
 def mark_corrupt(store: ShardStore) -> str:
-    """Give the replica a new incarnation (it is no longer the recorded one); returns it."""
+    """Give the replica a new incarnation (it is no longer the recorded one) and forget the epoch
+    of its last entry (never caught up by replay); returns the incarnation."""
     incarnation = os.urandom(16).hex()
     with store._write_lock, store._write_txn() as txn:
         txn.put(b"incarnation", incarnation.encode("ascii"), db=store._meta_db)
+        state = dataclasses.replace(store._state, entry_epoch=ENTRY_EPOCH_UNKNOWN)
+        store._write_meta(txn, state)
+    store._state = state
     store._incarnation = incarnation
     return incarnation

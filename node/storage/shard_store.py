@@ -1,7 +1,7 @@
 """ShardStore: one shard replica in its own LMDB environment.
 
 Layout (see DESIGN.md beside this file): named DBs `records` (key -> msgpack value),
-`meta` (seq, epoch, checksum, records, format; u64 big-endian), `idem` (write_id ->
+`meta` (seq, epoch, checksum, records, entry_epoch, format; u64 big-endian), `idem` (write_id ->
 seq u64 + msgpack result) and `idem_log` (seq u64 + write_id -> b"", oldest first).
 Every write transaction updates the data, the idempotency rows and the meta rows
 together, so what the meta says is exactly what the records hold, even after SIGKILL.
@@ -59,6 +59,7 @@ logger = logging.getLogger(__name__)
 STORE_FORMAT_VERSION = 1
 SCAN_RECORD_OVERHEAD_BYTES = 16   # framing of one record in a ScanChunk (two length-prefixed fields), rounded up
 _META_KEYS = (b"seq", b"epoch", b"checksum", b"records")
+ENTRY_EPOCH_UNKNOWN = 0           # entry_epoch of an empty, copied or older replica: never caught up by replay
 _DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EDQUOT})
 _FD_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE})
 FDS_PER_SHARD = 3                 # measured: data.mdb, lock.mdb, and data.mdb again (O_DSYNC, meta writes)
@@ -93,12 +94,17 @@ class SequenceGapError(NodeError):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ShardState:
-    """What the meta DB says: last applied entry, adopted epoch, checksum, record count."""
+    """What the meta DB says: last applied entry, adopted epoch, checksum, record count, and
+    the epoch the last applied entry was made in (the primary's epoch when it executed entry
+    `seq`; ENTRY_EPOCH_UNKNOWN when the replica cannot tell: empty, filled by a copy, or
+    written before the row existed). (seq, entry_epoch) names the entry: a learner reuses its
+    replica only if its primary's history holds that same entry (replication/learner.py)."""
 
     seq: int
     epoch: int
     checksum: int
     records: int
+    entry_epoch: int = ENTRY_EPOCH_UNKNOWN
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -324,7 +330,7 @@ class ShardStore:
             self._record_writes(txn, seq, group.write_ids, group.results)
             if any(value is not None for value in group.values):
                 self._check_headroom(txn, pages_before)
-            new_state = ShardState(seq, epoch, group.checksum, group.records)
+            new_state = ShardState(seq, epoch, group.checksum, group.records, epoch)
             self._write_meta(txn, new_state)
         self._state = new_state
         self._entries_executed += 1
@@ -353,7 +359,7 @@ class ShardStore:
                 txn.cursor(db=self._records_db), entry.keys, entry.values,
                 state.checksum, state.records)
             self._record_writes(txn, entry.seq, entry.write_ids, entry.results)
-            new_state = ShardState(entry.seq, max(entry.epoch, state.epoch), checksum, records)
+            new_state = ShardState(entry.seq, max(entry.epoch, state.epoch), checksum, records, entry.epoch)
             self._write_meta(txn, new_state)
         self._state = new_state
         self._entries_applied += 1
@@ -430,7 +436,9 @@ class ShardStore:
         if None in fields:
             raise NodeError(f"shard {self._path}: meta rows missing: {fields!r}")
         seq, epoch, checksum, records = (int.from_bytes(field or b"", "big") for field in fields)
-        return ShardState(seq, epoch, checksum, records)
+        entry_epoch = txn.get(b"entry_epoch", db=self._meta_db)   # absent in stores from before it: unknown
+        return ShardState(seq, epoch, checksum, records,
+                          ENTRY_EPOCH_UNKNOWN if entry_epoch is None else int.from_bytes(entry_epoch, "big"))
 
     def _load_incarnation(self, txn: lmdb.Transaction[bytes]) -> str:
         """The environment's incarnation; made (random) in the transaction that creates the store.
@@ -450,6 +458,7 @@ class ShardStore:
         put(b"epoch", _u64(state.epoch), db=meta)
         put(b"checksum", _u64(state.checksum), db=meta)
         put(b"records", _u64(state.records), db=meta)
+        put(b"entry_epoch", _u64(state.entry_epoch), db=meta)
 
     def _record_writes(self, txn: lmdb.Transaction[bytes], seq: int, write_ids: list[bytes],
                        results: list[bytes]) -> None:

@@ -83,8 +83,10 @@ def test_replicas_of_a_killed_node_are_rebuilt_on_another_during_writes(tmp_path
 
 
 def test_a_node_restarted_after_being_fenced_out_is_refilled(tmp_path: pathlib.Path) -> None:
-    """3 nodes, R=3: a backup is killed, writes fence it out, it restarts: it becomes a learner,
-    copies (its old files are not trusted) and joins; the shard has 3 equal replicas again."""
+    """3 nodes, R=3: a node holding replicas (a backup, or a primary, then replaced after the dead
+    timeout) is killed, writes fence it out, it restarts: it becomes a learner, catches up (by replay
+    when its last entry is in the primary's history, else by a copy) and joins; the shard has 3 equal
+    replicas again."""
     with LocalCluster(tmp_path / "c", nodes=3, env=REPAIR) as cluster, cluster.client(timeout_s=15) as client:
         load(client, 2, 5_000)
         victim = a_holder_but_the_controller(client)
@@ -98,6 +100,73 @@ def test_a_node_restarted_after_being_fenced_out_is_refilled(tmp_path: pathlib.P
         cluster.start_node(victim)
         wait_for(lambda: restored(cluster, client, "kv", 3), cluster, f"{victim} back in sync", timeout_s=60)
         wait_for(lambda: converged(cluster, "kv", 3), cluster, "equal checksums on the 3 replicas")
+        check_every_write(client, "kv", acked, 5_000)
+
+
+# A dead timeout far above a restart (seconds): the backup is back while the cluster still counts it.
+WITHIN_DEAD_TIMEOUT = {**REPAIR, "SHOAL_NODE_DEAD_AFTER_S": "60"}
+CATCH_UP_LINE = "kv/0: learner catches up from seq"
+COPY_LINE = "kv/0: learner starts a copy"
+
+
+def a_backup_but_the_controller(client: Client) -> str:
+    """A backup of "kv"/0 that is neither its primary nor the controller (killing it stalls no write)."""
+    shard = {d.name: d for d in client.cluster_map().datasets}["kv"].shard_map[0]
+    return sorted(set(shard.replicas) - {shard.primary, str(client.status()["controller"])})[0]
+
+
+def restart_a_backup_after_writes(cluster: LocalCluster, client: Client, writes: int) -> tuple[str, str, dict[str, int]]:
+    """Kill -9 a backup, write `writes` acknowledged records (the first fences it out), restart it
+    while it is not declared dead; returns (the backup, its replica's incarnation before, the writes)."""
+    victim = a_backup_but_the_controller(client)
+    before = {s.index: s.incarnation for s in client.node_status(cluster.node(victim).address).shards}[0]
+    cluster.kill(victim)
+    acked = {}
+    for i in range(writes):
+        client.put("kv", f"after{i}", i)
+        acked[f"after{i}"] = i
+    wait_for(lambda: victim not in holders(client, "kv"), cluster, f"{victim} fenced out")   # before the first ack
+    assert {n["id"]: n["state"] for n in client.status()["nodes"]}[victim] != "dead"
+    cluster.start_node(victim)
+    wait_for(lambda: restored(cluster, client, "kv", 3), cluster, f"{victim} back in sync", timeout_s=90)
+    wait_for(lambda: converged(cluster, "kv", 3), cluster, "equal checksums on the 3 replicas")
+    return victim, before, acked
+
+
+def test_a_backup_restarted_within_the_dead_timeout_catches_up_by_replay(tmp_path: pathlib.Path) -> None:
+    """Issue 18.1: 3 nodes, R=3, one shard. kill -9 a backup (not the controller), write 300 acknowledged
+    records (fewer than the primary's ring holds: 4,096 entries), restart it before it is declared
+    dead: it is the learner (it reports its old replica), and since the primary's ring holds its last
+    entry, with the same epoch, and every one after, it replays them instead of copying: its log says
+    "catches up ... by replay" and never "starts a copy", its replica keeps its incarnation (a copy makes
+    a new one), checksums are equal and every acknowledged write is readable."""
+    with LocalCluster(tmp_path / "c", nodes=3, env=WITHIN_DEAD_TIMEOUT) as cluster, \
+            cluster.client(timeout_s=15) as client:
+        load(client, 1, 5_000)
+        victim, before, acked = restart_a_backup_after_writes(cluster, client, 300)
+        log = cluster.log_tail(victim, 2000).split("local cluster starts")[-1]
+        assert CATCH_UP_LINE in log and "by replay (no copy)" in log, log[-3000:]
+        assert COPY_LINE not in log, log[-3000:]
+        assert "kv/0: learner joined the in-sync set" in log, log[-3000:]
+        after = {s.index: s.incarnation for s in client.node_status(cluster.node(victim).address).shards}[0]
+        assert after == before
+        check_every_write(client, "kv", acked, 5_000)
+
+
+def test_a_backup_that_missed_more_than_the_ring_holds_is_copied(tmp_path: pathlib.Path) -> None:
+    """Variant: the primary's ring holds 50 entries (SHOAL_ENTRY_RING_ENTRIES_MAX) and 300 are written
+    while the backup is down: its last entry is gone from the ring, so it cannot catch up by replay; it
+    starts a copy from an empty replica (a new incarnation), joins, and the result is still correct."""
+    env = {**WITHIN_DEAD_TIMEOUT, "SHOAL_ENTRY_RING_ENTRIES_MAX": "50"}
+    with LocalCluster(tmp_path / "c", nodes=3, env=env) as cluster, cluster.client(timeout_s=15) as client:
+        load(client, 1, 5_000)
+        victim, before, acked = restart_a_backup_after_writes(cluster, client, 300)
+        log = cluster.log_tail(victim, 2000).split("local cluster starts")[-1]
+        assert COPY_LINE in log and "cannot catch up by replay: the primary's recent entries no longer reach" in log, \
+            log[-3000:]
+        assert CATCH_UP_LINE not in log, log[-3000:]
+        after = {s.index: s.incarnation for s in client.node_status(cluster.node(victim).address).shards}[0]
+        assert after != before
         check_every_write(client, "kv", acked, 5_000)
 
 

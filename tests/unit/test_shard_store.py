@@ -67,7 +67,7 @@ def test_shard_store_execute_apply_round_trip(store: ShardStore, backup: ShardSt
     for epoch, ops in enumerate(groups, start=1):
         entry, _ = store.execute(ops, epoch)
         assert backup.apply(Entry.decode(entry.encode())) == store.state
-    assert store.state == ShardState(seq=3, epoch=3, checksum=store.state.checksum, records=3)
+    assert store.state == ShardState(seq=3, epoch=3, checksum=store.state.checksum, records=3, entry_epoch=3)
     assert _contents(store) == _contents(backup) == [
         (b"c", _pack(30)), (b"d", _pack(4)), (b"e", _pack(50))]
     _assert_consistent(store)
@@ -247,7 +247,7 @@ def test_shard_store_reopen_keeps_everything(tmp_path: pathlib.Path) -> None:
         first.set_epoch(7)
         state = first.state
     with ShardStore(path, map_size_bytes=64 * MiB) as second:
-        assert second.state == state == ShardState(2, 7, state.checksum, 2)
+        assert second.state == state == ShardState(2, 7, state.checksum, 2, entry_epoch=5)
         assert _contents(second) == [(b"a", _pack(3)), (b"b", _pack(2))]
         assert second.lookup_write(_wid(2)) == (True, (True, True, _pack(1)))
         _, results = second.execute(
