@@ -196,3 +196,50 @@ def test_planner_prefers_a_node_that_reports_a_replica_of_the_shard() -> None:
     learning = run(learning, commands.add_learner("ds", 1, "n3", 1, controller_term=TERM))   # n3 busy copying
     assert _learners_planned(learning, held, transfers_per_node_max=2) == [(0, "n3")]
     assert _learners_planned(learning, held, transfers_per_node_max=1) == [(0, "n4")]   # at its limit
+
+
+def test_a_ring_that_stopped_before_the_store_never_answers_complete() -> None:
+    """The bench's stuck learner: a ring ending at 12 on a primary whose store is at 15 answered
+    "complete, nothing after 12" and the learner asked to join forever. A lone primary now
+    empties its ring instead of leaving it behind (primary.py), and an empty ring behind the
+    store answers incomplete, so the learner copies."""
+    assert _fetched(_ring(1, 12), 15, 12) == []          # the stale ring: why the primary must empty it
+    empty = _ring(1, 12)
+    empty.clear()
+    assert _fetched(empty, 15, 12) is None
+    assert replay_problem(12, 1, _fetched(empty, 15, 11)) is not None
+
+
+def test_a_learner_refused_with_copy_again_starts_its_copy_over(tmp_path: pathlib.Path) -> None:
+    """JoinShard answered "... gone from the ring: copy again": the learner empties its replica
+    (a new copy from the primary begins at the next attempt) instead of replaying and asking
+    again. Real LMDB store; the primary's reply is the only stand-in."""
+    import asyncio
+
+    from shoal.client.wire.pb import peer_pb2
+    from shoal.node.replication import learner
+    from shoal.node.replication.replica import Replica
+
+    class Peer:
+        async def JoinShard(self, request: Any, timeout: float) -> Any:   # noqa: N802 (the RPC's name)
+            return peer_pb2.JoinShardResponse(joined=False, reason="entries after seq 3 are gone from the ring: "
+                                                                   + learner.COPY_AGAIN)
+
+    async def run_blocking(function: Any, *args: Any) -> Any:
+        return function(*args)
+
+    ctx = types.SimpleNamespace(peers=types.SimpleNamespace(peer=lambda address: Peer()), node_id="n2",
+                                address_of=lambda node: node, cluster_id="c", run_blocking=run_blocking,
+                                config=types.SimpleNamespace(replicate_timeout_s=1.0))
+    with ShardStore(tmp_path / "s", map_size_bytes=16 * MiB) as store:
+        for n in range(1, 4):
+            store.apply(Entry(n, 1, [b"k%d" % n], [msgpack.packb(n)], [_wid(n)], [msgpack.packb(None)]))
+        replica = Replica("ds@1", 0, store, _ring(1, 3))
+        try:
+            asyncio.run(learner._join(ctx, replica, "n1"))   # type: ignore[arg-type]
+            raise AssertionError("the join was refused: CopyFailed expected")
+        except learner.CopyFailed as exc:
+            assert learner.COPY_AGAIN in str(exc)
+        assert store.state.seq == 0 and store.state.records == 0
+        assert fill.fill_state(store) is not None and fill.fill_state(store).source == "n1"
+        assert replica.ring.last_seq is None
