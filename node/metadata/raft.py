@@ -25,6 +25,11 @@ Choices beyond the brief, and why:
 - The transport caps a diverged follower's next index (`catch_up.py`): without it a deposed
   leader with an uncommitted suffix never catches up once the log moved on by more than
   one AppendEntries batch (a pysyncobj 0.3.17 bug).
+- The journal is durable (`_DurableJournal`, issue 19.3): pysyncobj writes it through mmap
+  and never syncs, and stores the term and vote without fsync, so a power loss of a
+  majority could lose acknowledged metadata or let a voter vote twice in a term. Entries
+  are synced before any message leaves (a follower's ack, a leader's AppendEntries) and
+  before the commit index moves (a lone voter's commit); term and vote with fsync + rename.
 - The port is probed before pysyncobj starts, so a taken port fails at once with the OS
   error and the address, instead of after pysyncobj's silent retries.
 - `start()` must run on a thread that lives as long as the node (the main thread):
@@ -35,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+import os
 import pathlib
 import socket
 import struct
@@ -45,6 +51,7 @@ from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, SyncObjException, replicated
 from pysyncobj import journal as pysyncobj_journal
+from pysyncobj import syncobj as pysyncobj_syncobj
 from pysyncobj.transport import TCPTransport
 
 from shoal.node.config import NodeConfig, parse_host_port
@@ -75,6 +82,93 @@ class _CatchUpTransport(TCPTransport):  # type: ignore[misc]
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (pysyncobj's name)
         super()._onMessageReceived(node, self._next_index_floor.filter(node, message))
+
+    def send(self, node: Any, message: Any) -> bool:
+        journal = getattr(self._syncObj, "_SyncObj__raftLog", None)
+        if isinstance(journal, _DurableJournal):
+            journal.sync()   # nothing leaves (an ack, a vote, AppendEntries) before what it reflects is on disk
+        return bool(super().send(node, message))
+
+
+class _DurableMetaStorer(pysyncobj_journal.MetaStorer):  # type: ignore[misc]
+    """Term and vote: tmp file, fsync, rename, directory fsync (pysyncobj only flushes Python's buffer)."""
+
+    def storeMeta(self, meta: Any) -> None:  # noqa: N802 (pysyncobj's name)
+        path = pathlib.Path(self.getPath())
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(pysyncobj_journal.dumps(meta))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+
+
+class _DurableJournal(pysyncobj_journal.FileJournal):  # type: ignore[misc]
+    """pysyncobj's FileJournal, synced before anything that counts on it (module docstring).
+
+    `sync()` msyncs and fsyncs the journal when it changed since the last sync, and fsyncs the
+    dump file (written by log compaction, which then cuts the journal) when it changed."""
+
+    def __init__(self, journal_file: str) -> None:
+        super().__init__(journal_file)
+        self._FileJournal__metaStorer = _DurableMetaStorer(journal_file + ".meta")
+        self._dirty = False
+        self._dump = pathlib.Path(journal_file).with_name("dump")
+        self._dump_seen = _file_version(self._dump)
+        self.syncs = 0                 # journal syncs done (tests)
+
+    def add(self, command: Any, idx: int, term: int) -> None:
+        super().add(command, idx, term)
+        self._dirty = True
+
+    def clear(self) -> None:
+        super().clear()
+        self._dirty = True
+
+    def deleteEntriesFrom(self, entryFrom: int) -> None:  # noqa: N802,N803 (pysyncobj's names)
+        super().deleteEntriesFrom(entryFrom)
+        self._dirty = True
+
+    def setRaftCommitIndex(self, raftCommitIndex: int) -> None:  # noqa: N802,N803
+        self.sync()   # a lone voter commits (and acknowledges) without sending anything
+        super().setRaftCommitIndex(raftCommitIndex)
+
+    def sync(self) -> None:
+        dump = _file_version(self._dump)
+        if dump != self._dump_seen and dump is not None:
+            with open(self._dump, "rb") as fh:
+                os.fsync(fh.fileno())
+            _fsync_dir(self._dump.parent)
+            self._dump_seen = dump
+        if self._dirty:
+            resizable = self._FileJournal__journalFile
+            resizable.flush()                                   # msync: the mapped pages
+            os.fsync(resizable._ResizableFile__f.fileno())      # and the size after a resize
+            self._dirty = False
+            self.syncs += 1
+
+
+def _file_version(path: pathlib.Path) -> tuple[int, int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _fsync_dir(directory: pathlib.Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# pysyncobj builds its journal with this module-level factory (syncobj.py); every SyncObj of
+# this process gets the durable one. RaftMetadata always names a journal file.
+pysyncobj_syncobj.createJournal = lambda journal_file=None: (
+    pysyncobj_journal.MemoryJournal() if journal_file is None else _DurableJournal(journal_file))
 
 
 class _ReplicatedState(SyncObjConsumer):  # type: ignore[misc]
