@@ -109,6 +109,7 @@ class NodeConfig:
     user_code_cpu_s: int = 300            # RLIMIT_CPU of a user-code task process
     user_code_memory_bytes: int = 2 * GiB   # RLIMIT_AS of a user-code task process
     user_code_wall_s: float = 600.0       # a user-code task still running after this is killed
+    user_code_sandbox: bool = True        # user code without network or node secrets (compute/sandbox.py)
 
     # operations
     log_level: str = "INFO"

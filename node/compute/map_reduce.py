@@ -14,7 +14,8 @@ Spec: {"mapper": cloudpickle bytes of mapper(key: str, value) -> iterable of (ou
 - User code runs only when the node was started with `user_code` (SubmitJob refuses
   otherwise), each task in its own fresh worker process under RLIMIT_CPU
   (`user_code_cpu_s`), RLIMIT_AS (`user_code_memory_bytes`) and a wall-time limit
-  (`user_code_wall_s`, the process is killed past it). A function that raises fails the
+  (`user_code_wall_s`, the process is killed past it), and in the sandbox of sandbox.py
+  (no network, no node secrets; `user_code_sandbox`). A function that raises fails the
   job with its exception, naming the task.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ import msgpack
 from shoal.client.wire.pb import data_pb2
 from shoal.client.wire.routing import encode_key, shard_for_key
 from shoal.node import errors
+from shoal.node.compute import sandbox
 from shoal.node.compute.orphans import watch_parent
 
 if TYPE_CHECKING:
@@ -60,13 +62,28 @@ def check_spec(spec: object, view: MetadataView) -> None:
 
 # ---- in the worker process ----
 
-def _limit(cpu_s: int, memory_bytes: int) -> None:
+_sandbox_failure: str | None = None   # why this worker could not enter its sandbox (its tasks fail with it)
+
+
+def _limit(cpu_s: int, memory_bytes: int, hidden: list[str] | None) -> None:
+    global _sandbox_failure
+    if hidden is not None:   # first, while single-threaded (a user namespace needs it)
+        try:
+            sandbox.enter(hidden)
+        except OSError as exc:
+            _sandbox_failure = str(exc)
     watch_parent()   # ends with its forkserver, and so with the node (orphans.py)
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 5))
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
 
 
+def _in_sandbox() -> None:
+    if _sandbox_failure is not None:
+        raise UserCodeError(_sandbox_failure)
+
+
 def _map_in_worker(path: str, mapper_bytes: bytes, result_bytes_max: int) -> tuple[bytes, int]:
+    _in_sandbox()
     import cloudpickle   # only user-code processes load it
 
     from shoal.node.compute.worker import scan_records
@@ -84,6 +101,7 @@ def _map_in_worker(path: str, mapper_bytes: bytes, result_bytes_max: int) -> tup
 
 
 def _reduce_in_worker(partials: list[bytes], reducer_bytes: bytes) -> list[tuple[bytes, bytes]]:
+    _in_sandbox()
     import cloudpickle
 
     reducer = cloudpickle.loads(reducer_bytes)
@@ -110,7 +128,8 @@ async def _isolated(config: NodeConfig, function: Any, *args: Any) -> Any:
     context = multiprocessing.get_context("forkserver")
     pool = concurrent.futures.ProcessPoolExecutor(
         max_workers=1, mp_context=context, initializer=_limit,
-        initargs=(config.user_code_cpu_s, config.user_code_memory_bytes))
+        initargs=(config.user_code_cpu_s, config.user_code_memory_bytes,
+                  sandbox.secrets_of(config.data_dir) if config.user_code_sandbox else None))
     try:
         async with asyncio.timeout(config.user_code_wall_s):   # not wait_for: 3.11's can drop a cancel
             return await asyncio.wrap_future(pool.submit(function, *args))

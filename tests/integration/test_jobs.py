@@ -273,3 +273,47 @@ def test_job_fails_naming_the_shard_without_replicas(local_cluster: Any) -> None
                  made, f"{holder} declared dead")
         with pytest.raises(JobFailedError, match=r"shard \d+ of dataset single has no in-sync replica"):
             client.query("single").count()
+
+
+def sandbox_probe(node_address: str, password_file: str) -> Any:
+    """A mapper that reports what user code can reach: the node's gRPC port, the Raft password
+    file, the Raft dir of the node running it (its working directory) and SHOAL_* variables."""
+    def mapper(key: str, value: Any) -> list[tuple[str, str]]:
+        import os
+        import socket
+        host, port = node_address.rsplit(":", 1)
+        try:
+            socket.create_connection((host, int(port)), timeout=2).close()
+            net = "connected"
+        except OSError as exc:
+            net = f"refused: {exc.strerror or exc}"
+        try:
+            with open(password_file) as fh:
+                password = fh.read()
+        except OSError as exc:
+            password = f"error: {exc.strerror}"
+        try:
+            raft = ",".join(sorted(os.listdir(os.path.join(os.getcwd(), "raft"))))
+        except OSError as exc:
+            raft = f"error: {exc.strerror}"
+        env = ",".join(sorted(name for name in os.environ if name.startswith("SHOAL_")))
+        return [("net", net), ("password", password), ("raft", raft), ("env", env)]
+    return mapper
+
+
+def test_user_code_reaches_no_network_and_no_node_secret(cluster: LocalCluster) -> None:
+    """Issue 19.3: a map-reduce mapper cannot connect to the node (a new network namespace),
+    reads nothing from the Raft password file or its node's Raft dir (hidden in a private mount
+    namespace) and sees no SHOAL_* variable; the job itself still runs."""
+    password = cluster.password_file.read_text()
+    with cluster.client(timeout_s=20) as client:
+        client.create_dataset("sb_in", shards=1, replication=1)
+        client.create_dataset("sb_out", shards=1, replication=1)
+        client.put("sb_in", "k", 1)
+        mapper = sandbox_probe(cluster.addresses[0], str(cluster.password_file))
+        client.map_reduce("sb_in", mapper, lambda key, values: values[0], output="sb_out").result(timeout=120)
+        seen = {key: client.get("sb_out", key) for key in ("net", "password", "raft", "env")}
+    assert seen["net"].startswith("refused"), seen
+    assert password.strip() and password.strip() not in seen["password"], seen
+    assert "journal" not in seen["raft"] and "dump" not in seen["raft"], seen
+    assert seen["env"] == "", seen
