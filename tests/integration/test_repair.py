@@ -50,6 +50,7 @@ def check_every_write(client: Client, dataset: str, acked: dict[str, Any], loade
         assert client.get(dataset, f"k{i:06d}") == {"i": i, "pad": "p" * 64}
 
 
+@pytest.mark.slow   # CI budget: the chaos scenario repair-kill-node (CI smoke set) checks the same, with T
 def test_replicas_of_a_killed_node_are_rebuilt_on_another_during_writes(tmp_path: pathlib.Path) -> None:
     """4 nodes, R=3: kill -9 of a replica holder that is not the controller; every shard gets
     back to three in-sync replicas on running nodes with equal checksums, and every write
@@ -233,6 +234,7 @@ def test_drain_moves_every_replica_off_a_node_during_writes(tmp_path: pathlib.Pa
         check_every_write(client, "kv", writer.acked, 8_000)
 
 
+@pytest.mark.slow   # CI budget: the chaos scenario repair-join-during-load (CI smoke set) checks the same, under load
 def test_a_node_that_joins_gets_shards_until_load_is_even(tmp_path: pathlib.Path) -> None:
     """A dataset made while n4 was down holds nothing on it; once n4 is back, shards move to it
     one at a time (copy, join, then the busiest node's extra copy leaves) until the nodes hold
