@@ -13,6 +13,7 @@ from typing import Final
 from shoal.client._errors import InvalidArgumentError
 from shoal.client.wire.channels import MESSAGE_BYTES_MAX, Wire
 from shoal.client.wire.retry import RetryPolicy
+from shoal.client.wire.tls import TlsFiles
 
 DEFAULT_ADDRESS: Final = "127.0.0.1:7400"
 
@@ -36,6 +37,7 @@ class ClientConfig:
     put_many_batch_records: int = 2000      # records per PutStream batch ...
     put_many_batch_bytes: int = 2 * 1024 * 1024   # ... and bytes (notes/baselines.md: measured best here)
     stream_window_batches: int = 8          # unacknowledged batches per shard stream
+    tls_dir: str = ""                       # mutual TLS with DIR/ca.pem, client.pem, client.key (shoal certs init); "" = plaintext
     retry: RetryPolicy = RetryPolicy(first_s=0.02, max_s=0.5)   # backoff between attempts
 
     def validate(self) -> ClientConfig:
@@ -61,7 +63,8 @@ class ClientConfig:
         return self
 
     def wire(self) -> Wire:
-        return Wire(message_bytes_max=self.message_bytes_max)
+        tls = TlsFiles.from_dir(self.tls_dir, "client") if self.tls_dir else None
+        return Wire(message_bytes_max=self.message_bytes_max, tls=tls)
 
     def attempt_timeout_s(self) -> float:
         """How long one attempt may wait for a node: a share of the call's time, at least the minimum.

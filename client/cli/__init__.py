@@ -5,6 +5,7 @@
 
     data_cmds     dataset create|ls|drop, put, get, delete, load, status
     backup_cmds   dataset export|import  (on data_cmds.dataset_app)
+    certs_cmds    certs init|issue      (TLS files)
     node_cmds     node start            (node_app: more `shoal node ...` commands)
     cluster_cmds  up, down              (a local cluster of real processes)
     chaos_cmds    chaos run|ls
@@ -20,7 +21,7 @@ from __future__ import annotations
 import typer
 
 from shoal.client.cli import (
-    _common, backup_cmds, chaos_cmds, cluster_cmds, data_cmds, demo_cmds, node_cmds, query_cmds,
+    _common, backup_cmds, certs_cmds, chaos_cmds, cluster_cmds, data_cmds, demo_cmds, node_cmds, query_cmds,
 )
 from shoal.client.cli._group import ShoalGroup
 from shoal.client.cli.data_cmds import dataset_app
@@ -30,7 +31,7 @@ app = typer.Typer(name="shoal", cls=ShoalGroup, no_args_is_help=True, add_comple
                   context_settings={"help_option_names": ["-h", "--help"]})
 app.callback()(_common.main_options)
 
-for _module in (data_cmds, backup_cmds, query_cmds, node_cmds, cluster_cmds, chaos_cmds, demo_cmds):
+for _module in (data_cmds, backup_cmds, certs_cmds, query_cmds, node_cmds, cluster_cmds, chaos_cmds, demo_cmds):
     _module.register(app)
 
 

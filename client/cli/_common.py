@@ -20,7 +20,7 @@ from typing import Annotated, NoReturn, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 
-from shoal.client import Client, ShoalError
+from shoal.client import Client, ClientConfig, ShoalError
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class CliState:
 
     cluster: str = DEFAULT_CLUSTER
     timeout_s: float = DEFAULT_TIMEOUT_S
+    tls_dir: str = ""
 
 
 def main_options(
@@ -47,9 +48,12 @@ def main_options(
     timeout_s: Annotated[float, typer.Option(
         "--timeout", envvar="SHOAL_TIMEOUT", min=0.1, metavar="SECONDS",
         help="Give up on a request (retries included) after this long.")] = DEFAULT_TIMEOUT_S,
+    tls_dir: Annotated[str, typer.Option(
+        "--tls-dir", envvar="SHOAL_TLS_DIR", metavar="DIR",
+        help="Mutual TLS with DIR/ca.pem, client.pem and client.key (shoal certs init DIR).")] = "",
 ) -> None:
     """Shoal: a distributed data store. Start nodes, load data, look at the cluster."""
-    ctx.obj = CliState(cluster, timeout_s)
+    ctx.obj = CliState(cluster, timeout_s, tls_dir)
 
 
 def state(ctx: typer.Context) -> CliState:
@@ -66,10 +70,12 @@ def connect(ctx: typer.Context) -> Iterator[Client]:
     cluster works when its first node is the dead one.
     """
     options = state(ctx)
-    seeds = options.cluster
+    seeds, tls_dir = options.cluster, options.tls_dir
     if _cluster_is_default(ctx):
         seeds = ",".join(dict.fromkeys([options.cluster, *local_cluster_addresses(LOCAL_DATA_DIR)]))
-    client = Client(seeds, timeout_s=options.timeout_s)
+        if not tls_dir and (LOCAL_DATA_DIR / "tls" / "ca.pem").exists():   # next to a `shoal up --tls` cluster
+            tls_dir = str(LOCAL_DATA_DIR / "tls")
+    client = Client(seeds, timeout_s=options.timeout_s, config=ClientConfig(tls_dir=tls_dir))
     try:
         yield client
     finally:

@@ -27,7 +27,7 @@ DEFAULT_BASE_PORT = 7400
 STATUS_INTERVAL_S = 2.0
 NO_TLS_WARNING = ("WARNING: this local cluster runs WITHOUT TLS and without authentication: anyone who can "
                   "reach {addresses} can read and change its data. Fine for a first try on one machine; "
-                  "keep it on loopback (mTLS and tokens are not built yet, see DESIGN.md section 7).")
+                  "keep it on loopback, or start it with --tls (tokens are not built yet).")
 
 
 def register(app: typer.Typer) -> None:
@@ -50,8 +50,10 @@ def up(
     = 60.0,
     user_code: Annotated[bool, typer.Option("--user-code", help="Let map_reduce jobs run your cloudpickled Python "
                                             "functions (off by default; only on a trusted network).")] = False,
+    tls: Annotated[bool, typer.Option("--tls", help="Mutual TLS between every node and client: a CA and "
+                                      "certificates are made in DATA_DIR/tls (a new cluster only).")] = False,
 ) -> None:
-    """Start a local cluster of real node processes (no TLS) and wait until it is ready.
+    """Start a local cluster of real node processes and wait until it is ready.
 
     On a data dir whose cluster is partly running, `--detach` starts the nodes that are down.
     """
@@ -59,7 +61,7 @@ def up(
         fresh = read_record(data_dir.resolve()) is None
         base_port = port if port is not None or not fresh else DEFAULT_BASE_PORT
         cluster = LocalCluster(data_dir, nodes=nodes, base_port=base_port, detach=detach,
-                               env={"SHOAL_USER_CODE": "1"} if user_code else None)
+                               env={"SHOAL_USER_CODE": "1"} if user_code else None, tls=tls and fresh)
         running = [f"{node_id} (pid {cluster.pid(node_id)})" for node_id in cluster.running()]
         if len(running) == len(cluster.nodes) or (running and not detach):
             raise ClusterRunningError(f"the cluster in {cluster.data_dir} is already running ({', '.join(running)}); "
@@ -72,7 +74,10 @@ def up(
             return
     except (LocalClusterError, OSError) as exc:
         _fail(exc)
-    typer.secho(NO_TLS_WARNING.format(addresses=", ".join(cluster.addresses)), fg="red", bold=True, err=True)
+    if cluster.tls_dir:
+        typer.echo(f"mutual TLS: certificates in {cluster.tls_dir} (clients: --tls-dir {cluster.tls_dir})")
+    else:
+        typer.secho(NO_TLS_WARNING.format(addresses=", ".join(cluster.addresses)), fg="red", bold=True, err=True)
     typer.echo(f"starting {len(cluster.nodes)} nodes in {cluster.data_dir} ...")
     try:
         cluster.start(timeout_s)
@@ -113,6 +118,8 @@ def _print_ready(cluster: LocalCluster) -> None:
         raft = f"raft {node.raft_address}" if node.voter else "data-only"
         typer.echo(f"  {node.id}  {node.address}  {raft}  pid {cluster.pid(node.id)}  log {node.log_path}")
     typer.echo(f"export SHOAL_CLUSTER={cluster.cluster_address}")
+    if cluster.tls_dir:
+        typer.echo(f"export SHOAL_TLS_DIR={cluster.tls_dir}")
 
 
 def _run_foreground(cluster: LocalCluster) -> None:

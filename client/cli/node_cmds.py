@@ -53,6 +53,9 @@ def start(
                                                         "cluster (default: whichever it joined first).")] = None,
     http_listen: Annotated[str | None, typer.Option("--http-listen", metavar="HOST:PORT",
                                                     help="HTTP address for /metrics, /healthz, /readyz (default: off).")] = None,
+    tls_dir: Annotated[str | None, typer.Option("--tls-dir", metavar="DIR",
+                                                help="Mutual TLS with DIR/ca.pem, node.pem, node.key "
+                                                     "(shoal certs init DIR); default: plaintext, with a warning.")] = None,
     config: Annotated[Path | None, typer.Option("--config", metavar="FILE", dir_okay=False,
                                                 help="TOML config file (flags and SHOAL_* env override it).")]
     = None,
@@ -79,6 +82,7 @@ def start(
         "zone": zone,
         "cluster_id": cluster_id,
         "http_listen": http_listen,
+        "tls_dir": tls_dir,
         "log_level": None if log_level is None else log_level.upper(),
         "user_code": user_code,
         "workers": workers,

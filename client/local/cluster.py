@@ -61,7 +61,7 @@ class LocalCluster:
                  base_port: int | None = None, host: str = "127.0.0.1", hosts: Sequence[str] | None = None,
                  command_prefix: Callable[[int], list[str]] | None = None,
                  env: Mapping[str, str] | None = None, zones: Sequence[str] | None = None,
-                 detach: bool = False) -> None:
+                 detach: bool = False, tls: bool = False) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.detach = detach
         self._command_prefix = command_prefix
@@ -73,6 +73,10 @@ class LocalCluster:
             count = nodes or (len(hosts) if hosts else 3)
             layout = new_layout(count, voters, base_port, list(hosts or [host] * count), zones)
             self._env: dict[str, str] = dict(env or {})
+            if tls:   # mutual TLS: the CA and certificates in data_dir/tls, named in every node's env
+                from shoal.client.certs import init as make_certs
+                make_certs(self.data_dir / "tls", list(dict.fromkeys(layout[2])))
+                self._env["SHOAL_TLS_DIR"] = str(self.data_dir / "tls")
         else:
             layout = layout_from_record(self.data_dir, record, nodes, voters, base_port, hosts, zones)
             self._env = {**record.get("env", {}), **(env or {})}
@@ -149,8 +153,15 @@ class LocalCluster:
             parts.append(f"----- {node.id} ({state}) {node.log_path} -----\n{self.log_tail(node.id, lines)}")
         return "\n".join(parts)
 
+    @property
+    def tls_dir(self) -> str:
+        """The TLS files of a cluster started with tls=True (or SHOAL_TLS_DIR in its env); "" = plaintext."""
+        return self._env.get("SHOAL_TLS_DIR", "")
+
     def client(self, **kwargs: Any) -> Client:
-        from shoal.client import Client
+        from shoal.client import Client, ClientConfig
+        if self.tls_dir and "config" not in kwargs:
+            kwargs["config"] = ClientConfig(tls_dir=self.tls_dir)
         return Client(self.addresses, **kwargs)
 
     # ---- lifecycle ----
@@ -263,7 +274,7 @@ class LocalCluster:
         or with the log tails at the deadline."""
         deadline = time.monotonic() + timeout_s
         expected = [node for node in self._nodes if node.id not in self._down]
-        with Probe() as probe:
+        with Probe(self.tls_dir) as probe:
             while True:
                 self._raise_if_exited(expected)
                 missing = [problem for node in expected
@@ -279,7 +290,7 @@ class LocalCluster:
     def statuses(self) -> dict[str, data_pb2.NodeStatus]:
         """GetNodeStatus of every running, unpaused node that answers."""
         result = {}
-        with Probe() as probe:
+        with Probe(self.tls_dir) as probe:
             for node in self._nodes:
                 if self.is_running(node.id) and not self.is_paused(node.id):
                     status = probe.node_status(node)
@@ -306,7 +317,7 @@ class LocalCluster:
         """The cluster map as the Raft leader has it (else the first node that answers)."""
         leader = self.raft_leader()
         order = sorted(self._nodes, key=lambda node: node.id != leader)
-        with Probe() as probe:
+        with Probe(self.tls_dir) as probe:
             for node in order:
                 if self.is_running(node.id) and not self.is_paused(node.id):
                     cluster_map = probe.cluster_map(node)

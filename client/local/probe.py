@@ -24,6 +24,7 @@ from shoal.client.local.errors import LocalClusterError
 from shoal.client.wire.channels import Wire
 from shoal.client.wire.pb import data_pb2, data_pb2_grpc
 from shoal.client.wire.routing import encode_key, shard_for_key
+from shoal.client.wire.tls import TlsFiles
 
 if TYPE_CHECKING:
     from shoal.client.local.layout import NodeHandle
@@ -36,8 +37,8 @@ PROBE_TIMEOUT_S = 1.0
 class Probe:
     """Short-deadline health and status calls, one channel per node, closed on exit."""
 
-    def __init__(self) -> None:
-        self._wire = Wire()
+    def __init__(self, tls_dir: str = "") -> None:
+        self._wire = Wire(tls=TlsFiles.from_dir(tls_dir, "client") if tls_dir else None)
         self._channels: dict[str, grpc.Channel] = {}
 
     def __enter__(self) -> Probe:

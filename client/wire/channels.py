@@ -12,14 +12,21 @@ Options follow notes/dependencies.md 3.3/3.5/3.7:
   section 0.12), and a ping policy that accepts the clients' keepalive.
 - No retry policy in a service config: callers retry themselves (wire.retry), driven by
   error flags and carrying write ids; gRPC's transparent retries (request never left) stay.
+- TLS (`tls`, wire/tls.py): mutual. A server port requires a client certificate signed by
+  the cluster CA and re-reads its files when they change (grpc's dynamic server
+  credentials: a new handshake gets the new certificate, no restart); channels present
+  their own certificate and trust only the CA. Without `tls` everything is plaintext.
 """
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Sequence
 from typing import Any, Final
 
 import grpc
+
+from shoal.client.wire.tls import TlsError, TlsFiles, pair_matches
 
 MiB: Final = 1024 * 1024
 MESSAGE_BYTES_MAX: Final = 16 * MiB
@@ -63,6 +70,7 @@ class Wire:
     """
 
     message_bytes_max: int = MESSAGE_BYTES_MAX
+    tls: TlsFiles | None = None   # mutual TLS with these files; None = plaintext
 
     def _limits(self) -> tuple[tuple[str, int], ...]:
         return (("grpc.max_send_message_length", self.message_bytes_max),
@@ -76,15 +84,27 @@ class Wire:
 
     def channel(self, address: str) -> grpc.Channel:
         """A blocking channel (the client, the local-cluster probe, tests)."""
+        if self.tls is not None:
+            return grpc.secure_channel(address, self._channel_credentials(), options=self.channel_options())
         return grpc.insecure_channel(address, options=self.channel_options())
 
     def probe_channel(self, address: str) -> grpc.Channel:
         """A blocking channel for short health/status probes of nodes that may be starting."""
-        return grpc.insecure_channel(address, options=[*self._limits(), *_PROBE])
+        options = [*self._limits(), *_PROBE]
+        if self.tls is not None:
+            return grpc.secure_channel(address, self._channel_credentials(), options=options)
+        return grpc.insecure_channel(address, options=options)
 
     def aio_channel(self, address: str) -> grpc.aio.Channel:
         """An asyncio channel (node-to-node peers)."""
+        if self.tls is not None:
+            return grpc.aio.secure_channel(address, self._channel_credentials(), options=self.channel_options())
         return grpc.aio.insecure_channel(address, options=self.channel_options())
+
+    def _channel_credentials(self) -> grpc.ChannelCredentials:
+        assert self.tls is not None
+        ca, cert, key = self.tls.read()
+        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
     def aio_server(self, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> grpc.aio.Server:
         """The node's server; every RPC passes through `interceptors`, in order."""
@@ -93,7 +113,36 @@ class Wire:
     def add_port(self, server: grpc.aio.Server | Any, address: str) -> int:
         """Bind `address` on `server`; returns the port. Raises PortUnavailableError."""
         try:
+            if self.tls is not None:
+                return int(server.add_secure_port(address, _reloading_server_credentials(self.tls)))
             return int(server.add_insecure_port(address))
         except RuntimeError as exc:
             raise PortUnavailableError(f"cannot listen on {address}: address in use or not available ({exc})") \
                 from None
+
+
+def _reloading_server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
+    """Server credentials that require a CA-signed client certificate and re-read `tls` when
+    its files change (grpc calls the fetcher before each handshake; None = keep the current)."""
+    lock = threading.Lock()
+    seen = [tls.version()]
+
+    def configuration() -> Any:
+        ca, cert, key = tls.read()
+        if not pair_matches(cert, key):
+            raise TlsError(f"TLS files {tls.cert} and {tls.key} do not belong together")
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+    def fetch() -> Any:
+        with lock:
+            version = tls.version()
+            if not version or version == seen[0]:
+                return None
+            try:
+                fresh = configuration()
+            except Exception:   # a half-written file: keep serving with the current ones, retry next time
+                return None
+            seen[0] = version
+            return fresh
+
+    return grpc.dynamic_ssl_server_credentials(configuration(), fetch, require_client_authentication=True)

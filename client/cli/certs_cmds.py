@@ -1,0 +1,50 @@
+"""`shoal certs init DIR --host H ...` and `shoal certs issue DIR node|client --host H ...`.
+
+The files (client/certs.py makes them, client/wire/tls.py reads them) enable mutual TLS:
+start every node with `--tls-dir DIR` and run clients with `--tls-dir DIR` (or
+SHOAL_TLS_DIR). Copy ca.key nowhere: only `shoal certs` needs it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shoal.client.certs import CertsError, init, issue
+from shoal.client.cli._common import command_errors, fail
+
+certs_app = typer.Typer(help="Make the TLS files of a cluster (a CA, node and client certificates).",
+                        no_args_is_help=True)
+HostsOpt = Annotated[list[str] | None, typer.Option(
+    "--host", metavar="NAME|IP", help="A name or address nodes are reached by (repeat; localhost and "
+                                      "127.0.0.1 are always in).")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(certs_app, name="certs")
+
+
+@certs_app.command("init")
+@command_errors
+def init_command(directory: Annotated[Path, typer.Argument(metavar="DIR", file_okay=False)],
+                 hosts: HostsOpt = None) -> None:
+    """Create DIR with a new cluster CA and a node and a client certificate (keys mode 0600)."""
+    try:
+        written = init(directory, hosts or [])
+    except CertsError as exc:
+        fail(str(exc))
+    typer.echo("\n".join(f"wrote {path}" for path in written))
+
+
+@certs_app.command("issue")
+@command_errors
+def issue_command(directory: Annotated[Path, typer.Argument(metavar="DIR", file_okay=False)],
+                  identity: Annotated[str, typer.Argument(metavar="node|client")],
+                  hosts: HostsOpt = None) -> None:
+    """Renew a certificate with DIR's CA; running nodes pick up a new node certificate at once."""
+    try:
+        written = issue(directory, identity, hosts or [])
+    except CertsError as exc:
+        fail(str(exc))
+    typer.echo("\n".join(f"wrote {path}" for path in written))
