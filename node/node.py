@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from shoal.client.wire.channels import PortUnavailableError, Wire
 from shoal.client.wire.pb import data_pb2, data_pb2_grpc, jobs_pb2, jobs_pb2_grpc, peer_pb2, peer_pb2_grpc
 from shoal.client.wire.retry import RetryPolicy
+from shoal.client.wire.tls import TlsError, TlsFiles
 from shoal.node import interceptors
 from shoal.node.changes import ChangeSignal
 from shoal.node.compute import map_reduce
@@ -116,7 +117,16 @@ class Node:
 
     def _wire_components(self) -> None:
         config = self.config
-        self.wire = Wire(message_bytes_max=config.message_bytes_max)
+        tls = TlsFiles.from_dir(config.tls_dir, "node") if config.tls_dir else None
+        if tls is not None:
+            try:
+                tls.read()
+            except TlsError as exc:
+                raise StartupError(str(exc)) from None
+        else:
+            logger.warning("node %s runs WITHOUT TLS: anyone who reaches %s can read and write its data "
+                           "(start with --tls-dir DIR from `shoal certs init DIR`)", config.node_id, config.listen)
+        self.wire = Wire(message_bytes_max=config.message_bytes_max, tls=tls)
         self.peers = PeerClients(self.wire)
         self.metadata = self._make_metadata(self.peers)
         self.lease = Lease(always_valid=config.standalone)
@@ -140,7 +150,9 @@ class Node:
         self.registry.open_existing()
         server = self.wire.aio_server(self.interceptors)
         data_pb2_grpc.add_DataServicer_to_server(DataService(self), server)
-        peer_pb2_grpc.add_PeerServicer_to_server(PeerService(self), server)
+        peer_service = PeerService(self)
+        self.copy_throttle = peer_service.copy_throttle   # /metrics reads the bytes every copy sent
+        peer_pb2_grpc.add_PeerServicer_to_server(peer_service, server)
         jobs_pb2_grpc.add_JobsServicer_to_server(JobService(self, self.changes), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
