@@ -108,7 +108,7 @@ def write_record(data_dir: Path, *, base_port: int, voters: int, password_file: 
                  nodes: Sequence[tuple[NodeHandle, int | None]]) -> None:
     """Replace data_dir/cluster.json with the layout, the non-secret env knobs and each node's pid."""
     record = {
-        "format": RECORD_FORMAT, "tls": False, "base_port": base_port, "voters": voters,
+        "format": RECORD_FORMAT, "tls": bool(env.get("SHOAL_TLS_DIR")), "base_port": base_port, "voters": voters,
         "password_file": str(password_file),
         "env": {k: v for k, v in env.items() if not any(m in k.upper() for m in _SECRET_MARKERS)},
         "nodes": [{"id": node.id, "pid": pid, "address": node.address,
