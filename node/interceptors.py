@@ -5,21 +5,30 @@
 - `ErrorMapping` is the one place where a domain error (node/errors.py) becomes a gRPC
   status, with the shoal.v1.ErrorCode name in the trailing metadata (wire.codes) and,
   for OVERLOADED, a retry hint in milliseconds.
-- `RequestAccounting` counts requests by method and outcome, tracks the RPCs in flight
-  and refuses new ones past `inflight_requests_max` with OverloadedError (retriable,
-  with a hint), instead of gRPC's bare RESOURCE_EXHAUSTED that a client cannot tell from
-  a full disk.
+- `RequestAccounting` counts requests by method and outcome, times them into a
+  latency histogram (`LatencyBuckets`, bounds `LATENCY_BOUNDS_S`), tracks the RPCs in
+  flight and refuses new ones past `inflight_requests_max` with OverloadedError
+  (retriable, with a hint), instead of gRPC's bare RESOURCE_EXHAUSTED that a client
+  cannot tell from a full disk.
 
-Authentication (tokens) and per-RPC latency metrics come later as one interceptor each.
+The counters need no lock: grpc.aio runs every handler, and so this chain, on the node's
+event loop, and the readers (`statistics()`: /metrics, status) run there too. A request
+costs one `perf_counter()` pair, one `bisect` over 13 bounds and two integer increments.
+For a stream the duration is the whole stream (a Scan, a CopyShard, a Health Watch), so
+long ones land in the +Inf bucket.
+
+Authentication (tokens) comes later as one interceptor.
 Unary and streaming handlers (`PutStream`, `Scan`) are wrapped alike; a wrapped handler
 is built once per method and cached, so the per-call cost is one extra frame.
 """
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -140,16 +149,64 @@ async def abort(context: grpc.aio.ServicerContext, exc: errors.NodeError) -> Non
     await context.abort(status_code(exc), str(exc), trailing_metadata=metadata)
 
 
+# Upper bounds (seconds, inclusive: Prometheus `le`) of the request latency histogram: the
+# 1-2.5-5 steps per decade of prometheus_client's DEFAULT_BUCKETS, extended down to 1 ms
+# (a Get from the page cache, or a write with fsync and one backup, answers in a few ms and
+# would all fall in the default's first bucket) and cut at 10 s (a unary RPC slower than
+# that is stuck; it and long streams land in +Inf). Linear interpolation inside a bucket
+# (histogram_quantile) is then off by at most the bucket's width, a factor of 2.5.
+LATENCY_BOUNDS_S: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LatencyBuckets:
+    """A copy of one (method, outcome) histogram: per-bucket counts (not cumulative) and the sum."""
+    counts: tuple[int, ...]     # counts[i]: durations in (LATENCY_BOUNDS_S[i-1], LATENCY_BOUNDS_S[i]]; last: > 10 s
+    sum_s: float
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """Prometheus buckets: (upper bound as `le` text, requests at or below it), ending with +Inf."""
+        bounds = [repr(bound) for bound in LATENCY_BOUNDS_S] + ["+Inf"]
+        running, buckets = 0, []
+        for bound, count in zip(bounds, self.counts):
+            running += count
+            buckets.append((bound, running))
+        return buckets
+
+
+class LatencyHistogram:
+    """Integer bucket counts of request durations (LATENCY_BOUNDS_S) and their sum, for one key."""
+
+    __slots__ = ("counts", "sum_s")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BOUNDS_S) + 1)
+        self.sum_s = 0.0
+
+    def observe(self, duration_s: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BOUNDS_S, duration_s)] += 1   # first bound >= duration
+        self.sum_s += duration_s
+
+    def snapshot(self) -> LatencyBuckets:
+        return LatencyBuckets(tuple(self.counts), self.sum_s)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class RequestStatistics:
     in_flight: int
     in_flight_max: int                         # the limit (config.inflight_requests_max)
     refused: int                               # answered OVERLOADED at the door
     by_method: dict[str, dict[str, int]]       # method -> outcome (OK or an ErrorCode name) -> count
+    # method -> outcome -> durations; the counts add up to by_method's (a refusal takes 0 s)
+    latency_by_method: dict[str, dict[str, LatencyBuckets]] = dataclasses.field(default_factory=dict)
 
 
 class RequestAccounting(ChainLink):
-    """Counts requests by method and outcome; refuses new RPCs past the in-flight limit."""
+    """Counts and times requests by method and outcome; refuses new RPCs past the in-flight limit."""
 
     def __init__(self, in_flight_max: int, retry_after_s: float) -> None:
         super().__init__()
@@ -159,27 +216,39 @@ class RequestAccounting(ChainLink):
         self._refused = 0
         self._outcomes: collections.defaultdict[str, collections.Counter[str]] = \
             collections.defaultdict(collections.Counter)
+        self._latency: dict[tuple[str, str], LatencyHistogram] = {}
 
     def statistics(self) -> RequestStatistics:
+        latency: dict[str, dict[str, LatencyBuckets]] = {}
+        for (method, outcome), histogram in self._latency.items():
+            latency.setdefault(method, {})[outcome] = histogram.snapshot()
         return RequestStatistics(self._in_flight, self._in_flight_max, self._refused,
-                                 {m: dict(c) for m, c in self._outcomes.items()})
+                                 {m: dict(c) for m, c in self._outcomes.items()}, latency)
+
+    def _count(self, method: str, outcome: str, duration_s: float) -> None:
+        self._outcomes[method][outcome] += 1
+        histogram = self._latency.get((method, outcome))
+        if histogram is None:
+            histogram = self._latency[(method, outcome)] = LatencyHistogram()
+        histogram.observe(duration_s)
 
     def _admit(self, method: str) -> None:
         if self._in_flight >= self._in_flight_max:
             self._refused += 1
-            self._outcomes[method]["OVERLOADED"] += 1
+            self._count(method, "OVERLOADED", 0.0)
             raise errors.OverloadedError(
                 f"node busy: {self._in_flight} requests in flight, limit {self._in_flight_max} "
                 f"(inflight_requests_max); retry in {self._retry_after_s:.2f} s", retry_after_s=self._retry_after_s)
         self._in_flight += 1
 
-    def _done(self, method: str, outcome: str) -> None:
+    def _done(self, method: str, outcome: str, started_s: float) -> None:
         self._in_flight -= 1
-        self._outcomes[method][outcome] += 1
+        self._count(method, outcome, time.perf_counter() - started_s)
 
     async def unary(self, method: str, context: grpc.aio.ServicerContext,
                     call: Callable[[], Awaitable[Any]]) -> Any:
         self._admit(method)
+        started_s = time.perf_counter()
         outcome = "INTERNAL"
         try:
             result = await call()
@@ -189,11 +258,12 @@ class RequestAccounting(ChainLink):
             outcome = exc.code
             raise
         finally:
-            self._done(method, outcome)
+            self._done(method, outcome, started_s)
 
     async def stream(self, method: str, context: grpc.aio.ServicerContext,
                      responses: AsyncIterator[Any]) -> AsyncIterator[Any]:
         self._admit(method)
+        started_s = time.perf_counter()
         outcome = "INTERNAL"
         try:
             async for response in responses:
@@ -203,7 +273,7 @@ class RequestAccounting(ChainLink):
             outcome = exc.code
             raise
         finally:
-            self._done(method, outcome)
+            self._done(method, outcome, started_s)
 
 
 def chain(inflight_max: int, retry_after_s: float) -> tuple[ErrorMapping, RequestAccounting]:

@@ -52,6 +52,9 @@ class TaskStatistics:
     completed: int        # attempts this node committed first
     discarded: int        # attempts that finished after another attempt of the task had won
     failed: int           # attempts that failed their job
+    skipped: int = 0      # attempts not run: no local replica of their shard (the controller re-runs them)
+    uncommitted: int = 0  # attempts whose outcome got no answer from the log (run again at the next reconcile)
+    refused: int = 0      # outcomes the log refused (e.g. the job had ended)
 
 
 class TaskRunner:
@@ -66,10 +69,12 @@ class TaskRunner:
         self._running: dict[AttemptKey, asyncio.Task[None]] = {}
         self._finished: set[AttemptKey] = set()
         self._completed = self._discarded = self._failed = 0
+        self._skipped = self._uncommitted = self._refused = 0
         self._closed = False
 
     def statistics(self) -> TaskStatistics:
-        return TaskStatistics(len(self._running), self._completed, self._discarded, self._failed)
+        return TaskStatistics(len(self._running), self._completed, self._discarded, self._failed,
+                              self._skipped, self._uncommitted, self._refused)
 
     def close(self) -> None:
         """Stop every attempt (node shutdown): first, so no task keeps proposing into a stopping
@@ -122,6 +127,7 @@ class TaskRunner:
             else:
                 path = self.replicas.local_path(job.dataset_id, index)
                 if path is None:
+                    self._skipped += 1
                     logger.info("%s: no local replica of shard %d; the controller re-runs it elsewhere", where, index)
                     return None
                 if job.kind == "map_reduce":
@@ -150,9 +156,11 @@ class TaskRunner:
         try:
             result = await self.proposer.propose(command, deadline_s=self.config.task_commit_timeout_s)
         except NodeError as exc:
+            self._uncommitted += 1
             logger.warning("could not commit task %s of job %s (will run it again): %s", key[1], key[0], exc)
             return False
         if not result.get("ok"):
+            self._refused += 1
             logger.info("task %s of job %s not committed: %s", key[1], key[0], result.get("message"))
         elif result.get("discarded"):
             self._discarded += 1

@@ -1,7 +1,7 @@
 """The node's one web app: its routes, and the HttpSource protocol they read.
 
 Routes:
-- GET /metrics   Prometheus exposition of the node's gauges (metrics.NodeCollector)
+- GET /metrics   Prometheus exposition of the node's metrics (metrics.NodeCollector)
 - GET /healthz   200 "ok" while the process serves HTTP (liveness)
 - GET /readyz    200 when ready to serve, else 503; JSON {"ready": bool, "reason": str}
 
@@ -40,13 +40,15 @@ def build_app(node: HttpSource) -> web.Application:
 
 
 class _Routes:
-    """Handlers run on the node's event loop: each reads state and returns, no awaits."""
+    """Handlers run on the node's event loop: each reads state and returns; the only await is
+    /metrics' bounded statvfs in the node's blocking executor."""
 
     def __init__(self, node: HttpSource) -> None:
         self.node = node
-        self.registry = make_registry(node)
+        self.registry, self.collector = make_registry(node)
 
     async def metrics(self, request: web.Request) -> web.Response:
+        await self.collector.refresh()   # the one blocking read (statvfs), in the node's executor
         return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(self, request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ usual, the throttle's rate backs off (AIMD, `pacing.CopyPacing`) and grows back 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -26,19 +27,30 @@ if TYPE_CHECKING:
     from shoal.node.replication.replica import Replica
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ThrottleStatistics:
+    bytes_paid: int           # chunk bytes (keys + values) of every copy this node sent, since start
+    bytes_per_s: int          # the cap before pacing (repair_bytes_per_s); 0 = unlimited
+
+
 class Throttle:
     """A byte rate shared by every copy this node sends; 0 = unlimited.
 
     Bytes are paid for after they are read: a copy sleeps until its share of the rate
     allows the next chunk (a token bucket with a one-second burst). With `pacing`, the rate
     is what it allows now (bytes_per_s while client writes are as fast as usual, down to
-    1/16 of it while they are slower: pacing.py)."""
+    1/16 of it while they are slower: pacing.py). Every byte paid is counted (/metrics)."""
 
     def __init__(self, bytes_per_s: int) -> None:
         self.bytes_per_s = bytes_per_s
         self._next_s = 0.0
+        self._bytes_paid = 0
+
+    def statistics(self) -> ThrottleStatistics:
+        return ThrottleStatistics(self._bytes_paid, self.bytes_per_s)
 
     async def pay(self, count: int, pacing: CopyPacing | None = None) -> None:
+        self._bytes_paid += count
         rate = self.bytes_per_s if pacing is None else pacing.rate_bytes_per_s(self.bytes_per_s)
         if rate <= 0:
             return

@@ -2,9 +2,11 @@
 
 Real node processes are started with `shoal node start --http-listen 127.0.0.1:0`; the
 port the kernel picked is read from the node's "http on http://HOST:PORT" log line, so no
-test races another process for a port. The readiness reasons are driven in-process
-through the app with a fake node (the HttpSource protocol), since a real node is ready
-too soon to observe them.
+test races another process for its HTTP port. The one test that calls the node's gRPC
+API gives it a free port picked just before (the node does not log the port it bound).
+The readiness reasons are driven in-process through the app with a fake node (the
+HttpSource protocol), since a real node is ready too soon to observe them.
+Issue 19.5: the metrics a real node exports after serving a few client RPCs.
 """
 from __future__ import annotations
 
@@ -35,14 +37,15 @@ HTTP_LINE = re.compile(r"http on http://(\S+?):(\d+) ")
 class _Daemon:
     """One `shoal node start` process; its stderr is collected by a thread as it comes."""
 
-    def __init__(self, node_id: str, data_dir: Path, http_listen: str) -> None:
+    def __init__(self, node_id: str, data_dir: Path, http_listen: str, listen: str = "127.0.0.1:0") -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
         self.node_id = node_id
+        self.listen = listen
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "shoal.client.cli", "node", "start", "--id", node_id, "--data-dir", str(data_dir),
-             "--listen", "127.0.0.1:0", "--http-listen", http_listen],
+             "--listen", listen, "--http-listen", http_listen],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         self._reader = threading.Thread(target=self._read, name=f"stderr-{node_id}", daemon=True)
         self._reader.start()
@@ -93,12 +96,12 @@ class _Daemon:
 
 @pytest.fixture
 def start_daemon(tmp_path: Path, dump_logs_on_failure: Callable[[str, Callable[[], str]], None]
-                 ) -> Iterator[Callable[[str, str], _Daemon]]:
-    """Factory: start_daemon(node_id, http_listen); every daemon is stopped at teardown."""
+                 ) -> Iterator[Callable[..., _Daemon]]:
+    """Factory: start_daemon(node_id, http_listen, listen="127.0.0.1:0"); every daemon is stopped at teardown."""
     daemons: list[_Daemon] = []
 
-    def start(node_id: str, http_listen: str) -> _Daemon:
-        daemon = _Daemon(node_id, tmp_path / node_id, http_listen)
+    def start(node_id: str, http_listen: str, listen: str = "127.0.0.1:0") -> _Daemon:
+        daemon = _Daemon(node_id, tmp_path / node_id, http_listen, listen)
         daemons.append(daemon)
         dump_logs_on_failure(node_id, daemon.log)
         return daemon
@@ -133,14 +136,37 @@ def _wait_ready(base: str, timeout_s: float) -> dict[str, Any]:
         time.sleep(POLL_INTERVAL_S)   # poll interval, not a wait for a state
 
 
-def test_http_serves_metrics_health_and_readiness(start_daemon: Callable[[str, str], _Daemon]) -> None:
-    """A real node serves /healthz, /readyz (200 once registered) and /metrics, and frees its port on SIGTERM.
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _samples(body: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A /metrics text parsed (prometheus_client's parser: the exposition must be valid): (name, labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(body) for sample in family.samples}
+
+
+def _metric(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    key = (name, tuple(sorted({"node": "h1", **labels}.items())))
+    assert key in samples, f"{key} not scraped; have {sorted(k for k in samples if k[0] == name)}"
+    return samples[key]
+
+
+def test_http_serves_metrics_health_and_readiness(start_daemon: Callable[..., _Daemon]) -> None:
+    """A real node serves /healthz, /readyz (200 once registered) and /metrics, and frees its port on SIGTERM;
+    after client RPCs its metrics count and time them, and show its shard, Raft, task and disk state.
 
     Method: start a standalone node on HTTP port 0, read the bound port from its log, poll
-    /readyz to 200 within a deadline, fetch the other routes, then SIGTERM and bind the
-    port ourselves to prove it was released.
+    /readyz to 200 within a deadline, fetch the other routes; create a one-shard dataset,
+    put and get through the client and scrape again; then SIGTERM and bind the port
+    ourselves to prove it was released.
     """
-    daemon = start_daemon("h1", "127.0.0.1:0")
+    daemon = start_daemon("h1", "127.0.0.1:0", f"127.0.0.1:{_free_port()}")
     host, port = daemon.wait_line(HTTP_LINE, STARTUP_TIMEOUT_S).groups()
     base = f"http://{host}:{port}"
 
@@ -154,6 +180,35 @@ def test_http_serves_metrics_health_and_readiness(start_daemon: Callable[[str, s
     assert "shoal_under_replicated_shards 0.0" in body
     assert _get(f"{base}/nope")[0] == 404
 
+    from shoal.client import Client
+
+    with Client(daemon.listen, timeout_s=30) as client:
+        client.create_dataset("metered", shards=1, replication=1)
+        client.put("metered", "k", {"v": 1})
+        assert client.get("metered", "k") == {"v": 1}
+    samples = _samples(_get(f"{base}/metrics")[2])
+    put = {"method": "/shoal.v1.Data/Put", "outcome": "OK"}
+    assert _metric(samples, "shoal_request_duration_seconds_count", **put) >= 1   # a put retried after
+    assert _metric(samples, "shoal_request_duration_seconds_count", **put) == \
+        _metric(samples, "shoal_requests_total", **put)                           # NOT_PRIMARY counts there
+    assert _metric(samples, "shoal_request_duration_seconds_bucket", le="+Inf", **put) == \
+        _metric(samples, "shoal_request_duration_seconds_count", **put)
+    assert _metric(samples, "shoal_request_duration_seconds_sum", **put) > 0
+    get = {"method": "/shoal.v1.Data/Get", "outcome": "OK"}
+    assert _metric(samples, "shoal_request_duration_seconds_count", **get) >= 1
+    assert _metric(samples, "shoal_shard_replicas", role="primary") == 1
+    assert _metric(samples, "shoal_shard_replicas", role="learner") == 0
+    assert _metric(samples, "shoal_shard_records", shard="metered/0") == 1
+    assert _metric(samples, "shoal_shard_lmdb_bytes", shard="metered/0") > 0
+    assert _metric(samples, "shoal_raft_role", role="none") == 1   # standalone: no Raft, as shoal status says
+    assert _metric(samples, "shoal_raft_commit_index") >= 3         # init cluster, register, create dataset...
+    assert _metric(samples, "shoal_raft_last_applied") == _metric(samples, "shoal_raft_commit_index")
+    assert _metric(samples, "shoal_task_attempts_running") == 0
+    assert _metric(samples, "shoal_task_attempts_total", outcome="completed") == 0
+    assert _metric(samples, "shoal_copy_sent_bytes_total") == 0
+    assert _metric(samples, "shoal_copy_pacing_share") == 1
+    assert 0 < _metric(samples, "shoal_disk_free_bytes") <= _metric(samples, "shoal_disk_total_bytes")
+
     assert daemon.stop() == 0
     with socket.socket() as probe:   # as a restarted node binds: TIME_WAIT is fine, a listener is not
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -161,7 +216,7 @@ def test_http_serves_metrics_health_and_readiness(start_daemon: Callable[[str, s
         probe.listen()
 
 
-def test_http_port_in_use_is_one_line_startup_error(start_daemon: Callable[[str, str], _Daemon]) -> None:
+def test_http_port_in_use_is_one_line_startup_error(start_daemon: Callable[..., _Daemon]) -> None:
     """A node whose HTTP port is taken exits non-zero with one line naming the address, no traceback.
 
     Method: hold a listening socket on a loopback port, start a node with --http-listen on
@@ -194,11 +249,29 @@ class _FakeMetadata:
     def is_leader(self) -> bool:
         return False
 
+    def statistics(self) -> Any:
+        from shoal.node.metadata import MetadataStatistics
+
+        return MetadataStatistics("leader", 0, 5, 5, 0, None, self.view.version)
+
     def set_node(self, address: str, state: str) -> None:
         from shoal.node.metadata.view import MetadataView
 
         node = {"address": address, "zone": "", "state": state, "raft_address": ""}
         self.view = MetadataView.from_state({"version": 8, "nodes": {"f1": node}, "datasets": {}})
+
+
+class _FakeContext:
+    """The replication context's pacing readers (the real ones) and its blocking executor."""
+
+    def __init__(self) -> None:
+        from shoal.node.replication.pacing import CopyPacing, WriteLatency
+
+        self.write_latency = WriteLatency()
+        self.copy_pacing = CopyPacing(self.write_latency, 2.0)
+
+    async def run_blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
 
 
 class _FakeNode:
@@ -208,9 +281,22 @@ class _FakeNode:
         from shoal.node.config import NodeConfig
 
         self.config = NodeConfig(node_id="f1", data_dir=tmp_path, listen="127.0.0.1:7999", http_listen="127.0.0.1:0")
+        from shoal.node.replication.copy_source import Throttle
+
         self.metadata = _FakeMetadata()
         self.registry = self
         self.ready = False
+        self.tasks = self   # TaskRunner.statistics()
+        self.copy_throttle = Throttle(0)
+        self.context = _FakeContext()
+
+    def statistics(self) -> Any:
+        from shoal.node.compute.tasks import TaskStatistics
+
+        return TaskStatistics(running=0, completed=0, discarded=0, failed=0)
+
+    def raft_role(self) -> str:
+        return "none"
 
     def replicas(self) -> list[Any]:
         return []
@@ -221,7 +307,13 @@ class _FakeNode:
     def request_statistics(self) -> Any:
         from shoal.node.interceptors import RequestStatistics
 
-        return RequestStatistics(in_flight=0, in_flight_max=1, refused=0, by_method={"/shoal.v1.Data/Get": {"OK": 2}})
+        from shoal.node.interceptors import LatencyHistogram
+
+        histogram = LatencyHistogram()
+        histogram.observe(0.003)
+        histogram.observe(0.004)
+        return RequestStatistics(in_flight=0, in_flight_max=1, refused=0, by_method={"/shoal.v1.Data/Get": {"OK": 2}},
+                                 latency_by_method={"/shoal.v1.Data/Get": {"OK": histogram.snapshot()}})
 
 
 def test_readyz_names_the_unmet_condition(tmp_path: Path) -> None:
@@ -256,6 +348,8 @@ def test_readyz_names_the_unmet_condition(tmp_path: Path) -> None:
             _, _, body = await asyncio.to_thread(_get, f"http://{server.address}/metrics")
             assert "shoal_metadata_version 8.0" in body
             assert 'shoal_requests_total{method="/shoal.v1.Data/Get",node="f1",outcome="OK"} 2.0' in body
+            assert ('shoal_request_duration_seconds_bucket{le="0.005",method="/shoal.v1.Data/Get",node="f1",'
+                    'outcome="OK"} 2.0') in body
         finally:
             await server.stop()
             await server.stop()   # a second stop is a no-op (the node's finally may run after a failed start)

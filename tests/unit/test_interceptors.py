@@ -76,6 +76,8 @@ def test_interceptors_map_unary_and_stream_errors_to_typed_client_errors() -> No
     assert stats.by_method["/shoal.v1.Data/Get"] == {"STORAGE_FULL": 1}
     assert stats.by_method["/shoal.v1.Data/Scan"] == {"NOT_PRIMARY": 1}
     assert stats.in_flight == 0
+    assert stats.latency_by_method["/shoal.v1.Data/Get"]["STORAGE_FULL"].count == 1   # timed like it is counted
+    assert stats.latency_by_method["/shoal.v1.Data/Scan"]["NOT_PRIMARY"].count == 1
 
 
 def test_interceptors_refuse_past_the_inflight_limit_with_a_retry_hint() -> None:
@@ -97,3 +99,6 @@ def test_interceptors_refuse_past_the_inflight_limit_with_a_retry_hint() -> None
     stats = serve(1, body)
     assert stats.refused == 1 and stats.in_flight == 0
     assert stats.by_method["/shoal.v1.Data/Put"] == {"OVERLOADED": 1, "OK": 1}
+    put = stats.latency_by_method["/shoal.v1.Data/Put"]
+    assert put["OVERLOADED"].counts[0] == put["OVERLOADED"].count == 1   # refused at the door: 0 s
+    assert put["OK"].count == 1 and put["OK"].sum_s > 0
