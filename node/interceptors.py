@@ -83,9 +83,12 @@ class ChainLink(grpc.aio.ServerInterceptor):  # type: ignore[misc]   # grpc ship
     async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
                                 details: grpc.HandlerCallDetails) -> Any:
         method = details.method
-        if method not in self._handlers:
-            self._handlers[method] = self._wrap(method, await continuation(details))
-        return self._handlers[method]
+        if method in self._handlers:
+            return self._handlers[method]
+        wrapped = self._wrap(method, await continuation(details))
+        if wrapped is not None:   # only real methods: a client's made-up names must not grow the cache
+            self._handlers[method] = wrapped
+        return wrapped
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None:
         if handler is None:

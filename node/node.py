@@ -234,8 +234,8 @@ class Node:
                     raise
                 logger.debug("registration pending: %s", exc)
             await backoff.asleep(float("inf"))
+        self.ready = True   # before the await: /readyz and gRPC health never disagree for a loop turn
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-        self.ready = True
         logger.info("node %s ready", config.node_id)
 
     async def _register_once(self, command: bytes) -> None:
