@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from shoal.client.wire.codes import ERROR_METADATA_KEY, RETRY_AFTER_METADATA_KEY
 from shoal.node import errors
@@ -61,6 +62,7 @@ STATUS_OF: list[tuple[type[errors.NodeError], grpc.StatusCode]] = [
 ]
 
 Behavior = Callable[..., Any]
+ERROR_DETAILS_CHARS_MAX = 2_000   # of a status message (gRPC metadata, 16 KiB at most in all)
 
 
 def status_code(exc: errors.NodeError) -> grpc.StatusCode:
@@ -127,7 +129,34 @@ class ChainLink(grpc.aio.ServerInterceptor):  # type: ignore[misc]   # grpc ship
 
 
 class ErrorMapping(ChainLink):
-    """NodeError -> gRPC status + error code (+ retry hint); anything else stays INTERNAL."""
+    """NodeError -> gRPC status + error code (+ retry hint); anything else stays INTERNAL.
+
+    Also a request whose bytes are not its message (a client built from other .proto files, a
+    damaged frame): INVALID_ARGUMENT instead of gRPC's UNKNOWN "Unexpected DecodeError" (methods
+    with one request message; a malformed message inside PutStream's stream stays gRPC's).
+    """
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None:
+        wrapped = super()._wrap(method, handler)
+        if wrapped is None or wrapped.request_streaming or wrapped.request_deserializer is None:
+            return wrapped
+        return wrapped._replace(request_deserializer=_tolerant(wrapped.request_deserializer))
+
+    def _around_call(self, method: str, behavior: Behavior) -> Behavior:
+        def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            _refuse_malformed(method, request)
+            return behavior(request, context)
+        return super()._around_call(method, checked)
+
+    def _around_stream(self, method: str, behavior: Behavior) -> Behavior:
+        if not inspect.isasyncgenfunction(behavior):
+            return super()._around_stream(method, behavior)
+
+        async def checked(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            _refuse_malformed(method, request)
+            async for response in behavior(request, context):
+                yield response
+        return super()._around_stream(method, checked)
 
     async def unary(self, method: str, context: grpc.aio.ServicerContext,
                     call: Callable[[], Awaitable[Any]]) -> Any:
@@ -145,11 +174,42 @@ class ErrorMapping(ChainLink):
             await abort(context, exc)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Malformed:
+    """What ErrorMapping's deserializer answers for bytes that do not parse as the request."""
+
+    problem: str
+
+
+def _tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as exc:
+            return _Malformed(str(exc))
+    return parse
+
+
+def _refuse_malformed(method: str, request: Any) -> None:
+    if isinstance(request, _Malformed):
+        raise errors.InvalidRequestError(f"malformed {method} request: {request.problem}")
+
+
 async def abort(context: grpc.aio.ServicerContext, exc: errors.NodeError) -> None:
     metadata: tuple[tuple[str, str], ...] = ((ERROR_METADATA_KEY, exc.code),)
     if isinstance(exc, errors.OverloadedError):
         metadata += ((RETRY_AFTER_METADATA_KEY, str(round(exc.retry_after_s * 1000))),)
-    await context.abort(status_code(exc), str(exc), trailing_metadata=metadata)
+    await context.abort(status_code(exc), details(exc), trailing_metadata=metadata)
+
+
+def details(exc: errors.NodeError) -> str:
+    """The status message: the error's, cut to ERROR_DETAILS_CHARS_MAX. Messages quote request values
+    (a 70 KB dataset name); past gRPC's 16 KiB metadata limit the client would get RESOURCE_EXHAUSTED
+    "received metadata size exceeds hard limit" instead of the error and its code."""
+    message = str(exc)
+    if len(message) <= ERROR_DETAILS_CHARS_MAX:
+        return message
+    return f"{message[:ERROR_DETAILS_CHARS_MAX]}... ({len(message)} characters)"
 
 
 # Upper bounds (seconds, inclusive: Prometheus `le`) of the request latency histogram: the

@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any, AsyncIterator, Protocol
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Protocol
 
 import msgpack
 
@@ -85,12 +85,29 @@ async def propose_or_raise(context: ReplicationContext, command: bytes, deadline
     return result
 
 
+def command_for(build: Callable[..., bytes], *args: Any, **kwargs: Any) -> bytes:
+    """build(*args, **kwargs): a metadata command made of request values, or InvalidRequestError when
+    they cannot make one (a name or id too long for the log's limits): ValueError is a bug elsewhere."""
+    try:
+        return build(*args, **kwargs)
+    except ValueError as exc:
+        raise errors.InvalidRequestError(f"the request cannot be recorded: {exc}") from None
+
+
 def write_id(message: data_pb2.WriteId) -> bytes:
     if not message.client_id:
         return b""
     if len(message.client_id) != 16:
         raise errors.InvalidRequestError("write_id.client_id must be 16 bytes")
     return write_id_of(message.client_id, message.request_seq)
+
+
+def check_replay(fits: bool, message: data_pb2.WriteId) -> None:
+    """InvalidRequestError unless a write's result `fits` its kind of op: a write id the client used
+    before for another kind of write (a Put, then a PutBatch) answers that write's recorded result."""
+    if not fits:
+        raise errors.InvalidRequestError(f"write id (client {message.client_id.hex()}, request_seq "
+                                         f"{message.request_seq}) was used for another kind of write")
 
 
 def _schema_of(request: data_pb2.CreateDatasetRequest) -> dict[str, Any] | None:
@@ -139,7 +156,7 @@ class DataService(data_pb2_grpc.DataServicer):
         return None if dataset is None else codec_for(dataset.name, dataset.id, dataset.schema)
 
     async def DrainNode(self, request: data_pb2.DrainNodeRequest, context: Any) -> data_pb2.DrainNodeResponse:
-        await self._propose(commands.drain_node(request.node_id))
+        await self._propose(command_for(commands.drain_node, request.node_id))
         await self.node.metadata.barrier(timeout_s=self.config.barrier_timeout_s)
         view = self.node.metadata.view
         node = view.node(request.node_id)
@@ -176,8 +193,8 @@ class DataService(data_pb2_grpc.DataServicer):
         nodes = max(1, len(self.node.metadata.view.alive_nodes()))   # shards spread evenly: our share
         copies = request.shards * min(max(request.replication, 1), nodes)
         self.node.registry.check_file_room(-(-copies // nodes))
-        command = commands.create_dataset(request.name, request.shards, request.replication,
-                                          schema=_schema_of(request), request_id=request.request_id or uuid.uuid4().hex)
+        command = command_for(commands.create_dataset, request.name, request.shards, request.replication,
+                              schema=_schema_of(request), request_id=request.request_id or uuid.uuid4().hex)
         await self._propose(command)
         view = self.node.metadata.view
         dataset = view.dataset(request.name)
@@ -188,7 +205,8 @@ class DataService(data_pb2_grpc.DataServicer):
         return dataset_info(dataset, view)
 
     async def DropDataset(self, request: data_pb2.DropDatasetRequest, context: Any) -> data_pb2.DropDatasetResponse:
-        await self._propose(commands.drop_dataset(request.name, request_id=request.request_id or uuid.uuid4().hex))
+        await self._propose(command_for(commands.drop_dataset, request.name,
+                                        request_id=request.request_id or uuid.uuid4().hex))
         return data_pb2.DropDatasetResponse()
 
     async def ListDatasets(self, request: Any, context: Any) -> data_pb2.ListDatasetsResponse:
@@ -218,6 +236,7 @@ class DataService(data_pb2_grpc.DataServicer):
     async def Delete(self, request: data_pb2.DeleteRequest, context: Any) -> data_pb2.DeleteResponse:
         primary = self._primary(request.target, request.key)
         existed = await primary.submit(Delete(request.key, write_id(request.write_id)), len(request.key))
+        check_replay(type(existed) is bool, request.write_id)
         return data_pb2.DeleteResponse(existed=bool(existed))
 
     async def CompareAndSet(self, request: data_pb2.CompareAndSetRequest,
@@ -235,7 +254,9 @@ class DataService(data_pb2_grpc.DataServicer):
             value = value if request.delete else codec.stored(request.key, value)
         op = CompareAndSet(request.key, request.expect_absent, expected, request.delete,
                            value, write_id(request.write_id))
-        swapped, found, current = await primary.submit(op, len(request.key) + len(value))
+        outcome = await primary.submit(op, len(request.key) + len(value))
+        check_replay(isinstance(outcome, (list, tuple)) and len(outcome) == 3, request.write_id)
+        swapped, found, current = outcome
         if codec is not None and current:
             current = codec.document(current)
         return data_pb2.CompareAndSetResponse(swapped=swapped, current_found=found, current=current or b"")
@@ -282,7 +303,9 @@ class DataService(data_pb2_grpc.DataServicer):
         codec = self._codec(batch.target)
         if codec is not None:
             values = [codec.stored(key, value) for key, value in zip(keys, values)]
-        return int(await primary.submit(PutBatch(keys, values, write_id(batch.write_id)), size))
+        count = await primary.submit(PutBatch(keys, values, write_id(batch.write_id)), size)
+        check_replay(type(count) is int, batch.write_id)
+        return int(count)
 
     async def PutRecords(self, request: data_pb2.PutBatch, context: Any) -> data_pb2.PutBatchAck:
         count = await self._store_batch(request)
@@ -374,8 +397,8 @@ class PeerService(peer_pb2_grpc.PeerServicer):
 
     async def Join(self, request: peer_pb2.JoinRequest, context: Any) -> peer_pb2.JoinResponse:
         self._check_cluster(request.cluster_id, allow_unnamed=True)   # a new node has none yet
-        command = commands.register_node(request.node_id, request.address, request.zone, "",
-                                         request_id=f"join-{request.node_id}-{uuid.uuid4().hex}")
+        command = command_for(commands.register_node, request.node_id, request.address, request.zone, "",
+                              request_id=f"join-{request.node_id[:80]}-{uuid.uuid4().hex}")
         await propose_or_raise(self.node.context, command, self.config.propose_timeout_s)
         return peer_pb2.JoinResponse(metadata_version=self.node.metadata.version,
                                      cluster_id=self.node.identity.cluster_id)

@@ -9,9 +9,15 @@
 - `local_cluster(...)`: a factory of shoal.client.local.LocalCluster under tmp_path that
   starts the cluster (unless start=False) and always stops every cluster it made at
   teardown, failed test or not, then asserts that no node process is left.
+- `--fuzz-seconds S` (or SHOAL_FUZZ_SECONDS=S): the fuzz targets of tests/fuzz run S seconds
+  each instead of their small, fixed CI example counts; `fuzz(name, test, ci_examples=N)`
+  runs one target (a @given function) under that budget and reports its example count.
 """
 from __future__ import annotations
 
+import dataclasses
+import os
+import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,11 +29,18 @@ if TYPE_CHECKING:
 
 LogDumper = Callable[[], str]
 _DUMPERS = pytest.StashKey[list[tuple[str, LogDumper]]]()
+_FUZZ_REPORTS = pytest.StashKey[list[str]]()
 CLUSTER_STOP_TIMEOUT_S = 10.0
+FUZZ_SECONDS_ENV = "SHOAL_FUZZ_SECONDS"
+FUZZ_ROUND_EXAMPLES_MAX = 1_000   # per hypothesis run in a timed fuzz; runs (fresh seeds) repeat until the time is up
+FUZZ_ROUND_S_MAX = 10.0           # ... and each is sized to last about this long at most
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", default=False, help="also run tests marked slow")
+    parser.addoption("--fuzz-seconds", type=float, default=float(os.environ.get(FUZZ_SECONDS_ENV) or 0),
+                     help=f"run each fuzz target (tests/fuzz) this long instead of its CI examples "
+                          f"(default: ${FUZZ_SECONDS_ENV} or 0 = CI examples)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -35,12 +48,25 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    fuzz_seconds = float(config.getoption("--fuzz-seconds"))
+    if fuzz_seconds > 0:   # a timed fuzz target runs past the default timeout; shrinking a find takes more
+        for item in items:
+            if "fuzz" in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.timeout(3 * fuzz_seconds + 300))
     if config.getoption("--run-slow"):
         return
     skip_slow = pytest.mark.skip(reason="slow test: run with --run-slow")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    reports = config.stash.get(_FUZZ_REPORTS, [])
+    if reports:
+        terminalreporter.section("fuzz targets")
+        for line in reports:
+            terminalreporter.write_line(line)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -98,3 +124,49 @@ def local_cluster(tmp_path: Path, dump_logs_on_failure: Callable[[str, LogDumper
             problems.append(f"{cluster.data_dir}: stop failed: {exc!r}")
         problems += [f"{cluster.data_dir}: {node_id} still running" for node_id in cluster.running()]
     assert not problems, "; ".join(problems)
+
+
+@dataclasses.dataclass
+class FuzzBudget:
+    """Runs fuzz targets: `ci_examples` derandomized examples each by default, else random
+    examples in runs sized to the time left (at most FUZZ_ROUND_EXAMPLES_MAX) until `seconds` passed."""
+
+    seconds: float
+    reports: list[str]
+
+    def __call__(self, name: str, strategy: Any, check: Callable[[Any], object], *, ci_examples: int) -> int:
+        """Feed examples of `strategy` to `check`, which raises on a failure; returns the examples run."""
+        from hypothesis import HealthCheck, given, settings
+
+        count = 0
+
+        def run(examples: int, derandomize: bool) -> None:
+            @settings(max_examples=examples, deadline=None, derandomize=derandomize, database=None,
+                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                             HealthCheck.filter_too_much])
+            @given(strategy)
+            def target(example: Any) -> None:
+                nonlocal count
+                count += 1
+                check(example)
+            target()
+        started_s = time.monotonic()
+        if self.seconds <= 0:
+            run(ci_examples, derandomize=True)
+            return count
+        examples = 20
+        while (left_s := self.seconds - (time.monotonic() - started_s)) > 0:
+            before, round_started_s = count, time.monotonic()
+            run(examples, derandomize=False)
+            rate = (count - before) / max(time.monotonic() - round_started_s, 1e-3)   # examples per second
+            round_s = min(left_s - (time.monotonic() - round_started_s), FUZZ_ROUND_S_MAX)
+            examples = int(min(max(rate * round_s * 0.8, 10), FUZZ_ROUND_EXAMPLES_MAX))   # later examples are larger
+        self.reports.append(f"{name}: {count} examples in {time.monotonic() - started_s:.1f} s, no failure")
+        return count
+
+
+@pytest.fixture
+def fuzz(request: pytest.FixtureRequest) -> FuzzBudget:
+    """The fuzz budget of this run (--fuzz-seconds); see FuzzBudget."""
+    seconds = float(request.config.getoption("--fuzz-seconds"))
+    return FuzzBudget(seconds, request.config.stash.setdefault(_FUZZ_REPORTS, []))

@@ -149,9 +149,18 @@ def call(function: str, arguments: tuple[Any, ...], text: str) -> Any:
     if digits.__class__ is not int:
         raise _function_error(function, "a number and an int", arguments, text)
     try:
-        return round(value, digits)
+        return round_number(value, digits)
     except OverflowError:
         raise EvaluationError(f"round() digits out of range in `{text}`") from None
+
+
+def round_number(value: int | float, digits: int) -> int | float:
+    """round(value, digits), except that an int with very negative digits answers 0 at once:
+    Python builds 10 ** -digits first (30 s for digits = -10**7, hours past that), which hung
+    a worker, or the node itself when the call was a constant folded at compile time."""
+    if digits < 0 and value.__class__ is int and -digits > value.bit_length() // 3 + 2:
+        return 0          # 10 ** -digits >= 2 ** (bit_length + 4) > 2 * |value|: rounds to 0
+    return round(value, digits)
 
 
 def _function_error(function: str, wanted: str, arguments: tuple[Any, ...], text: str) -> EvaluationError:

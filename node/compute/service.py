@@ -28,7 +28,7 @@ from shoal.node.compute import QueryError, compile_query, map_reduce, validate_s
 from shoal.node.compute.schema import Schema
 from shoal.node.controller.jobs import first_attempts, running_attempts
 from shoal.node.metadata import commands
-from shoal.node.server import propose_or_raise
+from shoal.node.server import command_for, propose_or_raise
 
 if TYPE_CHECKING:
     from shoal.node.changes import ChangeSignal
@@ -56,7 +56,8 @@ class JobService(jobs_pb2_grpc.JobsServicer):
         job_id = request.job_id or uuid.uuid4().hex
         self._check_spec(request, dataset)
         attempts = first_attempts(view, dataset, running_attempts(view))
-        command = commands.submit_job(job_id, dataset.name, request.kind, request.spec, time.time(), attempts)
+        command = command_for(commands.submit_job, job_id, dataset.name, request.kind, request.spec, time.time(),
+                              attempts)
         await propose_or_raise(self.node.context, command, self.config.propose_timeout_s)
         job = await self._job(job_id)
         return _status(job)

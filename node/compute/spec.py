@@ -88,7 +88,7 @@ def parse_spec(spec: object) -> Plan:
         if clash:
             raise QueryError(f"{clash[0]!r} is a with_columns name, but where runs before with_columns; "
                              "filter on its expression instead", context="where")
-    group_by = tuple((text.strip(), _expression(text, f"group_by[{index}]"))
+    group_by = tuple(_named_expression(text, f"group_by[{index}]")
                      for index, text in enumerate(_entries(spec.get("group_by"), "group_by", GROUP_BY_MAX)))
     aggs = _aggs(spec.get("aggs"))
     select = spec.get("select")
@@ -99,7 +99,7 @@ def parse_spec(spec: object) -> Plan:
         entries = _entries(select, "select", SELECT_MAX)
         if not entries:
             raise QueryError("select needs at least one expression (or None for whole documents)", context="select")
-        selected = tuple((text.strip(), _expression(text, f"select[{index}]")) for index, text in enumerate(entries))
+        selected = tuple(_named_expression(text, f"select[{index}]") for index, text in enumerate(entries))
     columns = [name for name, _ in group_by] + [name for name, _, _ in aggs] + [name for name, _ in selected or ()]
     _check_unique(columns, group_by, aggs, selected)
     distinct = spec.get("distinct", False)
@@ -120,6 +120,14 @@ def _expression(text: object, context: str, optional: bool = False) -> Any:
         return parse_expression(text)
     except QueryError as exc:
         raise exc.within(context) from None
+
+
+def _named_expression(text: object, context: str) -> tuple[str, Node]:
+    """(output column name, AST) of a group_by or select entry; QueryError for a non-string
+    (parsed first: it names the entry, where `text.strip()` would raise AttributeError)."""
+    node = _expression(text, context)
+    assert isinstance(text, str)
+    return text.strip(), node
 
 
 def _entries(value: object, context: str, most: int) -> list[Any]:

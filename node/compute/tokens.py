@@ -18,6 +18,7 @@ _ESCAPES = {"\\": "\\", "'": "'", '"': '"', "n": "\n", "r": "\r", "t": "\t", "0"
 _TWO_CHAR = frozenset({"==", "!=", "<=", ">=", "&&", "||"})
 _ONE_CHAR = frozenset("+-*/%()<>=,.")
 _HINTS = {"&&": "use 'and'", "||": "use 'or'", "!": "use 'not' or '!='"}
+_DIGITS = frozenset("0123456789")   # ASCII only: str.isdigit() is also true for '²', which int() refuses
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -51,7 +52,7 @@ def tokenize(text: str) -> list[Token]:
         if char.isspace():
             index += 1
             continue
-        if char.isdigit():
+        if char in _DIGITS:
             token = _number(text, index)
         elif char in "'\"":
             token = _string(text, index)
@@ -81,22 +82,22 @@ def tokenize(text: str) -> list[Token]:
 
 def _number(text: str, start: int) -> Token:
     end = start
-    while end < len(text) and text[end].isdigit():
+    while end < len(text) and text[end] in _DIGITS:
         end += 1
     is_float = False
-    if end < len(text) and text[end] == "." and end + 1 < len(text) and text[end + 1].isdigit():
+    if end < len(text) and text[end] == "." and end + 1 < len(text) and text[end + 1] in _DIGITS:
         is_float = True
         end += 1
-        while end < len(text) and text[end].isdigit():
+        while end < len(text) and text[end] in _DIGITS:
             end += 1
     if end < len(text) and text[end] in "eE":
         exponent = end + 1
         if exponent < len(text) and text[exponent] in "+-":
             exponent += 1
-        if exponent < len(text) and text[exponent].isdigit():
+        if exponent < len(text) and text[exponent] in _DIGITS:
             is_float = True
             end = exponent
-            while end < len(text) and text[end].isdigit():
+            while end < len(text) and text[end] in _DIGITS:
                 end += 1
     if end < len(text) and (text[end].isalnum() or text[end] in "_."):
         raise error(f"malformed number {show(text[start:end + 1])}", text, start + 1)

@@ -218,7 +218,7 @@ def _coalesce(parts: list[CompiledExpression]) -> Vector:
 _FAST_FUNCTIONS: dict[str, tuple[Callable[..., Any], tuple[frozenset[type], ...]]] = {   # accepted types by argument
     "startswith": (str.startswith, (_STR, _STR)), "endswith": (str.endswith, (_STR, _STR)),
     "contains": (operator.contains, (_STR, _STR)), "lower": (str.lower, (_STR,)), "upper": (str.upper, (_STR,)),
-    "len": (len, (_SIZED,)), "abs": (abs, (NUMBERS,)), "round": (round, (NUMBERS, _INTS)),
+    "len": (len, (_SIZED,)), "abs": (abs, (NUMBERS,)), "round": (operators.round_number, (NUMBERS, _INTS)),
 }
 VECTORS: dict[type, Callable[[Node, list[CompiledExpression]], Vector]] = {
     Comparison: _comparison, Arithmetic: _arithmetic, Negate: _negate, Not: _not, Logical: _logical,

@@ -200,18 +200,38 @@ async def _copy(ctx: ReplicationContext, replica: Replica, primary: str, state: 
                                         after=state.cursor)
     stream = ctx.peers.peer(ctx.address_of(primary)).CopyShard(request, timeout=COPY_STREAM_TIMEOUT_S)
     async for message in stream:
-        if digest(message.keys, message.values) != message.digest:
-            raise CopyFailed(f"chunk of table {message.table} after {state.cursor[:40]!r} arrived damaged")
-        if message.table != state.table:
-            raise CopyFailed(f"expected a chunk of table {state.table}, got {message.table}")
-        keys = msgpack.unpackb(message.keys, raw=False)
-        values = msgpack.unpackb(message.values, raw=False)
-        chunk = fill.Chunk(message.table, list(zip(keys, values)), message.done, message.seq)
+        chunk = chunk_of(message, state)
         state = await ctx.run_blocking(fill.install, replica.store, state, chunk)
-        _count(replica, message, len(keys))
+        _count(replica, message, len(chunk.pairs))
         if state.table == fill.COPIED:
             return state
     raise CopyFailed(f"the copy stream from {primary} ended in table {state.table}")
+
+
+def chunk_of(message: peer_pb2.CopyShardChunk, state: fill.FillState) -> fill.Chunk:
+    """The pairs of one chunk of the table being copied; pure. CopyFailed (this attempt ends, the
+    learner goes on) when the chunk was damaged on the way (digest) or is not what a primary
+    sends: keys and values are msgpack arrays of bytes of one length, keys of 1..KEY_BYTES_MAX
+    bytes (what LMDB can install), a seq up to fill.SEQ_MAX."""
+    where = f"chunk of table {message.table[:40]!r} after {state.cursor[:40]!r}"
+    if digest(message.keys, message.values) != message.digest:
+        raise CopyFailed(f"{where} arrived damaged")
+    if message.table != state.table:
+        raise CopyFailed(f"expected a chunk of table {state.table}, got {message.table[:40]!r}")
+    try:
+        keys = msgpack.unpackb(message.keys, raw=False)
+        values = msgpack.unpackb(message.values, raw=False)
+    except Exception as exc:   # msgpack raises several unrelated types (ExtraData, FormatError, ...)
+        raise CopyFailed(f"{where} is not msgpack: {type(exc).__name__}") from None
+    if type(keys) is not list or type(values) is not list or len(keys) != len(values):
+        raise CopyFailed(f"{where}: keys and values are not two arrays of one length")
+    if not {bytes}.issuperset(map(type, keys)) or not {bytes}.issuperset(map(type, values)):
+        raise CopyFailed(f"{where}: keys and values must be bytes")
+    if keys and (min(map(len, keys)) == 0 or max(map(len, keys)) > fill.KEY_BYTES_MAX):
+        raise CopyFailed(f"{where}: a key is empty or longer than {fill.KEY_BYTES_MAX} bytes")
+    if message.seq > fill.SEQ_MAX:
+        raise CopyFailed(f"{where}: seq {message.seq} is past {fill.SEQ_MAX}")
+    return fill.Chunk(message.table, list(zip(keys, values)), message.done, message.seq)
 
 
 async def _replay(ctx: ReplicationContext, replica: Replica, primary: str) -> bool:

@@ -14,7 +14,7 @@ so that it also stays in C.
 Wire format (`ReplicateRequest.payload`): msgpack array
 `[1, seq, epoch, keys, values, write_ids, results]`; 1 is the format version.
 A write_id is client_id (16 bytes) + request_seq (8 bytes big-endian), or b"" when
-the op carries none (then nothing is recorded for it).
+the op carries none (then nothing is recorded for it, and an entry holds none).
 """
 from __future__ import annotations
 
@@ -134,6 +134,8 @@ class Entry:
             raise ValueError(f"entry has {len(keys)} keys but {len(values)} values")
         if len(write_ids) != len(results):
             raise ValueError(f"entry has {len(write_ids)} write ids but {len(results)} results")
+        if not {WRITE_ID_BYTES}.issuperset(map(len, write_ids)):   # else LMDB refuses the idempotency rows
+            raise ValueError(f"entry write ids must be {WRITE_ID_BYTES} bytes each")
         return cls(seq, epoch, keys, values, write_ids, results)
 
 

@@ -37,6 +37,8 @@ TABLES = ("records", "idem", "idem_log")
 COPIED = "*"          # fill_table once every table is installed (finish() not run yet)
 REPLAYING = ""        # fill_table after finish(): the replica replays entries until it joins
 CHUNK_RECORD_OVERHEAD_BYTES = 16
+KEY_BYTES_MAX = 511   # LMDB 0.9's key limit (ShardStore opens lib_version=0): no longer key can be installed
+SEQ_MAX = 2**64 - 2   # the largest base seq: the fill_base row holds base + 1 in 8 bytes
 _FILL_KEYS = (b"fill_source", b"fill_base", b"fill_table", b"fill_cursor")
 
 
