@@ -33,7 +33,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
 
 from shoal.client.wire.codes import ERROR_METADATA_KEY, RETRY_AFTER_METADATA_KEY
 from shoal.node import errors
@@ -185,7 +184,7 @@ def _tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     def parse(data: bytes) -> Any:
         try:
             return deserialize(data)
-        except DecodeError as exc:
+        except Exception as exc:   # protobuf's DecodeError (untyped module): the bytes are not this request
             return _Malformed(str(exc))
     return parse
 

@@ -6,7 +6,8 @@ TARGET is one of TARGETS. Each turns libFuzzer's bytes into one input of a check
 fuzz_targets.py (the rules the hypothesis tests assert too) and calls it; an exception is a
 crash: atheris prints the traceback and libFuzzer writes the input to -artifact_prefix. The
 shoal modules are instrumented, so inputs that reach new code are kept in CORPUS_DIR, which is
-seeded with a few well-formed inputs when empty. test_fuzz_atheris.py runs every target for
+seeded with a few well-formed inputs when empty; the entry and chunk targets write scratch LMDB
+stores beside it (in its parent: libFuzzer ends the process, nothing removes them). test_fuzz_atheris.py runs every target for
 --fuzz-seconds; atheris is not in the test extras (pip install atheris), and the RPC target is
 hypothesis only (a node in another process gives libFuzzer no coverage to follow).
 """

@@ -99,7 +99,7 @@ def _apply_in_order(sequence: list[bytes]) -> None:
 def test_fuzz_command_decoder_refuses_or_decodes(fuzz: Any) -> None:
     """Arbitrary bytes, msgpack documents, envelopes and schema-shaped commands, one at a time:
     decode_command types every argument or raises ValueError, and apply is total (check_apply)."""
-    fuzz("commands.decode", ANY_COMMAND, check_command, ci_examples=200)
+    fuzz("commands.decode", ANY_COMMAND, check_command, ci_examples=80)
 
 
 def test_fuzz_command_sequences_keep_the_state_machine_total(fuzz: Any) -> None:
@@ -107,4 +107,4 @@ def test_fuzz_command_sequences_keep_the_state_machine_total(fuzz: Any) -> None:
     populated state: every apply is total, pure and deterministic, and every state on the
     way keeps the invariants and serializes."""
     sequences = st.lists(st.one_of(SHAPED_COMMANDS, SHAPED_COMMANDS, ANY_COMMAND), min_size=1, max_size=8)
-    fuzz("commands.sequences", sequences, _apply_in_order, ci_examples=80)
+    fuzz("commands.sequences", sequences, _apply_in_order, ci_examples=40)

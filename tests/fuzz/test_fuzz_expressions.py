@@ -99,11 +99,11 @@ DOCUMENTS = st.one_of(
 
 def test_fuzz_expression_text_parses_or_raises_query_error(fuzz: Any) -> None:
     """Any text: parse and compile raise QueryError only, evaluation EvaluationError only."""
-    fuzz("expressions.text", ANY_TEXT, check_expression, ci_examples=200)
+    fuzz("expressions.text", ANY_TEXT, check_expression, ci_examples=80)
 
 
 def test_fuzz_query_spec_compiles_or_raises_query_error(fuzz: Any) -> None:
     """Any spec over any records: QueryError at compile, EvaluationError in partial(), msgpack-safe
     partials, and a merge that never raises."""
     fuzz("expressions.spec", st.tuples(SPECS, st.lists(DOCUMENTS, max_size=6)),
-         lambda example: check_spec(*example), ci_examples=100)
+         lambda example: check_spec(*example), ci_examples=40)

@@ -119,14 +119,14 @@ def stores() -> Iterator[ScratchStores]:
 def test_fuzz_entry_payload_decodes_or_raises_value_error(fuzz: Any, stores: ScratchStores) -> None:
     """Replication payloads: Entry.decode answers an entry or ValueError; a backup applies a decoded
     entry or refuses it with InvalidRequestError (Replicate's INVALID_ARGUMENT)."""
-    fuzz("formats.entry", ENTRY_PAYLOADS, lambda payload: check_entry(payload, stores), ci_examples=100)
+    fuzz("formats.entry", ENTRY_PAYLOADS, lambda payload: check_entry(payload, stores), ci_examples=60)
 
 
 def test_fuzz_typed_record_values_store_or_raise_invalid_request(fuzz: Any) -> None:
     """A typed dataset's Put: any schema and value give a positional record or InvalidRequestError,
     and a stored record reads back as a document that stores the same."""
     fuzz("formats.record", st.tuples(_SCHEMA_JSONS, RECORD_VALUES), lambda example: check_record(*example),
-         ci_examples=150)
+         ci_examples=80)
 
 
 def test_fuzz_copy_chunks_install_or_raise_copy_failed(fuzz: Any, stores: ScratchStores) -> None:
@@ -137,4 +137,4 @@ def test_fuzz_copy_chunks_install_or_raise_copy_failed(fuzz: Any, stores: Scratc
         message = peer_pb2.CopyShardChunk(table=copying if table is None else table, keys=keys, values=values,
                                           done=done, seq=seq, digest=right if digest_kind == "right" else right ^ 1)
         check_chunk(message, copying, stores)
-    fuzz("formats.chunk", CHUNKS, check, ci_examples=100)
+    fuzz("formats.chunk", CHUNKS, check, ci_examples=60)
