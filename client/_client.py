@@ -35,6 +35,7 @@ from typing import Any, Final, TypeVar
 import msgpack
 
 from shoal.client import _status
+from shoal.client._admin import AdminCalls
 from shoal.client._arguments import (
     check_bound, check_int, check_name, check_optional_int, check_records, check_seconds,
 )
@@ -69,13 +70,14 @@ class DatasetInfo:
     name: str
     shards: int
     replication: int
+    encryption_key_id: str = ""   # the key its values are sealed with at rest; "" = not encrypted
 
     @classmethod
     def from_message(cls, message: pb.DatasetInfo) -> DatasetInfo:
-        return cls(message.name, message.shards, message.replication)
+        return cls(message.name, message.shards, message.replication, message.encryption_key_id)
 
 
-class Client:
+class Client(AdminCalls):
     """A connection to a Shoal cluster; thread-safe, one per process is enough.
 
     `addresses` are seed nodes ("host:port", a list or a comma-separated string); the
@@ -117,13 +119,12 @@ class Client:
     # ---- datasets ----
 
     def create_dataset(self, name: str, shards: int = 8, replication: int = 0,
-                       schema: Mapping[str, Any] | None = None) -> DatasetInfo:
-        """Create a dataset of `shards` shards; replication 0 means min(3, live nodes).
-
-        schema: typed fields, checked on every write and stored as positional arrays, e.g.
-        {"carrier": "str", "arr_delay": "float?"} ("?" = nullable) or the long form
-        {"fields": [{"name": "carrier", "type": "str", "nullable": False}, ...]}; types are
-        int, float, str, bool and timestamp. None = schema-less (any msgpack document).
+                       schema: Mapping[str, Any] | None = None, encrypted: bool = False) -> DatasetInfo:
+        """Create a dataset of `shards` shards; replication 0 means min(3, live nodes). encrypted: values
+        sealed at rest with the nodes' key (README "Encryption at rest"). schema: typed fields, checked
+        on every write and stored as positional arrays, e.g. {"carrier": "str", "arr_delay": "float?"}
+        ("?" = nullable) or {"fields": [{"name": "carrier", "type": "str", "nullable": False}, ...]};
+        types are int, float, str, bool and timestamp. None = schema-less (any msgpack document).
         """
         check_name(name, "name")
         check_int(shards, "shards", minimum=1, dataset=name)
@@ -132,7 +133,7 @@ class Client:
             raise InvalidArgumentError(f"schema must be a mapping, not {type(schema).__name__}", dataset=name)
         # The same request id on every retry: created once. Replication 0: the node picks the default.
         request = pb.CreateDatasetRequest(name=name, shards=shards, replication=replication,
-                                          request_id=uuid.uuid4().hex,
+                                          request_id=uuid.uuid4().hex, encrypted=bool(encrypted),
                                           schema_json=json.dumps(dict(schema)) if schema else "")
 
         def attempt(deadline_s: float) -> pb.DatasetInfo:
@@ -401,28 +402,6 @@ class Client:
                                                      what="node status")
         return status
 
-    def drain_node(self, node_id: str) -> int:
-        """Move every replica off `node_id` (it becomes "draining"; the controller re-replicates
-        its shards elsewhere, then drops its copies). Returns the replicas it still holds: call
-        again (idempotent) until 0, then the node is safe to remove."""
-        check_name(node_id, "node_id")
-        request = pb.DrainNodeRequest(node_id=node_id)
-        response = self._retry("drain node", lambda deadline_s: self._metadata_call(
-            "DrainNode", request, deadline_s, "drain node", None), write=True)
-        return int(response.replicas)
-
-    def remove_node(self, node_id: str, *, replacement_raft: str = "") -> dict[str, list[str]]:
-        """Take a dead or drained node out for good (it may never register again). A metadata voter
-        needs `replacement_raft`, the Raft HOST:PORT of the voter taking its place. Idempotent.
-        Returns {"voters": Raft addresses after it, "lost_shards": shards whose only copy it held}."""
-        check_name(node_id, "node_id")
-        if replacement_raft:
-            check_name(replacement_raft, "replacement_raft")
-        request = pb.RemoveNodeRequest(node_id=node_id, new_raft_address=replacement_raft)
-        response = self._retry("remove node", lambda deadline_s: self._metadata_call(
-            "RemoveNode", request, deadline_s, "remove node", None), write=True)
-        return {"voters": list(response.voters), "lost_shards": list(response.lost_shards)}
-
     def status(self) -> dict[str, Any]:
         """The cluster at a glance (the `shoal status --json` contract, DESIGN.md 9)."""
         cluster_map = self.cluster_map()
@@ -488,6 +467,10 @@ class Client:
             raise NotPrimaryError("the shard has no primary in our cluster map", dataset=dataset,
                                   shard=shard.shard)
         return shard.address, route.target(shard.shard)
+
+    def _admin_call(self, what: str, method: str, request: Any) -> Any:
+        return self._retry(what, lambda deadline_s: self._metadata_call(method, request, deadline_s, what, None),
+                           write=True)
 
     def _metadata_call(self, method: str, request: Any, deadline_s: float, what: str,
                        dataset: str | None) -> Any:

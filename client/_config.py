@@ -1,7 +1,7 @@
 """ClientConfig: every tunable of a client in one frozen object.
 
 `Client(addresses, timeout_s=...)` builds one; pass `config=ClientConfig(...)` to set the
-rest. TLS credentials and a bearer token will be fields here (they plug into the wire
+rest. TLS credentials and the bearer token are fields here too (they plug into the wire
 factory, `shoal.client.wire.channels.Wire`).
 """
 from __future__ import annotations
@@ -38,6 +38,7 @@ class ClientConfig:
     put_many_batch_bytes: int = 2 * 1024 * 1024   # ... and bytes (notes/baselines.md: measured best here)
     stream_window_batches: int = 8          # unacknowledged batches per shard stream
     tls_dir: str = ""                       # mutual TLS with DIR/ca.pem, client.pem, client.key (shoal certs init); "" = plaintext
+    token: str = dataclasses.field(default="", repr=False)   # bearer token (shoal token create); "" = none
     retry: RetryPolicy = RetryPolicy(first_s=0.02, max_s=0.5)   # backoff between attempts
 
     def validate(self) -> ClientConfig:
@@ -64,7 +65,7 @@ class ClientConfig:
 
     def wire(self) -> Wire:
         tls = TlsFiles.from_dir(self.tls_dir, "client") if self.tls_dir else None
-        return Wire(message_bytes_max=self.message_bytes_max, tls=tls)
+        return Wire(message_bytes_max=self.message_bytes_max, tls=tls, token=self.token)
 
     def attempt_timeout_s(self) -> float:
         """How long one attempt may wait for a node: a share of the call's time, at least the minimum.

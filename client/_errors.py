@@ -31,8 +31,10 @@ ShoalError
 ├── StaleEpochError                    STALE_EPOCH   [retriable, refresh_routing]
 ├── NotEnoughNodesError                NOT_ENOUGH_NODES
 ├── JobFailedError                     JOB_FAILED: a task failed; the message names shard and node
-├── PermissionDeniedError              PERMISSION_DENIED
+├── EncryptionKeyError                 ENCRYPTION_KEY: the node lacks the encrypted dataset's key (names both ids)
+├── PermissionDeniedError              PERMISSION_DENIED: also a token whose role may not call the RPC
 │   └── UserCodeDisabledError          USER_CODE_DISABLED
+├── UnauthenticatedError               UNAUTHENTICATED: no, malformed, unknown or revoked token
 ├── DeadlineExceededError              DEADLINE_EXCEEDED (a read, or a write never sent)
 ├── UnknownOutcomeError                UNKNOWN_OUTCOME [retriable]
 └── InternalError                      INTERNAL, UNKNOWN, UNIMPLEMENTED, DATA_LOSS
@@ -203,12 +205,21 @@ class JobFailedError(ShoalError):
     pass
 
 
+class EncryptionKeyError(ShoalError):
+    """A node cannot open an encrypted dataset's values: it has no key or another one (or a value
+    is damaged); the message names the dataset, the node and the key ids. Not retried."""
+
+
 class PermissionDeniedError(ShoalError):
     pass
 
 
 class UserCodeDisabledError(PermissionDeniedError):
     pass
+
+
+class UnauthenticatedError(ShoalError):
+    """No, malformed, unknown or revoked bearer token (the message names the token id, never its secret)."""
 
 
 class DeadlineExceededError(ShoalError):
@@ -242,7 +253,10 @@ _BY_CODE: dict[str, type[ShoalError]] = {
     "INVALID_QUERY": QueryError,
     "LIMIT_EXCEEDED": LimitExceededError,
     "JOB_FAILED": JobFailedError,
+    "ENCRYPTION_KEY": EncryptionKeyError,
     "USER_CODE_DISABLED": UserCodeDisabledError,
+    "UNAUTHENTICATED": UnauthenticatedError,
+    "PERMISSION_DENIED": PermissionDeniedError,
 }
 
 _BY_STATUS: dict[grpc.StatusCode, type[ShoalError]] = {
@@ -256,6 +270,7 @@ _BY_STATUS: dict[grpc.StatusCode, type[ShoalError]] = {
     grpc.StatusCode.ABORTED: UnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
     grpc.StatusCode.INTERNAL: InternalError,
     grpc.StatusCode.UNKNOWN: InternalError,
     grpc.StatusCode.UNIMPLEMENTED: InternalError,

@@ -17,25 +17,42 @@ from typing import Any
 from shoal.node.config import NodeConfig, load_config
 from shoal.node.datadir import DataDir
 from shoal.node.errors import StartupError
+from shoal.node.log_labels import LabelFilter, labels_of
 
 
 class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts (unix s), level, node, logger, msg, the labels of the task
+    that logged it (node/log_labels.py: dataset, shard, job, task, attempt) and exc (a traceback)."""
+
     def __init__(self, node_id: str) -> None:
         super().__init__()
         self.node_id = node_id
 
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"ts": record.created, "level": record.levelname, "node": self.node_id,
-                           "logger": record.name, "msg": record.getMessage()})
+        line = {"ts": record.created, "level": record.levelname, "node": self.node_id, "logger": record.name,
+                "msg": record.getMessage(), **labels_of(record)}
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+class _TextFormatter(logging.Formatter):
+    """`TIME LEVEL NODE LOGGER [shard=events/3 job=...]: message`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        labels = labels_of(record)
+        record.labels = " [" + " ".join(f"{k}={v}" for k, v in labels.items()) + "]" if labels else ""
+        return super().format(record)
 
 
 def setup_logging(config: NodeConfig) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(LabelFilter())
     if config.log_format == "json":
         handler.setFormatter(_JsonFormatter(config.node_id))
     else:
-        handler.setFormatter(logging.Formatter(
-            f"%(asctime)s %(levelname)s {config.node_id} %(name)s: %(message)s"))
+        handler.setFormatter(_TextFormatter(
+            f"%(asctime)s %(levelname)s {config.node_id} %(name)s%(labels)s: %(message)s"))
     logging.basicConfig(level=config.log_level.upper(), handlers=[handler], force=True)
     logging.getLogger("pysyncobj").setLevel(logging.WARNING)
 

@@ -32,6 +32,7 @@ class NodeConfig:
     zone: str = ""                        # placement spreads replicas across zones
     http_listen: str = ""                 # HTTP host:port (/metrics, /healthz, /readyz); empty = off
     tls_dir: str = ""                     # mutual TLS on the gRPC port and to peers: DIR from `shoal certs init`; "" = off
+    encryption_key_file: str = ""         # the cluster's key (`shoal key init FILE`): serves encrypted datasets; "" = none
 
     # metadata (Raft). raft empty and join empty = standalone single node (local metadata).
     raft: str = ""                        # this voter's Raft host:port
@@ -68,7 +69,10 @@ class NodeConfig:
     message_bytes_max: int = 16 * MiB     # gRPC receive limit on both ends
     inflight_requests_max: int = 2_000    # concurrent RPCs before OVERLOADED
     overload_retry_after_s: float = 0.05  # the retry hint sent with OVERLOADED
-    put_stream_window_batches: int = 32   # batches of one PutStream being written at once: bounds memory
+    put_stream_window_batches: int = 32   # batches of one PutStream read and not yet acknowledged ...
+    put_stream_window_bytes_max: int = 32 * MiB   # ... and their bytes (one batch always fits): memory per stream
+    streams_max: int = 64                 # streaming RPCs open at once (scans, PutStreams, copies, watches) before OVERLOADED
+    stream_idle_timeout_s: float = 60.0   # a stream whose client takes no message (or sends none, nothing in flight) this long is closed
     scan_chunk_records: int = 1000        # records per Scan chunk when the caller does not say
     scan_chunk_records_max: int = 10_000  # the most a caller may ask for per chunk
     scan_chunk_bytes_max: int = 4 * MiB   # a Scan chunk ends before this many bytes (one record always fits)
@@ -115,6 +119,7 @@ class NodeConfig:
     # operations
     log_level: str = "INFO"
     log_format: str = "text"              # text | json
+    chaos_reports_dir: str = ""           # the dashboard lists the chaos reports (DIR/*/report.json) here; "" = data_dir/../chaos
 
     @property
     def address(self) -> str:

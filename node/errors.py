@@ -12,6 +12,7 @@ NodeError
 ├── StorageFullError       RESOURCE_EXHAUSTED: LMDB map or disk full; the shard stays readable
 │   └── FileLimitError     RESOURCE_EXHAUSTED: the open-files limit (RLIMIT_NOFILE) leaves no room for a shard
 ├── OverloadedError        RESOURCE_EXHAUSTED, retriable
+│   └── StreamIdleError    RESOURCE_EXHAUSTED, code OVERLOADED: a stream the client stopped reading or feeding (node/streams.py)
 ├── NotPrimaryError        UNAVAILABLE: refresh the shard map
 ├── StaleEpochError        FAILED_PRECONDITION: the sender's epoch is older than ours
 ├── NoLeaseError           UNAVAILABLE: the primary's lease is not valid now
@@ -23,7 +24,11 @@ NodeError
 ├── UnknownJobError        NOT_FOUND: no such job (or forgotten: only the newest finished jobs are kept)
 ├── LimitExceededError     RESOURCE_EXHAUSTED: a job limit (running jobs, result size)
 ├── JobFailedError         FAILED_PRECONDITION: the job failed; the message names shard and node
-└── UserCodeDisabledError  PERMISSION_DENIED: map_reduce on a cluster started without user code
+├── UserCodeDisabledError  PERMISSION_DENIED: map_reduce on a cluster started without user code
+├── UnauthenticatedError   UNAUTHENTICATED: no, malformed, unknown or revoked token (node/auth.py)
+├── PermissionDeniedError  PERMISSION_DENIED: the token's role may not call this RPC
+└── EncryptionKeyError     FAILED_PRECONDITION: this node lacks an encrypted dataset's key, or a
+                           stored value does not open with it (node/encryption.py)
 """
 from __future__ import annotations
 
@@ -88,6 +93,12 @@ class OverloadedError(NodeError):
         self.retry_after_s = retry_after_s
 
 
+class StreamIdleError(OverloadedError):
+    """The node closed a stream: the client took no message, or sent none while nothing was in
+    flight, for stream_idle_timeout_s. An OverloadedError (code OVERLOADED, retriable) so that
+    clients resume (a scan after its last key) instead of failing: the node shed a resource."""
+
+
 class NotPrimaryError(NodeError):
     code = "NOT_PRIMARY"
     retriable = True
@@ -140,6 +151,22 @@ class JobFailedError(NodeError):
 
 class UserCodeDisabledError(NodeError):
     code = "USER_CODE_DISABLED"
+
+
+class UnauthenticatedError(NodeError):
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDeniedError(NodeError):
+    code = "PERMISSION_DENIED"
+
+
+class EncryptionKeyError(NodeError):
+    """The node has no key, or another key than an encrypted dataset's, or a value does not open
+    with it (damaged, moved); the message names dataset, node and key ids. Never retried: an
+    operator must start the node with the cluster's key file."""
+
+    code = "ENCRYPTION_KEY"
 
 
 class StartupError(NodeError):

@@ -1,6 +1,6 @@
 """The server-side interceptor chain: every RPC of the node passes through it, in order.
 
-    ErrorMapping -> RequestAccounting -> handler
+    ErrorMapping -> RequestAccounting -> Authentication (node/auth.py) -> handler
 
 - `ErrorMapping` is the one place where a domain error (node/errors.py) becomes a gRPC
   status, with the shoal.v1.ErrorCode name in the trailing metadata (wire.codes) and,
@@ -17,7 +17,8 @@ costs one `perf_counter()` pair, one `bisect` over 13 bounds and two integer inc
 For a stream the duration is the whole stream (a Scan, a CopyShard, a Health Watch), so
 long ones land in the +Inf bucket.
 
-Authentication (tokens) comes later as one interceptor.
+Authentication (bearer tokens and roles) is the last link, in node/auth.py; it comes after
+the accounting so refused calls are counted (outcome UNAUTHENTICATED or PERMISSION_DENIED).
 Unary and streaming handlers (`PutStream`, `Scan`) are wrapped alike; a wrapped handler
 is built once per method and cached, so the per-call cost is one extra frame.
 """
@@ -34,7 +35,7 @@ from typing import Any
 
 import grpc
 
-from shoal.client.wire.codes import ERROR_METADATA_KEY, RETRY_AFTER_METADATA_KEY
+from shoal.client.wire.codes import ERROR_METADATA_KEY, RETRY_AFTER_METADATA_KEY, metadata_value
 from shoal.node import errors
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,9 @@ STATUS_OF: list[tuple[type[errors.NodeError], grpc.StatusCode]] = [
     (errors.LimitExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.JobFailedError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.UserCodeDisabledError, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.EncryptionKeyError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
 ]
 
 Behavior = Callable[..., Any]
@@ -318,6 +322,9 @@ class RequestAccounting(ChainLink):
             return result
         except errors.NodeError as exc:
             outcome = exc.code
+            raise
+        except Exception:   # an inner link aborted the call itself (node/streams.py): its code is in the trailers
+            outcome = metadata_value(context.trailing_metadata(), ERROR_METADATA_KEY) or outcome
             raise
         finally:
             self._done(method, outcome, started_s)

@@ -26,8 +26,9 @@ from shoal.client.wire.channels import PortUnavailableError, Wire
 from shoal.client.wire.pb import data_pb2, data_pb2_grpc, jobs_pb2, jobs_pb2_grpc, peer_pb2, peer_pb2_grpc
 from shoal.client.wire.retry import RetryPolicy
 from shoal.client.wire.tls import TlsError, TlsFiles
-from shoal.node import interceptors
+from shoal.node import auth, interceptors
 from shoal.node.changes import ChangeSignal
+from shoal.node.encryption import NodeKey
 from shoal.node.compute import map_reduce
 from shoal.node.compute.pool import WorkerPool
 from shoal.node.compute.service import JobService
@@ -45,7 +46,9 @@ from shoal.node.replication.peers import PeerClients
 from shoal.node.scrubber import Scrubber
 from shoal.node.server import DataService, PeerService
 from shoal.node.shards import ShardRegistry
+from shoal.node.status import cluster_map, node_status
 from shoal.node.storage.shard_store import file_limit_message
+from shoal.node.streams import StreamGuard
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +59,7 @@ class Node:
         self.datadir = DataDir(config.data_dir)
         self.started_at_s = time.monotonic()
         self.ready = False            # registered and serving: gRPC health SERVING, HTTP /readyz 200
+        self.http_address = ""        # where others reach the web app (NodeStatus.http_address); "" = HTTP off
         self._changed = asyncio.Event()
 
     def _make_metadata(self, peers: PeerClients) -> MetadataStore:
@@ -101,6 +105,26 @@ class Node:
     async def disk_usage(self) -> tuple[int, int]:
         return await self.context.run_blocking(self.datadir.disk_usage)
 
+    def load(self) -> tuple[int, int]:
+        return self.request_statistics().in_flight, self.tasks.statistics().running
+
+    def scrubbed_at_s(self) -> dict[str, float]:
+        return self.scrubber.scrubbed_at_s
+
+    # ---- the dashboard API's cluster-wide readings (node/http/api.py ClusterSource) ----
+
+    def cluster_map(self) -> data_pb2.ClusterMap:
+        return cluster_map(self)
+
+    async def own_status(self) -> data_pb2.NodeStatus:
+        return await node_status(self)
+
+    async def peer_status(self, address: str, timeout_s: float) -> data_pb2.NodeStatus:
+        """GetNodeStatus of the node at `address`; grpc.aio.AioRpcError when it does not answer in time."""
+        answer: data_pb2.NodeStatus = await self.peers.data(address).GetNodeStatus(data_pb2.NodeStatusRequest(),
+                                                                                   timeout=timeout_s)
+        return answer
+
     # ---- lifecycle ----
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -126,29 +150,35 @@ class Node:
         else:
             logger.warning("node %s runs WITHOUT TLS: anyone who reaches %s can read and write its data "
                            "(start with --tls-dir DIR from `shoal certs init DIR`)", config.node_id, config.listen)
-        self.wire = Wire(message_bytes_max=config.message_bytes_max, tls=tls)
+        credential = auth.node_credential(config.raft_password) if config.raft_password else ""
+        self.wire = Wire(message_bytes_max=config.message_bytes_max, tls=tls, token=credential)
+        self.token_check = auth.TokenCheck(lambda: self.metadata.state.get("tokens", {}), credential)
         self.peers = PeerClients(self.wire)
         self.metadata = self._make_metadata(self.peers)
         self.lease = Lease(always_valid=config.standalone)
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=config.lmdb_threads,
                                                               thread_name_prefix="lmdb")
-        self.context = ReplicationContext(config, self.metadata, self.lease, self.peers, self.executor, self.identity)
+        keys = NodeKey.load(config.node_id, config.encryption_key_file)
+        self.context = ReplicationContext(config, self.metadata, self.lease, self.peers, self.executor, self.identity,
+                                          keys)
         self.registry = ShardRegistry(self.datadir, self.context)
         self.controller = Controller(config, self.context)
         self.heartbeat = Heartbeat(config, self.metadata, self.registry.replicas, self.lease, self.peers,
                                    self.controller, self.identity)
-        self.interceptors = interceptors.chain(config.inflight_requests_max, config.overload_retry_after_s)
+        self.interceptors = (*interceptors.chain(config.inflight_requests_max, config.overload_retry_after_s),
+                             auth.Authentication(self.token_check))
         self.changes = ChangeSignal()
+        self.streams = StreamGuard(config.streams_max, config.stream_idle_timeout_s, config.overload_retry_after_s)
         self.pool = WorkerPool(config.workers)
         output = map_reduce.OutputWriter(self.peers, lambda: self.metadata.view, config)
-        self.tasks = TaskRunner(config, self.metadata, self.registry, self.pool, self.context, output)
+        self.tasks = TaskRunner(config, self.metadata, self.registry, self.pool, self.context, output, keys)
         self.scrubber = Scrubber(self.registry, self.context, self._metadata_changed)
 
     async def _serve(self, stop: asyncio.Event) -> None:
         config = self.config
         self._wire_components()
         self.registry.open_existing()
-        server = self.wire.aio_server(self.interceptors)
+        server = self.wire.aio_server((*self.interceptors, self.streams))   # streams.py: the innermost link
         data_pb2_grpc.add_DataServicer_to_server(DataService(self), server)
         peer_service = PeerService(self)
         self.copy_throttle = peer_service.copy_throttle   # /metrics reads the bytes every copy sent
@@ -173,7 +203,8 @@ class Node:
         try:
             if config.http_listen:   # StartupError (port taken) unwinds through the finally below
                 from shoal.node import http
-                http_server = await http.serve(self)
+                http_server = await http.serve(self, self.token_check)
+                self.http_address = http_server.advertised(config.address)
             try:   # a StartupError inside the group (e.g. the cluster refused us) is one line, not a group
                 async with asyncio.TaskGroup() as group:
                     tasks = [group.create_task(self._register(health_servicer)),

@@ -11,7 +11,7 @@ Backups apply what their primary wrote and never convert.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgpack
@@ -23,6 +23,9 @@ _unpackb = functools.partial(msgpack.unpackb, raw=False, strict_map_key=False)
 
 
 class RecordCodec:
+    # A compare-and-set compares stored forms as they are (an encrypted dataset's SealedCodec opens them first).
+    open_current: Callable[[bytes, bytes], bytes] | None = None
+
     def __init__(self, dataset: str, schema: Schema) -> None:
         self.dataset = dataset
         self.schema = schema
@@ -37,8 +40,13 @@ class RecordCodec:
             name = key.decode("utf-8", "replace")[:80]
             raise InvalidRequestError(f"dataset {self.dataset}, key {name!r}: {exc}") from None
 
-    def document(self, stored: bytes) -> bytes:
-        """The document for a stored positional array (a value stored before the schema passes as is)."""
+    def comparable(self, key: bytes, value: bytes) -> bytes:
+        """A compare-and-set's expected document in the form the stored value compares with: stored()."""
+        return self.stored(key, value)
+
+    def document(self, stored: bytes, key: bytes = b"") -> bytes:
+        """The document for a stored positional array (a value stored before the schema passes as is);
+        `key` is unused here (SealedCodec needs it)."""
         values = _unpackb(stored)
         if not isinstance(values, list):
             return stored

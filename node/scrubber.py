@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from shoal.node.storage import scrub
@@ -30,6 +31,7 @@ class Scrubber:
         self.on_corrupt = on_corrupt     # wakes the reconciler
         self.scrubbed = 0
         self.corrupt = 0
+        self.scrubbed_at_s: dict[str, float] = {}   # replica name -> unix time of its last clean scrub (status shows it)
 
     async def run(self) -> None:
         interval_s = self.context.config.scrub_interval_s
@@ -49,6 +51,7 @@ class Scrubber:
             problem = await self.context.run_blocking(scrub.check, replica.store)
             self.scrubbed += 1
             if problem is None:
+                self.scrubbed_at_s[replica.name] = time.time()
                 continue
             self.corrupt += 1
             incarnation = await self.context.run_blocking(scrub.mark_corrupt, replica.store)

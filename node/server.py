@@ -6,18 +6,19 @@ alike. The services see the node through `ServedNode`, the few parts they use.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
+import time
 import uuid
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Protocol
 
 import msgpack
 
 from shoal.client.wire.pb import data_pb2, data_pb2_grpc, peer_pb2, peer_pb2_grpc
-from shoal.node import errors, validation
+from shoal.node import errors, put_stream, validation
 from shoal.node.compute.schema import Schema, SchemaError
 from shoal.node.metadata import commands
+from shoal.node.encryption import SealedCodec
 from shoal.node.records import RecordCodec, codec_for
 from shoal.node.replication import backup, copy_source
 from shoal.node.status import ReplicaSource, StatusSource, cluster_map, dataset_info, node_status
@@ -66,6 +67,11 @@ class ServedNode(StatusSource, Protocol):
 
     @property
     def identity(self) -> Identity: ...
+
+
+def _token_info(token_id: str, entry: dict[str, Any]) -> data_pb2.TokenInfo:
+    return data_pb2.TokenInfo(token_id=token_id, role=entry.get("role", ""), name=entry.get("name", ""),
+                              created_at_s=entry.get("created_at_s", 0.0))
 
 
 def result_error(result: dict[str, Any]) -> errors.NodeError:
@@ -151,9 +157,11 @@ class DataService(data_pb2_grpc.DataServicer):
     async def _propose(self, command: bytes) -> dict[str, Any]:
         return await propose_or_raise(self.node.context, command, self.config.propose_timeout_s)
 
-    def _codec(self, target: data_pb2.RecordTarget) -> RecordCodec | None:
+    def _codec(self, target: data_pb2.RecordTarget) -> RecordCodec | SealedCodec | None:
+        """Typed encoding and/or sealing (EncryptionKeyError when the dataset is encrypted with a key this node lacks)."""
         dataset = self.node.metadata.view.dataset(target.dataset)
-        return None if dataset is None else codec_for(dataset.name, dataset.id, dataset.schema)
+        return None if dataset is None else self.node.context.keys.codec(
+            dataset, codec_for(dataset.name, dataset.id, dataset.schema))
 
     async def DrainNode(self, request: data_pb2.DrainNodeRequest, context: Any) -> data_pb2.DrainNodeResponse:
         await self._propose(command_for(commands.drain_node, request.node_id))
@@ -189,12 +197,35 @@ class DataService(data_pb2_grpc.DataServicer):
                        f"; raft voters now {', '.join(voters)}" if new_raft else "")
         return data_pb2.RemoveNodeResponse(voters=voters, lost_shards=result.get("lost", []))
 
+    async def CreateToken(self, request: data_pb2.CreateTokenRequest, context: Any) -> data_pb2.TokenInfo:
+        """Records the token (its id and digest: the secret stays with the client); request id from the
+        token id, so a retried create is answered, not applied twice."""
+        await self._propose(command_for(commands.put_token, request.token_id, request.digest, request.role,
+                                        request.name, time.time(), request_id=f"token-{request.token_id}"))
+        await self.node.metadata.barrier(timeout_s=self.config.barrier_timeout_s)
+        entry = self.node.metadata.state.get("tokens", {}).get(request.token_id, {})
+        logger.warning("token %s created with role %s", request.token_id, request.role)
+        return _token_info(request.token_id, entry)
+
+    async def ListTokens(self, request: Any, context: Any) -> data_pb2.ListTokensResponse:
+        table = self.node.metadata.state.get("tokens", {})
+        return data_pb2.ListTokensResponse(tokens=[_token_info(tid, entry) for tid, entry in sorted(table.items())])
+
+    async def RevokeToken(self, request: data_pb2.RevokeTokenRequest, context: Any) -> data_pb2.RevokeTokenResponse:
+        result = await self._propose(command_for(commands.revoke_token, request.token_id))
+        await self.node.metadata.barrier(timeout_s=self.config.barrier_timeout_s)
+        if result.get("revoked"):
+            logger.warning("token %s revoked", request.token_id)
+        return data_pb2.RevokeTokenResponse(revoked=bool(result.get("revoked")))
+
     async def CreateDataset(self, request: data_pb2.CreateDatasetRequest, context: Any) -> data_pb2.DatasetInfo:
         nodes = max(1, len(self.node.metadata.view.alive_nodes()))   # shards spread evenly: our share
         copies = request.shards * min(max(request.replication, 1), nodes)
         self.node.registry.check_file_room(-(-copies // nodes))
+        key_id = self.node.context.keys.require(request.name) if request.encrypted else ""
         command = command_for(commands.create_dataset, request.name, request.shards, request.replication,
-                              schema=_schema_of(request), request_id=request.request_id or uuid.uuid4().hex)
+                              schema=_schema_of(request), encryption_key_id=key_id,
+                              request_id=request.request_id or uuid.uuid4().hex)
         await self._propose(command)
         view = self.node.metadata.view
         dataset = view.dataset(request.name)
@@ -230,11 +261,12 @@ class DataService(data_pb2_grpc.DataServicer):
         value = primary.replica.store.get(request.key)   # no await between the check and the read
         codec = self._codec(request.target)
         if codec is not None and value is not None:
-            value = codec.document(value)
+            value = codec.document(value, request.key)
         return data_pb2.GetResponse(found=value is not None, value=value or b"")
 
     async def Delete(self, request: data_pb2.DeleteRequest, context: Any) -> data_pb2.DeleteResponse:
         primary = self._primary(request.target, request.key)
+        self._codec(request.target)   # an encrypted dataset: EncryptionKeyError unless this node has its key
         existed = await primary.submit(Delete(request.key, write_id(request.write_id)), len(request.key))
         check_replay(type(existed) is bool, request.write_id)
         return data_pb2.DeleteResponse(existed=bool(existed))
@@ -250,42 +282,25 @@ class DataService(data_pb2_grpc.DataServicer):
         codec = self._codec(target)
         expected, value = request.expected, request.value
         if codec is not None:
-            expected = expected if request.expect_absent else codec.stored(request.key, expected)
+            expected = expected if request.expect_absent else codec.comparable(request.key, expected)
             value = value if request.delete else codec.stored(request.key, value)
         op = CompareAndSet(request.key, request.expect_absent, expected, request.delete,
-                           value, write_id(request.write_id))
+                           value, write_id(request.write_id), codec.open_current if codec else None)
         outcome = await primary.submit(op, len(request.key) + len(value))
         check_replay(isinstance(outcome, (list, tuple)) and len(outcome) == 3, request.write_id)
         swapped, found, current = outcome
         if codec is not None and current:
-            current = codec.document(current)
+            current = codec.document(current, request.key)
         return data_pb2.CompareAndSetResponse(swapped=swapped, current_found=found, current=current or b"")
 
     async def PutStream(self, request_iterator: AsyncIterator[data_pb2.PutBatch],
                         context: Any) -> AsyncIterator[data_pb2.PutBatchAck]:
-        acks: asyncio.Queue[data_pb2.PutBatchAck | None] = asyncio.Queue()
-        window = asyncio.Semaphore(self.config.put_stream_window_batches)   # bounds memory per stream
-
-        async def one(batch: data_pb2.PutBatch) -> None:
-            try:
-                acks.put_nowait(await self._put_batch(batch))
-            finally:
-                window.release()
-
-        async def read() -> None:
-            async with asyncio.TaskGroup() as group:
-                async for batch in request_iterator:
-                    await window.acquire()
-                    group.create_task(one(batch))
-            acks.put_nowait(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            while (ack := await acks.get()) is not None:
-                yield ack
-            await reader
-        finally:
-            reader.cancel()
+        """Bounded per stream by a window of batches and bytes, and closed when idle (put_stream.py)."""
+        config = self.config
+        async for ack in put_stream.acks(request_iterator, self._put_batch, batches_max=config.put_stream_window_batches,
+                                         bytes_max=config.put_stream_window_bytes_max,
+                                         idle_timeout_s=config.stream_idle_timeout_s):
+            yield ack
 
     async def _put_batch(self, batch: data_pb2.PutBatch) -> data_pb2.PutBatchAck:
         seq = batch.write_id.request_seq
@@ -322,7 +337,7 @@ class DataService(data_pb2_grpc.DataServicer):
             if chunk is None:
                 return
             codec = self._codec(request.target)
-            values = [v for _, v in chunk] if codec is None else [codec.document(v) for _, v in chunk]
+            values = [v for _, v in chunk] if codec is None else [codec.document(v, k) for k, v in chunk]
             yield data_pb2.ScanChunk(keys=[k for k, _ in chunk], values=values)
 
     async def GetNodeStatus(self, request: Any, context: Any) -> data_pb2.NodeStatus:

@@ -21,6 +21,7 @@ import resource
 from typing import TYPE_CHECKING
 
 from shoal.node.errors import FileLimitError, NodeError, NotPrimaryError, StaleEpochError
+from shoal.node.log_labels import labelled
 from shoal.node.metadata import commands
 from shoal.node.metadata.view import created_at_version
 from shoal.node.replication import learner
@@ -173,7 +174,8 @@ class ShardRegistry:
         if key in self._activations and not self._activations[key].done():
             return
         primary = replica.primary = ShardPrimary(replica, self.context, epoch=shard.epoch, backups=backups)
-        self._activations[key] = asyncio.get_running_loop().create_task(self._activate(primary))
+        self._activations[key] = asyncio.get_running_loop().create_task(self._activate(primary),
+                                                                        context=labelled(shard=replica.name))
 
     def _draining(self, view: MetadataView) -> bool:
         node = view.node(self.config.node_id)
@@ -195,7 +197,7 @@ class ShardRegistry:
             primary.stop("draining")
             primary = None
         self._activations[key] = asyncio.get_running_loop().create_task(
-            self._hand_off_to(replica, shard.epoch, primary, successor))
+            self._hand_off_to(replica, shard.epoch, primary, successor), context=labelled(shard=replica.name))
 
     async def _hand_off_to(self, replica: Replica, epoch: int, primary: ShardPrimary | None, successor: str) -> None:
         """Through the serving primary (it stops between two groups first), or directly when
@@ -240,7 +242,7 @@ class ShardRegistry:
         task = self._fills.get(key)
         if task is None or task.done():
             self._fills[key] = asyncio.get_running_loop().create_task(
-                self._fill(replica), name=f"learner {replica.name}")
+                self._fill(replica), name=f"learner {replica.name}", context=labelled(shard=replica.name))
 
     async def _fill(self, replica: Replica) -> None:
         try:

@@ -6,7 +6,7 @@ nodes answer): under-replicated counts use MetadataView's one rule.
 from __future__ import annotations
 
 import json
-
+import os
 import time
 from importlib.metadata import PackageNotFoundError, version
 from collections.abc import Mapping
@@ -57,12 +57,26 @@ class StatusSource(Protocol):
 
     async def disk_usage(self) -> tuple[int, int]: ...
 
+    @property
+    def http_address(self) -> str:
+        """HOST:PORT others reach this node's web app at; "" when HTTP is off."""
+        ...
+
+    def load(self) -> tuple[int, int]:
+        """(RPCs being served, task attempts running) now."""
+        ...
+
+    def scrubbed_at_s(self) -> Mapping[str, float]:
+        """Replica name ("dataset/index") -> unix time this process last scrubbed it clean."""
+        ...
+
 
 def dataset_info(dataset: DatasetView, view: MetadataView) -> data_pb2.DatasetInfo:
     return data_pb2.DatasetInfo(
         name=dataset.name, id=dataset.id, shards=dataset.shards, replication=dataset.replication,
         under_replicated=view.under_replicated(dataset.name),
         schema_json=json.dumps(dict(dataset.schema)) if dataset.schema else "",
+        encryption_key_id=dataset.encryption_key_id,
         shard_map=[data_pb2.ShardInfo(index=s.index, epoch=s.epoch, primary=s.primary, replicas=s.replicas,
                                       learners=s.learners) for s in dataset.shard_map])
 
@@ -93,6 +107,7 @@ def replica_role(replica: Replica, view: MetadataView, node_id: str) -> str:
 async def node_status(node: StatusSource) -> data_pb2.NodeStatus:
     used, free = await node.disk_usage()
     view = node.metadata.view
+    scrubbed = node.scrubbed_at_s()
     me = node.config.node_id
     shards = []
     for replica in node.registry.replicas():
@@ -106,10 +121,12 @@ async def node_status(node: StatusSource) -> data_pb2.NodeStatus:
             incarnation=replica.store.incarnation,
             fill_records_done=fill.records_done if fill else 0, fill_records_total=fill.records_total if fill else 0,
             fill_bytes_per_s=fill.bytes_per_s() if fill else 0.0, fill_phase=fill.phase if fill else "",
-            fill_eta_s=fill.eta_s() if fill else 0.0))
+            fill_eta_s=fill.eta_s() if fill else 0.0, scrubbed_at_s=scrubbed.get(replica.name, 0.0)))
+    requests, tasks = node.load()
     return data_pb2.NodeStatus(
         id=me, address=node.config.address, raft_role=node.raft_role(),
         controller=node.controller_id() or "", metadata_version=view.version,
         uptime_s=time.monotonic() - node.started_at_s, disk_used_bytes=used, disk_free_bytes=free,
         lease_valid=node.lease_valid(), shards=shards, version=SHOAL_VERSION, cluster_id=view.cluster_id,
-        silence_s=node.node_silence(), suspect_after_s=node.config.node_suspect_after_s)
+        silence_s=node.node_silence(), suspect_after_s=node.config.node_suspect_after_s,
+        http_address=node.http_address, requests_in_flight=requests, tasks_running=tasks, load_1m=os.getloadavg()[0])

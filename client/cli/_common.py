@@ -38,6 +38,7 @@ class CliState:
     cluster: str = DEFAULT_CLUSTER
     timeout_s: float = DEFAULT_TIMEOUT_S
     tls_dir: str = ""
+    token: str = dataclasses.field(default="", repr=False)
 
 
 def main_options(
@@ -51,9 +52,21 @@ def main_options(
     tls_dir: Annotated[str, typer.Option(
         "--tls-dir", envvar="SHOAL_TLS_DIR", metavar="DIR",
         help="Mutual TLS with DIR/ca.pem, client.pem and client.key (shoal certs init DIR).")] = "",
+    token: Annotated[str, typer.Option(
+        "--token", envvar="SHOAL_TOKEN", metavar="TOKEN", show_default=False,
+        help="Bearer token (shoal token create); prefer SHOAL_TOKEN or --token-file: "
+             "a flag shows in the process list.")] = "",
+    token_file: Annotated[str, typer.Option(
+        "--token-file", envvar="SHOAL_TOKEN_FILE", metavar="FILE",
+        help="Read the bearer token from FILE.")] = "",
 ) -> None:
     """Shoal: a distributed data store. Start nodes, load data, look at the cluster."""
-    ctx.obj = CliState(cluster, timeout_s, tls_dir)
+    if token_file and not token:
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as exc:
+            fail(f"cannot read token file {token_file}: {exc.strerror}")
+    ctx.obj = CliState(cluster, timeout_s, tls_dir, token)
 
 
 def state(ctx: typer.Context) -> CliState:
@@ -67,15 +80,18 @@ def connect(ctx: typer.Context) -> Iterator[Client]:
 
     When --cluster was not given (no flag, no SHOAL_CLUSTER) and ./shoal-data/cluster.json
     exists, its nodes' addresses follow the default one: `shoal status` next to a local
-    cluster works when its first node is the dead one.
+    cluster works when its first node is the dead one. Its TLS files (`shoal up --tls`) and
+    admin token (`shoal up --auth`) are used too unless --tls-dir / a token were given.
     """
     options = state(ctx)
-    seeds, tls_dir = options.cluster, options.tls_dir
+    seeds, tls_dir, token = options.cluster, options.tls_dir, options.token
     if _cluster_is_default(ctx):
         seeds = ",".join(dict.fromkeys([options.cluster, *local_cluster_addresses(LOCAL_DATA_DIR)]))
         if not tls_dir and (LOCAL_DATA_DIR / "tls" / "ca.pem").exists():   # next to a `shoal up --tls` cluster
             tls_dir = str(LOCAL_DATA_DIR / "tls")
-    client = Client(seeds, timeout_s=options.timeout_s, config=ClientConfig(tls_dir=tls_dir))
+        if not token and (LOCAL_DATA_DIR / "admin.token").exists():   # next to a `shoal up --auth` cluster
+            token = (LOCAL_DATA_DIR / "admin.token").read_text().strip()
+    client = Client(seeds, timeout_s=options.timeout_s, config=ClientConfig(tls_dir=tls_dir, token=token))
     try:
         yield client
     finally:

@@ -19,7 +19,7 @@ from typer.core import TyperGroup
 
 from shoal.client.cli._common import one_line
 
-HOISTED_OPTIONS = ("--cluster", "--timeout")
+HOISTED_OPTIONS = ("--cluster", "--timeout", "--token", "--token-file")
 USAGE_ERROR_EXIT_CODE = 2       # click's convention for usage errors
 
 

@@ -21,13 +21,14 @@ import typer
 
 from shoal.client.cli._common import fail
 from shoal.client.local import ClusterRunningError, LocalCluster, LocalClusterError, read_record
+from shoal.client.wire.keyfile import KeyFileError, key_id, read_key_file
 
 DEFAULT_DATA_DIR = Path("shoal-data")
 DEFAULT_BASE_PORT = 7400
 STATUS_INTERVAL_S = 2.0
-NO_TLS_WARNING = ("WARNING: this local cluster runs WITHOUT TLS and without authentication: anyone who can "
-                  "reach {addresses} can read and change its data. Fine for a first try on one machine; "
-                  "keep it on loopback, or start it with --tls (tokens are not built yet).")
+NO_TLS_WARNING = ("WARNING: this local cluster runs WITHOUT TLS{auth}: anyone who can "
+                  "reach {addresses} can {what}. Fine for a first try on one machine; "
+                  "keep it on loopback, or start a new one with --tls --auth.")
 
 
 def register(app: typer.Typer) -> None:
@@ -52,6 +53,11 @@ def up(
                                             "functions (off by default; only on a trusted network).")] = False,
     tls: Annotated[bool, typer.Option("--tls", help="Mutual TLS between every node and client: a CA and "
                                       "certificates are made in DATA_DIR/tls (a new cluster only).")] = False,
+    auth: Annotated[bool, typer.Option("--auth", help="Bearer tokens: every call needs one; the first admin token "
+                                       "is written to DATA_DIR/admin.token (a new cluster only).")] = False,
+    encryption_key_file: Annotated[Path | None, typer.Option(
+        "--encryption-key-file", metavar="FILE", dir_okay=False,
+        help="Every node gets this key for encrypted datasets (dataset create --encrypt); made if missing.")] = None,
 ) -> None:
     """Start a local cluster of real node processes and wait until it is ready.
 
@@ -61,7 +67,10 @@ def up(
         fresh = read_record(data_dir.resolve()) is None
         base_port = port if port is not None or not fresh else DEFAULT_BASE_PORT
         cluster = LocalCluster(data_dir, nodes=nodes, base_port=base_port, detach=detach,
-                               env={"SHOAL_USER_CODE": "1"} if user_code else None, tls=tls and fresh)
+                               env={"SHOAL_USER_CODE": "1"} if user_code else None, tls=tls and fresh,
+                               auth=auth and fresh,
+                               encryption_key_file=encryption_key_file)
+        key = key_id(read_key_file(encryption_key_file)) if encryption_key_file is not None else ""
         running = [f"{node_id} (pid {cluster.pid(node_id)})" for node_id in cluster.running()]
         if len(running) == len(cluster.nodes) or (running and not detach):
             raise ClusterRunningError(f"the cluster in {cluster.data_dir} is already running ({', '.join(running)}); "
@@ -72,12 +81,17 @@ def up(
             typer.echo(f"started {', '.join(started)}; the others were running")
             _print_ready(cluster)
             return
-    except (LocalClusterError, OSError) as exc:
+    except (LocalClusterError, OSError, KeyFileError) as exc:
         _fail(exc)
     if cluster.tls_dir:
         typer.echo(f"mutual TLS: certificates in {cluster.tls_dir} (clients: --tls-dir {cluster.tls_dir})")
     else:
-        typer.secho(NO_TLS_WARNING.format(addresses=", ".join(cluster.addresses)), fg="red", bold=True, err=True)
+        authenticated = auth or cluster.admin_token_file is not None
+        typer.secho(NO_TLS_WARNING.format(
+            addresses=", ".join(cluster.addresses), auth="" if authenticated else " and without authentication",
+            what="read its traffic" if authenticated else "read and change its data"), fg="red", bold=True, err=True)
+    if encryption_key_file is not None:
+        typer.echo(f"encryption at rest: key {key} from {encryption_key_file} (shoal dataset create NAME --encrypt)")
     typer.echo(f"starting {len(cluster.nodes)} nodes in {cluster.data_dir} ...")
     try:
         cluster.start(timeout_s)
@@ -116,10 +130,15 @@ def _print_ready(cluster: LocalCluster) -> None:
     typer.secho(f"shoal cluster ready: {len(cluster.nodes)} nodes, data in {cluster.data_dir}", fg="green")
     for node in cluster.nodes:
         raft = f"raft {node.raft_address}" if node.voter else "data-only"
-        typer.echo(f"  {node.id}  {node.address}  {raft}  pid {cluster.pid(node.id)}  log {node.log_path}")
+        typer.echo(f"  {node.id}  {node.address}  {raft}  http {node.http_address}  pid {cluster.pid(node.id)}  "
+                   f"log {node.log_path}")
     typer.echo(f"export SHOAL_CLUSTER={cluster.cluster_address}")
+    if cluster.nodes and cluster.nodes[0].http_address:
+        typer.echo(f"dashboard: http://{cluster.nodes[0].http_address}/ (any node's HTTP port serves it)")
     if cluster.tls_dir:
         typer.echo(f"export SHOAL_TLS_DIR={cluster.tls_dir}")
+    if cluster.admin_token_file is not None:
+        typer.echo(f"export SHOAL_TOKEN_FILE={cluster.admin_token_file}   # the admin token; every call needs a token")
 
 
 def _run_foreground(cluster: LocalCluster) -> None:

@@ -67,8 +67,10 @@ def create(
         "--schema", metavar="FILE", dir_okay=False,
         help='JSON schema: {"carrier": "str", "arr_delay": "float?"} ("?" = nullable; types int, float, str, '
              'bool, timestamp) or {"fields": [{"name", "type", "nullable"}]}. Values are checked on write.')] = None,
+    encrypt: Annotated[bool, typer.Option("--encrypt", help="Seal values at rest (AES-GCM) with the nodes' key: "
+                                          "every node needs --encryption-key-file.")] = False,
 ) -> None:
-    """Create a dataset (schema-less unless --schema)."""
+    """Create a dataset (schema-less unless --schema, plain unless --encrypt)."""
     schema_doc = None
     if schema is not None:
         try:
@@ -78,8 +80,9 @@ def create(
         if not isinstance(schema_doc, dict):
             fail(f"--schema {schema}: expected a JSON object, got {type(schema_doc).__name__}")
     with connect(ctx) as client:
-        info = client.create_dataset(name, shards=shards, replication=replication, schema=schema_doc)
-    typer.echo(f"created dataset {info.name} ({info.shards} shards, replication {info.replication})")
+        info = client.create_dataset(name, shards=shards, replication=replication, schema=schema_doc, encrypted=encrypt)
+    sealed = f", encrypted with key {info.encryption_key_id}" if info.encryption_key_id else ""
+    typer.echo(f"created dataset {info.name} ({info.shards} shards, replication {info.replication}{sealed})")
 
 
 @dataset_app.command("ls")
@@ -89,12 +92,13 @@ def ls(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     with connect(ctx) as client:
         datasets = client.list_datasets()
     if as_json:
-        rows = [{"name": d.name, "shards": d.shards, "replication": d.replication} for d in datasets]
+        rows = [{"name": d.name, "shards": d.shards, "replication": d.replication,
+                 "encryption_key_id": d.encryption_key_id} for d in datasets]
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table("name", "shards", "replication")
+    table = Table("name", "shards", "replication", "encryption key")
     for info in datasets:
-        table.add_row(info.name, str(info.shards), str(info.replication))
+        table.add_row(info.name, str(info.shards), str(info.replication), info.encryption_key_id or "-")
     _common.console().print(table if datasets else "no datasets")
 
 

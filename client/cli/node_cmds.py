@@ -56,11 +56,17 @@ def start(
     tls_dir: Annotated[str | None, typer.Option("--tls-dir", metavar="DIR",
                                                 help="Mutual TLS with DIR/ca.pem, node.pem, node.key "
                                                      "(shoal certs init DIR); default: plaintext, with a warning.")] = None,
+    encryption_key_file: Annotated[str | None, typer.Option(
+        "--encryption-key-file", metavar="FILE",
+        help="The cluster's key for encrypted datasets (shoal key init FILE); the same file on every node.")] = None,
     config: Annotated[Path | None, typer.Option("--config", metavar="FILE", dir_okay=False,
                                                 help="TOML config file (flags and SHOAL_* env override it).")]
     = None,
     log_level: Annotated[str | None, typer.Option("--log-level", metavar="LEVEL",
                                                   help="DEBUG, INFO, WARNING or ERROR (default: INFO).")] = None,
+    log_format: Annotated[str | None, typer.Option("--log-format", metavar="text|json",
+                                                   help="text lines, or one JSON object per line with node, "
+                                                        "shard, job, task and attempt ids (default: text).")] = None,
     user_code: Annotated[bool | None, typer.Option("--user-code/--no-user-code",
                                                    help="Accept map_reduce jobs that run cloudpickled Python "
                                                         "functions (default: refused).")] = None,
@@ -83,7 +89,9 @@ def start(
         "cluster_id": cluster_id,
         "http_listen": http_listen,
         "tls_dir": tls_dir,
+        "encryption_key_file": encryption_key_file,
         "log_level": None if log_level is None else log_level.upper(),
+        "log_format": log_format,
         "user_code": user_code,
         "workers": workers,
     }

@@ -5,7 +5,8 @@
 
 A data dir holds `raft-password`, `cluster.json` (the record: layout, knobs and pids; DESIGN.md
 section 9) and one folder per node, `n1/` .. `nN/`, with that node's data and `node.log`. Node
-i (0-based) listens on gRPC base+i and, if it is a metadata voter, Raft base+100+i.
+i (0-based) listens on gRPC base+i, HTTP (dashboard, /metrics) base+200+i and, if it is a
+metadata voter, Raft base+100+i.
 
 Everything public is re-exported here (import it from here); the modules, one job each:
 - cluster: LocalCluster (start, stop, kill, pause, readiness, inspection) and NodeExit.

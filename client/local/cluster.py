@@ -25,13 +25,14 @@ from shoal.client.local.errors import (
     PortInUseError,
 )
 from shoal.client.local.layout import (
-    CLUSTER_FILE, PASSWORD_FILE, NodeHandle, check_fresh_dir, ensure_password_file, layout_from_record,
-    new_layout, node_argv, node_handle, read_record, write_record,
+    ADMIN_TOKEN_FILE, CLUSTER_FILE, PASSWORD_FILE, NodeHandle, check_fresh_dir, ensure_password_file,
+    layout_from_record, new_layout, node_argv, node_handle, read_record, write_record,
 )
 from shoal.client.local.probe import Probe, primary_in_map, raft_leader_of
 from shoal.client.local.processes import (
     NodeProcess, is_node_process, kill_children, process_state, read_tail, signal_group, signal_pid, spawn,
 )
+from shoal.client.wire.keyfile import write_key_file
 from shoal.client.wire.pb import data_pb2
 
 if TYPE_CHECKING:
@@ -61,11 +62,16 @@ class LocalCluster:
                  base_port: int | None = None, host: str = "127.0.0.1", hosts: Sequence[str] | None = None,
                  command_prefix: Callable[[int], list[str]] | None = None,
                  env: Mapping[str, str] | None = None, zones: Sequence[str] | None = None,
-                 detach: bool = False, tls: bool = False) -> None:
+                 detach: bool = False, tls: bool = False, encryption_key_file: Path | str | None = None,
+                 auth: bool = False) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.detach = detach
         self._command_prefix = command_prefix
         self._lock = threading.RLock()
+        self._auth = auth   # start() makes an admin token into data_dir/admin.token (auth on from then)
+        token_file = self.data_dir / ADMIN_TOKEN_FILE
+        # bearer token for client() and the readiness probe, once the cluster holds tokens
+        self.token = token_file.read_text().strip() if token_file.exists() else ""
         self._procs: dict[str, NodeProcess] = {}
         record = read_record(self.data_dir)
         if record is None:
@@ -81,6 +87,12 @@ class LocalCluster:
             layout = layout_from_record(self.data_dir, record, nodes, voters, base_port, hosts, zones)
             self._env = {**record.get("env", {}), **(env or {})}
             self._adopt(record)
+        if encryption_key_file is not None:   # every node gets the key of encrypted datasets (made if missing)
+            key_path = Path(encryption_key_file).resolve()
+            if not key_path.exists():
+                key_path.parent.mkdir(parents=True, exist_ok=True)
+                write_key_file(key_path)
+            self._env["SHOAL_ENCRYPTION_KEY_FILE"] = str(key_path)
         self.base_port, self.voters, hosts_list, zones_list = layout
         self._nodes = tuple(node_handle(self.data_dir, self.base_port, self.voters, i, hosts_list[i], zones_list[i])
                             for i in range(len(hosts_list)))
@@ -159,9 +171,10 @@ class LocalCluster:
         return self._env.get("SHOAL_TLS_DIR", "")
 
     def client(self, **kwargs: Any) -> Client:
+        """A client of this cluster, with its TLS files and `token` unless `config` is given."""
         from shoal.client import Client, ClientConfig
-        if self.tls_dir and "config" not in kwargs:
-            kwargs["config"] = ClientConfig(tls_dir=self.tls_dir)
+        if (self.tls_dir or self.token) and "config" not in kwargs:
+            kwargs["config"] = ClientConfig(tls_dir=self.tls_dir, token=self.token)
         return Client(self.addresses, **kwargs)
 
     # ---- lifecycle ----
@@ -180,9 +193,26 @@ class LocalCluster:
                     self._spawn(node)
                 self._write_record()
                 self.wait_ready(timeout_s)
+                if self._auth and not self.token:
+                    self._create_admin_token()
             except BaseException:
                 self.stop(timeout_s=5.0)
                 raise
+
+    def _create_admin_token(self) -> None:
+        """The cluster's first token, an admin's, into data_dir/admin.token (mode 0600): auth is on from now."""
+        with self.client() as client:
+            token = client.create_token("admin", "shoal up")["token"]
+        fd = os.open(self.data_dir / ADMIN_TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token + "\n")
+        self.token = token
+
+    @property
+    def admin_token_file(self) -> Path | None:
+        """data_dir/admin.token of a cluster started with auth=True (None otherwise)."""
+        path = self.data_dir / ADMIN_TOKEN_FILE
+        return path if path.exists() else None
 
     def start_missing(self, timeout_s: float = 60.0) -> list[str]:
         """Start the nodes that are not running (e.g. after a kill -9) and wait until ready."""
@@ -274,7 +304,7 @@ class LocalCluster:
         or with the log tails at the deadline."""
         deadline = time.monotonic() + timeout_s
         expected = [node for node in self._nodes if node.id not in self._down]
-        with Probe(self.tls_dir) as probe:
+        with Probe(self.tls_dir, self.token) as probe:
             while True:
                 self._raise_if_exited(expected)
                 missing = [problem for node in expected
@@ -290,7 +320,7 @@ class LocalCluster:
     def statuses(self) -> dict[str, data_pb2.NodeStatus]:
         """GetNodeStatus of every running, unpaused node that answers."""
         result = {}
-        with Probe(self.tls_dir) as probe:
+        with Probe(self.tls_dir, self.token) as probe:
             for node in self._nodes:
                 if self.is_running(node.id) and not self.is_paused(node.id):
                     status = probe.node_status(node)
@@ -317,7 +347,7 @@ class LocalCluster:
         """The cluster map as the Raft leader has it (else the first node that answers)."""
         leader = self.raft_leader()
         order = sorted(self._nodes, key=lambda node: node.id != leader)
-        with Probe(self.tls_dir) as probe:
+        with Probe(self.tls_dir, self.token) as probe:
             for node in order:
                 if self.is_running(node.id) and not self.is_paused(node.id):
                     cluster_map = probe.cluster_map(node)
@@ -355,7 +385,7 @@ class LocalCluster:
 
     def _check_ports(self, nodes: Sequence[NodeHandle]) -> None:
         pairs = [(node.host, int(address.rpartition(":")[2]))
-                 for node in nodes for address in (node.address, node.raft_address) if address]
+                 for node in nodes for address in (node.address, node.raft_address, node.http_address) if address]
         busy = ports.first_port_in_use(pairs)
         if busy is not None:
             raise PortInUseError(f"port {busy[1]} on {busy[0]} is already in use "

@@ -3,7 +3,7 @@
 Layout of a data dir: `raft-password` (0600, made once, reused), `cluster.json` (the record:
 layout, knobs and pids; DESIGN.md section 9), and one folder per node, `n1/` .. `nN/`, holding
 that node's data and `node.log` (its stdout and stderr, appended across restarts). Node i
-(0-based) listens on gRPC base+i and, if it is a metadata voter, Raft base+100+i.
+(0-based) listens on gRPC base+i, HTTP base+200+i and, if it is a metadata voter, Raft base+100+i.
 
 cluster.json is authoritative for an existing data dir: layout_from_record restores ids,
 ports, voters and zones, and asking for a different layout is an error, not a silent
@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 CLUSTER_FILE = "cluster.json"
 PASSWORD_FILE = "raft-password"
+ADMIN_TOKEN_FILE = "admin.token"   # the first admin token of a cluster started with auth (shoal up --auth)
 LOG_FILE = "node.log"
 RECORD_FORMAT = 1
 _SECRET_MARKERS = ("PASSWORD", "TOKEN", "SECRET")   # env knobs never written to cluster.json
@@ -50,6 +51,7 @@ class NodeHandle:
     index: int                   # 0-based position; ports are base+index
     host: str = "127.0.0.1"
     zone: str = ""
+    http_address: str = ""       # host:port of the node's web dashboard and /metrics
 
     @property
     def voter(self) -> bool:
@@ -67,7 +69,8 @@ def node_handle(data_dir: Path, base_port: int, voters: int, index: int, host: s
     raft = ports.format_address(host, base_port + ports.RAFT_PORT_OFFSET + index) if index < voters else ""
     return NodeHandle(id=f"n{index + 1}", address=ports.format_address(host, base_port + index),
                       raft_address=raft, data_dir=node_dir, log_path=node_dir / LOG_FILE,
-                      index=index, host=host, zone=zone)
+                      index=index, host=host, zone=zone,
+                      http_address=ports.format_address(host, base_port + ports.HTTP_PORT_OFFSET + index))
 
 
 def node_argv(node: NodeHandle, voters: Sequence[NodeHandle], seed: NodeHandle | None) -> list[str]:
@@ -75,6 +78,8 @@ def node_argv(node: NodeHandle, voters: Sequence[NodeHandle], seed: NodeHandle |
     as peers; a data-only node joins through seed (LocalCluster picks a running voter if any)."""
     argv = [sys.executable, "-m", "shoal.client.cli", "node", "start", "--id", node.id,
             "--data-dir", str(node.data_dir), "--listen", node.address]
+    if node.http_address:
+        argv += ["--http-listen", node.http_address]
     if node.voter:
         argv += ["--raft", node.raft_address]
         peers = [other.raft_address for other in voters if other.id != node.id]
@@ -112,7 +117,8 @@ def write_record(data_dir: Path, *, base_port: int, voters: int, password_file: 
         "password_file": str(password_file),
         "env": {k: v for k, v in env.items() if not any(m in k.upper() for m in _SECRET_MARKERS)},
         "nodes": [{"id": node.id, "pid": pid, "address": node.address,
-                   "raft_address": node.raft_address, "host": node.host, "zone": node.zone,
+                   "raft_address": node.raft_address, "http_address": node.http_address,
+                   "host": node.host, "zone": node.zone,
                    "data_dir": str(node.data_dir), "log": str(node.log_path)} for node, pid in nodes],
     }
     path = data_dir / CLUSTER_FILE
@@ -154,8 +160,9 @@ def new_layout(nodes: int, voters: int | None, base_port: int | None, hosts: lis
         raise ClusterLayoutError(f"hosts needs one address per node ({nodes}), got {len(hosts)}")
     if base_port is None:
         base_port = ports.free_base_port(hosts, nodes)
-    elif not 1 <= base_port <= 65535 - ports.RAFT_PORT_OFFSET - nodes:
-        raise ClusterLayoutError(f"base port {base_port} leaves no room for {nodes} nodes (Raft at +100)")
+    elif not 1 <= base_port <= 65535 - ports.HTTP_PORT_OFFSET - nodes:
+        raise ClusterLayoutError(f"base port {base_port} leaves no room for {nodes} nodes (Raft at +100, "
+                                 "HTTP at +200)")
     zone_list = [zones[i % len(zones)] for i in range(nodes)] if zones else [""] * nodes
     return base_port, voters, hosts, zone_list
 

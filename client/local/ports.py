@@ -1,6 +1,6 @@
 """Port helpers for local clusters: is a port free, find a free port block, format addresses.
 
-A local cluster uses a block layout (node i: gRPC base+i, Raft base+100+i), so a free
+A local cluster uses a block layout (node i: gRPC base+i, Raft base+100+i, HTTP base+200+i), so a free
 *base* is wanted, not N unrelated ephemeral ports. Bases are drawn below the kernel's
 ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`): a port picked from that range
 and released can be taken by any outgoing connection before the node binds it, while a
@@ -22,7 +22,8 @@ from collections.abc import Iterable, Sequence
 
 logger = logging.getLogger(__name__)
 
-RAFT_PORT_OFFSET = 100          # node i: gRPC base+i, Raft base+RAFT_PORT_OFFSET+i
+RAFT_PORT_OFFSET = 100          # node i: gRPC base+i, Raft base+RAFT_PORT_OFFSET+i ...
+HTTP_PORT_OFFSET = 200          # ... and HTTP (dashboard, /metrics) base+HTTP_PORT_OFFSET+i
 BASE_PORT_LOW = 20_000          # search window for a free base when the kernel range is unknown
 BASE_PORT_ATTEMPTS_MAX = 200
 
@@ -50,9 +51,9 @@ def port_free(host: str, port: int) -> bool:
 
 
 def block_ports(base_port: int, count: int) -> list[int]:
-    """Every port a block of `count` nodes uses: gRPC ports, then Raft ports."""
+    """Every port a block of `count` nodes uses: gRPC ports, then Raft ports, then HTTP ports."""
     grpc_ports = [base_port + i for i in range(count)]
-    return grpc_ports + [port + RAFT_PORT_OFFSET for port in grpc_ports]
+    return grpc_ports + [port + offset for offset in (RAFT_PORT_OFFSET, HTTP_PORT_OFFSET) for port in grpc_ports]
 
 
 def first_port_in_use(pairs: Iterable[tuple[str, int]]) -> tuple[str, int] | None:
@@ -74,10 +75,10 @@ def free_base_port(hosts: Sequence[str], count: int, *, rng: random.Random | Non
     for _ in range(BASE_PORT_ATTEMPTS_MAX):
         base_port = chooser.randrange(low, high)
         pairs = [(hosts[i % len(hosts)], port) for i in range(count)
-                 for port in (base_port + i, base_port + RAFT_PORT_OFFSET + i)]
+                 for port in (base_port + i, base_port + RAFT_PORT_OFFSET + i, base_port + HTTP_PORT_OFFSET + i)]
         if all(port_free(host, port) for host, port in pairs):
             return base_port
-    raise OSError(errno.EADDRINUSE, f"no free block of {count} port pairs found in {low}..{high}")
+    raise OSError(errno.EADDRINUSE, f"no free block of {count} port triples found in {low}..{high}")
 
 
 def _search_window(count: int) -> tuple[int, int]:
@@ -88,8 +89,8 @@ def _search_window(count: int) -> tuple[int, int]:
         ephemeral_low = int(text.split()[0])
     except (OSError, ValueError, IndexError):
         pass
-    high = ephemeral_low - RAFT_PORT_OFFSET - count
+    high = ephemeral_low - HTTP_PORT_OFFSET - count
     low = max(1_024, min(BASE_PORT_LOW, high - 1_000))
     if high - low < 1_000:   # a tiny or odd ephemeral range: search above it instead
-        return 40_000, 60_000 - RAFT_PORT_OFFSET - count
+        return 40_000, 60_000 - HTTP_PORT_OFFSET - count
     return low, high

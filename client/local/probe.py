@@ -37,8 +37,8 @@ PROBE_TIMEOUT_S = 1.0
 class Probe:
     """Short-deadline health and status calls, one channel per node, closed on exit."""
 
-    def __init__(self, tls_dir: str = "") -> None:
-        self._wire = Wire(tls=TlsFiles.from_dir(tls_dir, "client") if tls_dir else None)
+    def __init__(self, tls_dir: str = "", token: str = "") -> None:
+        self._wire = Wire(tls=TlsFiles.from_dir(tls_dir, "client") if tls_dir else None, token=token)
         self._channels: dict[str, grpc.Channel] = {}
 
     def __enter__(self) -> Probe:

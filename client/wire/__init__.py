@@ -6,6 +6,8 @@
 - `channels`  `Wire`: the one factory of gRPC channels (sync and asyncio) and server ports,
               with the channel and server options; TLS credentials and auth metadata plug in here
 - `retry`     `RetryPolicy`: the one backoff schedule every retry loop uses
+- `status`    the cluster status dict (`shoal status --json`, the dashboard API) from the map
+              and each node's NodeStatus: pure, so both sides compute it the same way
 
 This package imports nothing of shoal.node or shoal.chaos, and nothing private of the
 client (DESIGN.md section 1: `chaos -> client -> wire`, `node -> wire`).

@@ -16,6 +16,8 @@ Options follow notes/dependencies.md 3.3/3.5/3.7:
   the cluster CA and re-reads its files when they change (grpc's dynamic server
   credentials: a new handshake gets the new certificate, no restart); channels present
   their own certificate and trust only the CA. Without `tls` everything is plaintext.
+- A bearer token (`token`, wire/bearer.py) rides in every call's metadata; the node checks
+  it in node/auth.py.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from typing import Any, Final
 
 import grpc
 
+from shoal.client.wire.bearer import BearerInterceptor, aio_bearer
 from shoal.client.wire.tls import TlsError, TlsFiles, pair_matches
 
 MiB: Final = 1024 * 1024
@@ -63,14 +66,16 @@ class PortUnavailableError(Exception):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Wire:
-    """How this process talks gRPC: message limit today, TLS and tokens later.
+    """How this process talks gRPC: message limit, mutual TLS, bearer token.
 
     Shapes: `message_bytes_max` in bytes, applied to send and receive on channels and
-    servers alike, so a message one side may send the other may receive.
+    servers alike, so a message one side may send the other may receive. `token` goes with
+    every call of every channel made here (wire/bearer.py); a node's is its node credential.
     """
 
     message_bytes_max: int = MESSAGE_BYTES_MAX
     tls: TlsFiles | None = None   # mutual TLS with these files; None = plaintext
+    token: str = dataclasses.field(default="", repr=False)   # bearer token; "" = none (never printed)
 
     def _limits(self) -> tuple[tuple[str, int], ...]:
         return (("grpc.max_send_message_length", self.message_bytes_max),
@@ -84,22 +89,26 @@ class Wire:
 
     def channel(self, address: str) -> grpc.Channel:
         """A blocking channel (the client, the local-cluster probe, tests)."""
-        if self.tls is not None:
-            return grpc.secure_channel(address, self._channel_credentials(), options=self.channel_options())
-        return grpc.insecure_channel(address, options=self.channel_options())
+        return self._blocking(address, self.channel_options())
 
     def probe_channel(self, address: str) -> grpc.Channel:
         """A blocking channel for short health/status probes of nodes that may be starting."""
-        options = [*self._limits(), *_PROBE]
+        return self._blocking(address, [*self._limits(), *_PROBE])
+
+    def _blocking(self, address: str, options: list[tuple[str, int]]) -> grpc.Channel:
         if self.tls is not None:
-            return grpc.secure_channel(address, self._channel_credentials(), options=options)
-        return grpc.insecure_channel(address, options=options)
+            channel = grpc.secure_channel(address, self._channel_credentials(), options=options)
+        else:
+            channel = grpc.insecure_channel(address, options=options)
+        return grpc.intercept_channel(channel, BearerInterceptor(self.token)) if self.token else channel
 
     def aio_channel(self, address: str) -> grpc.aio.Channel:
         """An asyncio channel (node-to-node peers)."""
+        interceptors = aio_bearer(self.token) if self.token else None
         if self.tls is not None:
-            return grpc.aio.secure_channel(address, self._channel_credentials(), options=self.channel_options())
-        return grpc.aio.insecure_channel(address, options=self.channel_options())
+            return grpc.aio.secure_channel(address, self._channel_credentials(), options=self.channel_options(),
+                                           interceptors=interceptors)
+        return grpc.aio.insecure_channel(address, options=self.channel_options(), interceptors=interceptors)
 
     def _channel_credentials(self) -> grpc.ChannelCredentials:
         assert self.tls is not None

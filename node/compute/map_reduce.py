@@ -40,6 +40,7 @@ from shoal.node.compute.orphans import watch_parent
 if TYPE_CHECKING:
     from shoal.node.compute.pool import WorkerPool
     from shoal.node.config import NodeConfig
+    from shoal.node.encryption import DatasetCipher
     from shoal.node.metadata.view import JobView, MetadataView
     from shoal.node.replication.peers import PeerClients
 
@@ -82,14 +83,15 @@ def _in_sandbox() -> None:
         raise UserCodeError(_sandbox_failure)
 
 
-def _map_in_worker(path: str, mapper_bytes: bytes, result_bytes_max: int) -> tuple[bytes, int]:
+def _map_in_worker(path: str, mapper_bytes: bytes, result_bytes_max: int,
+                   cipher: DatasetCipher | None = None) -> tuple[bytes, int]:
     _in_sandbox()
     import cloudpickle   # only user-code processes load it
 
     from shoal.node.compute.worker import scan_records
     mapper = cloudpickle.loads(mapper_bytes)
     grouped: dict[Any, list[Any]] = {}
-    records = scan_records(path)
+    records = scan_records(path, cipher)
     for key, raw in records:
         for out_key, out_value in _user("mapper", mapper, key.decode("utf-8", "replace"), _unpackb(raw)):
             grouped.setdefault(out_key, []).append(out_value)
@@ -129,7 +131,8 @@ async def _isolated(config: NodeConfig, function: Any, *args: Any) -> Any:
     pool = concurrent.futures.ProcessPoolExecutor(
         max_workers=1, mp_context=context, initializer=_limit,
         initargs=(config.user_code_cpu_s, config.user_code_memory_bytes,
-                  sandbox.secrets_of(config.data_dir) if config.user_code_sandbox else None))
+                  sandbox.secrets_of(config.data_dir, config.encryption_key_file)
+                  if config.user_code_sandbox else None))
     try:
         async with asyncio.timeout(config.user_code_wall_s):   # not wait_for: 3.11's can drop a cancel
             return await asyncio.wrap_future(pool.submit(function, *args))
@@ -152,10 +155,13 @@ async def _isolated(config: NodeConfig, function: Any, *args: Any) -> Any:
 
 # ---- in the daemon ----
 
-async def map_shard(pool: WorkerPool, job: JobView, path: str, config: NodeConfig) -> tuple[bytes, int]:
+async def map_shard(pool: WorkerPool, job: JobView, path: str, config: NodeConfig,
+                    cipher: DatasetCipher | None = None) -> tuple[bytes, int]:
+    """Map one shard in a user-code process; an encrypted dataset's gets its cipher (that dataset's
+    key only: the node's key file stays hidden in the sandbox)."""
     spec = _unpackb(job.spec)
     result: tuple[bytes, int] = await _isolated(config, _map_in_worker, path, spec["mapper"],
-                                                config.task_result_bytes_max)
+                                                config.task_result_bytes_max, cipher)
     return result
 
 

@@ -57,9 +57,10 @@ def enter(hidden: Sequence[str]) -> None:
         del os.environ[name]
 
 
-def secrets_of(data_dir: pathlib.Path) -> list[str]:
-    """The node's secret paths: its Raft dir and the Raft password file named in its environment."""
-    found = [str(data_dir / "raft")]
+def secrets_of(data_dir: pathlib.Path, encryption_key_file: str = "") -> list[str]:
+    """The node's secret paths: its Raft dir, the Raft password file named in its environment and
+    its encryption key file (a task of an encrypted dataset gets that dataset's derived key only)."""
+    found = [str(data_dir / "raft"), *([encryption_key_file] if encryption_key_file else [])]
     password_file = os.environ.get("SHOAL_RAFT_PASSWORD_FILE")
     if password_file:
         found.append(password_file)

@@ -23,13 +23,16 @@ from shoal.node.compute import EvaluationError, QueryError, map_reduce
 from shoal.node.compute.pool import WorkerLostError, WorkerPool
 from shoal.node.compute.schema import Schema
 from shoal.node.compute.worker import ResultTooLargeError, run_query
-from shoal.node.errors import NodeError
+from shoal.node.encryption import NodeKey
+from shoal.node.errors import EncryptionKeyError, NodeError
+from shoal.node.log_labels import labelled
 from shoal.node.metadata import commands
 
 if TYPE_CHECKING:
     import pathlib
 
     from shoal.node.config import NodeConfig
+    from shoal.node.encryption import DatasetCipher
     from shoal.node.metadata import MetadataStore
     from shoal.node.metadata.view import JobView, MetadataView
 
@@ -59,13 +62,14 @@ class TaskStatistics:
 
 class TaskRunner:
     def __init__(self, config: NodeConfig, metadata: MetadataStore, replicas: ReplicaPaths, pool: WorkerPool,
-                 proposer: Proposer, output: map_reduce.OutputWriter) -> None:
+                 proposer: Proposer, output: map_reduce.OutputWriter, keys: NodeKey | None = None) -> None:
         self.config = config
         self.metadata = metadata
         self.replicas = replicas
         self.pool = pool
         self.proposer = proposer
         self.output = output
+        self.keys = keys or NodeKey(config.node_id, None)   # opens an encrypted dataset's values (node/encryption.py)
         self._running: dict[AttemptKey, asyncio.Task[None]] = {}
         self._finished: set[AttemptKey] = set()
         self._completed = self._discarded = self._failed = 0
@@ -94,7 +98,8 @@ class TaskRunner:
                 task.cancel()   # the job finished or was cancelled: its result no longer matters
         for key in wanted - set(self._running) - self._finished:
             job = view.jobs[key[0]]
-            self._running[key] = asyncio.get_running_loop().create_task(self._run(job, key))
+            self._running[key] = asyncio.get_running_loop().create_task(
+                self._run(job, key), context=labelled(dataset=job.dataset, job=job.id, task=key[1], attempt=key[2]))
         self._finished &= wanted | {k for k in self._finished if k[0] in view.jobs}
 
     def _assigned(self, view: MetadataView) -> list[AttemptKey]:
@@ -130,19 +135,27 @@ class TaskRunner:
                     self._skipped += 1
                     logger.info("%s: no local replica of shard %d; the controller re-runs it elsewhere", where, index)
                     return None
+                cipher = self._cipher(job)
                 if job.kind == "map_reduce":
-                    result, records = await map_reduce.map_shard(self.pool, job, str(path), self.config)
+                    result, records = await map_reduce.map_shard(self.pool, job, str(path), self.config, cipher)
                 else:
                     result, records, _ = await self.pool.run(run_query, str(path), job.spec, self._fields(job),
-                                                             self.config.task_result_bytes_max)
+                                                             self.config.task_result_bytes_max, cipher)
         except ResultTooLargeError as exc:
             return commands.fail_job(job.id, commands.LIMIT_EXCEEDED, f"{where}: {exc}", time.time())
-        except (QueryError, EvaluationError, WorkerLostError, map_reduce.UserCodeError) as exc:
+        except (QueryError, EvaluationError, WorkerLostError, map_reduce.UserCodeError, EncryptionKeyError) as exc:
             return commands.fail_job(job.id, commands.JOB_FAILED, f"{where}: {exc}", time.time())
         except Exception as exc:   # lmdb errors, bugs: one clear failure instead of a job that never ends
             logger.exception("%s failed", where)
             return commands.fail_job(job.id, commands.JOB_FAILED, f"{where}: {type(exc).__name__}: {exc}", time.time())
         return commands.complete_task(job.id, index, attempt, result, records, time.time())
+
+    def _cipher(self, job: JobView) -> DatasetCipher | None:
+        """The job's dataset's cipher when it is encrypted; EncryptionKeyError when this node lacks its key."""
+        dataset = self.metadata.view.dataset(job.dataset)
+        if dataset is None or dataset.id != job.dataset_id:
+            return None
+        return self.keys.cipher(dataset)
 
     def _fields(self, job: JobView) -> list[str] | None:
         dataset = self.metadata.view.dataset(job.dataset)

@@ -11,7 +11,8 @@ reopened when its data file changed inode (the replica was dropped and re-create
 adopts a map the daemon grew (`MapResizedError` -> `set_mapsize(0)`).
 
 The read transaction is the task's snapshot: a task sees its shard as of the moment it
-started (DESIGN.md section 5).
+started (DESIGN.md section 5). An encrypted dataset's task gets its DatasetCipher (that
+dataset's derived key only, node/encryption.py) and opens each value before decoding it.
 """
 from __future__ import annotations
 
@@ -20,12 +21,15 @@ import gc
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lmdb
 import msgpack
 
 from shoal.node.compute.query import JoinedArrayDecoder, MsgpackDecoder, compile_query
+
+if TYPE_CHECKING:
+    from shoal.node.encryption import DatasetCipher
 
 _envs: dict[str, tuple[int, lmdb.Environment, Any]] = {}   # path -> (inode, env, records db)
 _decoder = MsgpackDecoder()   # decodes a batch in C (query.MsgpackDecoder): about half a task's time is decoding
@@ -36,18 +40,18 @@ class ResultTooLargeError(Exception):
     """A task's partial result is over the node's task_result_bytes_max."""
 
 
-def run_query(path: str, spec_bytes: bytes, fields: list[str] | None, result_bytes_max: int
-              ) -> tuple[bytes, int, float]:
-    """Run a query task over the replica at `path`.
+def run_query(path: str, spec_bytes: bytes, fields: list[str] | None, result_bytes_max: int,
+              cipher: DatasetCipher | None = None) -> tuple[bytes, int, float]:
+    """Run a query task over the replica at `path` (values sealed with `cipher` when given).
 
     Returns (packed partial, records scanned, seconds). Raises QueryError/EvaluationError
-    (bad spec, a type error in a record), ResultTooLargeError, lmdb.Error.
+    (bad spec, a type error in a record), ResultTooLargeError, lmdb.Error, EncryptionKeyError.
     """
     started_s = time.perf_counter()
     compiled = _compiled(spec_bytes, tuple(fields) if fields is not None else None)
     gc.disable()   # decoded records cannot form cycles; the collector only costs time here (0-10%)
     try:
-        partial, scanned = _with_snapshot(path, lambda cursor: _scan(compiled, cursor, fields is not None))
+        partial, scanned = _with_snapshot(path, lambda cursor: _scan(compiled, cursor, fields is not None, cipher))
     finally:
         gc.enable()
     packed: bytes = msgpack.packb(partial, use_bin_type=True)
@@ -57,8 +61,11 @@ def run_query(path: str, spec_bytes: bytes, fields: list[str] | None, result_byt
     return packed, scanned, time.perf_counter() - started_s
 
 
-def _scan(compiled: Any, cursor: Any, typed: bool) -> tuple[object, int]:
+def _scan(compiled: Any, cursor: Any, typed: bool, cipher: DatasetCipher | None) -> tuple[object, int]:
     decoder = _array_decoder if typed else _decoder
+    if cipher is not None:   # the record key is part of what a value is sealed with
+        opened: tuple[object, int] = compiled.partial(cipher.open_pairs(cursor.iternext()), decoder)
+        return opened
     if compiled.reads_keys:
         result: tuple[object, int] = compiled.partial(cursor.iternext(), decoder)
     else:
@@ -66,8 +73,11 @@ def _scan(compiled: Any, cursor: Any, typed: bool) -> tuple[object, int]:
     return result
 
 
-def scan_records(path: str) -> list[tuple[bytes, bytes]]:
-    """Every (key, raw value) of the replica, in key order (map tasks read through this)."""
+def scan_records(path: str, cipher: DatasetCipher | None = None) -> list[tuple[bytes, bytes]]:
+    """Every (key, raw value) of the replica, in key order, opened with `cipher` when given (map tasks)."""
+    if cipher is not None:
+        opened: list[tuple[bytes, bytes]] = _with_snapshot(path, lambda cursor: list(cipher.open_pairs(cursor.iternext())))
+        return opened
     records: list[tuple[bytes, bytes]] = _with_snapshot(path, lambda cursor: list(cursor.iternext()))
     return records
 

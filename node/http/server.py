@@ -48,6 +48,14 @@ class HttpServer:
         self.address = f"{host}:{runner.addresses[0][1]}"
         logger.info("http on http://%s (/metrics /healthz /readyz)", self.address)
 
+    def advertised(self, grpc_address: str) -> str:
+        """HOST:PORT that other machines (and browsers) reach this app at: the bound address,
+        with a wildcard host (0.0.0.0, ::) replaced by the host of the node's gRPC address."""
+        host, _, port = self.address.rpartition(":")
+        if host.strip("[]") in ("", "0.0.0.0", "::"):   # nosec B104: a comparison, not a bind
+            host = grpc_address.rpartition(":")[0]
+        return f"{host}:{port}"
+
     async def stop(self) -> None:
         """Stop accepting, give in-flight requests SHUTDOWN_TIMEOUT_S, close every connection."""
         runner, self._runner = self._runner, None

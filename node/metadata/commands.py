@@ -21,8 +21,8 @@ copy of a shard; the epoch stays, a learner is not in the in-sync set) and `join
 incarnation recorded); `remove_replica` also drops a learner (epoch unchanged).
 
 Job ops (`submit_job`, `assign_task`, `complete_task`, `fail_job`, `cancel_job`) are
-handled in jobs.py beside this file. Room left, not implemented: token ops (`put_token`,
-`revoke_token`); the state already carries an empty `tokens` map.
+handled in jobs.py beside this file; token ops (`put_token`, `revoke_token`: an operator's
+bearer tokens, stored as the SHA-256 of their secret) in tokens.py.
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ NODE_STATES = ("alive", "suspect", "dead", "draining", "removed")
 _SCHEMAS: dict[str, dict[str, type]] = {
     "register_node": {"node_id": str, "address": str, "zone": str, "raft_address": str},
     "set_node_state": {"node_id": str, "state": str, "controller_term": int},
-    "create_dataset": {"name": str, "shards": int, "replication": int, "schema": dict},
+    "create_dataset": {"name": str, "shards": int, "replication": int, "schema": dict, "encryption_key_id": str},
     "drop_dataset": {"name": str},
     "remove_replica": {"dataset": str, "shard": int, "node_id": str, "expected_epoch": int, "controller_term": int},
     "promote": {"dataset": str, "shard": int, "new_primary": str, "expected_epoch": int, "controller_term": int},
@@ -84,6 +84,9 @@ _SCHEMAS: dict[str, dict[str, type]] = {
                       "at_s": float},
     "fail_job": {"job_id": str, "code": str, "message": str, "at_s": float},
     "cancel_job": {"job_id": str, "at_s": float},
+    # bearer tokens (issue 19, tokens.py): the digest is the secret's SHA-256, never the secret
+    "put_token": {"token_id": str, "digest": str, "role": str, "name": str, "at_s": float},
+    "revoke_token": {"token_id": str},
 }
 # Arguments added after commands were already logged: a command from an older journal
 # lacks them and decodes with this value, so replaying it gives the result it had then.
@@ -92,7 +95,7 @@ _ADDED_LATER: dict[str, dict[str, Any]] = {
     "set_node_state": {"controller_term": 0},
     "remove_replica": {"controller_term": 0},
     "promote": {"controller_term": 0},
-    "create_dataset": {"schema": {}},   # {} = schema-less
+    "create_dataset": {"schema": {}, "encryption_key_id": ""},   # {} = schema-less, "" = not encrypted
 }
 OPS = frozenset(_SCHEMAS)
 _ENVELOPE = frozenset({"v", "op", "request_id"})
@@ -184,10 +187,11 @@ def remove_node(node_id: str, *, request_id: str | None = None) -> bytes:
 
 
 def create_dataset(name: str, shards: int, replication: int = 0, *, schema: dict[str, Any] | None = None,
-                   request_id: str | None = None) -> bytes:
-    """replication 0 = the default, min(3, alive nodes); schema: Schema.to_json() or None (schema-less)."""
+                   encryption_key_id: str = "", request_id: str | None = None) -> bytes:
+    """replication 0 = the default, min(3, alive nodes); schema: Schema.to_json() or None (schema-less);
+    encryption_key_id: the id of the key its values are sealed with (node/encryption.py), "" = plain."""
     return _encode("create_dataset", request_id, name=name, shards=shards, replication=replication,
-                   schema=schema or {})
+                   schema=schema or {}, encryption_key_id=encryption_key_id)
 
 
 def drop_dataset(name: str, *, request_id: str | None = None) -> bytes:
@@ -288,6 +292,16 @@ def fail_job(job_id: str, code: str, message: str, at_s: float, *, request_id: s
 
 def cancel_job(job_id: str, at_s: float, *, request_id: str | None = None) -> bytes:
     return _encode("cancel_job", request_id, job_id=job_id, at_s=float(at_s))
+
+
+def put_token(token_id: str, digest: str, role: str, name: str, at_s: float, *,
+              request_id: str | None = None) -> bytes:
+    """Record a bearer token (node/auth.py). Idempotent: the same id and digest again is ok."""
+    return _encode("put_token", request_id, token_id=token_id, digest=digest, role=role, name=name, at_s=at_s)
+
+
+def revoke_token(token_id: str, *, request_id: str | None = None) -> bytes:
+    return _encode("revoke_token", request_id, token_id=token_id)
 
 
 def noop(*, request_id: str | None = None) -> bytes:

@@ -34,8 +34,10 @@ State layout:
             (STALE_CONTROLLER) unless it is this one. Absent in states from before it: read
             it with controller_of(), which answers {"node_id": "", "term": 0} then
   datasets[name]["schema"]  Schema.to_json() of a typed dataset, {} (or absent) when schema-less
+  datasets[name]["encryption_key_id"]  id of the key its values are sealed with (node/encryption.py);
+            absent when not encrypted
   jobs      compute jobs and their tasks: see jobs.py
-  tokens    reserved (empty) for token commands
+  tokens    {token_id: {"digest", "role", "name", "created_at_s"}}: bearer tokens (tokens.py)
   requests  {request_id: result} for the last REQUESTS_MAX commands (errors included, so
             a retried request always gets the first answer); noop is not recorded
 """
@@ -48,7 +50,7 @@ from typing import Any
 
 from shoal.node import placement
 from shoal.node.compute.schema import Schema, SchemaError
-from shoal.node.metadata import commands, jobs
+from shoal.node.metadata import commands, jobs, tokens
 from shoal.node.metadata.view import MetadataView, dataset_name, default_replication
 from shoal.node.metadata.commands import (
     DATASET_EXISTS, INVALID_ARGUMENT, NOT_ENOUGH_NODES, STALE_CONTROLLER, STALE_EPOCH, UNKNOWN_DATASET, error, ok,
@@ -67,6 +69,7 @@ REPLICATION_MAX = 9                 # more copies than this is a typo, not a pla
 TEXT_CHARS_MAX = 256                # addresses and zones
 NODE_ID_CHARS_MAX = 128
 _DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")   # used with fullmatch
+_KEY_ID = re.compile(r"[0-9a-f]{0,64}")   # an encrypted dataset's key id ("" = plain); fullmatch
 
 
 def initial_state() -> State:
@@ -203,6 +206,8 @@ def _create_dataset(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]
                                              f"(0 = default), got {replication}")
     if name in state["datasets"]:
         return None, error(DATASET_EXISTS, f"dataset {name} already exists")
+    if not _KEY_ID.fullmatch(cmd["encryption_key_id"]):
+        return None, error(INVALID_ARGUMENT, f"dataset {name}: encryption key id must be 0..64 hex digits")
     if cmd["schema"]:
         try:
             Schema.from_json(cmd["schema"])
@@ -220,6 +225,8 @@ def _create_dataset(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]
     dataset_id = f"{name}@{state['version'] + 1}"   # the version this command creates: unique, never reused
     dataset = {"id": dataset_id, "shards": shards, "replication": replication, "shard_map": shard_map,
                "schema": cmd["schema"]}
+    if cmd["encryption_key_id"]:   # only then: the state of a plain dataset stays as it was
+        dataset["encryption_key_id"] = cmd["encryption_key_id"]
     return ({"datasets": {**state["datasets"], name: dataset}},
             ok(dataset=name, dataset_id=dataset_id, shards=shards, replication=replication))
 
@@ -439,6 +446,7 @@ _HANDLERS: dict[str, Callable[[State, dict[str, Any]], tuple[Changes, Result]]] 
         (None, refused) if (refused := _controller_problem(state, cmd["controller_term"], decision=True))
         else jobs.assign_tasks(state, cmd)),
     **{op: handler for op, handler in jobs.HANDLERS.items() if op != "assign_tasks"},
+    **tokens.HANDLERS,
 }
 assert set(_HANDLERS) == commands.OPS - {"noop"}
 

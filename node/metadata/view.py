@@ -94,6 +94,7 @@ class DatasetView:
     shard_map: tuple[ShardView, ...]
     id: str = ""              # "<name>@<version it was created at>"; the name for older datasets
     schema: Mapping[str, Any] = dataclasses.field(default_factory=dict)   # Schema.to_json(); {} = schema-less
+    encryption_key_id: str = ""   # id of the key its values are sealed with (node/encryption.py); "" = plain
 
     def shard(self, index: int) -> ShardView | None:
         return self.shard_map[index] if 0 <= index < len(self.shard_map) else None
@@ -231,7 +232,8 @@ def _dataset(name: str, d: Mapping[str, Any]) -> DatasetView:
     shard_map = tuple(ShardView(name, i, s["epoch"], s["primary"], tuple(s["replicas"]), tuple(s.get("learners", ())),
                                 dataset_id, dict(s.get("incarnations", {})))
                       for i, s in enumerate(d["shard_map"]))
-    return DatasetView(name, d["shards"], d["replication"], shard_map, dataset_id, dict(d.get("schema") or {}))
+    return DatasetView(name, d["shards"], d["replication"], shard_map, dataset_id, dict(d.get("schema") or {}),
+                       str(d.get("encryption_key_id", "")))
 
 
 _JOB_VIEWS: dict[int, tuple[Mapping[str, Any], JobView]] = {}   # id(job dict) -> (that dict, its view)

@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from shoal.client.wire.retry import RetryPolicy, retry_async
+from shoal.node.encryption import NodeKey
 from shoal.node.errors import NoControllerError, UnknownOutcomeError
 from shoal.node.replication.pacing import CopyPacing, WriteLatency
 
@@ -29,10 +30,11 @@ T = TypeVar("T")
 
 class ReplicationContext:
     def __init__(self, config: NodeConfig, metadata: MetadataStore, lease: Lease, peers: PeerClients,
-                 executor: concurrent.futures.Executor, identity: Identity) -> None:
+                 executor: concurrent.futures.Executor, identity: Identity, keys: NodeKey | None = None) -> None:
         self.config = config
         self.node_id = config.node_id
         self.identity = identity   # the cluster id every peer message carries
+        self.keys = keys or NodeKey(config.node_id, None)   # encrypted datasets' ciphers (node/encryption.py)
         self.metadata = metadata
         self.lease = lease
         self.peers = peers

@@ -20,6 +20,7 @@ from shoal.node.errors import (
     NodeError, NoLeaseError, NotPrimaryError, ReplicationError, StaleEpochError, StorageFullError,
     UnknownOutcomeError,
 )
+from shoal.node.log_labels import labelled
 from shoal.node.metadata import commands
 from shoal.node.replication import outbound
 
@@ -71,7 +72,8 @@ class ShardPrimary:
         return f"{self.replica.dataset}/{self.replica.index}"
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"primary {self.name}")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"primary {self.name}",
+                                                            context=labelled(shard=self.name))
 
     def stop(self, reason: str) -> None:
         if self.state == "stopped":

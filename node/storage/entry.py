@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import msgpack
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,9 @@ class CompareAndSet:
     `expect_absent`: the key must be missing instead (and `expected` is ignored).
     On a match, write `value`, or delete the key when `delete` is true.
     Result: `(swapped, current_found, current)`, where `current` is the value the
-    key held before this op (None when it was missing).
+    key held before this op (None when it was missing), as stored.
+    `open_current(key, stored)`: what the comparison sees of the stored value (an encrypted
+    dataset opens it: node/encryption.py); None compares the stored bytes' document as is.
     """
 
     key: bytes
@@ -73,6 +75,7 @@ class CompareAndSet:
     delete: bool
     value: bytes
     write_id: bytes = b""
+    open_current: Callable[[bytes, bytes], bytes] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

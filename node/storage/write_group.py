@@ -92,7 +92,8 @@ class WriteGroup:
         if op.expect_absent:
             swapped = current is None
         else:
-            swapped = current is not None and same_document(current, op.expected)
+            seen = current if current is None or op.open_current is None else op.open_current(op.key, current)
+            swapped = seen is not None and same_document(seen, op.expected)
         if swapped:
             if op.delete:
                 self._delete(op.key)

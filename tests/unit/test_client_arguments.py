@@ -121,7 +121,7 @@ GOOD: dict[str, tuple[Any, ...]] = {
     "delete": ("ds", "k"), "compare_and_set": ("ds", "k", 1, 2), "put_many": ("ds", []), "scan": ("ds",),
     "node_status": ("127.0.0.1:1",), "node_status_or_error": ("127.0.0.1:1", 1.0),
     "query": ("ds",), "job": ("0123abcd",), "map_reduce": ("ds", len, len), "drain_node": ("n1",),
-    "remove_node": ("n1",),
+    "remove_node": ("n1",), "create_token": ("reader",), "revoke_token": ("0123456789ab",),
 }
 
 # (method, positional arguments, keyword arguments, words the message must contain)
@@ -170,6 +170,10 @@ BAD_ARGUMENTS: list[tuple[str, tuple[Any, ...], dict[str, Any], tuple[str, ...]]
     ("drain_node", ("",), {}, ("node_id",)),
     ("remove_node", (None,), {}, ("node_id", "NoneType")),
     ("remove_node", ("n1",), {"replacement_raft": 5}, ("replacement_raft", "int")),
+    ("create_token", (5,), {}, ("role", "int")),
+    ("create_token", ("root",), {}, ("role", "root", "reader")),
+    ("create_token", ("reader", 7), {}, ("name", "int")),
+    ("revoke_token", (None,), {}, ("token_id", "NoneType")),
     ("map_reduce", ("ds", "not a function", len), {"output": "out"}, ("functions", "str")),
     ("map_reduce", (3, len, len), {"output": "out"}, ("dataset", "int")),
     ("map_reduce", ("ds", len, len), {"output": None}, ("output", "NoneType")),

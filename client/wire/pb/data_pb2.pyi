@@ -32,6 +32,9 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_FAILED: _ClassVar[ErrorCode]
     USER_CODE_DISABLED: _ClassVar[ErrorCode]
     INVALID_QUERY: _ClassVar[ErrorCode]
+    UNAUTHENTICATED: _ClassVar[ErrorCode]
+    PERMISSION_DENIED: _ClassVar[ErrorCode]
+    ENCRYPTION_KEY: _ClassVar[ErrorCode]
 ERROR_CODE_UNSPECIFIED: ErrorCode
 UNKNOWN_DATASET: ErrorCode
 DATASET_EXISTS: ErrorCode
@@ -54,6 +57,55 @@ LIMIT_EXCEEDED: ErrorCode
 JOB_FAILED: ErrorCode
 USER_CODE_DISABLED: ErrorCode
 INVALID_QUERY: ErrorCode
+UNAUTHENTICATED: ErrorCode
+PERMISSION_DENIED: ErrorCode
+ENCRYPTION_KEY: ErrorCode
+
+class CreateTokenRequest(_message.Message):
+    __slots__ = ("token_id", "digest", "role", "name")
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    token_id: str
+    digest: str
+    role: str
+    name: str
+    def __init__(self, token_id: _Optional[str] = ..., digest: _Optional[str] = ..., role: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class TokenInfo(_message.Message):
+    __slots__ = ("token_id", "role", "name", "created_at_s")
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_S_FIELD_NUMBER: _ClassVar[int]
+    token_id: str
+    role: str
+    name: str
+    created_at_s: float
+    def __init__(self, token_id: _Optional[str] = ..., role: _Optional[str] = ..., name: _Optional[str] = ..., created_at_s: _Optional[float] = ...) -> None: ...
+
+class ListTokensRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListTokensResponse(_message.Message):
+    __slots__ = ("tokens",)
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedCompositeFieldContainer[TokenInfo]
+    def __init__(self, tokens: _Optional[_Iterable[_Union[TokenInfo, _Mapping]]] = ...) -> None: ...
+
+class RevokeTokenRequest(_message.Message):
+    __slots__ = ("token_id",)
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    token_id: str
+    def __init__(self, token_id: _Optional[str] = ...) -> None: ...
+
+class RevokeTokenResponse(_message.Message):
+    __slots__ = ("revoked",)
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    revoked: bool
+    def __init__(self, revoked: _Optional[bool] = ...) -> None: ...
 
 class RemoveNodeRequest(_message.Message):
     __slots__ = ("node_id", "new_raft_address")
@@ -86,18 +138,20 @@ class DrainNodeResponse(_message.Message):
     def __init__(self, state: _Optional[str] = ..., replicas: _Optional[int] = ...) -> None: ...
 
 class CreateDatasetRequest(_message.Message):
-    __slots__ = ("name", "shards", "replication", "request_id", "schema_json")
+    __slots__ = ("name", "shards", "replication", "request_id", "schema_json", "encrypted")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     REPLICATION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_JSON_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTED_FIELD_NUMBER: _ClassVar[int]
     name: str
     shards: int
     replication: int
     request_id: str
     schema_json: str
-    def __init__(self, name: _Optional[str] = ..., shards: _Optional[int] = ..., replication: _Optional[int] = ..., request_id: _Optional[str] = ..., schema_json: _Optional[str] = ...) -> None: ...
+    encrypted: bool
+    def __init__(self, name: _Optional[str] = ..., shards: _Optional[int] = ..., replication: _Optional[int] = ..., request_id: _Optional[str] = ..., schema_json: _Optional[str] = ..., encrypted: _Optional[bool] = ...) -> None: ...
 
 class DropDatasetRequest(_message.Message):
     __slots__ = ("name", "request_id")
@@ -136,7 +190,7 @@ class ShardInfo(_message.Message):
     def __init__(self, index: _Optional[int] = ..., epoch: _Optional[int] = ..., primary: _Optional[str] = ..., replicas: _Optional[_Iterable[str]] = ..., learners: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DatasetInfo(_message.Message):
-    __slots__ = ("name", "shards", "replication", "shard_map", "under_replicated", "id", "schema_json")
+    __slots__ = ("name", "shards", "replication", "shard_map", "under_replicated", "id", "schema_json", "encryption_key_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     REPLICATION_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +198,7 @@ class DatasetInfo(_message.Message):
     UNDER_REPLICATED_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_JSON_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTION_KEY_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     shards: int
     replication: int
@@ -151,7 +206,8 @@ class DatasetInfo(_message.Message):
     under_replicated: int
     id: str
     schema_json: str
-    def __init__(self, name: _Optional[str] = ..., shards: _Optional[int] = ..., replication: _Optional[int] = ..., shard_map: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ..., under_replicated: _Optional[int] = ..., id: _Optional[str] = ..., schema_json: _Optional[str] = ...) -> None: ...
+    encryption_key_id: str
+    def __init__(self, name: _Optional[str] = ..., shards: _Optional[int] = ..., replication: _Optional[int] = ..., shard_map: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ..., under_replicated: _Optional[int] = ..., id: _Optional[str] = ..., schema_json: _Optional[str] = ..., encryption_key_id: _Optional[str] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
     __slots__ = ("id", "address", "zone", "state", "raft_address")
@@ -338,7 +394,7 @@ class NodeStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ShardStatus(_message.Message):
-    __slots__ = ("dataset", "index", "role", "epoch", "seq", "records", "checksum", "size_bytes", "dataset_id", "incarnation", "fill_records_done", "fill_records_total", "fill_bytes_per_s", "fill_phase", "fill_eta_s")
+    __slots__ = ("dataset", "index", "role", "epoch", "seq", "records", "checksum", "size_bytes", "dataset_id", "incarnation", "fill_records_done", "fill_records_total", "fill_bytes_per_s", "fill_phase", "fill_eta_s", "scrubbed_at_s")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -354,6 +410,7 @@ class ShardStatus(_message.Message):
     FILL_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
     FILL_PHASE_FIELD_NUMBER: _ClassVar[int]
     FILL_ETA_S_FIELD_NUMBER: _ClassVar[int]
+    SCRUBBED_AT_S_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     index: int
     role: str
@@ -369,10 +426,11 @@ class ShardStatus(_message.Message):
     fill_bytes_per_s: float
     fill_phase: str
     fill_eta_s: float
-    def __init__(self, dataset: _Optional[str] = ..., index: _Optional[int] = ..., role: _Optional[str] = ..., epoch: _Optional[int] = ..., seq: _Optional[int] = ..., records: _Optional[int] = ..., checksum: _Optional[int] = ..., size_bytes: _Optional[int] = ..., dataset_id: _Optional[str] = ..., incarnation: _Optional[str] = ..., fill_records_done: _Optional[int] = ..., fill_records_total: _Optional[int] = ..., fill_bytes_per_s: _Optional[float] = ..., fill_phase: _Optional[str] = ..., fill_eta_s: _Optional[float] = ...) -> None: ...
+    scrubbed_at_s: float
+    def __init__(self, dataset: _Optional[str] = ..., index: _Optional[int] = ..., role: _Optional[str] = ..., epoch: _Optional[int] = ..., seq: _Optional[int] = ..., records: _Optional[int] = ..., checksum: _Optional[int] = ..., size_bytes: _Optional[int] = ..., dataset_id: _Optional[str] = ..., incarnation: _Optional[str] = ..., fill_records_done: _Optional[int] = ..., fill_records_total: _Optional[int] = ..., fill_bytes_per_s: _Optional[float] = ..., fill_phase: _Optional[str] = ..., fill_eta_s: _Optional[float] = ..., scrubbed_at_s: _Optional[float] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("id", "address", "raft_role", "controller", "metadata_version", "uptime_s", "disk_used_bytes", "disk_free_bytes", "lease_valid", "shards", "version", "cluster_id", "silence_s", "suspect_after_s")
+    __slots__ = ("id", "address", "raft_role", "controller", "metadata_version", "uptime_s", "disk_used_bytes", "disk_free_bytes", "lease_valid", "shards", "version", "cluster_id", "silence_s", "suspect_after_s", "http_address", "requests_in_flight", "tasks_running", "load_1m")
     class SilenceSEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -394,6 +452,10 @@ class NodeStatus(_message.Message):
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     SILENCE_S_FIELD_NUMBER: _ClassVar[int]
     SUSPECT_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    HTTP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    TASKS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    LOAD_1M_FIELD_NUMBER: _ClassVar[int]
     id: str
     address: str
     raft_role: str
@@ -408,4 +470,8 @@ class NodeStatus(_message.Message):
     cluster_id: str
     silence_s: _containers.ScalarMap[str, float]
     suspect_after_s: float
-    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., raft_role: _Optional[str] = ..., controller: _Optional[str] = ..., metadata_version: _Optional[int] = ..., uptime_s: _Optional[float] = ..., disk_used_bytes: _Optional[int] = ..., disk_free_bytes: _Optional[int] = ..., lease_valid: _Optional[bool] = ..., shards: _Optional[_Iterable[_Union[ShardStatus, _Mapping]]] = ..., version: _Optional[str] = ..., cluster_id: _Optional[str] = ..., silence_s: _Optional[_Mapping[str, float]] = ..., suspect_after_s: _Optional[float] = ...) -> None: ...
+    http_address: str
+    requests_in_flight: int
+    tasks_running: int
+    load_1m: float
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., raft_role: _Optional[str] = ..., controller: _Optional[str] = ..., metadata_version: _Optional[int] = ..., uptime_s: _Optional[float] = ..., disk_used_bytes: _Optional[int] = ..., disk_free_bytes: _Optional[int] = ..., lease_valid: _Optional[bool] = ..., shards: _Optional[_Iterable[_Union[ShardStatus, _Mapping]]] = ..., version: _Optional[str] = ..., cluster_id: _Optional[str] = ..., silence_s: _Optional[_Mapping[str, float]] = ..., suspect_after_s: _Optional[float] = ..., http_address: _Optional[str] = ..., requests_in_flight: _Optional[int] = ..., tasks_running: _Optional[int] = ..., load_1m: _Optional[float] = ...) -> None: ...

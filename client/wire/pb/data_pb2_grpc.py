@@ -105,6 +105,21 @@ class DataStub:
                 request_serializer=shoal_dot_v1_dot_data__pb2.RemoveNodeRequest.SerializeToString,
                 response_deserializer=shoal_dot_v1_dot_data__pb2.RemoveNodeResponse.FromString,
                 _registered_method=True)
+        self.CreateToken = channel.unary_unary(
+                '/shoal.v1.Data/CreateToken',
+                request_serializer=shoal_dot_v1_dot_data__pb2.CreateTokenRequest.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_data__pb2.TokenInfo.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/shoal.v1.Data/ListTokens',
+                request_serializer=shoal_dot_v1_dot_data__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_data__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/shoal.v1.Data/RevokeToken',
+                request_serializer=shoal_dot_v1_dot_data__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_data__pb2.RevokeTokenResponse.FromString,
+                _registered_method=True)
 
 
 class DataServicer:
@@ -205,6 +220,26 @@ class DataServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateToken(self, request, context):
+        """Bearer tokens (role admin; node/auth.py). The client makes the token and sends only its
+        id and the SHA-256 of its secret, so the secret never travels and a retry is idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -277,6 +312,21 @@ def add_DataServicer_to_server(servicer, server):
                     servicer.RemoveNode,
                     request_deserializer=shoal_dot_v1_dot_data__pb2.RemoveNodeRequest.FromString,
                     response_serializer=shoal_dot_v1_dot_data__pb2.RemoveNodeResponse.SerializeToString,
+            ),
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=shoal_dot_v1_dot_data__pb2.CreateTokenRequest.FromString,
+                    response_serializer=shoal_dot_v1_dot_data__pb2.TokenInfo.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=shoal_dot_v1_dot_data__pb2.ListTokensRequest.FromString,
+                    response_serializer=shoal_dot_v1_dot_data__pb2.ListTokensResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=shoal_dot_v1_dot_data__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=shoal_dot_v1_dot_data__pb2.RevokeTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -657,6 +707,87 @@ class Data:
             '/shoal.v1.Data/RemoveNode',
             shoal_dot_v1_dot_data__pb2.RemoveNodeRequest.SerializeToString,
             shoal_dot_v1_dot_data__pb2.RemoveNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Data/CreateToken',
+            shoal_dot_v1_dot_data__pb2.CreateTokenRequest.SerializeToString,
+            shoal_dot_v1_dot_data__pb2.TokenInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Data/ListTokens',
+            shoal_dot_v1_dot_data__pb2.ListTokensRequest.SerializeToString,
+            shoal_dot_v1_dot_data__pb2.ListTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Data/RevokeToken',
+            shoal_dot_v1_dot_data__pb2.RevokeTokenRequest.SerializeToString,
+            shoal_dot_v1_dot_data__pb2.RevokeTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,
