@@ -210,7 +210,7 @@ class ShardStream:
                 with contextlib.suppress(ShoalError):
                     self._transport.refresh(time.monotonic() + self._timeout_s,
                                             seen_version=self._transport.version)
-            backoff.sleep(time.monotonic() + self._retry.max_s)
+            backoff.sleep(time.monotonic() + self._retry.max_s, at_least_s=getattr(error, "retry_after_s", 0.0))
 
     def _attempt(self) -> None:
         """One stream: send what is pending (and what comes), read acks until it ends."""

@@ -31,7 +31,7 @@ class NodeConfig:
     advertise: str = ""                   # address others dial; defaults to listen
     zone: str = ""                        # placement spreads replicas across zones
     http_listen: str = ""                 # HTTP host:port (/metrics, /healthz, /readyz); empty = off
-    tls_dir: str = ""                     # mutual TLS on the gRPC port and to peers: DIR from `shoal certs init`; "" = off
+    tls_dir: str = ""                     # mutual TLS on the gRPC port and to peers, HTTPS on the HTTP port: DIR from `shoal certs init`; "" = off
     encryption_key_file: str = ""         # the cluster's key (`shoal key init FILE`): serves encrypted datasets; "" = none
 
     # metadata (Raft). raft empty and join empty = standalone single node (local metadata).

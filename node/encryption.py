@@ -12,7 +12,10 @@ A dataset's values use a key derived from it with HKDF-SHA256 and the dataset id
 cannot be moved to another dataset, the 2**32 random-nonce budget of AES-GCM is per dataset,
 and a compute worker gets only the key of the dataset it reads. The metadata records the
 key id of an encrypted dataset (never the key); a node whose key has another id, or that
-has none, refuses to serve it with EncryptionKeyError naming dataset, node and both ids.
+has none, refuses to serve it with EncryptionKeyError naming dataset, node and both ids
+(reads, writes, deletes, compute tasks). It still holds its replicas: a backup or a learner
+stores the primary's ciphertext and needs no key, so a node started with the wrong key file
+keeps the shard's copies (and its durability) until it is restarted with the right one.
 
 Stored value: b"\\x01" (format) + 12-byte random nonce + ciphertext + 16-byte tag, 29 bytes
 more than the plaintext. Associated data: dataset id, NUL, record key: a value copied under

@@ -1,6 +1,6 @@
 """The server-side interceptor chain: every RPC of the node passes through it, in order.
 
-    ErrorMapping -> RequestAccounting -> Authentication (node/auth.py) -> handler
+    ErrorMapping -> RequestAccounting -> Authentication (node/auth.py) -> StreamGuard (node/streams.py) -> handler
 
 - `ErrorMapping` is the one place where a domain error (node/errors.py) becomes a gRPC
   status, with the shoal.v1.ErrorCode name in the trailing metadata (wire.codes) and,

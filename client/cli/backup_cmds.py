@@ -2,7 +2,8 @@
 
 The file is a msgpack stream (values keep their exact types, bytes included, which JSON
 cannot): first a header map {"format": "shoal-export/1", "dataset", "shards",
-"replication", "schema" (the dataset's schema JSON or {}), "exported_at"}, then one
+"replication", "schema" (the dataset's schema JSON or {}), "exported_at", "encrypted" (whether
+its values are sealed at rest; the file itself is plaintext)}, then one
 [key, value] array per record, then a trailer map {"records": count}. A file without its
 trailer (an export cut short) is refused at import.
 
@@ -49,7 +50,8 @@ def export(
         if info is None:
             fail(f"unknown dataset {name!r}")
         header = {"format": FORMAT, "dataset": name, "shards": info.shards, "replication": info.replication,
-                  "schema": json.loads(info.schema_json) if info.schema_json else {}, "exported_at": time.time()}
+                  "schema": json.loads(info.schema_json) if info.schema_json else {}, "exported_at": time.time(),
+                  "encrypted": bool(info.encryption_key_id)}
         tmp = path.with_name(path.name + ".tmp")
         count = 0
         with open(tmp, "wb") as fh:
@@ -86,7 +88,7 @@ def import_(
             fail(f"dataset {target} exists: import under --name NEW, or add --into-existing to store into it")
         if not exists:
             client.create_dataset(target, shards=int(header["shards"]), replication=int(header["replication"]),
-                                  schema=header["schema"] or None)
+                                  schema=header["schema"] or None, encrypted=bool(header.get("encrypted")))
         stored = 0
         for batch in _batches(path):
             stored += client.put_many(target, batch)

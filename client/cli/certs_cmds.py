@@ -2,7 +2,9 @@
 
 The files (client/certs.py makes them, client/wire/tls.py reads them) enable mutual TLS:
 start every node with `--tls-dir DIR` and run clients with `--tls-dir DIR` (or
-SHOAL_TLS_DIR). Copy ca.key nowhere: only `shoal certs` needs it.
+SHOAL_TLS_DIR); the nodes' HTTP ports then serve HTTPS with node.pem. Copy ca.key
+nowhere: only `shoal certs` needs it. A --host may be a wildcard DNS name
+(`*.shoal-voter.default.svc.cluster.local` covers the pods of a headless Service).
 """
 from __future__ import annotations
 

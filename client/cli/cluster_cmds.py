@@ -134,7 +134,9 @@ def _print_ready(cluster: LocalCluster) -> None:
                    f"log {node.log_path}")
     typer.echo(f"export SHOAL_CLUSTER={cluster.cluster_address}")
     if cluster.nodes and cluster.nodes[0].http_address:
-        typer.echo(f"dashboard: http://{cluster.nodes[0].http_address}/ (any node's HTTP port serves it)")
+        trust = f"; its certificate is signed by {cluster.tls_dir}/ca.pem" if cluster.tls_dir else ""
+        typer.echo(f"dashboard: {cluster.http_scheme}://{cluster.nodes[0].http_address}/ "
+                   f"(any node's HTTP port serves it{trust})")
     if cluster.tls_dir:
         typer.echo(f"export SHOAL_TLS_DIR={cluster.tls_dir}")
     if cluster.admin_token_file is not None:

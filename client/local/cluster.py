@@ -170,6 +170,11 @@ class LocalCluster:
         """The TLS files of a cluster started with tls=True (or SHOAL_TLS_DIR in its env); "" = plaintext."""
         return self._env.get("SHOAL_TLS_DIR", "")
 
+    @property
+    def http_scheme(self) -> str:
+        """"https" when the nodes have TLS (their HTTP ports then serve the node certificate), else "http"."""
+        return "https" if self.tls_dir else "http"
+
     def client(self, **kwargs: Any) -> Client:
         """A client of this cluster, with its TLS files and `token` unless `config` is given."""
         from shoal.client import Client, ClientConfig

@@ -51,7 +51,7 @@ class _CallDetails(collections.namedtuple("_CallDetails", ("method", "timeout", 
 
 
 class BearerInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
-                        grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+                        grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):  # type: ignore[misc]
     """For blocking channels (`grpc.intercept_channel`): all four kinds in one object."""
 
     def __init__(self, token: str) -> None:

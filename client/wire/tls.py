@@ -2,7 +2,8 @@
 
     DIR/ca.pem       the cluster CA certificate (every side trusts only it)
     DIR/ca.key       the CA key (mode 0600; only `shoal certs` needs it)
-    DIR/node.pem     the node certificate (server and client auth; SANs: the hosts given)
+    DIR/node.pem     the node certificate (server and client auth; SANs: the hosts given;
+                     the node serves it on its gRPC port and, as HTTPS, on its HTTP port)
     DIR/node.key     (mode 0600)
     DIR/client.pem   a client certificate (client auth)
     DIR/client.key   (mode 0600)

@@ -9,11 +9,13 @@
 - `chaos_reports`  the chaos report folders the dashboard lists (no path leaves their root)
 - `dashboard`  GET / and its script and style sheet, from static/ (package data)
 - `auth`       the bearer-token middleware: /metrics and /api need a token once the cluster has tokens
+- `tls`        HttpsContext: HTTPS with the node certificate when the node has tls_dir (reloaded on change)
 
 See DESIGN.md beside this file for why this is aiohttp next to grpc.aio.
 """
 from __future__ import annotations
 
+from shoal.client.wire.tls import TlsFiles
 from shoal.node.auth import TokenCheck
 from shoal.node.http.app import HttpSource, build_app
 from shoal.node.http.server import HttpServer
@@ -22,8 +24,9 @@ __all__ = ["HttpServer", "HttpSource", "build_app", "serve"]
 
 
 async def serve(node: HttpSource, check: TokenCheck | None = None) -> HttpServer:
-    """Serve the app on node.config.http_listen, guarded by `check` (auth.py); StartupError if that
-    address cannot be bound."""
-    server = HttpServer(build_app(node, check), node.config.http_listen)
+    """Serve the app on node.config.http_listen, guarded by `check` (auth.py), over HTTPS when the
+    node has a tls_dir (tls.py); StartupError if that address cannot be bound."""
+    tls = TlsFiles.from_dir(node.config.tls_dir, "node") if node.config.tls_dir else None
+    server = HttpServer(build_app(node, check), node.config.http_listen, tls)
     await server.start()
     return server

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from shoal.node import errors
 from shoal.node.auth import TokenCheck, bearer
@@ -33,7 +34,7 @@ _REFUSAL_HEADERS: Final = {"Access-Control-Allow-Origin": "*", "Cache-Control": 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def bearer_middleware(check: TokenCheck) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def bearer_middleware(check: TokenCheck) -> Middleware:
     """An aiohttp middleware admitting a request to a guarded path only with a reader (or better) token."""
 
     @web.middleware

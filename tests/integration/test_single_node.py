@@ -164,18 +164,15 @@ def test_full_map_is_a_clear_error_and_the_shard_stays_readable(tmp_path: pathli
 
 
 def test_metrics_endpoint_reports_shards(tmp_path: pathlib.Path) -> None:
-    """With http_listen set, GET /metrics serves Prometheus text with the node's shard gauges."""
-    import socket
+    """With http_listen set (LocalCluster gives each node one), GET /metrics serves Prometheus text
+    with the node's shard gauges."""
     import urllib.request
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {"SHOAL_HTTP_LISTEN": f"127.0.0.1:{port}"}
-    with LocalCluster(tmp_path / "metrics", nodes=1, env=env) as cluster, cluster.client() as client:
+    with LocalCluster(tmp_path / "metrics", nodes=1) as cluster, cluster.client() as client:
         client.create_dataset("m", shards=2, replication=1)
         client.put_many("m", ((f"k{i}", i) for i in range(10)))
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        address = cluster.nodes[0].http_address
+        body = urllib.request.urlopen(f"http://{address}/metrics", timeout=10).read().decode()  # nosec B310
     assert 'shoal_shard_replicas{node="n1",role="primary"} 2.0' in body
     assert "shoal_under_replicated_shards 0.0" in body
     records = [line for line in body.splitlines() if line.startswith("shoal_shard_records{")]

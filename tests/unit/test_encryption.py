@@ -145,3 +145,48 @@ def test_sealed_store_replicates_ciphertext_and_compares_opened_values(tmp_path:
         assert primary.get(b"b") == backup.get(b"b")
     for store in ("p", "b"):
         assert b"MARKER" not in (tmp_path / store / "data.mdb").read_bytes()
+
+
+def test_cli_key_init_and_id(tmp_path: pathlib.Path) -> None:
+    """`shoal key init FILE` writes a key and prints its id; `shoal key id FILE` prints the same id;
+    a second init over the file is one error line and exit 1, the file unchanged."""
+    from typer.testing import CliRunner
+
+    from shoal.client.cli import app
+
+    runner = CliRunner()
+    path = tmp_path / "cluster.key"
+    made = runner.invoke(app, ["key", "init", str(path)])
+    assert made.exit_code == 0, made.output
+    identity = key_id(read_key_file(path))
+    assert f"(key id {identity})" in made.output
+    shown = runner.invoke(app, ["key", "id", str(path)])
+    assert shown.exit_code == 0 and shown.output.strip() == identity
+    before = path.read_bytes()
+    again = runner.invoke(app, ["key", "init", str(path)])
+    assert again.exit_code == 1 and "never overwritten" in again.output and path.read_bytes() == before
+
+
+def test_fsm_records_the_key_id_of_an_encrypted_dataset() -> None:
+    """create_dataset records the key id (the view and DatasetInfo show it); a plain dataset's state
+    has no such field; a key id that is not hex is refused; an old command without it is plain."""
+    from shoal.node.metadata import commands, fsm
+    from shoal.node.metadata.view import MetadataView
+    from shoal.node.status import dataset_info
+
+    state = fsm.initial_state()
+    state, result = fsm.apply(state, commands.register_node("n1", "127.0.0.1:1", "", ""))
+    assert result["ok"], result
+    state, result = fsm.apply(state, commands.create_dataset("secret", 1, 1, encryption_key_id=key_id(KEY)))
+    assert result["ok"], result
+    state, result = fsm.apply(state, commands.create_dataset("plain", 1, 1))
+    assert result["ok"], result
+    state, result = fsm.apply(state, commands.create_dataset("bad", 1, 1, encryption_key_id="NOT HEX"))
+    assert not result["ok"] and "encryption key id" in result["message"]
+    view = MetadataView.from_state(state)
+    assert view.datasets["secret"].encryption_key_id == key_id(KEY)
+    assert dataset_info(view.datasets["secret"], view).encryption_key_id == key_id(KEY)
+    assert "encryption_key_id" not in state["datasets"]["plain"] and view.datasets["plain"].encryption_key_id == ""
+    old = msgpack.packb({"v": 1, "op": "create_dataset", "request_id": "r-old", "name": "old", "shards": 1,
+                         "replication": 1})
+    assert commands.decode_command(old)["encryption_key_id"] == ""
