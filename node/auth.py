@@ -126,14 +126,14 @@ class TokenCheck:
         """
         if needed == OPEN:
             return
+        tokens = self._tokens()
+        if not tokens:   # no token yet: the cluster is open, as before tokens (mTLS may still guard it); a
+            return       # node of another cluster is refused by the cluster id every peer message carries
         if presented.startswith(_NODE_CREDENTIAL_PREFIX):
             if self._node and hmac.compare_digest(presented.encode(), self._node.encode()):
                 return
             raise errors.UnauthenticatedError(f"{what}: wrong node credential (every node of a cluster "
                                               f"with tokens needs the cluster's Raft password)")
-        tokens = self._tokens()
-        if not tokens:
-            return   # no token yet: the cluster is open, as before tokens (mTLS may still guard it)
         if needed == NODE_ROLE and not presented:
             raise errors.UnauthenticatedError(f"{what} is for nodes: start every node of a cluster with "
                                               f"tokens, data-only ones too, with the cluster's Raft password")
