@@ -45,6 +45,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: long-running test, only with --run-slow")
+    _own_port_range()
+
+
+def _own_port_range() -> None:
+    """Under pytest-xdist, give each worker its slice of the local-cluster port window
+    (SHOAL_LOCAL_PORT_RANGE, inherited by chaos runs in subprocesses): two workers starting
+    clusters at the same moment could otherwise both find one block free and collide."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not worker.startswith("gw") or not count.isdigit() or "SHOAL_LOCAL_PORT_RANGE" in os.environ:
+        return
+    from shoal.client.local import ports
+
+    low, high = ports.default_window(1)
+    high += ports.HTTP_PORT_OFFSET + 1   # default_window leaves room for a block's top; give the whole range
+    share = (high - low) // int(count)
+    start = low + int(worker[2:]) * share
+    os.environ[ports.PORT_RANGE_ENV] = f"{start}-{start + share}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

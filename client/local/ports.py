@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import pathlib
 import random
 import socket
@@ -26,6 +27,10 @@ RAFT_PORT_OFFSET = 100          # node i: gRPC base+i, Raft base+RAFT_PORT_OFFSE
 HTTP_PORT_OFFSET = 200          # ... and HTTP (dashboard, /metrics) base+HTTP_PORT_OFFSET+i
 BASE_PORT_LOW = 20_000          # search window for a free base when the kernel range is unknown
 BASE_PORT_ATTEMPTS_MAX = 200
+# "LOW-HIGH": the ports local clusters of this process (and its children) may use. Two test
+# processes that start clusters at once (pytest-xdist workers) each get their own range,
+# since a free check and the node's bind a second later are not atomic.
+PORT_RANGE_ENV = "SHOAL_LOCAL_PORT_RANGE"
 
 
 def format_address(host: str, port: int) -> str:
@@ -82,7 +87,34 @@ def free_base_port(hosts: Sequence[str], count: int, *, rng: random.Random | Non
 
 
 def _search_window(count: int) -> tuple[int, int]:
-    """[low, high) for base ports: below the ephemeral range, leaving room for the block."""
+    """[low, high) for base ports: SHOAL_LOCAL_PORT_RANGE ("LOW-HIGH") when set, else below the
+    ephemeral range, leaving room for the block."""
+    given = os.environ.get(PORT_RANGE_ENV, "")
+    if given:
+        try:
+            low, high = parse_port_range(given)
+        except ValueError as exc:   # OSError: what `shoal up` and LocalCluster report as one line
+            raise OSError(errno.EINVAL, str(exc)) from None
+        if high - low <= HTTP_PORT_OFFSET + count:
+            raise OSError(errno.EINVAL, f"{PORT_RANGE_ENV}={given} is too small for a block of {count} nodes "
+                                        f"(ports up to base + {HTTP_PORT_OFFSET + count})")
+        return low, high - HTTP_PORT_OFFSET - count
+    return default_window(count)
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """"LOW-HIGH" -> (LOW, HIGH); ValueError naming the text when it is not two ports, LOW < HIGH."""
+    low_text, sep, high_text = text.partition("-")
+    if not sep or not low_text.strip().isdigit() or not high_text.strip().isdigit():
+        raise ValueError(f"{PORT_RANGE_ENV} must be LOW-HIGH (two port numbers), got {text!r}")
+    low, high = int(low_text), int(high_text)
+    if not 1_024 <= low < high <= 65_535:
+        raise ValueError(f"{PORT_RANGE_ENV} must satisfy 1024 <= LOW < HIGH <= 65535, got {text!r}")
+    return low, high
+
+
+def default_window(count: int) -> tuple[int, int]:
+    """[low, high) for base ports below the kernel's ephemeral range (see the module docstring)."""
     ephemeral_low = 32_768
     try:
         text = pathlib.Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()

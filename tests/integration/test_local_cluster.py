@@ -95,6 +95,19 @@ def test_free_base_port_finds_a_free_block(listener: Callable[[int], None]) -> N
         "127.0.0.1", base + 101)
 
 
+def test_port_range_keeps_blocks_inside_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SHOAL_LOCAL_PORT_RANGE bounds every block (each pytest-xdist worker gets its own: conftest.py);
+    a range too small or malformed is one OSError naming the variable."""
+    monkeypatch.setenv(ports.PORT_RANGE_ENV, "23000-23300")
+    for _ in range(20):
+        base = ports.free_base_port(["127.0.0.1"], 3)
+        assert all(23000 <= port < 23300 for port in ports.block_ports(base, 3))
+    for bad in ("23000-23100", "23000", "9-8"):
+        monkeypatch.setenv(ports.PORT_RANGE_ENV, bad)
+        with pytest.raises(OSError, match=ports.PORT_RANGE_ENV):
+            ports.free_base_port(["127.0.0.1"], 3)
+
+
 def test_password_file_is_private_and_reused(tmp_path: Path) -> None:
     """The Raft password is made once with mode 0600 and read back unchanged afterwards."""
     path = tmp_path / "raft-password"
