@@ -15,7 +15,7 @@ operators out (node/metadata/tokens.py).
 
 Roles (DESIGN.md section 7), each with the RPCs it may call:
   reader   reads: Get, Scan, ListDatasets, GetClusterMap, GetNodeStatus, query jobs and
-           job status/results, token-free health
+           job status/results
   writer   reader + Put, Delete, CompareAndSet, PutStream, PutRecords, CancelJob
   code     reader + map-reduce jobs with user code (the nodes write their output)
   admin    everything a client can call: datasets, nodes (drain, remove), tokens
@@ -90,8 +90,6 @@ def required_role(method: str, request: Any = None) -> str:
 def allows(role: str, needed: str) -> bool:
     return needed == OPEN or needed in _IMPLIES.get(role, frozenset())
 
-
-__all__ = ["ROLES", "Authentication", "TokenCheck", "allows", "bearer", "node_credential", "required_role"]
 
 
 def node_credential(raft_password: str) -> str:
@@ -208,3 +206,6 @@ def _is_request_stream(request: Any) -> bool:
 
 def _is_async_generator(behavior: Callable[..., Any]) -> bool:
     return inspect.isasyncgenfunction(behavior)
+
+
+__all__ = ["ROLES", "Authentication", "TokenCheck", "allows", "bearer", "node_credential", "required_role"]
