@@ -40,15 +40,23 @@ def create(ctx: typer.Context,
     must be an admin's: from then on every call needs a token."""
     if role not in ROLES:
         fail(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
-    if out is not None and out.exists():
-        fail(f"{out} exists: not overwriting a token file")
-    with connect(ctx) as client:
-        created = client.create_token(role, name)
     if out is None:
+        with connect(ctx) as client:
+            created = client.create_token(role, name)
         typer.echo(created["token"])
         typer.echo(f"token {created['token_id']} (role {created['role']}): shown once, keep it secret", err=True)
         return
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:   # the file first: a token made and then not saved would exist with nobody holding it
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        fail(f"cannot write token file {out}: {exc.strerror}" + (" (not overwriting)" if out.exists() else ""))
+    try:
+        with connect(ctx) as client:
+            created = client.create_token(role, name)
+    except BaseException:
+        os.close(fd)
+        out.unlink(missing_ok=True)
+        raise
     with os.fdopen(fd, "w") as handle:
         handle.write(created["token"] + "\n")
     typer.echo(f"token {created['token_id']} (role {created['role']}) written to {out}")

@@ -145,3 +145,24 @@ def test_issue16_status_falls_back_to_local_cluster_json(tmp_path: Path, monkeyp
     result = CliRunner(env=ENV).invoke(app, ["--timeout", "0.2", "status"])
     one_line(result, 1, "cannot reach the cluster at 127.0.0.1:7400")
     assert recorded in result.stderr
+
+
+def test_token_create_out_never_leaves_a_token_without_its_file(tmp_path: Path) -> None:
+    """Issue 19.2: `token create --out FILE` opens FILE before it asks the cluster, so a token is never made
+    that nobody holds; an unwritable FILE and an unreachable cluster are one line each, and leave no file."""
+    runner = CliRunner()
+    address = closed_address()
+    result = runner.invoke(app, ["--cluster", address, "--timeout", "1", "token", "create", "--role", "admin",
+                                 "--out", str(tmp_path / "missing" / "admin.token")], env=ENV)
+    one_line(result, 1, "cannot write token file")
+    out = tmp_path / "admin.token"
+    result = runner.invoke(app, ["--cluster", address, "--timeout", "1", "token", "create", "--role", "admin",
+                                 "--out", str(out)], env=ENV)
+    one_line(result, 1, "cannot reach the cluster")
+    assert not out.exists()
+    out.write_text("st_kept\n")
+    result = runner.invoke(app, ["--cluster", address, "token", "create", "--out", str(out)], env=ENV)
+    one_line(result, 1, "cannot write token file")
+    assert out.read_text() == "st_kept\n"
+    result = runner.invoke(app, ["--cluster", address, "token", "create", "--role", "root"], env=ENV)
+    one_line(result, 1, "unknown role 'root'")
