@@ -148,13 +148,16 @@ class Authentication(ChainLink):
         self._check = check
 
     def _around_call(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        if required_role(method) == OPEN:   # decided once per method (the wrapped handler is cached)
+            return super()._around_call(method, behavior)
+
         def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
             self.check(method, request, context)
             return behavior(request, context)
         return super()._around_call(method, checked)
 
     def _around_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
-        if not _is_async_generator(behavior):
+        if not _is_async_generator(behavior) or required_role(method) == OPEN:
             return super()._around_stream(method, behavior)
 
         async def checked(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
@@ -172,9 +175,10 @@ class Authentication(ChainLink):
         return responses
 
     def check(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> None:
+        if not self._check.enforced():   # no token yet: the metadata is not even read
+            return
         needed = required_role(method, None if _is_request_stream(request) else request)
-        if needed != OPEN:
-            self._check.authorize(method.rsplit("/", 1)[-1], bearer(context.invocation_metadata() or ()), needed)
+        self._check.authorize(method.rsplit("/", 1)[-1], bearer(context.invocation_metadata() or ()), needed)
 
 
 def _role_of(presented: str, tokens: Mapping[str, Mapping[str, Any]], what: str) -> str:

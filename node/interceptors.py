@@ -17,8 +17,9 @@ costs one `perf_counter()` pair, one `bisect` over 13 bounds and two integer inc
 For a stream the duration is the whole stream (a Scan, a CopyShard, a Health Watch), so
 long ones land in the +Inf bucket.
 
-Authentication (bearer tokens and roles) is the last link, in node/auth.py; it comes after
-the accounting so refused calls are counted (outcome UNAUTHENTICATED or PERMISSION_DENIED).
+Authentication (bearer tokens and roles, node/auth.py) comes after the accounting, so refused
+calls are counted (outcome UNAUTHENTICATED or PERMISSION_DENIED); StreamGuard (node/streams.py)
+is innermost. node/node.py assembles the four links in this order.
 Unary and streaming handlers (`PutStream`, `Scan`) are wrapped alike; a wrapped handler
 is built once per method and cached, so the per-call cost is one extra frame.
 """

@@ -165,10 +165,11 @@ class Node:
         self.controller = Controller(config, self.context)
         self.heartbeat = Heartbeat(config, self.metadata, self.registry.replicas, self.lease, self.peers,
                                    self.controller, self.identity)
-        self.interceptors = (*interceptors.chain(config.inflight_requests_max, config.overload_retry_after_s),
-                             auth.Authentication(self.token_check))
-        self.changes = ChangeSignal()
         self.streams = StreamGuard(config.streams_max, config.stream_idle_timeout_s, config.overload_retry_after_s)
+        # the whole chain, outermost first (node/interceptors.py); the stream guard is innermost
+        self.interceptors = (*interceptors.chain(config.inflight_requests_max, config.overload_retry_after_s),
+                             auth.Authentication(self.token_check), self.streams)
+        self.changes = ChangeSignal()
         self.pool = WorkerPool(config.workers)
         output = map_reduce.OutputWriter(self.peers, lambda: self.metadata.view, config)
         self.tasks = TaskRunner(config, self.metadata, self.registry, self.pool, self.context, output, keys)
@@ -178,7 +179,7 @@ class Node:
         config = self.config
         self._wire_components()
         self.registry.open_existing()
-        server = self.wire.aio_server((*self.interceptors, self.streams))   # streams.py: the innermost link
+        server = self.wire.aio_server(self.interceptors)
         data_pb2_grpc.add_DataServicer_to_server(DataService(self), server)
         peer_service = PeerService(self)
         self.copy_throttle = peer_service.copy_throttle   # /metrics reads the bytes every copy sent

@@ -40,10 +40,6 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _with_token(metadata: Any, token: str) -> list[tuple[str, str]]:
-    return [*(metadata or ()), (AUTH_METADATA_KEY, f"Bearer {token}")]
-
-
 class _CallDetails(collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials",
                                                            "wait_for_ready", "compression")),
                    grpc.ClientCallDetails):  # type: ignore[misc]   # grpc ships no type hints
@@ -55,10 +51,10 @@ class BearerInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClient
     """For blocking channels (`grpc.intercept_channel`): all four kinds in one object."""
 
     def __init__(self, token: str) -> None:
-        self._token = token
+        self._header = (AUTH_METADATA_KEY, f"Bearer {token}")   # made once per channel
 
     def _details(self, details: Any) -> _CallDetails:
-        return _CallDetails(details.method, details.timeout, _with_token(details.metadata, self._token),
+        return _CallDetails(details.method, details.timeout, [*(details.metadata or ()), self._header],
                             details.credentials, getattr(details, "wait_for_ready", None),
                             getattr(details, "compression", None))
 
@@ -75,41 +71,35 @@ class BearerInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClient
         return continuation(self._details(details), requests)
 
 
-def _aio_details(details: grpc.aio.ClientCallDetails, token: str) -> grpc.aio.ClientCallDetails:
-    return grpc.aio.ClientCallDetails(details.method, details.timeout, _with_token(details.metadata, token),
-                                      details.credentials, details.wait_for_ready)
+class _AioBearer:
+    """What the four aio kinds share: the header, made once per channel."""
 
-
-class _AioUnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     def __init__(self, token: str) -> None:
-        self._token = token
+        self._header = (AUTH_METADATA_KEY, f"Bearer {token}")
 
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        return grpc.aio.ClientCallDetails(details.method, details.timeout, [*(details.metadata or ()), self._header],
+                                          details.credentials, details.wait_for_ready)
+
+
+class _AioUnaryUnary(_AioBearer, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        return await continuation(_aio_details(details, self._token), request)
+        return await continuation(self._details(details), request)
 
 
-class _AioUnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
-    def __init__(self, token: str) -> None:
-        self._token = token
-
+class _AioUnaryStream(_AioBearer, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        return await continuation(_aio_details(details, self._token), request)
+        return await continuation(self._details(details), request)
 
 
-class _AioStreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
-    def __init__(self, token: str) -> None:
-        self._token = token
-
+class _AioStreamUnary(_AioBearer, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_stream_unary(self, continuation: Callable[..., Any], details: Any, requests: Any) -> Any:
-        return await continuation(_aio_details(details, self._token), requests)
+        return await continuation(self._details(details), requests)
 
 
-class _AioStreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
-    def __init__(self, token: str) -> None:
-        self._token = token
-
+class _AioStreamStream(_AioBearer, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_stream_stream(self, continuation: Callable[..., Any], details: Any, requests: Any) -> Any:
-        return await continuation(_aio_details(details, self._token), requests)
+        return await continuation(self._details(details), requests)
 
 
 def aio_bearer(token: str) -> list[Any]:

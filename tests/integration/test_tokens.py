@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -21,10 +20,10 @@ from typing import Any
 import pytest
 
 from shoal.client import (
-    Client, ClientConfig, InvalidArgumentError, PermissionDeniedError, ShoalError, UnauthenticatedError,
+    Client, ClientConfig, InvalidArgumentError, ShoalError, UnauthenticatedError,
 )
 from shoal.client.local import LocalCluster
-from test_cluster_replication import FAST
+from test_cluster_replication import FAST, wait_for
 
 ENV = {**FAST, "SHOAL_USER_CODE": "1", "SHOAL_WORKERS": "1"}
 
@@ -40,16 +39,6 @@ def outcome(call: Callable[[], Any]) -> str:
     except ShoalError as exc:
         return type(exc).__name__
     return "ok"
-
-
-def eventually(what: str, condition: Callable[[], bool], cluster: LocalCluster, timeout_s: float = 20.0) -> None:
-    """Token changes reach each node's copy of the metadata within a heartbeat or a Raft commit."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)   # polling interval of a deadline loop
-    pytest.fail(f"timed out waiting for {what}\n{cluster.dump_logs()}")
 
 
 def answers_everywhere(cluster: LocalCluster, token: str) -> set[str]:
@@ -87,8 +76,8 @@ def test_issue19_roles_tokens_and_revocation(local_cluster: Callable[..., LocalC
         with pytest.raises(InvalidArgumentError, match="first token must have role admin"):
             open_client.create_token("reader")
         admin = open_client.create_token("admin", "ops")["token"]
-    eventually("every node refusing calls without a token",
-               lambda: answers_everywhere(cluster, "") == {"UnauthenticatedError"}, cluster)
+    wait_for(lambda: answers_everywhere(cluster, "") == {"UnauthenticatedError"}, cluster,
+             "every node refusing calls without a token")
     cluster.token = admin
     with client_with(cluster, admin) as admin_client:
         tokens = {role: admin_client.create_token(role, f"{role} test")["token"]
@@ -119,8 +108,8 @@ def test_issue19_roles_tokens_and_revocation(local_cluster: Callable[..., LocalC
         "admin": {"get": ok, "put": ok, "query": ok, "map_reduce": ok, "create_dataset": ok, "create_token": ok},
     }
     for role, token in tokens.items():
-        eventually(f"the {role} token known on every node", lambda: answers_everywhere(cluster, token) == {ok},
-                   cluster)
+        wait_for(lambda: answers_everywhere(cluster, token) == {ok}, cluster,
+                 f"the {role} token known on every node")
         with client_with(cluster, token) as client:
             assert operations(client, role) == expected[role], f"role {role}"
 
@@ -137,8 +126,8 @@ def test_issue19_roles_tokens_and_revocation(local_cluster: Callable[..., LocalC
         admin_id = admin.split("_")[1]
         with pytest.raises(InvalidArgumentError, match="last admin token"):
             admin_client.revoke_token(admin_id)
-    eventually("the revoked token refused on every node",
-               lambda: answers_everywhere(cluster, tokens["reader"]) == {"UnauthenticatedError"}, cluster)
+    wait_for(lambda: answers_everywhere(cluster, tokens["reader"]) == {"UnauthenticatedError"}, cluster,
+             "the revoked token refused on every node")
 
     http = cluster.nodes[3].http_address   # the data-only node's HTTP port: its token table came by heartbeat
     assert http_status(http, "/metrics") == 401 and http_status(http, "/api/v1/cluster") == 401
