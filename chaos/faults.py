@@ -33,6 +33,13 @@ learning, with the records each had installed, go into the fault's record (`lear
 `other-follower` is a running non-leader that no earlier fault of the run targeted (two
 nodes killed one after the other, neither of them the controller).
 
+`copy-source` (issue 18.3, "kill the sender mid-transfer") is the primary of a shard whose
+learner has records of its copy installed, preferring one that is not the Raft leader; it
+waits up to LEARNER_WAIT_S like `learner`. The shards it was sending go into `learning`
+(records installed at each learner) and `learners` (the learner of each), so copy_resumed
+reads the learners' logs: back before node_dead_after_s, the sender is still the primary,
+and each copy must go on after its last installed chunk.
+
 `join` starts a node held back at the cluster start (scenario `cluster.held_back`): it
 registers through a running voter and the controller's rebalancer moves shards to it.
 `drain` asks the cluster to move every replica off its target (`Client.drain_node`, the
@@ -194,8 +201,10 @@ class FaultRecord:
     reason: str = ""                # why unavailable or error
     targets: list[str] = field(default_factory=list)
     # target learner: shard ("dataset/index") -> records its copy had installed at injection
-    # (-1: the node did not say), for each shard the target was learning
+    # (-1: the node did not say), for each shard the target was learning; target copy-source:
+    # the same for each shard the target was sending, and `learners` names each one's learner
     learning: dict[str, int] = field(default_factory=dict)
+    learners: dict[str, str] = field(default_factory=dict)
     replicas: int | None = None     # drain: copies (replicas + learners) the target held at the request
     start_s: float | None = None    # injection began
     injected_s: float | None = None  # injection call returned
@@ -220,7 +229,8 @@ class Fault:
         self.jobs: Callable[[], Sequence[Any]] | None = None
         # target other-follower: nodes earlier faults of the run targeted; set by the runner
         self.earlier_targets: set[str] = set()
-        self.learning: dict[str, int] = {}     # target learner: see FaultRecord.learning
+        self.learning: dict[str, int] = {}     # target learner, copy-source: see FaultRecord.learning
+        self.learners: dict[str, str] = {}     # target copy-source: see FaultRecord.learners
         self.replicas: int | None = None       # drain: see FaultRecord.replicas
 
     @property
@@ -250,6 +260,8 @@ class Fault:
             return [self._task_node()]
         if plan.target == "learner":
             return [self._learner()]
+        if plan.target == "copy-source":
+            return [self._copy_source(leader)]
         if plan.target in ("follower", "other-follower"):
             avoid = self.earlier_targets if plan.target == "other-follower" else set()
             followers = sorted(n for n in self.cluster.running() if n != leader and n not in avoid)
@@ -278,6 +290,30 @@ class Fault:
             if time.monotonic() >= give_up_s:
                 raise FaultError(f"no running node was a learner of any shard within {LEARNER_WAIT_S:g} s"
                                  f"{last_error}")
+            time.sleep(TARGET_POLL_S * 4)
+
+    def _copy_source(self, leader: str | None) -> str:
+        """The running primary of a shard whose learner has records installed, not the leader
+        when another will do; waits up to LEARNER_WAIT_S for one."""
+        give_up_s = time.monotonic() + LEARNER_WAIT_S
+        last_error = ""
+        while True:
+            try:
+                cluster_map = getattr(self.cluster, "cluster_map")()
+                running = getattr(self.cluster, "running")()
+                sending = copy_sources(cluster_map, learner_nodes(cluster_map, getattr(self.cluster, "statuses")(),
+                                                                  running=running), running=running)
+            except Exception as exc:   # noqa: BLE001 - a node may miss a status deadline under load
+                sending, last_error = {}, f" (last error: {type(exc).__name__}: {exc})"
+            if sending:
+                candidates = sorted(node for node in sending if node != leader) or sorted(sending)
+                node = random.Random(self.plan.choice_seed).choice(candidates)
+                self.learning = {shard: done for shard, (_, done) in sending[node].items()}
+                self.learners = {shard: learner for shard, (learner, _) in sending[node].items()}
+                return node
+            if time.monotonic() >= give_up_s:
+                raise FaultError(f"no running primary was sending a copy with records installed within "
+                                 f"{LEARNER_WAIT_S:g} s{last_error}")
             time.sleep(TARGET_POLL_S * 4)
 
     def _task_node(self) -> str:
@@ -369,6 +405,22 @@ def learner_nodes(cluster_map: Any, statuses: dict[str, Any], *, running: Sequen
             for node_id in shard.learners:
                 if node_id in alive:
                     found.setdefault(node_id, {})[name] = installed.get((node_id, name), -1)
+    return found
+
+
+def copy_sources(cluster_map: Any, learning: dict[str, dict[str, int]], *, running: Sequence[str]
+                 ) -> dict[str, dict[str, tuple[str, int]]]:
+    """Running primary -> {shard "dataset/index" -> (its learner, records installed)}, for the
+    shards whose running learner has records installed (`learning`: learner_nodes' answer); pure."""
+    alive = set(running)
+    primaries = {f"{dataset.name}/{shard.index}": shard.primary
+                 for dataset in cluster_map.datasets for shard in dataset.shard_map}
+    found: dict[str, dict[str, tuple[str, int]]] = {}
+    for learner, shards in sorted(learning.items()):
+        for shard, done in sorted(shards.items()):
+            primary = primaries.get(shard, "")
+            if done > 0 and primary in alive and primary != learner:
+                found.setdefault(primary, {})[shard] = (learner, done)
     return found
 
 

@@ -33,7 +33,8 @@ as draining (its copies are leaving; the controller does not count them either).
 times within T, and at the end of the run (after the convergence wait) every shard still
 has them and the in-sync replicas' checksums are equal (the `converged` machinery).
 
-`check_copy_resumed` judges faults with target `learner`: the node logs "learner starts a
+`check_copy_resumed` judges faults with target `learner` or `copy-source` (then it reads the
+logs of the learners the killed sender was filling): the learner's node logs "learner starts a
 copy" once per shard, so the copy it was killed in went on from what it had installed
 (a restarted copy logs the line again), and it logs "learner joined the in-sync set" for
 each shard it was learning; a kill before any record was installed tested nothing.
@@ -219,37 +220,42 @@ def learner_log_lines(text: str) -> list[str]:
 
 
 def check_copy_resumed(faults: Sequence[dict[str, Any]], logs: dict[str, list[str]]) -> CheckResult:
-    """Each fault that hit a learner: its node started each shard's copy once, and every
-    shard it was learning joined; records were installed at the kill (else nothing was tested)."""
+    """Each fault that hit a learner, or the sender of a copy (target copy-source): the
+    learner's node started each shard's copy once, and every shard it was learning joined;
+    records were installed at the kill (else nothing was tested)."""
     name = "copy_resumed"
     judged = [f for f in faults if f.get("learning")]
     if not judged:
-        return CheckResult(name, False, "no fault hit a learner (see the faults check)", {})
+        return CheckResult(name, False, "no fault hit a learner or a copy's sender (see the faults check)", {})
     problems: list[str] = []
     details: dict[str, Any] = {}
     for fault in judged:
-        node = (fault.get("targets") or ["?"])[0]
-        lines = logs.get(node, [])
-        starts = _count_by_shard(lines, STARTS_COPY)
+        target = (fault.get("targets") or ["?"])[0]
         learning: dict[str, int] = fault["learning"]
-        details[node] = {"learning_at_kill": learning, "copy_starts": starts,
-                         "lines": [line[-240:] for line in lines][:60]}
-        for shard, count in sorted(starts.items()):
-            if count > 1:
-                problems.append(f"{node} started the copy of {shard} {count} times (a resumed copy starts once)")
-        for shard in sorted(learning):
-            if starts.get(shard, 0) == 0:
-                problems.append(f"{node} never logged '{STARTS_COPY}' for {shard}, which it was learning")
-            if not any(f"shard {shard}: {JOINED}" in line for line in lines):
-                problems.append(f"{node} never joined the in-sync set of {shard} after the restart")
+        learners: dict[str, str] = fault.get("learners") or {}
+        for node in sorted({learners.get(shard, target) for shard in learning}):
+            lines = logs.get(node, [])
+            mine = {shard: done for shard, done in learning.items() if learners.get(shard, target) == node}
+            starts = _count_by_shard(lines, STARTS_COPY)
+            details[node] = {"learning_at_kill": mine, "killed": target, "copy_starts": starts,
+                             "lines": [line[-240:] for line in lines][:60]}
+            for shard, count in sorted(starts.items()):
+                if count > 1:
+                    problems.append(f"{node} started the copy of {shard} {count} times (a resumed copy starts once)")
+            for shard in sorted(mine):
+                if starts.get(shard, 0) == 0:
+                    problems.append(f"{node} never logged '{STARTS_COPY}' for {shard}, which it was learning")
+                if not any(f"shard {shard}: {JOINED}" in line for line in lines):
+                    problems.append(f"{node} never joined the in-sync set of {shard} after the kill of {target}")
         if max(learning.values(), default=-1) <= 0:
-            problems.append(f"{fault.get('name')}: no record of {', '.join(sorted(learning))} was installed on "
-                            f"{node} at the kill: nothing to resume, the run tested nothing")
+            problems.append(f"{fault.get('name')}: no record of {', '.join(sorted(learning))} was installed at "
+                            f"the kill of {target}: nothing to resume, the run tested nothing")
     if problems:
         return CheckResult(name, False, "; ".join(problems[:4]), details)
-    summary = "; ".join(f"{(f.get('targets') or ['?'])[0]} resumed "
-                        + ", ".join(f"{shard} (from {done} records)" for shard, done in sorted(f["learning"].items()))
-                        for f in judged)
+    summary = "; ".join(
+        ", ".join(f"{(f.get('learners') or {}).get(shard, (f.get('targets') or ['?'])[0])} resumed {shard} "
+                  f"(from {done} records)" for shard, done in sorted(f["learning"].items()))
+        + f" after the kill of {(f.get('targets') or ['?'])[0]}" for f in judged)
     return CheckResult(name, True, summary + ": one copy start per shard, every one joined", details)
 
 

@@ -342,7 +342,7 @@ class _Run:
         fault.earlier_targets = {node_id for other in self.records for node_id in other.targets}
         try:
             record.targets = list(fault.inject())
-            record.learning, record.replicas = dict(fault.learning), fault.replicas
+            record.learning, record.learners, record.replicas = dict(fault.learning), dict(fault.learners), fault.replicas
             record.status = "injected"
         except Exception as exc:   # noqa: BLE001 - recorded; the faults check fails with it
             record.status, record.reason = "error", f"inject: {type(exc).__name__}: {exc}"
@@ -383,10 +383,11 @@ class _Run:
         self._restore_watch.start()
 
     def _learner_logs(self) -> dict[str, list[str]]:
-        """checks.copy_resumed: the learner lines of each node a `learner` fault hit (its whole log)."""
+        """checks.copy_resumed: the learner lines of each node a `learner` fault hit, and of each
+        learner a `copy-source` fault's target was sending to (their whole logs)."""
         logs: dict[str, list[str]] = {}
         for record in self.records:
-            for node_id in record.targets if record.learning else ():
+            for node_id in (set(record.learners.values()) or record.targets) if record.learning else ():
                 path = self.cluster.node(node_id).log_path
                 logs[node_id] = learner_log_lines(path.read_text(errors="replace")) if path.exists() else []
         return logs

@@ -40,7 +40,7 @@ MEMBERSHIP_FAULTS = ("join", "drain")      # join: start a held-back node; drain
 FAULT_KINDS = PROCESS_FAULTS + NETWORK_FAULTS + MEMBERSHIP_FAULTS
 ONE_SHOT_STATUS = {"crash": "down", "join": "done", "drain": "done"}   # never healed: kind -> final status
 TARGETS = ("any", "leader", "follower", "other-follower", "primary", "minority", "task-node",
-           "learner")     # or "node-N" (1-based)
+           "learner", "copy-source")     # or "node-N" (1-based)
 DIRECTIONS = ("both", "inbound", "outbound")
 NETWORKS = ("loopback", "netns")
 NODES_MAX = 7                     # 2 cores: more node processes only measure the scheduler
@@ -107,7 +107,7 @@ class WorkloadSpec:
 class FaultSpec:
     kind: str                       # kill | pause | restart | wipe | crash | partition | loss | join | drain
     target: str = "any"             # any | leader | follower | other-follower | primary | minority |
-                                    # task-node | learner | node-N
+                                    # task-node | learner | copy-source | node-N
     start_s: Span = Span(3.0, 3.0)  # since the workload start
     duration_s: Span = Span(2.0, 2.0)  # until heal: restart, SIGCONT, rules removed; wipe: the
                                     # empty node's restart, before cluster.knobs.node_dead_after_s;
@@ -140,7 +140,8 @@ class CheckSpec:
     # cluster.knobs.node_dead_after_s and the bytes written), with equal checksums at the end.
     replication_restored: bool = False
     # Every fault targeting "learner": its node logs "learner starts a copy" once per shard
-    # (the copy it was killed in resumed after its restart, it did not start over).
+    # (the copy it was killed in resumed after its restart, it did not start over); every
+    # fault targeting "copy-source": the same in the log of each learner it was sending to.
     copy_resumed: bool = False
     # Every `join` target: after the final heal the replica counts per alive node differ by
     # less than 2, the joined node holds one at least, no move is under way (within T of
@@ -401,8 +402,9 @@ def _validate(s: Scenario, label: str) -> None:
     if k.replication_restored and "node_dead_after_s" not in c.knobs:
         raise fail("checks.replication_restored", "needs cluster.knobs.node_dead_after_s: the bound T is "
                    "computed from it (detection) and the bytes written (chaos/DESIGN.md)")
-    if k.copy_resumed and not any(f.target == "learner" for f in s.faults):
-        raise fail("checks.copy_resumed", "needs a fault with target = \"learner\" (whose copy must resume)")
+    if k.copy_resumed and not any(f.target in ("learner", "copy-source") for f in s.faults):
+        raise fail("checks.copy_resumed", "needs a fault with target = \"learner\" or \"copy-source\" "
+                   "(whose copy must resume)")
 
 
 def _validate_preload(s: Scenario, fail: Any) -> None:

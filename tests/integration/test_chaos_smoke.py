@@ -12,9 +12,9 @@ the harness knows. About 17-27 s per run on 2 cores (the cluster start and the 1
 records written at setup come on top).
 
 The repair set (issue 18.8) kills a node for good, two nodes one after the other, wipes a
-node and restarts it, and kills a learner in the middle of its copy; each must end with
-every shard back at its replication factor within T (`replication_restored`), and the
-killed learner's copy resumed (`copy_resumed`). About 20-35 s per run on 2 cores. It also
+node and restarts it, kills a learner in the middle of its copy, and kills the node a copy
+comes from (its sender); each must end with every shard back at its replication factor
+within T (`replication_restored`), and the interrupted copy resumed (`copy_resumed`). About 20-35 s per run on 2 cores. It also
 starts a held-back node during writes (the load must even out over it: `load_even`) and
 drains a node during writes (it must end empty and safe to remove: `drained`); about
 15-25 s per run.
@@ -34,7 +34,7 @@ from shoal.chaos.scenario import ONE_SHOT_STATUS, load_scenario, shipped_names
 
 SMOKE = ("kill-leader", "kill-primary", "pause-primary", "partition-leader")
 JOBS_SMOKE = ("jobs-kill-task-node", "jobs-kill-controller", "jobs-pause-task-node", "jobs-partition-task-node")
-REPAIR_SMOKE = ("repair-kill-node", "repair-kill-two", "repair-wipe-restart", "repair-kill-learner",
+REPAIR_SMOKE = ("repair-kill-node", "repair-kill-two", "repair-wipe-restart", "repair-kill-learner", "repair-kill-sender",
                 "repair-join-during-load", "repair-drain-during-load")
 SEEDS = (1, 2, 3)
 NETNS_AVAILABLE, NETNS_REASON = netlab.availability()

@@ -15,7 +15,7 @@ import pytest
 
 from shoal.chaos import membership, restoration
 from shoal.chaos.checkers import check_convergence
-from shoal.chaos.faults import Fault, build_schedule, learner_nodes
+from shoal.chaos.faults import Fault, build_schedule, copy_sources, learner_nodes
 from shoal.chaos.history import Operation
 from shoal.chaos.judgements import check_faults
 from shoal.chaos.restoration import (
@@ -27,7 +27,7 @@ from shoal.client.wire.pb import data_pb2 as pb
 from test_fault_schedule import FakeCluster as ScheduleFakeCluster
 
 MiB = 2**20
-REPAIR = ("repair-kill-node", "repair-kill-two", "repair-wipe-restart", "repair-kill-learner",
+REPAIR = ("repair-kill-node", "repair-kill-two", "repair-wipe-restart", "repair-kill-learner", "repair-kill-sender",
           "repair-join-during-load", "repair-drain-during-load")
 
 
@@ -211,7 +211,20 @@ def test_chaos_repair_copy_resumed_fails_when_never_joined_or_nothing_installed(
     assert not check_copy_resumed([{**LEARNER_FAULT, "learning": {}}], {"n2": LOG}).passed
 
 
-# ---- faults: crash, learner, other-follower ----
+def test_chaos_repair_copy_resumed_after_a_sender_kill_reads_the_learners_log() -> None:
+    """A copy-source fault (the sender n3 killed): the check reads the learner's log (n2), not
+    the sender's; one start per shard passes, a copy started over fails naming the learner."""
+    sender_fault = {**LEARNER_FAULT, "name": "kill copy-source", "targets": ["n3"], "learners": {"chaos/2": "n2"}}
+    result = check_copy_resumed([sender_fault], {"n2": LOG, "n3": []})
+    assert result.passed, result.summary
+    assert "n2 resumed chaos/2 (from 1512 records) after the kill of n3" in result.summary
+    restarted = LOG + [LEARNER + "shard chaos/2: learner starts a copy from n3"]
+    failed = check_copy_resumed([sender_fault], {"n2": restarted, "n3": LOG})
+    assert not failed.passed and "n2 started the copy of chaos/2 2 times" in failed.summary
+    assert "never logged" in check_copy_resumed([sender_fault], {"n3": LOG}).summary
+
+
+# ---- faults: crash, learner, copy-source, other-follower ----
 
 class FakeCluster(ScheduleFakeCluster):
     """Four nodes, leader n1; a map where n3 learns shard 1 (with progress) and n2 shard 0 (none)."""
@@ -258,6 +271,22 @@ def test_chaos_repair_learner_target_prefers_a_copy_with_records_installed() -> 
     assert kill.inject() == ["n3"] and kill.learning == {"chaos/1": 25}
     kill.heal()
     assert cluster.calls == [("kill", "n3"), ("start", "n3")]
+
+
+def test_chaos_repair_copy_source_target_is_the_primary_of_a_shard_being_copied() -> None:
+    """target copy-source: the running primary of a shard whose learner has records installed
+    (n1 for shard 1, learnt by n3 with 25 records; shard 0's learner n2 has none yet); the
+    record keeps each shard's learner and its records; the leader only when no other will do."""
+    cluster = FakeCluster()
+    learning = learner_nodes(cluster.cluster_map(), cluster.statuses(), running=cluster.running())
+    assert copy_sources(cluster.cluster_map(), learning, running=cluster.running()) == {"n1": {"chaos/1": ("n3", 25)}}
+    assert copy_sources(cluster.cluster_map(), learning, running=["n2", "n3"]) == {}   # the primary is down
+    assert copy_sources(cluster.cluster_map(), {"n1": {"chaos/1": 9}}, running=["n1"]) == {}   # its own primary
+    [kill], cluster = faults_of('duration_s = 10\n[[faults]]\nkind = "kill"\ntarget = "copy-source"\n')
+    assert kill.inject() == ["n1"]
+    assert kill.learning == {"chaos/1": 25} and kill.learners == {"chaos/1": "n3"}
+    kill.heal()
+    assert cluster.calls == [("kill", "n1"), ("start", "n1")]
 
 
 def test_chaos_repair_other_follower_avoids_earlier_targets() -> None:
