@@ -4,7 +4,8 @@ Each pass, on a fresh 4-node local cluster (real processes; 3 Raft voters n1-n3 
 data-only, joined through a voter; fast failure detection as tests/integration FAST:
 heartbeat 0.2 s, lease 1 s, suspect after 1 s, dead after 3.6 s, replicate timeout 1 s;
 SHOAL_REPAIR_BYTES_PER_S=0, an unthrottled copy, so the copy rate is the engine's own
-(`--repair-bytes-per-s N` sets the nodes' throttle instead, to see what it buys the clients);
+(`--repair-bytes-per-s N` sets the nodes' throttle instead, to see what it buys the clients;
+`--transfers N` the learners per node, repair_transfers_per_node_max);
 SHOAL_LMDB_SYNC=0, throwaway data; an LMDB map 4x a shard's share):
 
   load       a dataset of `--shards` shards, R=3, with `--bytes` of 1 KiB values (`put_many`),
@@ -53,7 +54,7 @@ once, interrupted fills and ring misses (a copy started again because the primar
 entries no longer reached back); the same counts before the kill show what the load did.
 
     python bench/repair.py [--bytes 1073741824] [--passes 2] [--shards 8] [--repair-bytes-per-s 0]
-                           [--victim ID] [--spare-seed] [--keep-logs DIR]
+                           [--transfers 0] [--victim ID] [--spare-seed] [--keep-logs DIR]
     python bench/repair.py --bytes 268435456 --passes 2      # a few minutes
 
 `--keep-logs DIR` copies each pass's node logs to DIR/pass<N>/<node>.log. A pass's cluster
@@ -104,12 +105,15 @@ P99_RATIO_MAX = 2.0                # ... and put p99 during the repair <= 2x bef
 
 # --- the cluster: environment, load, victim, sizes ---
 
-def node_env(total_bytes: int, shards: int, repair_bytes_per_s: int) -> dict[str, str]:
+def node_env(total_bytes: int, shards: int, repair_bytes_per_s: int, transfers: int = 0) -> dict[str, str]:
     """Fast detection, the repair rate (0 = unthrottled), no fsync, and an LMDB map 4x a shard's
-    share (at least 256 MiB)."""
+    share (at least 256 MiB); `transfers` > 0 sets repair_transfers_per_node_max (else the default)."""
     map_bytes = max(256 * MiB, (4 * total_bytes // shards + MiB - 1) // MiB * MiB)
-    return {**FAST, "SHOAL_LMDB_SYNC": "0", "SHOAL_REPAIR_BYTES_PER_S": str(repair_bytes_per_s),
-            "SHOAL_MAP_SIZE_BYTES": str(map_bytes)}
+    env = {**FAST, "SHOAL_LMDB_SYNC": "0", "SHOAL_REPAIR_BYTES_PER_S": str(repair_bytes_per_s),
+           "SHOAL_MAP_SIZE_BYTES": str(map_bytes)}
+    if transfers > 0:
+        env["SHOAL_REPAIR_TRANSFERS_PER_NODE_MAX"] = str(transfers)
+    return env
 
 
 def loaded_records(count: int) -> Iterator[tuple[str, bytes]]:
@@ -484,7 +488,7 @@ class PassResult:
 def one_pass(root: pathlib.Path, options: argparse.Namespace) -> PassResult:
     result = PassResult(load_average=load_average())
     count = options.bytes // VALUE_BYTES
-    with LocalCluster(root / "cluster", nodes=NODES, env=node_env(options.bytes, options.shards, options.repair_bytes_per_s)) as cluster, \
+    with LocalCluster(root / "cluster", nodes=NODES, env=node_env(options.bytes, options.shards, options.repair_bytes_per_s, options.transfers)) as cluster, \
             cluster.client(timeout_s=30) as monitor, cluster.client(timeout_s=30) as writer_client, \
             cluster.client(timeout_s=30) as prober:
         monitor.create_dataset(DATASET, shards=options.shards, replication=REPLICATION)
@@ -778,6 +782,8 @@ def main() -> None:
     parser.add_argument("--after-s", type=float, default=3.0, help="writer running after the restoration")
     parser.add_argument("--repair-bytes-per-s", type=int, default=0,
                         help="SHOAL_REPAIR_BYTES_PER_S of the nodes (0 = unthrottled, the copy-rate figure)")
+    parser.add_argument("--transfers", type=int, default=0,
+                        help="SHOAL_REPAIR_TRANSFERS_PER_NODE_MAX of the nodes (0 = the node default)")
     parser.add_argument("--victim", help="the node to kill (default: chosen, see choose_victim)")
     parser.add_argument("--spare-seed", action="store_true",
                         help="never choose a node that data-only nodes joined through (see RESULTS.md)")
@@ -786,7 +792,7 @@ def main() -> None:
     assert options.bytes >= VALUE_BYTES * options.shards, "--bytes too small for one record per shard"
     print(f"repair after kill -9 of 1 of {NODES} nodes: {options.bytes / MiB:,.0f} MiB of {VALUE_BYTES}-byte "
           f"values, {options.shards} shards, R={REPLICATION}, {options.passes} passes; node env "
-          f"{node_env(options.bytes, options.shards, options.repair_bytes_per_s)}", flush=True)
+          f"{node_env(options.bytes, options.shards, options.repair_bytes_per_s, options.transfers)}", flush=True)
     results: list[tuple[PassResult, dict[str, Any] | None]] = []
     for number in range(1, options.passes + 1):
         with tempfile.TemporaryDirectory(prefix="shoal-bench-repair-") as tmp:

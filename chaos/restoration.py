@@ -35,8 +35,8 @@ has them and the in-sync replicas' checksums are equal (the `converged` machiner
 
 `check_copy_resumed` judges faults with target `learner` or `copy-source` (then it reads the
 logs of the learners the killed sender was filling): the learner's node logs "learner starts a
-copy" once per shard, so the copy it was killed in went on from what it had installed
-(a restarted copy logs the line again), and it logs "learner joined the in-sync set" for
+copy" once per shard and receives one snapshot, so the copy it was killed in went on from
+what it had installed (a restarted copy logs the line again, or a second snapshot id), and it logs "learner joined the in-sync set" for
 each shard it was learning; a kill before any record was installed tested nothing.
 """
 from __future__ import annotations
@@ -59,6 +59,7 @@ RESTORE_POLL_S = 0.5
 SERVING_ROLES = ("primary", "backup")
 WRITE_KINDS = ("write", "cas", "add", "add_batch")
 STARTS_COPY = "learner starts a copy"
+RECEIVES_SNAPSHOT = "learner receives snapshot"   # + " <id> of <node>": a copy from a new snapshot starts at byte 0
 JOINED = "learner joined the in-sync set"
 
 
@@ -236,7 +237,7 @@ def check_copy_resumed(faults: Sequence[dict[str, Any]], logs: dict[str, list[st
         for node in sorted({learners.get(shard, target) for shard in learning}):
             lines = logs.get(node, [])
             mine = {shard: done for shard, done in learning.items() if learners.get(shard, target) == node}
-            starts = _count_by_shard(lines, STARTS_COPY)
+            starts = copy_starts(lines)
             details[node] = {"learning_at_kill": mine, "killed": target, "copy_starts": starts,
                              "lines": [line[-240:] for line in lines][:60]}
             for shard, count in sorted(starts.items()):
@@ -257,6 +258,20 @@ def check_copy_resumed(faults: Sequence[dict[str, Any]], logs: dict[str, list[st
                   f"(from {done} records)" for shard, done in sorted(f["learning"].items()))
         + f" after the kill of {(f.get('targets') or ['?'])[0]}" for f in judged)
     return CheckResult(name, True, summary + ": one copy start per shard, every one joined", details)
+
+
+def copy_starts(lines: Sequence[str]) -> dict[str, int]:
+    """shard -> how many times its copy began from zero: the "learner starts a copy" lines, or
+    the snapshots received (each new one is sent from byte 0, even from the same source), if more."""
+    starts = _count_by_shard(lines, STARTS_COPY)
+    snapshots: dict[str, set[str]] = {}
+    for line in lines:
+        head, found, tail = line.partition(f": {RECEIVES_SNAPSHOT} ")
+        if found and "shard " in head:
+            snapshots.setdefault(head.rpartition("shard ")[2], set()).add(tail.split(" ", 1)[0])
+    for shard, ids in snapshots.items():
+        starts[shard] = max(starts.get(shard, 0), len(ids))
+    return starts
 
 
 def _count_by_shard(lines: Sequence[str], marker: str) -> dict[str, int]:

@@ -352,6 +352,8 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         self.node = node
         self.config = node.config
         self.copy_throttle = copy_source.Throttle(node.config.repair_bytes_per_s)   # every copy this node sends
+        self.copy_snapshots = copy_source.Snapshots(node.config.data_dir / "snapshots",   # kept across restarts
+                                                    copy_source.snapshots_max(node.config))
 
     def _check_cluster(self, cluster_id: str, *, allow_unnamed: bool = False) -> None:
         if not self.node.identity.accepts(cluster_id, allow_unnamed=allow_unnamed):
@@ -387,7 +389,8 @@ class PeerService(peer_pb2_grpc.PeerServicer):
                         ) -> AsyncIterator[peer_pb2.CopyShardChunk]:
         self._check_cluster(request.cluster_id)
         replica = self.node.registry.replica_for_peer(request.dataset, request.shard, request.dataset_id)
-        async for chunk in copy_source.chunks(self.node.context, replica, request, self.copy_throttle):
+        async for chunk in copy_source.chunks(self.node.context, replica, request, self.copy_throttle,
+                                              self.copy_snapshots):
             yield chunk
 
     async def JoinShard(self, request: peer_pb2.JoinShardRequest, context: Any) -> peer_pb2.JoinShardResponse:

@@ -6,12 +6,13 @@ replica's own LMDB meta rows (storage/fill.py):
 0. reuse: a replica already on this node (a backup fenced out while it was down or slow,
    back before its copy was dropped) skips the copy when that is safe, and only replays:
    see "Catching up by replay" below.
-1. copy: CopyShard from the primary, installing each chunk with its position; after a
-   crash of either side the copy continues after the last installed key. A new primary
-   (the source changed) starts the copy over: the old one's reads may have held writes
-   that were never acknowledged.
-2. replay: FetchEntries from the primary after the copy's base seq, applied in order (the
-   entries are blind effects, so chunks read at later seqs converge). If the primary's ring
+1. copy: CopyShard from the primary: a snapshot of its replica at one seq S, received by
+   byte offset into a staging file (its length is the resume offset: after a crash of
+   either side the copy continues where it stopped, while the primary still holds that
+   snapshot), verified by the whole file's digest, then installed in place of this
+   replica's environment (`_install`). A new primary (the source changed) starts the copy
+   over: the old one's state may have held writes that were never acknowledged.
+2. replay: FetchEntries from the primary after S, applied in order. If the primary's ring
    no longer holds the entries after the replica's seq, the copy starts over.
 3. join: JoinShard with the replica's seq and incarnation; the primary pushes what is
    left from its ring and records the join through Raft (epoch + 1). Until then the
@@ -35,19 +36,19 @@ another entry S of another epoch, or not at all) cannot be repaired by replaying
 primary's entries over it: a key only the divergent entry wrote would keep its value. So
 anything else is a full copy (the "snapshot"), which starts from an empty replica
 (`fill.begin`) so that no divergent record survives. The replica must also know the epoch
-of its last entry (unknown after a copy, whose chunks are of many seqs, in stores older than
-the `entry_epoch` row, and in a replica the scrubber marked corrupt), and its records must
+of its last entry (unknown after a copy, in stores older than the `entry_epoch` row, and in a
+replica the scrubber marked corrupt), and its records must
 match its meta rows (`scrub.check`: a disk damaged while the node was down). When unsure:
 copy. (Its incarnation says nothing here: fencing it out dropped its record.)
 """
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import TYPE_CHECKING
 
 import grpc
-import msgpack
 
 from shoal.client.wire.pb import peer_pb2
 from shoal.client.wire.retry import RetryPolicy
@@ -56,23 +57,25 @@ from shoal.node.replication.replica import FillProgress
 from shoal.node.replication.ring import RingEntry
 from shoal.node.storage import fill, scrub
 from shoal.node.storage.entry import Entry
-from shoal.node.storage.shard_store import ENTRY_EPOCH_UNKNOWN
+from shoal.node.storage.shard_store import ENTRY_EPOCH_UNKNOWN, ShardStore
 
 if TYPE_CHECKING:
+    import pathlib
+
     from shoal.node.replication.context import ReplicationContext
     from shoal.node.replication.replica import Replica
 
 logger = logging.getLogger(__name__)
 
 LEARNER_RETRY_S_MAX = 2.0       # the longest pause between two attempts of a learner
-COPY_STREAM_TIMEOUT_S = 600.0   # one CopyShard stream; past it the copy resumes after its last chunk
+COPY_STREAM_TIMEOUT_S = 600.0   # one CopyShard stream; past it the copy resumes at the bytes it holds
 
 
 COPY_AGAIN = "copy again"       # how JoinShard's reason ends when only a new copy can let the learner join
 
 
 class CopyFailed(Exception):
-    """This attempt cannot go on (the primary changed or refused, a chunk was damaged): try again."""
+    """This attempt cannot go on (the primary changed or refused, a piece was damaged): try again."""
 
 
 async def fill_replica(ctx: ReplicationContext, replica: Replica) -> None:
@@ -109,26 +112,29 @@ async def _attempt(ctx: ReplicationContext, replica: Replica, primary: str) -> b
         logger.info("shard %s: learner starts a copy from %s (its replica at seq %d cannot catch up by replay: %s)",
                     replica.name, primary, store.state.seq, problem)
         state = await _begin(ctx, replica, primary)
-    elif state is None or state.source != primary:
+    elif state is None or state.source != primary or state.table not in _STAGES:
         logger.info("shard %s: learner starts a copy from %s", replica.name, primary)
         state = await _begin(ctx, replica, primary)
     else:
-        logger.info("shard %s: learner resumes its copy from %s at table %s", replica.name, primary,
-                    state.table or "(copied)")
-    replica.fill.records_done = replica.fill.records_start = await ctx.run_blocking(fill.records_installed, store)
-    if state.table not in (fill.COPIED, fill.REPLAYING):
+        logger.info("shard %s: learner resumes its copy from %s (%s)", replica.name, primary, _STAGES[state.table])
+    if state.table == fill.COPYING:
         state = await _copy(ctx, replica, primary, state)
-    replica.fill.phase = "replaying"
     if state.table == fill.COPIED:
-        state = await ctx.run_blocking(fill.finish, store, state)
-        logger.info("shard %s: copy from %s done (%d records, base seq %d); replaying entries",
-                    replica.name, primary, store.state.records, state.base)
+        state = await _install(ctx, replica, primary)
+        logger.info("shard %s: copy from %s installed (%d records, seq %d); replaying entries",
+                    replica.name, primary, replica.store.state.records, state.base)
+    replica.fill.phase = "replaying"
+    replica.fill.records_done = replica.fill.records_total = replica.store.state.records
     if not await _replay(ctx, replica, primary):
-        reached = store.state.seq
+        reached = replica.store.state.seq
         await _begin(ctx, replica, primary)    # the entries are gone: copy again
         raise CopyFailed(f"{primary}'s recent entries no longer reach back to seq {reached}: copy again")
     replica.fill.phase = "joining"
     return await _join(ctx, replica, primary)
+
+
+_STAGES = {fill.COPYING: "receiving its snapshot", fill.COPIED: "installing its snapshot",
+           fill.REPLAYING: "replaying"}
 
 
 async def _begin(ctx: ReplicationContext, replica: Replica, primary: str) -> fill.FillState:
@@ -195,55 +201,132 @@ async def _catch_up(ctx: ReplicationContext, replica: Replica, primary: str,
 
 
 async def _copy(ctx: ReplicationContext, replica: Replica, primary: str, state: fill.FillState) -> fill.FillState:
+    """Receive the primary's snapshot into the staging file, from the bytes held already (if
+    the primary still holds that snapshot; from 0 of a new one otherwise), until it is whole
+    and verified: COPIED."""
+    store, sync = replica.store, ctx.config.lmdb_sync
+    offset = await ctx.run_blocking(fill.staged_bytes, store) if state.cursor else 0
     request = peer_pb2.CopyShardRequest(dataset=replica.dataset, shard=replica.index, dataset_id=replica.dataset_id,
-                                        cluster_id=ctx.cluster_id, learner=ctx.node_id, table=state.table,
-                                        after=state.cursor)
+                                        cluster_id=ctx.cluster_id, learner=ctx.node_id,
+                                        snapshot_id=state.cursor.decode("ascii", "replace"), offset=offset)
     stream = ctx.peers.peer(ctx.address_of(primary)).CopyShard(request, timeout=COPY_STREAM_TIMEOUT_S)
+    first = True
     async for message in stream:
-        chunk = chunk_of(message, state)
-        state = await ctx.run_blocking(fill.install, replica.store, state, chunk)
-        _count(replica, message, len(chunk.pairs))
-        if state.table == fill.COPIED:
-            return state
-    raise CopyFailed(f"the copy stream from {primary} ended in table {state.table}")
+        check_piece(message, state.cursor, offset, ctx.config.map_size_bytes)
+        if message.snapshot_id.encode("ascii") != state.cursor:
+            logger.info("shard %s: learner receives snapshot %s of %s (%d bytes, seq %d)", replica.name,
+                        message.snapshot_id, primary, message.snapshot_bytes, message.seq)
+            state = await ctx.run_blocking(fill.restart_staging, store, state, message.snapshot_id, sync)
+            offset = 0
+        if first:
+            _start_count(replica, message, offset)
+            first = False
+        offset = await ctx.run_blocking(fill.append, store, offset, message.data, sync)
+        _count(replica, message, offset)
+        if offset == message.snapshot_bytes:
+            try:
+                return await ctx.run_blocking(fill.received, store, state, message.snapshot_digest)
+            except fill.BadSnapshotError as exc:
+                raise CopyFailed(str(exc)) from None
+    raise CopyFailed(f"the copy stream from {primary} ended at byte {offset} of its snapshot")
 
 
-def chunk_of(message: peer_pb2.CopyShardChunk, state: fill.FillState) -> fill.Chunk:
-    """The pairs of one chunk of the table being copied; pure. CopyFailed (this attempt ends, the
-    learner goes on) when the chunk was damaged on the way (digest) or is not what a primary
-    sends: keys and values are msgpack arrays of bytes of one length, keys of 1..KEY_BYTES_MAX
-    bytes (what LMDB can install), a seq up to fill.SEQ_MAX."""
-    where = f"chunk of table {message.table[:40]!r} after {state.cursor[:40]!r}"
-    if digest(message.keys, message.values) != message.digest:
+_SNAPSHOT_ID = re.compile(r"[0-9a-f]{1,64}")
+
+
+def check_piece(message: peer_pb2.CopyShardChunk, snapshot_id: bytes, offset: int, bytes_max: int) -> None:
+    """Pure. CopyFailed (this attempt ends, the learner goes on) when a piece was damaged on the
+    way (digest) or is not what a primary sends: a hex snapshot id; the piece starts where the
+    staging file ends (at 0 for another snapshot than `snapshot_id`); it ends within the file;
+    only the last piece may be empty; the file fits the map (bytes_max); a seq up to fill.SEQ_MAX."""
+    where = f"piece at byte {message.offset} of snapshot {message.snapshot_id[:64]!r}"
+    if digest(message.data) != message.digest:
         raise CopyFailed(f"{where} arrived damaged")
-    if message.table != state.table:
-        raise CopyFailed(f"expected a chunk of table {state.table}, got {message.table[:40]!r}")
-    try:
-        keys = msgpack.unpackb(message.keys, raw=False)
-        values = msgpack.unpackb(message.values, raw=False)
-    except Exception as exc:   # msgpack raises several unrelated types (ExtraData, FormatError, ...)
-        raise CopyFailed(f"{where} is not msgpack: {type(exc).__name__}") from None
-    if type(keys) is not list or type(values) is not list or len(keys) != len(values):
-        raise CopyFailed(f"{where}: keys and values are not two arrays of one length")
-    if not {bytes}.issuperset(map(type, keys)) or not {bytes}.issuperset(map(type, values)):
-        raise CopyFailed(f"{where}: keys and values must be bytes")
-    if keys and (min(map(len, keys)) == 0 or max(map(len, keys)) > fill.KEY_BYTES_MAX):
-        raise CopyFailed(f"{where}: a key is empty or longer than {fill.KEY_BYTES_MAX} bytes")
+    if not _SNAPSHOT_ID.fullmatch(message.snapshot_id):
+        raise CopyFailed(f"{where}: not a snapshot id")
+    expected = offset if message.snapshot_id.encode("ascii") == snapshot_id else 0
+    if message.offset != expected:
+        raise CopyFailed(f"{where}: expected the piece at byte {expected}")
+    if not 0 < message.snapshot_bytes <= bytes_max:
+        raise CopyFailed(f"{where}: a snapshot of {message.snapshot_bytes} bytes (at most {bytes_max} fit the map)")
+    end = message.offset + len(message.data)
+    if end > message.snapshot_bytes or (not message.data and end != message.snapshot_bytes):
+        raise CopyFailed(f"{where}: {len(message.data)} bytes do not fit a file of {message.snapshot_bytes}")
     if message.seq > fill.SEQ_MAX:
         raise CopyFailed(f"{where}: seq {message.seq} is past {fill.SEQ_MAX}")
-    return fill.Chunk(message.table, list(zip(keys, values)), message.done, message.seq)
+
+
+async def _install(ctx: ReplicationContext, replica: Replica, primary: str) -> fill.FillState:
+    """Put the verified snapshot in place of this replica's environment: prepared (its own
+    incarnation and fill rows) in a thread, then closed, moved and reopened on the event loop
+    with no await in between, so no reader there (status, metrics) meets a closed environment;
+    under the apply lock, so no entry is applied meanwhile. Nothing else reads a learner's
+    replica: the scrubber skips learners and compute tasks run on in-sync replicas (a task on
+    the old file keeps it: fill.move_into_place)."""
+    config = ctx.config
+    async with replica.apply_lock:
+        old = replica.store
+        try:
+            state = await ctx.run_blocking(fill.prepare, old, primary, config.lmdb_sync, config.map_size_bytes)
+        except fill.BadSnapshotError as exc:
+            await ctx.run_blocking(fill.begin, old, primary)
+            raise CopyFailed(str(exc)) from None
+        old.close()
+        try:
+            fill.move_into_place(old.path, config.lmdb_sync)
+            replica.store = _open_store(ctx, old.path)
+        except Exception:   # disk trouble: an empty replica copies again, never a closed store left behind
+            logger.exception("shard %s: installing the snapshot from %s failed", replica.name, primary)
+            (old.path / "data.mdb").unlink(missing_ok=True)
+            (old.path / "lock.mdb").unlink(missing_ok=True)
+            replica.store = _open_store(ctx, old.path)
+            raise CopyFailed("installing the snapshot failed") from None
+    return state
+
+
+def _open_store(ctx: ReplicationContext, path: pathlib.Path) -> ShardStore:
+    config = ctx.config   # as the shard registry opens replicas (node/shards.py)
+    return ShardStore(path, map_size_bytes=config.map_size_bytes, sync=config.lmdb_sync,
+                      idempotency_retain=config.idempotency_retain_writes, max_readers=config.lmdb_max_readers)
 
 
 async def _replay(ctx: ReplicationContext, replica: Replica, primary: str) -> bool:
     """Apply the primary's entries after this replica's seq until none is left; False when
-    its ring no longer holds them."""
+    neither its ring nor an in-sync backup's holds them (`_fetch_from_backups`)."""
     while True:
         response = await _fetch(ctx, replica, primary, replica.store.state.seq)
         if not response.complete:
-            return False
+            backup_response = await _fetch_from_backups(ctx, replica, primary)
+            if backup_response is None:
+                return False
+            response = backup_response
         if not response.entries:
             return True
         await _apply(ctx, replica, list(response.entries))
+
+
+async def _fetch_from_backups(ctx: ReplicationContext, replica: Replica,
+                              primary: str) -> peer_pb2.FetchEntriesResponse | None:
+    """The entries after this replica's seq from an in-sync backup's ring, when the primary's no
+    longer reaches back: a primary restarted since its snapshot (issue 18.3, the sender killed
+    mid-transfer) has an empty ring, while its backups still hold the entries it made before.
+    Safe because an in-sync backup holds a prefix of the primary's history (it applied the
+    primary's entries in order, and one that missed any was fenced out); the join then
+    checks the rest against the primary's own ring. None when no backup has them."""
+    shard = ctx.metadata.view.shard(replica.dataset, replica.index)
+    after_seq = replica.store.state.seq
+    for backup_id in shard.backups() if shard is not None and shard.primary == primary else []:
+        if backup_id == ctx.node_id:
+            continue
+        try:
+            response = await _fetch(ctx, replica, backup_id, after_seq)
+        except grpc.aio.AioRpcError:
+            continue
+        if response.complete and response.entries:
+            logger.info("shard %s: replaying entries after seq %d from backup %s (%s's recent entries no longer "
+                        "reach back)", replica.name, after_seq, backup_id, primary)
+            return response
+    return None
 
 
 async def _fetch(ctx: ReplicationContext, replica: Replica, primary: str,
@@ -287,14 +370,19 @@ async def _join(ctx: ReplicationContext, replica: Replica, primary: str) -> bool
     return True
 
 
-def _count(replica: Replica, message: peer_pb2.CopyShardChunk, records: int) -> None:
+def _start_count(replica: Replica, message: peer_pb2.CopyShardChunk, offset: int) -> None:
+    """Progress in bytes of the snapshot, shown as records (its count x the share received)."""
     progress = replica.fill
-    if progress is None:
-        return
-    progress.bytes_done += len(message.keys) + len(message.values)
-    if message.table == fill.TABLES[0]:
+    if progress is not None:
         progress.records_total = message.source_records
-        progress.records_done += records
+        progress.records_done = progress.records_start = message.source_records * offset // message.snapshot_bytes
+
+
+def _count(replica: Replica, message: peer_pb2.CopyShardChunk, offset: int) -> None:
+    progress = replica.fill
+    if progress is not None:
+        progress.bytes_done += len(message.data)
+        progress.records_done = message.source_records * offset // message.snapshot_bytes
 
 
 def _is_learner(ctx: ReplicationContext, replica: Replica) -> bool:

@@ -29,7 +29,7 @@ from shoal.node.errors import InvalidRequestError, StorageFullError
 from shoal.node.metadata import commands, fsm, jobs
 from shoal.node.metadata.view import MetadataView
 from shoal.node.records import RecordCodec
-from shoal.node.replication.learner import CopyFailed, chunk_of
+from shoal.node.replication.learner import CopyFailed, check_piece
 from shoal.node.storage import fill
 from shoal.node.storage.entry import Entry
 from shoal.node.storage.shard_store import ShardStore
@@ -202,16 +202,19 @@ def _positional(raw: bytes) -> list[Any] | None:
         return None
 
 
-# ---- replication entries, typed records and copy chunks ----
+# ---- replication entries, typed records and copy pieces ----
+
+MAP_SIZE_BYTES = 256 << 20
+
 
 class ScratchStores:
     """Two LMDB shard stores in a temp dir (removed by close()): one that applies entries,
-    one that installs copy chunks. sync off: the checks never reopen them."""
+    one that receives copy pieces. sync off: the checks never reopen them."""
 
     def __init__(self, base: Path | None = None) -> None:
         self.path = Path(tempfile.mkdtemp(prefix="shoal-fuzz-", dir=base))
-        self.backup = ShardStore(self.path / "backup", map_size_bytes=256 << 20, sync=False)
-        self.learner = ShardStore(self.path / "learner", map_size_bytes=256 << 20, sync=False)
+        self.backup = ShardStore(self.path / "backup", map_size_bytes=MAP_SIZE_BYTES, sync=False)
+        self.learner = ShardStore(self.path / "learner", map_size_bytes=MAP_SIZE_BYTES, sync=False)
         fill.begin(self.learner, "n1")
 
     def close(self) -> None:
@@ -254,16 +257,54 @@ def check_record(schema_json: object, value: bytes) -> None:
     assert codec.stored(b"key", _pack(document)) == stored, "a stored record does not survive a read"
 
 
-def check_chunk(message: peer_pb2.CopyShardChunk, table: str, stores: ScratchStores) -> None:
-    """A learner copying `table` turns a CopyShardChunk into pairs it can install, or refuses it
-    with CopyFailed (damaged on the way, or not what a primary sends); what it accepts installs
-    in LMDB (records pile up in the scratch learner: each chunk is installed as a first one)."""
-    state = fill.FillState("n1", -1, table, b"")
+def check_chunk(message: peer_pb2.CopyShardChunk, held_id: str, held_bytes: int, stores: ScratchStores) -> None:
+    """A learner holding `held_bytes` of snapshot `held_id` checks a CopyShardChunk (check_piece) or
+    refuses it with CopyFailed (damaged on the way, or not what a primary sends); a piece it accepts
+    is written to its staging file where the file ends, and once the file is whole the learner
+    verifies it (whole-file digest) and prepares it for installing (an LMDB open of what arrived),
+    each of which answers or raises BadSnapshotError, never another error or a crash."""
+    learner = stores.learner
+    state = fill.FillState("n1", -1, fill.COPYING, held_id.encode())
+    state = fill.restart_staging(learner, state, held_id, sync=False)
+    if held_bytes:
+        fill.append(learner, 0, b"\0" * held_bytes, sync=False)
     try:
-        chunk = chunk_of(message, state)
+        check_piece(message, state.cursor, held_bytes, MAP_SIZE_BYTES)
     except CopyFailed:
         return
-    assert xxhash.xxh64_intdigest(message.keys + message.values) == message.digest
-    assert chunk.table == table and all(type(k) is bytes and type(v) is bytes for k, v in chunk.pairs)
-    following = fill.install(stores.learner, state, chunk)
-    assert following.base == message.seq
+    assert xxhash.xxh64_intdigest(message.data) == message.digest
+    if message.snapshot_id != held_id:
+        assert message.offset == 0
+        state = fill.restart_staging(learner, state, message.snapshot_id, sync=False)
+    else:
+        assert message.offset == held_bytes
+    end = fill.append(learner, message.offset, message.data, sync=False)
+    assert end <= message.snapshot_bytes <= MAP_SIZE_BYTES
+    if end < message.snapshot_bytes:
+        return
+    try:
+        state = fill.received(learner, state, message.snapshot_digest)
+        state = fill.prepare(learner, "n1", False, MAP_SIZE_BYTES)
+    except fill.BadSnapshotError:
+        assert not fill.staging_path(learner).exists()
+        return
+    assert state.table == fill.REPLAYING and state.base == 1   # the real snapshot, prepared
+    fill.staging_path(learner).unlink()
+
+
+def valid_snapshot() -> bytes:
+    """A snapshot file of a small shard replica (what a primary sends), made once."""
+    global _VALID_SNAPSHOT
+    if _VALID_SNAPSHOT is None:
+        scratch = Path(tempfile.mkdtemp(prefix="shoal-fuzz-snapshot-"))
+        try:
+            with ShardStore(scratch / "p", map_size_bytes=MAP_SIZE_BYTES, sync=False) as primary:
+                primary.apply(Entry(1, 1, [b"a", b"b"], [b"\x01", b"\x02"], [b"w" * 24], [b"\xc0"]))
+                fill.write_snapshot(primary, scratch / "s.mdb")
+            _VALID_SNAPSHOT = (scratch / "s.mdb").read_bytes()
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return _VALID_SNAPSHOT
+
+
+_VALID_SNAPSHOT: bytes | None = None

@@ -18,9 +18,8 @@ from shoal.node.compute.columns import compile_expression
 from shoal.node.compute.expressions import parse_expression
 from shoal.node.metadata import commands
 from shoal.node.replication.copy_source import digest
-from shoal.node.replication.learner import CopyFailed, chunk_of
+from shoal.node.replication.learner import CopyFailed, check_piece
 from shoal.node.server import check_replay, command_for
-from shoal.node.storage import fill
 from shoal.node.storage.entry import Entry
 
 
@@ -59,22 +58,27 @@ def test_issue_19_7_entry_with_an_over_long_write_id_is_refused_at_decode() -> N
         Entry.decode(payload)
 
 
-@pytest.mark.parametrize("keys, values, seq", [
-    (b"\xc1", msgpack.packb([]), 1),                                 # not msgpack
-    (msgpack.packb(["k"]), msgpack.packb([b"v"]), 1),                # a str key
-    (msgpack.packb([b"a", b"b"]), msgpack.packb([b"v"]), 1),         # unequal lengths
-    (msgpack.packb([b""]), msgpack.packb([b"v"]), 1),                # an empty key (LMDB refuses it)
-    (msgpack.packb([b"k" * 512]), msgpack.packb([b"v"]), 1),         # a key past LMDB's 511 bytes
-    (msgpack.packb([b"k"]), msgpack.packb([b"v"]), 2**64 - 1),       # fill_base holds seq + 1 in 8 bytes
+@pytest.mark.parametrize("snapshot_id, offset, data, snapshot_bytes, seq", [
+    ("xyz", 0, b"d", 1, 1),                  # not a snapshot id
+    ("", 0, b"d", 1, 1),                     # no snapshot id
+    ("0" * 65, 0, b"d", 1, 1),               # an id past 64 characters
+    ("ab", 4096, b"d", 8192, 1),             # a new snapshot must start at 0
+    ("00", 8, b"d", 8192, 1),                # the held one goes on where the staging file ends (4)
+    ("ab", 0, b"dd", 1, 1),                  # a piece past the file's end
+    ("ab", 0, b"", 10, 1),                   # an empty piece before the end
+    ("ab", 0, b"d", 0, 1),                   # an empty file
+    ("ab", 0, b"d", 2**40, 1),               # a file larger than the map
+    ("ab", 0, b"d", 1, 2**64 - 1),           # fill_base holds seq + 1 in 8 bytes
 ])
-def test_issue_19_7_a_chunk_with_a_right_digest_but_bad_content_is_copy_failed(keys: bytes, values: bytes,
-                                                                               seq: int) -> None:
-    """Found: the learner decoded chunk keys and values without checks, so such chunks raised
-    msgpack, TypeError, lmdb or OverflowError out of fill_replica ("learner crashed")."""
-    message = peer_pb2.CopyShardChunk(table="records", keys=keys, values=values, seq=seq,
-                                      digest=digest(keys, values))
+def test_issue_19_7_a_chunk_with_a_right_digest_but_bad_content_is_copy_failed(
+        snapshot_id: str, offset: int, data: bytes, snapshot_bytes: int, seq: int) -> None:
+    """Found (in the record copy): the learner decoded chunks without checks, so such chunks raised
+    msgpack, TypeError, lmdb or OverflowError out of fill_replica ("learner crashed"). The snapshot
+    copy's pieces are checked the same way: a learner holding 4 bytes of snapshot "00" refuses them."""
+    message = peer_pb2.CopyShardChunk(snapshot_id=snapshot_id, offset=offset, data=data, digest=digest(data),
+                                      snapshot_bytes=snapshot_bytes, seq=seq)
     with pytest.raises(CopyFailed):
-        chunk_of(message, fill.FillState("n1", -1, "records", b""))
+        check_piece(message, b"00", 4, 1 << 30)
 
 
 def test_issue_19_7_a_request_too_long_for_a_command_is_invalid_request() -> None:

@@ -8,11 +8,13 @@ Feeds
 - `Schema.from_json` + `RecordCodec.stored` / `document` (a typed dataset's Put and Get) with
   fuzzed schemas (short, long and junk forms) and values (documents with fields of every
   type, timestamps as strings and ints, arbitrary bytes);
-- the learner's `chunk_of` (CopyShardChunk -> pairs) with chunks whose keys/values are
-  msgpack arrays of bytes or anything else, of equal or unequal length, with the right or a
-  wrong digest and table, and installs each accepted chunk into a real LMDB learner store.
+- the learner's `check_piece` (a CopyShardChunk: one piece of a snapshot file) with pieces of
+  junk, of a real snapshot, a damaged or cut one, at right and wrong offsets, of known or new
+  snapshot ids (valid or not), with right or wrong digests and file lengths; each accepted
+  piece goes to a real staging file, and a whole one is verified and prepared (opened by LMDB).
 Asserts (fuzz_targets.check_entry / check_record / check_chunk): each decoder answers a value
-or its callers' error (ValueError, SchemaError, InvalidRequestError, CopyFailed) and nothing
+or its callers' error (ValueError, SchemaError, InvalidRequestError, CopyFailed,
+BadSnapshotError) and nothing
 else; what decodes round-trips, and applying or installing it works or is refused with a
 NodeError the server maps (never an LMDB or msgpack exception).
 """
@@ -25,10 +27,9 @@ import msgpack
 import pytest
 from hypothesis import strategies as st
 
-from fuzz_targets import SCHEMA_JSON, ScratchStores, check_chunk, check_entry, check_record
+from fuzz_targets import SCHEMA_JSON, ScratchStores, check_chunk, check_entry, check_record, valid_snapshot
 from shoal.client.wire.pb import peer_pb2
 from shoal.node.replication.copy_source import digest
-from shoal.node.storage import fill
 
 _U64_EDGES = st.sampled_from([0, 1, 2, 2**63 - 1, 2**63, 2**64 - 2, 2**64 - 1])
 _COUNTERS = st.one_of(st.integers(0, 5), _U64_EDGES, st.integers(-2**63, -1))
@@ -95,18 +96,30 @@ _DOCUMENTS = _mostly(   # mostly documents of SCHEMA_JSON's fields, each value m
 RECORD_VALUES = st.one_of(_DOCUMENTS.map(lambda document: msgpack.packb(document, use_bin_type=True)),
                           st.binary(max_size=32))
 
-_CHUNK_ITEMS = st.one_of(
-    st.lists(st.tuples(st.binary(min_size=1, max_size=16), st.binary(max_size=16)), max_size=5).map(
-        lambda pairs: ([k for k, _ in pairs], [v for _, v in pairs])),
-    st.tuples(st.lists(_KEYS, max_size=3), st.lists(st.binary(max_size=8), max_size=3)),
-    st.tuples(_column(_ANY), _column(_ANY)))
+def _snapshot_data() -> st.SearchStrategy[tuple[bytes, int]]:
+    """(what a piece carries, the whole-file digest an honest sender names): junk; a whole real
+    snapshot; one damaged on the way (a flipped byte, or cut short) under the real file's digest."""
+    whole = st.just(b"").map(lambda _: valid_snapshot())
+    return st.one_of(st.binary(max_size=64).map(lambda junk: (junk, digest(junk))),
+                     whole.map(lambda data: (data, digest(data))),
+                     st.tuples(whole, st.integers(0, 1 << 20)).map(lambda wi: (_flip(*wi), digest(wi[0]))),
+                     st.tuples(whole, st.integers(1, 12288)).map(lambda wi: (wi[0][:wi[1]], digest(wi[0]))))
+
+
+def _flip(data: bytes, at: int) -> bytes:
+    at %= len(data)
+    return data[:at] + bytes([data[at] ^ 0x40]) + data[at + 1:]
+
+
 CHUNKS = st.tuples(
-    st.sampled_from(fill.TABLES),                                            # the table being copied
-    st.one_of(st.none(), st.none(), st.sampled_from([*fill.TABLES, "", "meta"])),   # the chunk's (None: that one)
-    st.one_of(_CHUNK_ITEMS.map(lambda kv: (msgpack.packb(kv[0], use_bin_type=True),
-                                           msgpack.packb(kv[1], use_bin_type=True))),
-              st.tuples(st.binary(max_size=24), st.binary(max_size=24))),
-    st.booleans(), _U64_EDGES, st.sampled_from(["right", "right", "right", "wrong"]))
+    st.sampled_from(["", "00ab"]),                                           # the snapshot held
+    st.sampled_from([0, 0, 1, 4096]),                                        # bytes held of it
+    st.sampled_from(["00ab", "00ab", "beef", "", "xyz", "AB", "a" * 65]),    # the piece's snapshot id
+    _snapshot_data(),
+    st.sampled_from(["held", "held", "0", "1", "4096", "edge"]),             # the piece's offset
+    st.sampled_from(["end", "end", "end", "more", "0", "huge"]),             # snapshot_bytes
+    _U64_EDGES, st.sampled_from(["right", "right", "right", "wrong"]),       # seq, digest
+    st.sampled_from(["right", "right", "wrong"]))                            # snapshot_digest
 
 
 @pytest.fixture(scope="module")
@@ -129,12 +142,21 @@ def test_fuzz_typed_record_values_store_or_raise_invalid_request(fuzz: Any) -> N
          ci_examples=80)
 
 
-def test_fuzz_copy_chunks_install_or_raise_copy_failed(fuzz: Any, stores: ScratchStores) -> None:
-    """A learner's copy: any CopyShardChunk gives installable pairs or CopyFailed, never another error."""
-    def check(example: tuple[str, str | None, tuple[bytes, bytes], bool, int, str]) -> None:
-        copying, table, (keys, values), done, seq, digest_kind = example
-        right = digest(keys, values)
-        message = peer_pb2.CopyShardChunk(table=copying if table is None else table, keys=keys, values=values,
-                                          done=done, seq=seq, digest=right if digest_kind == "right" else right ^ 1)
-        check_chunk(message, copying, stores)
+def test_fuzz_copy_pieces_are_received_or_raise_copy_failed(fuzz: Any, stores: ScratchStores) -> None:
+    """A learner's copy: any CopyShardChunk is received (and a whole snapshot prepared) or refused with
+    CopyFailed / BadSnapshotError, never another error."""
+    def check(example: tuple[str, int, str, tuple[bytes, int], str, str, int, str, str]) -> None:
+        held_id, held_bytes, piece_id, (data, whole), offset_kind, size_kind, seq, digest_kind, file_digest_kind = \
+            example
+        held_bytes = held_bytes if held_id else 0
+        offset = {"held": held_bytes if piece_id == held_id else 0, "0": 0, "1": 1, "4096": 4096,
+                  "edge": 2**64 - 1}[offset_kind]
+        end = offset + len(data)
+        size = min(2**64 - 1, {"end": end, "more": end + 4096, "0": 0, "huge": 2**63}[size_kind])
+        right = digest(data)
+        message = peer_pb2.CopyShardChunk(
+            snapshot_id=piece_id, offset=offset, data=data, snapshot_bytes=size, seq=seq,
+            digest=right if digest_kind == "right" else right ^ 1,
+            snapshot_digest=whole if file_digest_kind == "right" else whole ^ 1)
+        check_chunk(message, held_id, held_bytes, stores)
     fuzz("formats.chunk", CHUNKS, check, ci_examples=60)

@@ -42,7 +42,6 @@ from shoal.client.wire.codes import ERROR_CODES, ERROR_METADATA_KEY, metadata_va
 from shoal.client.wire.pb import data_pb2, jobs_pb2, jobs_pb2_grpc, peer_pb2
 from shoal.client.wire.routing import shard_for_key
 from shoal.node.metadata import commands
-from shoal.node.storage import fill
 from test_fuzz_commands import ENVELOPES, MSGPACK_VALUES, shaped_command
 from test_fuzz_expressions import GOOD_SPECS, SPECS
 from test_fuzz_formats import ENTRY_PAYLOADS
@@ -146,7 +145,7 @@ def _aimed(node: FuzzNode) -> dict[str, st.SearchStrategy[Any]]:
         "name": names("fz-a", "fz-b", "a b", "x" * 129), "cluster_id": names(node.cluster_id),
         "node_id": names("fz-node", "n9"), "learner": names(node.node_id, "fz-node"),
         "primary": names(node.node_id, "fz-node"), "job_id": names("fz-job-1", "fz-job-2", "fz-job-setup", "x" * 200),
-        "table": names(*fill.TABLES), "kind": names("query", "query", "map_reduce"),
+        "snapshot_id": names("", "00ab", "not-hex"), "kind": names("query", "query", "map_reduce"),
         "new_raft_address": names("127.0.0.1:1", "h:99999", ""), "incarnation": names("a" * 32),
         "shard": _mostly(st.integers(0, SHARDS), _U32_EDGES), "epoch": _mostly(st.integers(0, 3), _U64_EDGES),
         "CreateDatasetRequest.shards": st.sampled_from([0, 1, 2, 4097, 2**32 - 1]),   # not thousands of LMDB envs

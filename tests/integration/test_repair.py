@@ -1,7 +1,7 @@
 """Issue 18: the cluster restores the replication factor by itself (real node processes).
 
-A learner is added on another node, fills itself from the primary (a copy in chunks, then
-the entries written meanwhile) and joins the in-sync set; writes go on during the copy
+A learner is added on another node, fills itself from the primary (a snapshot of the shard's
+LMDB environment streamed by byte offset, then the entries written after its seq) and joins the in-sync set; writes go on during the copy
 and none acknowledged is lost. Waits poll a condition with a deadline and dump the logs.
 """
 from __future__ import annotations
@@ -174,8 +174,9 @@ def test_a_backup_that_missed_more_than_the_ring_holds_is_copied(tmp_path: pathl
 @pytest.mark.slow   # ~20 s; in CI the chaos scenario repair-kill-learner checks the resume (copy_resumed)
 def test_a_copy_shows_progress_and_resumes_after_the_learner_is_killed(tmp_path: pathlib.Path) -> None:
     """A throttled copy (about 8 s): `status` shows it under way with a percentage; kill -9 of
-    the learner mid-copy and a restart: the copy continues after its last installed chunk
-    (the node logs no second "starts a copy" for the shard) and the shard gets its 3 copies."""
+    the learner mid-copy and a restart: the copy continues at the bytes of the snapshot it holds
+    (the node logs no second "starts a copy" for the shard, and receives one snapshot only: the
+    primary still held it and sent the rest from there) and the shard gets its 3 copies."""
     slow = {**FAST, "SHOAL_REPAIR_BYTES_PER_S": "400000", "SHOAL_SCAN_CHUNK_BYTES_MAX": "65536"}
     with LocalCluster(tmp_path / "c", nodes=4, env=slow) as cluster, cluster.client(timeout_s=15) as client:
         load(client, 1, 36_000)
@@ -198,6 +199,7 @@ def test_a_copy_shows_progress_and_resumes_after_the_learner_is_killed(tmp_path:
         log = cluster.log_tail(learner, 2000)
         assert log.count("learner starts a copy") == 1, log[-3000:]
         assert "learner resumes its copy from" in log.split("local cluster starts")[-1], log[-3000:]
+        assert log.count("learner receives snapshot") == 1, log[-3000:]
         check_every_write(client, "kv", {}, 36_000)
 
 

@@ -211,6 +211,17 @@ def test_chaos_repair_copy_resumed_fails_when_never_joined_or_nothing_installed(
     assert not check_copy_resumed([{**LEARNER_FAULT, "learning": {}}], {"n2": LOG}).passed
 
 
+def test_chaos_repair_copy_resumed_fails_on_a_second_snapshot_from_the_same_source() -> None:
+    """A copy that went on from the same source but with a new snapshot (sent from byte 0): fail;
+    the same snapshot id again (a resume at the bytes held) passes."""
+    received = [LEARNER + "shard chaos/2: learner receives snapshot 1a2b of n3 (8192 bytes, seq 7)"]
+    again = LOG[:1] + received + LOG[1:] + received
+    assert check_copy_resumed([LEARNER_FAULT], {"n2": again}).passed
+    other = [LEARNER + "shard chaos/2: learner receives snapshot 9f9f of n3 (8192 bytes, seq 9)"]
+    result = check_copy_resumed([LEARNER_FAULT], {"n2": LOG[:1] + received + LOG[1:] + other})
+    assert not result.passed and "started the copy of chaos/2 2 times" in result.summary
+
+
 def test_chaos_repair_copy_resumed_after_a_sender_kill_reads_the_learners_log() -> None:
     """A copy-source fault (the sender n3 killed): the check reads the learner's log (n2), not
     the sender's; one start per shard passes, a copy started over fails naming the learner."""

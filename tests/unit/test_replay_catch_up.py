@@ -80,7 +80,7 @@ def test_replay_rule_refuses_when_the_ring_lacks_the_entries_or_the_epoch_differ
 
 def test_store_records_the_epoch_of_its_last_entry_and_forgets_it_when_filled(tmp_path: pathlib.Path) -> None:
     """entry_epoch: the primary's epoch in execute, the entry's own (not the adopted) epoch in apply, kept
-    across a reopen and by set_epoch; unknown after fill.begin, fill.finish and scrub.mark_corrupt, and in a
+    across a reopen and by set_epoch; unknown after fill.begin, a snapshot copy and scrub.mark_corrupt, and in a
     store without the row."""
     with ShardStore(tmp_path / "p", map_size_bytes=8 * MiB) as primary, \
             ShardStore(tmp_path / "b", map_size_bytes=8 * MiB) as replica:
@@ -103,10 +103,15 @@ def test_store_records_the_epoch_of_its_last_entry_and_forgets_it_when_filled(tm
         assert old.state.entry_epoch == 4
         state = fill.begin(old, "n1")
         assert (old.state.seq, old.state.entry_epoch) == (0, ENTRY_EPOCH_UNKNOWN)
-        while state.table != fill.COPIED:
-            state = fill.install(old, state, fill.read_chunk(primary, state.table, state.cursor, 1024))
-        fill.finish(old, state)
-        assert old.state.seq == primary.state.seq and old.state.entry_epoch == ENTRY_EPOCH_UNKNOWN
+        snapshot = fill.write_snapshot(primary, tmp_path / "snapshot.mdb")   # a copy: the primary's snapshot
+        state = fill.restart_staging(old, state, "01", sync=False)
+        fill.append(old, 0, (tmp_path / "snapshot.mdb").read_bytes(), sync=False)
+        fill.received(old, state, snapshot.digest)
+        fill.prepare(old, "n1", False, 8 * MiB)
+        old.close()
+        fill.move_into_place(old.path, False)
+        with ShardStore(old.path, map_size_bytes=8 * MiB) as copied:
+            assert copied.state.seq == primary.state.seq and copied.state.entry_epoch == ENTRY_EPOCH_UNKNOWN
         primary.execute([Put(b"c", msgpack.packb(3), _wid(3))], epoch=4)
         scrub.mark_corrupt(primary)                                   # the scrubber found it damaged
         assert primary.state.entry_epoch == ENTRY_EPOCH_UNKNOWN and primary.state.seq == 3

@@ -176,40 +176,42 @@ class ProposeResponse(_message.Message):
     def __init__(self, result: _Optional[bytes] = ...) -> None: ...
 
 class CopyShardRequest(_message.Message):
-    __slots__ = ("dataset", "shard", "dataset_id", "cluster_id", "learner", "table", "after")
+    __slots__ = ("dataset", "shard", "dataset_id", "cluster_id", "learner", "snapshot_id", "offset")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     LEARNER_FIELD_NUMBER: _ClassVar[int]
-    TABLE_FIELD_NUMBER: _ClassVar[int]
-    AFTER_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     shard: int
     dataset_id: str
     cluster_id: str
     learner: str
-    table: str
-    after: bytes
-    def __init__(self, dataset: _Optional[str] = ..., shard: _Optional[int] = ..., dataset_id: _Optional[str] = ..., cluster_id: _Optional[str] = ..., learner: _Optional[str] = ..., table: _Optional[str] = ..., after: _Optional[bytes] = ...) -> None: ...
+    snapshot_id: str
+    offset: int
+    def __init__(self, dataset: _Optional[str] = ..., shard: _Optional[int] = ..., dataset_id: _Optional[str] = ..., cluster_id: _Optional[str] = ..., learner: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class CopyShardChunk(_message.Message):
-    __slots__ = ("table", "keys", "values", "done", "seq", "digest", "source_records")
-    TABLE_FIELD_NUMBER: _ClassVar[int]
-    KEYS_FIELD_NUMBER: _ClassVar[int]
-    VALUES_FIELD_NUMBER: _ClassVar[int]
-    DONE_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("seq", "digest", "source_records", "snapshot_id", "offset", "data", "snapshot_bytes", "snapshot_digest")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     SOURCE_RECORDS_FIELD_NUMBER: _ClassVar[int]
-    table: str
-    keys: bytes
-    values: bytes
-    done: bool
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     seq: int
     digest: int
     source_records: int
-    def __init__(self, table: _Optional[str] = ..., keys: _Optional[bytes] = ..., values: _Optional[bytes] = ..., done: _Optional[bool] = ..., seq: _Optional[int] = ..., digest: _Optional[int] = ..., source_records: _Optional[int] = ...) -> None: ...
+    snapshot_id: str
+    offset: int
+    data: bytes
+    snapshot_bytes: int
+    snapshot_digest: int
+    def __init__(self, seq: _Optional[int] = ..., digest: _Optional[int] = ..., source_records: _Optional[int] = ..., snapshot_id: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., snapshot_bytes: _Optional[int] = ..., snapshot_digest: _Optional[int] = ...) -> None: ...
 
 class JoinShardRequest(_message.Message):
     __slots__ = ("dataset", "shard", "dataset_id", "cluster_id", "learner", "seq", "incarnation")

@@ -126,9 +126,10 @@ class PeerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CopyShard(self, request, context):
-        """Learner -> the shard's primary: the shard's tables in chunks after a position, each
-        from its own read transaction (node/storage/fill.py); the learner resumes after the
-        last chunk it installed. Throttled by the primary (repair_bytes_per_s).
+        """Learner -> the shard's primary: a consistent LMDB snapshot of the shard (one read
+        transaction, mdb_env_copy2, kept as a file by the primary), streamed by byte offset in
+        checksummed chunks; the learner resumes at the length it holds (node/storage/fill.py).
+        Throttled by the primary (repair_bytes_per_s).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
