@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 SNAPSHOT_IDLE_S = 300.0          # a snapshot nobody read for this long goes (its learner starts over)
 SWEEP_INTERVAL_S = 10.0          # how often held snapshots are checked while there are any
 SNAPSHOT_ID_CHARS = 16
+LEARNER_POLL_S = 0.02            # while this node's metadata has yet to list a learner that asks
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -276,6 +277,7 @@ async def chunks(ctx: ReplicationContext, replica: Replica, request: peer_pb2.Co
     Raises NotPrimaryError unless this node is the shard's primary and the requester one of
     its learners (a copy from anywhere else could hold unacknowledged writes of a deposed primary).
     """
+    await _await_learner(ctx, replica, request.learner)
     _check(ctx, replica, request.learner)
     held = await snapshots.acquire(ctx, replica, request.learner, request.snapshot_id)
     size = held.snapshot.size_bytes
@@ -301,6 +303,18 @@ async def chunks(ctx: ReplicationContext, replica: Replica, request: peer_pb2.Co
     finally:
         held.streams -= 1
         held.used_s = time.monotonic()
+
+
+async def _await_learner(ctx: ReplicationContext, replica: Replica, learner: str) -> None:
+    """Until this node's metadata lists `learner` for the shard, at most replicate_timeout_s: the
+    learner starts as soon as *its* node applied the add_learner command, often before this
+    one did, and a refusal cost it a retry pause (1-2.5 s per copy in bench/repair.py)."""
+    deadline_s = time.monotonic() + ctx.config.replicate_timeout_s
+    while time.monotonic() < deadline_s:
+        shard = ctx.metadata.view.shard(replica.dataset, replica.index)
+        if shard is None or learner in shard.learners:
+            return
+        await asyncio.sleep(LEARNER_POLL_S)
 
 
 def _check(ctx: ReplicationContext, replica: Replica, learner: str) -> None:
