@@ -28,10 +28,11 @@ its per-pass figures). Targets (issue 17): schema-less >= 0.9x the map ceiling, 
 `--profile` adds, on one shard file of each layout in this process, the CPU cost per record
 of each stage (cursor, decoding, the ceiling's loop, the node's task function
 shoal.node.compute.worker.run_query) and a cProfile of run_query; `--profile-nodes` runs
-the latency measurement again with the three node daemons under cProfile.
+the latency measurement again with the three node daemons under cProfile (their main threads
+and, separately, pysyncobj's tick threads, where commands are applied and Raft messages sent).
 
     python bench/compute.py [--records 1000000] [--passes 2] [--shards 6] [--profile] [--profile-nodes]
-    python bench/compute.py --latency-only [--passes 2]     # just the latency, on a fresh 3-node cluster per pass
+    python bench/compute.py --latency-only [--passes 2] [--profile-nodes]   # just the latency, a fresh 3-node cluster per pass
 
 The nodes run with SHOAL_LMDB_SYNC=0 (throwaway data); Dask is measured when
 `dask.distributed` is importable (pip install 'dask[distributed]'; not a shoal dependency).
@@ -446,7 +447,9 @@ def latency_text(parts: dict[str, list[float]]) -> str:
                       for name in ("submit", "result", "cpu"))
     return (f"{LATENCY_RECORDS:,} records, {len(total)} runs after {JOBS_RETAINED} untimed: median "
             f"{median * 1000:.1f} ms, p90 {p90 * 1000:.1f} ms (target < 50 ms: {'met' if median < 0.05 else 'MISSED'}); "
-            f"min {total[0] * 1000:.1f}, max {total[-1] * 1000:.1f}; medians of the parts (ms; cpu = CPU of the whole cluster and client per job): {split}")
+            f"min {total[0] * 1000:.1f}, max {total[-1] * 1000:.1f}; medians of the parts (ms; cpu = CPU of the whole cluster and client per job): {split}; "
+            f"cpu mean {statistics.fmean(parts['cpu']) * 1000:.1f} (clock ticks are {1000 / os.sysconf('SC_CLK_TCK'):.0f} ms: "
+            "the mean over the runs is the finer figure)")
 
 
 # --- profiles: the node's task function, in this process, on one shard file ---
@@ -457,18 +460,24 @@ def profile(files: dict[str, list[str]], root: pathlib.Path) -> None:
     time on a shared machine), then cProfile of the node's task function on the same shard."""
     spec_bytes = msgpack.packb(SPEC, use_bin_type=True)
     costs: dict[str, dict[str, float]] = {}
+    medians: dict[str, dict[str, float]] = {}
     for layout, fields in (("map", None), ("array", FIELDS)):
         copies = {}
         for role in ("ceiling", "stages", "task"):   # one environment per path and process (py-lmdb)
             copies[role] = root / f"profile-{layout}-{role}"
             copies[role].mkdir()
             (copies[role] / "data.mdb").write_bytes((pathlib.Path(files[layout][0]) / "data.mdb").read_bytes())
-        costs[layout], count = stage_costs(copies, spec_bytes, fields, layout)
-        print(f"\nCPU per record on one {layout} shard ({count:,} records), one process, best of {PROFILE_ROUNDS}:")
+        costs[layout], medians[layout], count = stage_costs(copies, spec_bytes, fields, layout)
+        print(f"\nCPU per record on one {layout} shard ({count:,} records), one process, best and median of "
+              f"{PROFILE_ROUNDS} (interleaved; on a shared machine the best flatters the batch engine, whose "
+              "batches live in the caches the other processes also use, more than the ceiling's loop):")
         ceiling_us = costs["map"]["ceiling loop (decode + aggregate)"]
-        print_table([(name, f"{us:.3f}", f"{1 / us * 1e6:,.0f}", f"{ceiling_us / us:.2f}x")
+        ceiling_median_us = medians["map"]["ceiling loop (decode + aggregate)"]
+        print_table([(name, f"{us:.3f}", f"{1 / us * 1e6:,.0f}", f"{ceiling_us / us:.2f}x",
+                      f"{medians[layout][name]:.3f}", f"{ceiling_median_us / medians[layout][name]:.2f}x")
                      for name, us in costs[layout].items()],
-                    ("stage", "us/record", "records/s per core", "vs map ceiling loop"))
+                    ("stage", "us/record (best)", "records/s per core", "vs map ceiling loop",
+                     "us/record (median)", "vs map ceiling loop (medians)"))
         profiler = cProfile.Profile()
         profiler.enable()
         for _ in range(PROFILE_ROUNDS):
@@ -494,9 +503,9 @@ BATCH = 256    # node/compute/query.py BATCH_RECORDS
 
 
 def stage_costs(copies: dict[str, pathlib.Path], spec_bytes: bytes, fields: list[str] | None,
-                layout: str) -> tuple[dict[str, float], int]:
+                layout: str) -> tuple[dict[str, float], dict[str, float], int]:
     """CPU us/record of: the cursor alone, + decoding (one call per value, or one per batch),
-    the ceiling's loop, and run_query as a worker runs it."""
+    the ceiling's loop, and run_query as a worker runs it: the best and the median of the rounds."""
     env = lmdb.open(str(copies["stages"]), readonly=True, lock=False, subdir=True, max_dbs=4)
     records = env.open_db(b"records", create=False)
     with env.begin(db=records) as txn:
@@ -522,14 +531,15 @@ def stage_costs(copies: dict[str, pathlib.Path], spec_bytes: bytes, fields: list
             str(copies["ceiling"])),
         "run_query, as a worker runs it": lambda: run_query(str(copies["task"]), spec_bytes, fields, 1 << 30),
     }
-    best = {name: float("inf") for name in stages}
+    samples: dict[str, list[float]] = {name: [] for name in stages}
     for _ in range(PROFILE_ROUNDS):
         for name, stage in stages.items():
             started = time.process_time()
             stage()
-            best[name] = min(best[name], time.process_time() - started)
+            samples[name].append(time.process_time() - started)
     env.close()
-    return {name: seconds / count * 1e6 for name, seconds in best.items()}, count
+    return ({name: min(seconds) / count * 1e6 for name, seconds in samples.items()},
+            {name: statistics.median(seconds) / count * 1e6 for name, seconds in samples.items()}, count)
 
 
 def load_average() -> str:
@@ -549,11 +559,15 @@ def node_profile(root: pathlib.Path, shards: int, runs: int) -> None:
             cluster.client() as client:
         parts = latency_samples(client, shards, runs)
     print(f"\nlatency with the 3 daemons under cProfile: {latency_text(parts)}")
-    stats = pstats.Stats(*map(str, sorted(out.glob("*.prof"))))
-    print("cProfile of the 3 node daemons (main threads, start-up included), shoal functions by cumulative time:")
-    print_stats(stats, "cumulative", 25, "/node/")
-    print("the same, every function by own time:")
-    print_stats(stats, "tottime", 12)
+    for thread, pattern in (("main threads", "*.prof"), ("Raft tick threads", "*.tick.prof")):
+        files = [str(path) for path in sorted(out.glob(pattern)) if thread != "main threads" or ".tick." not in path.name]
+        if not files:
+            continue
+        stats = pstats.Stats(*files)
+        print(f"cProfile of the 3 node daemons ({thread}, start-up included), shoal functions by cumulative time:")
+        print_stats(stats, "cumulative", 25, "/node/")
+        print("the same, every function by own time:")
+        print_stats(stats, "tottime", 15)
 
 
 def latency_only(options: argparse.Namespace) -> None:
@@ -572,11 +586,23 @@ def profiled_node(argv: list[str]) -> None:
     assert flag == "-m", argv
     sys.argv = [module, *arguments]
     profiler = cProfile.Profile()
+    tick_profiler = cProfile.Profile()    # pysyncobj's tick thread: applies commands, sends Raft messages
     real_exit = os._exit
+    from pysyncobj import SyncObj
+    tick_thread = SyncObj._autoTickThread
+
+    def profiled_tick_thread(self: Any) -> None:
+        tick_profiler.enable()
+        try:
+            tick_thread(self)
+        finally:
+            tick_profiler.disable()
+    SyncObj._autoTickThread = profiled_tick_thread    # type: ignore[method-assign]
 
     def dump() -> None:
         profiler.disable()
         profiler.dump_stats(os.path.join(out_dir, f"{os.getpid()}.prof"))
+        tick_profiler.dump_stats(os.path.join(out_dir, f"{os.getpid()}.tick.prof"))
 
     def exit_after_dump(code: int) -> None:    # the node ends with os._exit after an orderly stop
         dump()
@@ -609,6 +635,9 @@ def main() -> None:
     options = parser.parse_args()
     if options.latency_only:
         latency_only(options)
+        if options.profile_nodes:
+            with tempfile.TemporaryDirectory(prefix="shoal-bench-latency-") as tmp:
+                node_profile(pathlib.Path(tmp), options.shards, options.latency_runs)
         return
     options.dask = options.dask and dask_available()
     if not options.dask:

@@ -210,17 +210,35 @@ class _Sum(_Buffered):
             integral = list(map(operator.not_, floats))
             groups = None if groups is None else list(compress(groups, integral))
             values = list(compress(values, integral))
-        integers = self.integers
-        needed = 1 if groups is None else max(groups) + 1
-        if len(integers) < needed:
-            integers.extend([0] * (needed - len(integers)))
         if groups is None:
-            integers[0] += sum(values)
+            self._grow(1)
+            self.integers[0] += sum(values)
         elif types == _BOOLS:
             _count_elements(self.trues, compress(groups, values))
         else:
+            self._add_integers(groups, values)
+
+    def _add_integers(self, groups: list[int], values: list[Any]) -> None:
+        """integers[group] += value for each pair: a tight loop over a list sized by the number of
+        groups seen (query.py numbers groups 0, 1, ... and counts each one's rows before the
+        accumulators' add, so len(rows) covers every id: no max() per batch); a larger id (a
+        caller with ids not dense) grows the list and the loop resumes where it stopped."""
+        integers = self._grow(len(self.rows))
+        try:
             for group, value in zip(groups, values):
                 integers[group] += value
+        except IndexError:
+            size = len(integers)
+            start = next(index for index, group in enumerate(groups) if group >= size)   # the pair not added
+            integers = self._grow(max(groups) + 1)
+            for group, value in zip(groups[start:], values[start:]):
+                integers[group] += value
+
+    def _grow(self, size: int) -> list[int]:
+        integers = self.integers
+        if len(integers) < size:
+            integers.extend([0] * (size - len(integers)))
+        return integers
 
     def reduce(self, group: int, bucket: list[Any], types: Types) -> None:
         state = self.floats.get(group)

@@ -68,12 +68,16 @@ class MsgpackDecoder:
 
 
 class JoinedArrayDecoder(MsgpackDecoder):
-    """A MsgpackDecoder for values the node encoded itself (a typed dataset's positional arrays,
-    node/records.py): a batch is decoded by one unpackb of the values joined under an array
-    header, a third less decoding time than one call per value (bench/RESULTS.md, profiles).
+    """A MsgpackDecoder for stored values: a batch is decoded by one unpackb of the values joined
+    under an array header, a third less decoding time than one call per value on positional
+    arrays and a tenth less on maps (bench/RESULTS.md, profiles): no call and argument parsing per value.
 
     Only for values known to be one complete msgpack object each: joined, a truncated value
-    would borrow its neighbour's bytes. Any error falls back to per-value decoding, which names it.
+    would borrow its neighbour's bytes. Stored values are: a typed dataset's arrays are encoded
+    by the node (node/records.py), and every value a client writes is checked to be exactly one
+    msgpack object before it is stored (node/validation.py). Any error (a map with non-string
+    keys, which the joined call's strict_map_key refuses, or a corrupt value) falls back to
+    per-value decoding, which decodes the former and names the latter.
     """
 
     def decode_batch(self, raws: list[bytes]) -> list[object]:

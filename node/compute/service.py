@@ -28,7 +28,7 @@ from shoal.node.compute import QueryError, compile_query, map_reduce, validate_s
 from shoal.node.compute.schema import Schema
 from shoal.node.controller.jobs import first_attempts, running_attempts
 from shoal.node.metadata import commands
-from shoal.node.server import command_for, propose_or_raise
+from shoal.node.server import command_for, propose_or_raise, result_error
 
 if TYPE_CHECKING:
     from shoal.node.changes import ChangeSignal
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 RESULT_CHUNK_BYTES = 2 * 1024 * 1024
 ROWS_INLINE_BYTES_MAX = 64 * 1024   # a done job's rows ride in GetJob's answer up to this (aggregates do)
 MERGED_CACHE_JOBS = 8
+MERGE_INLINE_BYTES_MAX = 16 * 1024  # partials up to this merge on the event loop (~1 ms), larger ones in a thread
 
 
 class JobService(jobs_pb2_grpc.JobsServicer):
@@ -83,13 +84,22 @@ class JobService(jobs_pb2_grpc.JobsServicer):
 
     async def _job(self, job_id: str) -> JobView:
         job = self.node.metadata.view.job(job_id)
-        if job is None:
-            await self.node.metadata.barrier(self.config.barrier_timeout_s)   # submitted through another node?
+        if job is None:   # submitted through another node, and not applied here yet?
+            await self._read_through_log(f"job {job_id[:80]!r}")
             job = self.node.metadata.view.job(job_id)
         if job is None:
             raise errors.UnknownJobError(f"unknown job {job_id[:80]!r} (finished jobs are kept only while they "
                                          "are among the newest)")
         return job
+
+    async def _read_through_log(self, what: str) -> None:
+        """A Raft barrier; NoControllerError (the client asks another node) when this node cannot
+        reach the leader, whatever the barrier's own error (no leader, or an unknown outcome)."""
+        try:
+            await self.node.metadata.barrier(self.config.barrier_timeout_s)
+        except (errors.NoControllerError, errors.UnknownOutcomeError):
+            raise errors.NoControllerError(f"node {self.config.node_id} cannot reach the Raft leader to confirm "
+                                           f"{what}: ask another node") from None
 
     async def GetJob(self, request: jobs_pb2.JobRequest, context: Any) -> jobs_pb2.JobStatus:
         job = await self._job(request.job_id)
@@ -101,12 +111,7 @@ class JobService(jobs_pb2_grpc.JobsServicer):
             # still running here (the wait ran out, or none was asked): this node's copy may lag
             # (a follower behind, one cut off from the leader would say "running" forever), so
             # read through the log once (NoControllerError there sends the client elsewhere)
-            try:
-                await self.node.metadata.barrier(self.config.barrier_timeout_s)
-            except (errors.NoControllerError, errors.UnknownOutcomeError):
-                raise errors.NoControllerError(
-                    f"node {self.config.node_id} cannot reach the Raft leader to confirm the state of job "
-                    f"{job.id}: ask another node") from None
+            await self._read_through_log(f"the state of job {job.id}")
             job = await self._job(request.job_id)
         status = _status(job)
         if request.with_rows and job.state == "done" and self._keeps_results():
@@ -128,8 +133,9 @@ class JobService(jobs_pb2_grpc.JobsServicer):
 
     async def GetJobResult(self, request: jobs_pb2.JobRequest, context: Any) -> AsyncIterator[jobs_pb2.JobResultChunk]:
         job = await self._job(request.job_id)
-        if job.state == "failed":
-            raise errors.JobFailedError(job.error)
+        if job.state == "failed":   # LIMIT_EXCEEDED (a partial or the job's results over their cap) is RESOURCE_EXHAUSTED
+            raise result_error({"error": job.error_code, "message": job.error}) if job.error_code == "LIMIT_EXCEEDED" \
+                else errors.JobFailedError(job.error)
         if job.state != "done":
             raise errors.InvalidRequestError(f"job {job.id} is {job.state}: no result")
         if not self._keeps_results():
@@ -153,8 +159,11 @@ class JobService(jobs_pb2_grpc.JobsServicer):
 
     async def _merged_rows(self, job: JobView) -> tuple[list[str], list[dict[str, Any]]]:
         cached = self._merged.get(job.id)
-        if cached is None:
+        if cached is None and sum(len(t.result) for t in job.tasks) <= MERGE_INLINE_BYTES_MAX:
+            cached = self._merge(job)    # small: a thread hop (and its GIL wait) would cost more than the merge
+        elif cached is None:
             cached = await self.node.context.run_blocking(self._merge, job)
+        if job.id not in self._merged:
             self._merged[job.id] = cached
             while len(self._merged) > MERGED_CACHE_JOBS:
                 self._merged.popitem(last=False)

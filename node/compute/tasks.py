@@ -2,8 +2,10 @@
 
 A reconciler over the job table (DESIGN.md section 5): on every metadata change it
 starts each attempt assigned to this node that is not running here yet, runs it in the
-worker pool, and commits the outcome through Raft: `complete_task` with the attempt
-number (the first attempt of a task to commit wins; a loser is told `discarded`), or
+worker pool, and commits the outcome through Raft: its completion with the attempt
+number (the first attempt of a task to commit wins; a loser is told `discarded`), in one
+`complete_tasks` command with the attempts of its job that finish with it here
+(completions.py: one Raft commit per node and job instead of one per task), or
 `fail_job` naming the shard, the node and the cause when the task itself is wrong (a
 type error in a record, a result over the limit, a worker that died). A replica this
 node no longer holds is skipped: the controller re-runs the task elsewhere.
@@ -20,6 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shoal.node.compute import EvaluationError, QueryError, map_reduce
+from shoal.node.compute.completions import Completion, CompletionBatcher
 from shoal.node.compute.pool import WorkerLostError, WorkerPool
 from shoal.node.compute.schema import Schema
 from shoal.node.compute.worker import ResultTooLargeError, run_query
@@ -58,6 +61,7 @@ class TaskStatistics:
     skipped: int = 0      # attempts not run: no local replica of their shard (the controller re-runs them)
     uncommitted: int = 0  # attempts whose outcome got no answer from the log (run again at the next reconcile)
     refused: int = 0      # outcomes the log refused (e.g. the job had ended)
+    completion_commands: int = 0   # complete_tasks commands proposed (each carries the completions of one batch)
 
 
 class TaskRunner:
@@ -70,6 +74,7 @@ class TaskRunner:
         self.proposer = proposer
         self.output = output
         self.keys = keys or NodeKey(config.node_id, None)   # opens an encrypted dataset's values (node/encryption.py)
+        self._completions = CompletionBatcher(proposer, config.task_commit_timeout_s)
         self._running: dict[AttemptKey, asyncio.Task[None]] = {}
         self._finished: set[AttemptKey] = set()
         self._completed = self._discarded = self._failed = 0
@@ -78,7 +83,7 @@ class TaskRunner:
 
     def statistics(self) -> TaskStatistics:
         return TaskStatistics(len(self._running), self._completed, self._discarded, self._failed,
-                              self._skipped, self._uncommitted, self._refused)
+                              self._skipped, self._uncommitted, self._refused, self._completions.commands)
 
     def close(self) -> None:
         """Stop every attempt (node shutdown): first, so no task keeps proposing into a stopping
@@ -86,6 +91,7 @@ class TaskRunner:
         self._closed = True
         for task in self._running.values():
             task.cancel()
+        self._completions.close()
 
     def reconcile(self) -> None:
         """Start this node's new attempts; stop waiting for those of finished jobs."""
@@ -109,21 +115,30 @@ class TaskRunner:
 
     async def _run(self, job: JobView, key: AttemptKey) -> None:
         decided = True
+        self._completions.computing(job.id)
+        held = True
         try:
-            command = await self._attempt(job, key)
-            if command is not None:
-                decided = await self._commit(command, key)
+            outcome = await self._attempt(job, key)
+            held = False
+            if isinstance(outcome, tuple):
+                decided = await self._complete(outcome, key)
+            else:
+                self._completions.done_computing(job.id)
+                if outcome is not None:
+                    decided = await self._commit(outcome, key)
         except asyncio.CancelledError:
             raise
         except Exception:   # a bug here must not kill the node's task group
             logger.exception("task %s of job %s failed unexpectedly", key[1], key[0])
         finally:
+            if held:
+                self._completions.done_computing(job.id)
             self._running.pop(key, None)
             if decided:   # an attempt whose outcome never reached the log runs again at the next reconcile
                 self._finished.add(key)
 
-    async def _attempt(self, job: JobView, key: AttemptKey) -> bytes | None:
-        """Run the attempt; the command that reports it (complete_task or fail_job), or None."""
+    async def _attempt(self, job: JobView, key: AttemptKey) -> Completion | bytes | None:
+        """Run the attempt; its completion, or the fail_job command that reports it, or None."""
         _, index, attempt = key
         where = f"task {index} of job {job.id} (dataset {job.dataset}) on node {self.config.node_id}"
         try:
@@ -148,7 +163,7 @@ class TaskRunner:
         except Exception as exc:   # lmdb errors, bugs: one clear failure instead of a job that never ends
             logger.exception("%s failed", where)
             return commands.fail_job(job.id, commands.JOB_FAILED, f"{where}: {type(exc).__name__}: {exc}", time.time())
-        return commands.complete_task(job.id, index, attempt, result, records, time.time())
+        return job.id, index, attempt, result, records
 
     def _cipher(self, job: JobView) -> DatasetCipher | None:
         """The job's dataset's cipher when it is encrypted; EncryptionKeyError when this node lacks its key."""
@@ -162,6 +177,23 @@ class TaskRunner:
         if dataset is None or dataset.id != job.dataset_id or not dataset.schema:
             return None
         return Schema.from_json(dataset.schema).names
+
+    async def _complete(self, completion: Completion, key: AttemptKey) -> bool:
+        """Commit the completion (with what finishes beside it); False when no answer came: run it again."""
+        try:
+            result = await self._completions.commit(completion)
+        except NodeError as exc:
+            self._uncommitted += 1
+            logger.warning("could not commit task %s of job %s (will run it again): %s", key[1], key[0], exc)
+            return False
+        if not result.get("ok"):
+            self._refused += 1
+            logger.info("task %s of job %s not committed: %s", key[1], key[0], result.get("message"))
+        elif result.get("discarded") and result.get("winner") != key[2]:   # winner: a retry of a commit that won
+            self._discarded += 1
+        else:
+            self._completed += 1
+        return True
 
     async def _commit(self, command: bytes, key: AttemptKey) -> bool:
         """Propose until decided or task_commit_timeout_s (the command is idempotent by request

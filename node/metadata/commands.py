@@ -20,12 +20,13 @@ copy of a shard; the epoch stays, a learner is not in the in-sync set) and `join
 (the shard's primary: a caught-up learner joins the in-sync set, epoch + 1, its replica's
 incarnation recorded); `remove_replica` also drops a learner (epoch unchanged).
 
-Job ops (`submit_job`, `assign_task`, `complete_task`, `fail_job`, `cancel_job`) are
+Job ops (`submit_job`, `assign_task`, `complete_task`, `complete_tasks`, `fail_job`, `cancel_job`) are
 handled in jobs.py beside this file; token ops (`put_token`, `revoke_token`: an operator's
 bearer tokens, stored as the SHA-256 of their secret) in tokens.py.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from typing import Any
@@ -35,7 +36,10 @@ import msgpack
 logger = logging.getLogger(__name__)
 
 COMMAND_VERSION = 1
-TASK_RESULT_BYTES_MAX = 4 * 1024 * 1024   # one task's partial result travels in complete_task
+TASK_RESULT_BYTES_MAX = 4 * 1024 * 1024   # one task's partial result travels in complete_task(s)
+COMPLETIONS_MAX = 64                       # attempts in one complete_tasks (their results add up to at most
+                                           # TASK_RESULT_BYTES_MAX: compute/completions.py)
+_RESULT_OPS = frozenset({"complete_task", "complete_tasks"})
 SMALL_COMMAND_BYTES_MAX = 64 * 1024        # every other command is small; anything bigger is a bug
 COMMAND_BYTES_MAX = TASK_RESULT_BYTES_MAX + SMALL_COMMAND_BYTES_MAX
 REQUEST_ID_CHARS_MAX = 128
@@ -82,6 +86,7 @@ _SCHEMAS: dict[str, dict[str, type]] = {
     "assign_tasks": {"job_id": str, "attempts": list, "controller_term": int},   # [[task, attempt, node_id]]
     "complete_task": {"job_id": str, "task": int, "attempt": int, "result": bytes, "records": int,
                       "at_s": float},
+    "complete_tasks": {"completions": list, "at_s": float},   # [[job_id, task, attempt, result, records], ...]
     "fail_job": {"job_id": str, "code": str, "message": str, "at_s": float},
     "cancel_job": {"job_id": str, "at_s": float},
     # bearer tokens (issue 19, tokens.py): the digest is the secret's SHA-256, never the secret
@@ -133,7 +138,7 @@ def decode_command(data: bytes) -> dict[str, Any]:
     op = command.get("op")
     if not isinstance(op, str) or op not in _SCHEMAS:
         raise ValueError(f"unknown op {op!r}")
-    if op != "complete_task" and len(data) > SMALL_COMMAND_BYTES_MAX:
+    if op not in _RESULT_OPS and len(data) > SMALL_COMMAND_BYTES_MAX:
         raise ValueError(f"{op} command of {len(data)} bytes exceeds {SMALL_COMMAND_BYTES_MAX}")
     request_id = command.get("request_id")
     if not isinstance(request_id, str) or not 0 < len(request_id) <= REQUEST_ID_CHARS_MAX:
@@ -283,6 +288,17 @@ def complete_task(job_id: str, task: int, attempt: int, result: bytes, records: 
     """The first attempt of a task to commit wins; later ones are answered `discarded`."""
     return _encode("complete_task", f"complete:{job_id}:{task}:{attempt}", job_id=job_id, task=task,
                    attempt=attempt, result=result, records=records, at_s=float(at_s))
+
+
+def complete_tasks(completions: list[tuple[str, int, int, bytes, int]], at_s: float) -> bytes:
+    """Several attempts' complete_task in one command (one node's group commit): [(job_id, task,
+    attempt, result, records)], applied in order, each with the first-attempt-wins rule. The
+    request id names the attempts, so a retry with the same bytes is answered from the request table."""
+    assert 0 < len(completions) <= COMPLETIONS_MAX, len(completions)
+    names = "\n".join(f"{job_id}:{task}:{attempt}" for job_id, task, attempt, _, _ in completions)
+    return _encode("complete_tasks", "completes:" + hashlib.sha256(names.encode()).hexdigest()[:32],
+                   completions=[[job_id, task, attempt, result, records]
+                                for job_id, task, attempt, result, records in completions], at_s=float(at_s))
 
 
 def fail_job(job_id: str, code: str, message: str, at_s: float, *, request_id: str | None = None) -> bytes:

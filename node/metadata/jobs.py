@@ -6,7 +6,9 @@ task is done. The submitting node places attempt 1 of each task (so a job
 starts after one commit); the controller adds attempts (`assign_tasks`: a re-run after a
 node was lost, a speculative copy of a straggler), fenced by its term like every
 controller decision; a node runs the attempts assigned to it and
-commits the outcome with `complete_task`. The first attempt of a task to commit wins and
+commits the outcome with `complete_task`, or several at once with `complete_tasks` (the
+attempts that finished together on one node: one Raft commit for all of them, each still
+decided on its own). The first attempt of a task to commit wins and
 every later one is answered `discarded`: that is what counts every shard exactly once,
 whatever was re-run or speculatively copied.
 
@@ -29,7 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 from shoal.node.metadata.commands import (
-    INVALID_ARGUMENT, JOB_FAILED, LIMIT_EXCEEDED, UNKNOWN_DATASET, UNKNOWN_JOB, error, ok,
+    COMPLETIONS_MAX, INVALID_ARGUMENT, JOB_FAILED, LIMIT_EXCEEDED, UNKNOWN_DATASET, UNKNOWN_JOB, error, ok,
 )
 
 State = dict[str, Any]
@@ -134,6 +136,32 @@ def complete_task(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
     return changes, ok(job_id=job["id"], discarded=False, state=updated["state"])
 
 
+def complete_tasks(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
+    """Several complete_task in one command (a node's group commit), applied in order: each keeps
+    the first-attempt-wins rule, and the job is done in the apply that commits its last task.
+    A malformed item refuses the whole command (nothing applied); otherwise the result lists
+    each item's complete_task result, errors included (an unknown job refuses only its item)."""
+    items = cmd["completions"]
+    if not 0 < len(items) <= COMPLETIONS_MAX:
+        return None, error(INVALID_ARGUMENT, f"complete_tasks: 1..{COMPLETIONS_MAX} completions expected, "
+                                             f"got {len(items)}")
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 5 and isinstance(item[0], str) and type(item[1]) is int
+                and type(item[2]) is int and isinstance(item[3], bytes) and type(item[4]) is int):
+            return None, error(INVALID_ARGUMENT, "complete_tasks: a completion is [job_id, task, attempt, result, "
+                                                 f"records], got {item!r:.80}")
+    current, results = state, []
+    for job_id, task, attempt, result, records in items:
+        changes, outcome = complete_task(current, {"job_id": job_id, "task": task, "attempt": attempt,
+                                                   "result": result, "records": records, "at_s": cmd["at_s"]})
+        if changes:
+            current = {**current, "jobs": changes["jobs"]}
+        results.append(outcome)
+    if current is state:
+        return None, ok(results=results)
+    return _jobs_changes(state, current["jobs"]), ok(results=results)
+
+
 def fail_job(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
     return _end(state, cmd, "failed", cmd["code"] or JOB_FAILED, cmd["message"][:4096])
 
@@ -168,7 +196,8 @@ def _running_task(state: State, cmd: dict[str, Any]) -> tuple[dict[str, Any], di
     if not 0 <= cmd["task"] < len(job["tasks"]):
         return job, {}, error(INVALID_ARGUMENT, f"job {job['id']} has no task {cmd['task']}")
     if job["state"] != "running":
-        return job, {}, ok(job_id=job["id"], state=job["state"], discarded=True)
+        winner = job["tasks"][cmd["task"]]["done"]   # a re-commit of the winner (its first answer lost) is told so
+        return job, {}, ok(job_id=job["id"], state=job["state"], discarded=True, winner=winner)
     return job, job["tasks"][cmd["task"]], None
 
 
@@ -198,7 +227,7 @@ def _retained(jobs: dict[str, Any]) -> dict[str, Any]:
 
 
 HANDLERS = {"submit_job": submit_job, "assign_tasks": assign_tasks, "complete_task": complete_task,
-            "fail_job": fail_job, "cancel_job": cancel_job}
+            "complete_tasks": complete_tasks, "fail_job": fail_job, "cancel_job": cancel_job}
 
 
 def without_results(state: State) -> State:

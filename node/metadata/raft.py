@@ -28,8 +28,10 @@ Choices beyond the brief, and why:
 - The journal is durable (`_DurableJournal`, issue 19.3): pysyncobj writes it through mmap
   and never syncs, and stores the term and vote without fsync, so a power loss of a
   majority could lose acknowledged metadata or let a voter vote twice in a term. Entries
-  are synced before any message leaves (a follower's ack, a leader's AppendEntries) and
-  before the commit index moves (a lone voter's commit); term and vote with fsync + rename.
+  are synced before any message leaves that acknowledges them (a follower's ack, a vote) and
+  before the commit index moves (so a leader's own copy counts only once synced: its
+  AppendEntries leave before its sync, Raft's parallel leader write, one fsync fewer per
+  commit); term and vote with fsync + rename.
 - The port is probed before pysyncobj starts, so a taken port fails at once with the OS
   error and the address, instead of after pysyncobj's silent retries.
 - `start()` must run on a thread that lives as long as the node (the main thread):
@@ -85,9 +87,22 @@ class _CatchUpTransport(TCPTransport):  # type: ignore[misc]
 
     def send(self, node: Any, message: Any) -> bool:
         journal = getattr(self._syncObj, "_SyncObj__raftLog", None)
-        if isinstance(journal, _DurableJournal):
-            journal.sync()   # nothing leaves (an ack, a vote, AppendEntries) before what it reflects is on disk
+        if isinstance(journal, _DurableJournal) and _leader_append(message):
+            journal.sync_dump()
+        elif isinstance(journal, _DurableJournal):
+            journal.sync()   # nothing else leaves (an ack, a vote) before what it reflects is on disk
         return bool(super().send(node, message))
+
+
+def _leader_append(message: Any) -> bool:
+    """AppendEntries leave a leader before its own copy is synced: the leader writes its log in
+    parallel with replicating it (Raft paper 10.2.1). It syncs at the end of the same tick
+    (`RaftMetadata._on_tick`, after the sends, before it polls for the acks), while the
+    followers sync theirs; an entry commits only once the leader's journal synced it too
+    (`_DurableJournal.setRaftCommitIndex` syncs before the commit index moves, hence before
+    anything is applied or acknowledged), and the followers' acks, which count toward the
+    quorum, are synced before they leave. One fsync fewer in series on each commit's path."""
+    return isinstance(message, dict) and message.get("type") == "append_entries"
 
 
 class _DurableMetaStorer(pysyncobj_journal.MetaStorer):  # type: ignore[misc]
@@ -134,13 +149,18 @@ class _DurableJournal(pysyncobj_journal.FileJournal):  # type: ignore[misc]
         self.sync()   # a lone voter commits (and acknowledges) without sending anything
         super().setRaftCommitIndex(raftCommitIndex)
 
-    def sync(self) -> None:
+    def sync_dump(self) -> None:
+        """Sync the dump when it changed (a compaction wrote it; the journal is cut after it)."""
         dump = _file_version(self._dump)
         if dump != self._dump_seen and dump is not None:
             with open(self._dump, "rb") as fh:
                 os.fsync(fh.fileno())
             _fsync_dir(self._dump.parent)
             self._dump_seen = dump
+
+    def sync(self) -> None:
+        """Sync the dump when it changed, then the journal when it changed."""
+        self.sync_dump()
         if self._dirty:
             resizable = self._FileJournal__journalFile
             resizable.flush()                                   # msync: the mapped pages
@@ -427,6 +447,9 @@ class RaftMetadata:
         syncobj = self._syncobj
         if syncobj is not None:    # on the tick thread: role and term cannot change between these reads
             self._led_term = syncobj.raftCurrentTerm if syncobj._isLeader() else None
+            journal = getattr(syncobj, "_SyncObj__raftLog", None)
+            if isinstance(journal, _DurableJournal):
+                journal.sync()   # a leader's new entries, after its AppendEntries left and before it waits for acks
         # A dump loaded at start or streamed from the leader replaces `state` without _apply.
         if self._consumer.state is not self._notified_state:
             self._notified_state = self._consumer.state

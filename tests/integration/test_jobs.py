@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import subprocess
 import sys
 from typing import Any
@@ -16,7 +17,8 @@ from typing import Any
 import pytest
 
 from shoal.client import (
-    Client, InvalidArgumentError, JobFailedError, QueryError, UserCodeDisabledError,
+    Client, InvalidArgumentError, JobFailedError, LimitExceededError, QueryError, ResourceExhaustedError,
+    UserCodeDisabledError,
 )
 from shoal.client.local import LocalCluster
 from test_cluster_replication import FAST, wait_for
@@ -215,6 +217,14 @@ def test_limits_and_failures_are_one_clear_error(cluster: LocalCluster) -> None:
         with pytest.raises(JobFailedError, match="task_result_bytes_max = 65536") as info:
             client.query("lim").collect(timeout=60)
         assert info.value.code == "LIMIT_EXCEEDED"
+        over = client.query("lim").submit()                      # partials ride in the log: capped per task
+        progress = over.wait(timeout=60)
+        assert progress.state == "failed" and progress.error_code == "LIMIT_EXCEEDED"
+        assert re.search(rf"task \d of job {over.id} \(dataset lim\) on node n\d: the partial result of this shard "
+                         r"is \d+ bytes, over task_result_bytes_max = 65536", progress.error), progress.error
+        with pytest.raises(LimitExceededError, match="task_result_bytes_max = 65536") as exhausted:
+            client._job_call("fetch job result", lambda stub, timeout_s: over._fetch(stub, timeout_s))
+        assert isinstance(exhausted.value, ResourceExhaustedError)   # RESOURCE_EXHAUSTED on the wire
         job = client.map_reduce("lim", endless_mapper, lambda k, vs: sum(vs), output="lim_out")
         assert job.cancel().state == "cancelled"
         with pytest.raises(JobFailedError, match="cancelled"):
@@ -225,7 +235,8 @@ def test_limits_and_failures_are_one_clear_error(cluster: LocalCluster) -> None:
 def test_a_node_cut_off_from_the_leader_does_not_report_a_running_job_forever(cluster: LocalCluster) -> None:
     """With the other two nodes paused, a node's long poll on a running job ends in
     NoControllerError (it cannot confirm the job's state) instead of "running" from its
-    stale copy; a client then asks another node. The cluster serves again after the resume."""
+    stale copy, and so does a job it has not seen (it cannot read through the log); a client
+    then asks another node. The cluster serves again after the resume."""
     from shoal.client._channel import rpc_errors
     from shoal.client._errors import NoControllerError
     from shoal.client.wire.pb import jobs_pb2
@@ -235,13 +246,17 @@ def test_a_node_cut_off_from_the_leader_does_not_report_a_running_job_forever(cl
         client.put_many("cut", ((f"e{i:05d}", event(i)) for i in range(10)))
         job = client.map_reduce("cut", endless_mapper, lambda k, vs: sum(vs), output="cut_out")
         lone, *others = cluster.nodes
+        stub = client._transport.jobs_stub(lone.address)
+        assert stub.GetJob(jobs_pb2.JobRequest(job_id=job.id), timeout=30).state == "running"   # lone knows it
         for node in others:
             cluster.pause(node.id)
         try:
-            stub = client._transport.jobs_stub(lone.address)
             with pytest.raises(NoControllerError, match=f"confirm the state of job {job.id}"), \
                     rpc_errors("job status", node=lone.address):
                 stub.GetJob(jobs_pb2.JobRequest(job_id=job.id, wait_s=0.2), timeout=60)
+            with pytest.raises(NoControllerError, match="confirm job 'j-not-here'"), \
+                    rpc_errors("job status", node=lone.address):   # unknown here: maybe not applied yet
+                stub.GetJob(jobs_pb2.JobRequest(job_id="j-not-here"), timeout=60)
         finally:
             for node in others:
                 cluster.resume(node.id)

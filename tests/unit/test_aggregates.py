@@ -215,3 +215,17 @@ def test_pending_buffers_flush_at_their_limit(monkeypatch: pytest.MonkeyPatch) -
     assert finish("sum", wires_of("sum", values, [4])) == math.fsum(values)
     assert finish("max", wires_of("max", values, [4])) == 3
     assert finish("count_distinct", wires_of("count_distinct", values, [4])) == 4
+
+
+def test_int_sum_with_group_ids_dense_or_not() -> None:
+    """The int sum sizes its per-group list by the rows counter (query.py's group ids are dense,
+    so no max() per batch); ids beyond it (a caller whose ids skip numbers) grow the list mid-batch
+    without losing or doubling a value; ints, bools, mixed int/float and nulls per group."""
+    groups = [0, 1, 0, 2, 1]
+    dense = grouped("sum", groups, [1, 2, 3, 4, 5], batch=5)
+    assert [finish("sum", [travel(dense.wire(group))]) for group in range(3)] == [4, 7, 4]
+    sparse_groups = [1, 7, 1, 3, 7, 9, 0]
+    sparse = grouped("sum", sparse_groups, [1, 2, 3, 4, 5, 6, 7], batch=3)
+    assert [finish("sum", [travel(sparse.wire(group))]) for group in (0, 1, 3, 7, 9, 5)] == [7, 4, 4, 7, 6, None]
+    mixed = grouped("sum", [2, 0, 2, 0, 1], [True, 1, 2.5, None, False], batch=5)
+    assert [finish("sum", [travel(mixed.wire(group))]) for group in range(3)] == [1, 0, 3.5]

@@ -353,3 +353,18 @@ def test_expression_typed_generator_mostly_yields_values() -> None:
         outcomes.append(_check_agreement(*example))
     record()
     assert sum(outcomes) > 0.7 * len(outcomes)
+
+
+def test_expression_top_level_field_of_any_record_shape() -> None:
+    """A top-level field read (itemgetter over the batch, the dict.get path when a record lacks
+    the field or is not a dict) gives the field, or null for a missing field and for a record
+    that is not a dict (list, str, bytes, number, bool, null), with values kept as stored
+    (False, 0, 0.0, null, nested dicts); the nested path and the reference agree."""
+    complete = [{"a": 1, "b": {"c": 2}}, {"a": False, "b": {"c": None}}, {"a": 0.0, "b": {}}, {"a": None, "b": 5}]
+    assert same(column("a", complete), [1, False, 0.0, None])
+    assert same(column("b.c", complete), [2, None, None, None])
+    shapes: list[Any] = [{"a": 3}, {"z": 1}, ["a"], "a", b"a", 7, True, None, {"a": "x", 1: 2}, {1: "a"}]
+    assert same(column("a", shapes), [3, None, None, None, None, None, None, None, "x", None])
+    assert same(column("a", shapes), reference("a", shapes))
+    assert same(column("a.b", shapes), reference("a.b", shapes))
+    assert same(column("a + 1", [{"a": 1}, {"a": 2.5}, {"b": 1}]), [2, 3.5, None])

@@ -59,6 +59,60 @@ def test_fsm_first_attempt_to_commit_wins_and_the_job_finishes() -> None:
     assert late.get("discarded") and late["state"] == "done"
 
 
+def test_fsm_complete_tasks_decides_each_completion_on_its_own() -> None:
+    """A node's group commit: one complete_tasks with several attempts is the same as their
+    complete_task in order: first attempt wins per task (a loser inside the batch too), the job
+    is done in the apply that commits its last task, one jobs_version step; a retry with the
+    same bytes is answered from the request table; a re-commit of a winner names it as winner."""
+    state, [assigned] = run(submitted(), commands.assign_tasks("j1", [(0, 2, "n2")], controller_term=0))
+    assert assigned["ok"]
+    batch = commands.complete_tasks([("j1", 0, 2, b"p2", 10), ("j1", 0, 1, b"p1", 99), ("j1", 1, 1, b"q1", 5)], 4.0)
+    after, [result] = run(state, batch)
+    assert result["ok"] and [r.get("discarded") for r in result["results"]] == [False, True, False]
+    assert result["results"][1]["winner"] == 2 and result["results"][2]["state"] == "done"
+    job = MetadataView.from_state(after).job("j1")
+    assert job is not None and job.state == "done" and job.finished_at_s == 4.0 and job.records_scanned == 15
+    assert job.tasks[0].node == "n2" and job.tasks[0].result == b"p2" and after["jobs_version"] == state["jobs_version"] + 1
+    one_by_one, _ = run(state, commands.complete_task("j1", 0, 2, b"p2", 10, 4.0),
+                        commands.complete_task("j1", 0, 1, b"p1", 99, 4.0), commands.complete_task("j1", 1, 1, b"q1", 5, 4.0))
+    assert one_by_one["jobs"] == after["jobs"]
+    retried, [same] = run(after, batch)
+    assert same == result and retried["jobs"] == after["jobs"]
+    _, [again] = run(after, commands.complete_tasks([("j1", 1, 1, b"q1", 5)], 5.0))   # another batch, same attempt
+    assert again["results"][0]["discarded"] and again["results"][0]["winner"] == 1
+
+
+def test_fsm_complete_tasks_refuses_a_malformed_batch_and_answers_each_job() -> None:
+    """A malformed item or an empty batch changes nothing (INVALID_ARGUMENT); an unknown job or an
+    unknown attempt is that item's error only, the others still commit."""
+    state = submitted()
+    bad = msgpack.packb({"v": commands.COMMAND_VERSION, "op": "complete_tasks", "request_id": "r1", "at_s": 1.0,
+                         "completions": [["j1", 0, 1, "not bytes", 1]]}, use_bin_type=True)
+    empty = msgpack.packb({"v": commands.COMMAND_VERSION, "op": "complete_tasks", "request_id": "r2", "at_s": 1.0,
+                           "completions": []}, use_bin_type=True)
+    unchanged, results = run(state, bad, empty)
+    assert [r["error"] for r in results] == ["INVALID_ARGUMENT", "INVALID_ARGUMENT"] and unchanged["jobs"] == state["jobs"]
+    after, [mixed] = run(state, commands.complete_tasks([("nope", 0, 1, b"", 0), ("j1", 0, 9, b"", 0),
+                                                         ("j1", 1, 1, b"q", 2)], 2.0))
+    assert mixed["ok"] and [r["ok"] for r in mixed["results"]] == [False, False, True]
+    assert mixed["results"][0]["error"] == commands.UNKNOWN_JOB
+    job = MetadataView.from_state(after).job("j1")
+    assert job is not None and job.tasks[1].done == 1 and not job.tasks[0].done and job.running
+
+
+def test_fsm_complete_tasks_keeps_the_job_result_limit() -> None:
+    """Partials committed in a batch count toward JOB_RESULT_BYTES_MAX like single ones: past it the
+    job fails LIMIT_EXCEEDED naming the job and the limit, and the batch's later items are discarded."""
+    big = with_dataset()
+    big, _ = run(big, commands.submit_job("big", "ds", "query", SPEC, 1.0, [(0, "n0"), (1, "n1")]))
+    big["jobs"]["big"]["result_bytes"] = jobs.JOB_RESULT_BYTES_MAX - 10   # as if earlier tasks had committed this much
+    big, [result] = run(big, commands.complete_tasks([("big", 0, 1, b"x" * 100, 1), ("big", 1, 1, b"y", 1)], 3.0))
+    assert result["results"][0]["state"] == "failed" and result["results"][1]["discarded"]
+    job = MetadataView.from_state(big).job("big")
+    assert job is not None and job.state == "failed" and job.error_code == commands.LIMIT_EXCEEDED
+    assert str(jobs.JOB_RESULT_BYTES_MAX) in job.error and "big" in job.error
+
+
 def test_fsm_attempts_are_checked() -> None:
     """An unknown attempt, a skipped attempt number, an unknown node or a stale controller term changes nothing."""
     state, _ = run(submitted(), commands.become_controller("n0", 4))

@@ -424,6 +424,23 @@ def test_joined_array_decoder_equals_per_value_decoding_and_names_a_bad_value() 
         JoinedArrayDecoder().decode_batch(truncated)
 
 
+def test_joined_decoder_on_schema_less_maps_equals_per_value_decoding() -> None:
+    """The worker decodes schema-less values joined too (each stored value was checked to be one
+    msgpack object): maps with nulls, bools, ints, floats, nested maps and lists, missing fields
+    and non-map documents decode as one call per value would; a map with a non-string key
+    (refused by the joined call's strict_map_key) falls back; a query over them gives the answer
+    of the per-record decode."""
+    docs: list[Any] = [{"g": "a", "v": 1, "n": None, "t": True, "f": 0.5, "o": {"x": [1, {"y": None}]}},
+                       {"g": "b"}, {"v": 2**63}, [1, "a"], "text", 7, None, {"g": "a", "v": -3.25}]
+    raws = [msgpack.packb(doc, use_bin_type=True) for doc in docs]
+    assert JoinedArrayDecoder().decode_batch(raws) == [msgpack.unpackb(raw) for raw in raws] == docs
+    int_keys = raws + [msgpack.packb({1: "one", "g": "c"})]
+    assert JoinedArrayDecoder().decode_batch(int_keys) == docs + [{1: "one", "g": "c"}]
+    spec = {"group_by": ["g"], "aggs": [["n", "count", None], ["s", "sum", "v"], ["t", "sum", "t"]]}
+    many = [{"g": "ab"[i % 2], "v": i if i % 3 else i / 4, "t": i % 5 == 0} for i in range(600)] + docs[:3]
+    assert run(spec, many, decode=JoinedArrayDecoder()) == run(spec, many, decode=PLAIN_DECODE)
+
+
 def test_values_alone_give_the_same_partial_as_pairs() -> None:
     """partial_of_values (no keys read) == partial over pairs for a query that reads no key;
     a query reading keys refuses it."""
