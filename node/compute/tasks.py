@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shoal.node.compute import EvaluationError, QueryError, map_reduce
@@ -180,8 +181,18 @@ class TaskRunner:
 
     async def _complete(self, completion: Completion, key: AttemptKey) -> bool:
         """Commit the completion (with what finishes beside it); False when no answer came: run it again."""
+        return await self._decide(self._completions.commit(completion), key, failing=False)
+
+    async def _commit(self, command: bytes, key: AttemptKey) -> bool:
+        """Propose until decided or task_commit_timeout_s (the command is idempotent by request
+        id); False when no answer came (no controller, unknown outcome): run it again."""
+        return await self._decide(self.proposer.propose(command, deadline_s=self.config.task_commit_timeout_s), key,
+                                  failing=commands.decode_command(command)["op"] == "fail_job")
+
+    async def _decide(self, proposal: Awaitable[dict[str, Any]], key: AttemptKey, *, failing: bool) -> bool:
+        """Await a task's commit and count its outcome; False when no answer came (run it again)."""
         try:
-            result = await self._completions.commit(completion)
+            result = await proposal
         except NodeError as exc:
             self._uncommitted += 1
             logger.warning("could not commit task %s of job %s (will run it again): %s", key[1], key[0], exc)
@@ -191,25 +202,7 @@ class TaskRunner:
             logger.info("task %s of job %s not committed: %s", key[1], key[0], result.get("message"))
         elif result.get("discarded") and result.get("winner") != key[2]:   # winner: a retry of a commit that won
             self._discarded += 1
-        else:
-            self._completed += 1
-        return True
-
-    async def _commit(self, command: bytes, key: AttemptKey) -> bool:
-        """Propose until decided or task_commit_timeout_s (the command is idempotent by request
-        id); False when no answer came (no controller, unknown outcome): run it again."""
-        try:
-            result = await self.proposer.propose(command, deadline_s=self.config.task_commit_timeout_s)
-        except NodeError as exc:
-            self._uncommitted += 1
-            logger.warning("could not commit task %s of job %s (will run it again): %s", key[1], key[0], exc)
-            return False
-        if not result.get("ok"):
-            self._refused += 1
-            logger.info("task %s of job %s not committed: %s", key[1], key[0], result.get("message"))
-        elif result.get("discarded"):
-            self._discarded += 1
-        elif commands.decode_command(command)["op"] == "fail_job":
+        elif failing:
             self._failed += 1
         else:
             self._completed += 1
