@@ -16,7 +16,8 @@ copy goes on from where it stopped): each file has a manifest (`<id>.json`: shar
 seq, size, digest, and the replica's incarnation), written, like the file, before the first
 byte is sent (and fsynced with lmdb_sync), and read back at start. A held snapshot is served
 only while the replica is still the one it was taken of: the same incarnation (not refilled
-or marked corrupt since) and a seq at or past the snapshot's (no write of it lost).
+or marked corrupt since) and a seq at or past the snapshot's (no write of it lost); one read
+back is served only once its file's digest matches the manifest again.
 
 Why pages and not records: a record copy ran per-record Python on both sides (msgpack,
 installs, a checksum pass) and, on a 2-core box, took the CPU the clients' writes needed
@@ -114,6 +115,7 @@ class HeldSnapshot:
     incarnation: str           # of the replica it was taken of
     used_s: float              # monotonic time of the last piece sent (or of the load, after a restart)
     streams: int = 0           # streams reading it now (never removed while > 0)
+    verified: bool = True      # False for one read back after a restart until its digest is checked again
 
     def manifest(self) -> dict[str, object]:
         return {"id": self.id, "shard": list(self.shard), "learner": self.learner, "incarnation": self.incarnation,
@@ -130,7 +132,7 @@ class HeldSnapshot:
             raise ValueError(f"{path} does not match its manifest")
         dataset_id, index = row["shard"]
         return cls(path.stem, (str(dataset_id), int(index)), str(row["learner"]), path, snapshot,
-                   str(row["incarnation"]), time.monotonic())
+                   str(row["incarnation"]), time.monotonic(), verified=False)
 
 
 class Snapshots:
@@ -185,10 +187,13 @@ class Snapshots:
         held = self._held.get(snapshot_id)
         self._schedule_sweep(ctx)
         if held is not None and held.shard == key and held.learner == learner and self._usable(held, replica):
-            return held
+            if not held.verified:   # read back after a restart: a crash may have left other bytes in it
+                held.verified = await asyncio.to_thread(fill.file_digest, held.path) == held.snapshot.digest
+            if held.verified:
+                return held
         for other in [h for h in self._held.values() if h.shard == key and h.learner == learner and not h.streams]:
             self._remove(other, "the learner asked for a new one" if other.id != snapshot_id
-                         else "its replica changed since (refilled, or writes lost)")
+                         else "its replica changed since (refilled, or writes lost), or its file did")
         self.sweep(ctx)
         if len(self._held) + self._writing >= self.count_max:
             raise OverloadedError(f"shard {replica.name}: this node keeps {self.count_max} snapshots for "

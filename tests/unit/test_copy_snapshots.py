@@ -69,7 +69,8 @@ def test_snapshots_outlive_a_restart_of_their_node(tmp_path: pathlib.Path) -> No
     """Issue 18.3, a sender killed mid-transfer: a new Snapshots over the same directory (the node
     restarted) takes back each snapshot with its manifest, and a resume by id gets the same file;
     a snapshot whose replica was refilled since (another incarnation) or lost writes it held (a
-    lower seq) is replaced; a file without its manifest, or one cut short, is removed."""
+    lower seq) is replaced, and so is one whose bytes changed on disk (its digest is checked again
+    before it is served); a file without its manifest, or one cut short, is removed."""
     directory = tmp_path / "snapshots"
     with ShardStore(tmp_path / "p", map_size_bytes=8 * MiB) as store:
         store.execute([Put(b"k", msgpack.packb(1), b"w" * 24)], epoch=1)
@@ -93,6 +94,7 @@ def test_snapshots_outlive_a_restart_of_their_node(tmp_path: pathlib.Path) -> No
         async def second_run() -> None:
             resumed = await after.acquire(ctx, replica, "n2", for_n2.id)
             assert (resumed.id, resumed.snapshot, resumed.path) == (for_n2.id, for_n2.snapshot, for_n2.path)
+            assert resumed.verified   # its digest was checked again before it was served
             resumed.incarnation = "refilled since"
             fresh = await after.acquire(ctx, replica, "n2", for_n2.id)
             assert fresh.id != for_n2.id and not for_n2.path.exists()
@@ -100,3 +102,13 @@ def test_snapshots_outlive_a_restart_of_their_node(tmp_path: pathlib.Path) -> No
             assert (await after.acquire(ctx, replica, "n2", fresh.id)).id != fresh.id
             assert not fresh.path.exists() and not fresh.path.with_suffix(".json").exists()
         asyncio.run(second_run())
+
+        damaged = [h for h in after.held() if h.learner == "n2"][0]
+        with open(damaged.path, "r+b") as file:   # a crash left other bytes of the same length
+            file.write(b"\xff" * 64)
+        again = copy_source.Snapshots(directory, 4, idle_s=60)
+
+        async def third_run() -> None:
+            fresh = await again.acquire(ctx, replica, "n2", damaged.id)
+            assert fresh.id != damaged.id and not damaged.path.exists()
+        asyncio.run(third_run())
