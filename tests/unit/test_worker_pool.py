@@ -33,9 +33,10 @@ def test_pool_runs_tasks_raises_their_errors_and_bounds_its_workers() -> None:
     asyncio.run(scenario())
 
 
-def test_a_dead_worker_fails_only_its_task_and_is_replaced() -> None:
+def test_a_dead_worker_fails_its_task_and_the_pool_is_replaced() -> None:
     """A worker that dies mid-task (os._exit here; the OOM killer in life) fails that task with
-    WorkerLostError; the next task runs on a new worker."""
+    WorkerLostError (with ProcessPoolExecutor, so would every task running beside it: the whole
+    pool breaks); the next task runs on a new worker of a new pool."""
     async def scenario() -> None:
         pool = WorkerPool(1)
         try:
