@@ -32,6 +32,9 @@ Choices beyond the brief, and why:
   before the commit index moves (so a leader's own copy counts only once synced: its
   AppendEntries leave before its sync, Raft's parallel leader write, one fsync fewer per
   commit); term and vote with fsync + rename.
+- The transport relabels the chunks of a large entry (`transmission.py`): pysyncobj marks
+  one 'finish' too early whenever the pickled entry outgrows its command (binary task
+  results), and a follower that failed to unpickle it kept re-fetching its log.
 - The port is probed before pysyncobj starts, so a taken port fails at once with the OS
   error and the address, instead of after pysyncobj's silent retries.
 - `start()` must run on a thread that lives as long as the node (the main thread):
@@ -53,6 +56,7 @@ from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, SyncObjException, replicated
 from pysyncobj import journal as pysyncobj_journal
+from pysyncobj import pickle as pysyncobj_pickle
 from pysyncobj import syncobj as pysyncobj_syncobj
 from pysyncobj.transport import TCPTransport
 
@@ -60,6 +64,7 @@ from shoal.node.config import NodeConfig, parse_host_port
 from shoal.node.errors import ConfigError, NoControllerError, UnknownOutcomeError
 from shoal.node.metadata import MetadataStatistics, commands, fsm
 from shoal.node.metadata.catch_up import NextIndexFloor
+from shoal.node.metadata.transmission import ChunkLabels
 from shoal.node.metadata.view import MetadataView, ViewCache
 
 logger = logging.getLogger(__name__)
@@ -76,11 +81,19 @@ _MEMBERSHIP_RETRY_S = 0.2           # between membership attempts the leader ref
 
 
 class _CatchUpTransport(TCPTransport):  # type: ignore[misc]
-    """pysyncobj's TCP transport with the leader-side catch-up fix of `catch_up.py`."""
+    """pysyncobj's TCP transport with the leader-side fixes of `catch_up.py` and `transmission.py`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._next_index_floor = NextIndexFloor()
+        self._chunk_labels = ChunkLabels(self._pickled_entry_length)
         super().__init__(*args, **kwargs)
+
+    def _pickled_entry_length(self, index: int) -> int | None:
+        """The length of log entry `index` as pysyncobj pickles it to send it in chunks."""
+        journal = getattr(self._syncObj, "_SyncObj__raftLog", None)
+        if journal is None or len(journal) == 0 or not journal[0][1] <= index <= journal[-1][1]:
+            return None
+        return len(pysyncobj_pickle.dumps(journal[index - journal[0][1]]))
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (pysyncobj's name)
         super()._onMessageReceived(node, self._next_index_floor.filter(node, message))
@@ -91,7 +104,7 @@ class _CatchUpTransport(TCPTransport):  # type: ignore[misc]
             journal.sync_dump()
         elif isinstance(journal, _DurableJournal):
             journal.sync()   # nothing else leaves (an ack, a vote) before what it reflects is on disk
-        return bool(super().send(node, message))
+        return bool(super().send(node, self._chunk_labels.relabel(node, message)))
 
 
 def _leader_append(message: Any) -> bool:
