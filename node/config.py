@@ -83,6 +83,8 @@ class NodeConfig:
     group_bytes_max: int = 8 * MiB        # ... and their bytes (one op alone may exceed it): one Replicate message
     entry_ring_entries_max: int = 4096    # recent entries kept in memory per shard for catch-up ...
     entry_ring_bytes_max: int = 64 * MiB  # ... and their bytes
+    entry_log_entries_max: int = 1024     # recent entries also kept in the shard's LMDB file, so a restarted ...
+    entry_log_bytes_max: int = 1 * MiB    # ... primary can catch a backup up (a larger entry is not kept)
     peer_retry_s: float = 0.1             # pacing of Replicate/BeginEpoch retries to one backup
 
     # failure detection and leases (seconds). The controller declares a node dead only

@@ -28,7 +28,7 @@ from shoal.node.replication import learner
 from shoal.node.replication.primary import ShardPrimary
 from shoal.node.replication.replica import Replica
 from shoal.node.replication.ring import EntryRing
-from shoal.node.storage.shard_store import FDS_PER_SHARD, ShardStore, file_limit_message
+from shoal.node.storage.shard_store import FDS_PER_SHARD, file_limit_message, open_replica_store
 
 if TYPE_CHECKING:
     import pathlib
@@ -86,10 +86,9 @@ class ShardRegistry:
         replica = self._replicas.get((dataset_id, index))
         if replica is None:
             config = self.config
-            store = ShardStore(self.datadir.shard_path(dataset_id, index), map_size_bytes=config.map_size_bytes,
-                               sync=config.lmdb_sync, idempotency_retain=config.idempotency_retain_writes,
-                               max_readers=config.lmdb_max_readers)
+            store = open_replica_store(self.datadir.shard_path(dataset_id, index), config)
             ring = EntryRing(config.entry_ring_entries_max, config.entry_ring_bytes_max)
+            ring.load(store.recent_entries())   # a restarted primary can still catch its backups up
             replica = self._replicas[(dataset_id, index)] = Replica(dataset_id, index, store, ring)
         return replica
 

@@ -57,7 +57,7 @@ from shoal.node.replication.replica import FillProgress
 from shoal.node.replication.ring import RingEntry
 from shoal.node.storage import fill, scrub
 from shoal.node.storage.entry import Entry
-from shoal.node.storage.shard_store import ENTRY_EPOCH_UNKNOWN, ShardStore
+from shoal.node.storage.shard_store import ENTRY_EPOCH_UNKNOWN, ShardStore, open_replica_store
 
 if TYPE_CHECKING:
     import pathlib
@@ -285,9 +285,7 @@ async def _install(ctx: ReplicationContext, replica: Replica, primary: str) -> f
 
 
 def _open_store(ctx: ReplicationContext, path: pathlib.Path) -> ShardStore:
-    config = ctx.config   # as the shard registry opens replicas (node/shards.py)
-    return ShardStore(path, map_size_bytes=config.map_size_bytes, sync=config.lmdb_sync,
-                      idempotency_retain=config.idempotency_retain_writes, max_readers=config.lmdb_max_readers)
+    return open_replica_store(path, ctx.config)   # as the shard registry opens replicas (node/shards.py)
 
 
 async def _replay(ctx: ReplicationContext, replica: Replica, primary: str) -> bool:

@@ -240,8 +240,9 @@ class ShardPrimary:
     async def _apply_and_replicate_group(self, ops: list[Op]) -> list[Any]:
         ctx = self.context
         epoch = self.epoch
-        entry, results = await ctx.run_blocking(self.replica.store.execute, ops, epoch)
-        if not self.backups and not self._learners():
+        lone = not self.backups and not self._learners()
+        entry, results = await ctx.run_blocking(self.replica.store.execute, ops, epoch, not lone)
+        if lone:
             # A lone replica: nobody to send to or catch up (R=1 ingest). Its ring no longer ends
             # at the store's seq: empty it, so it never answers a learner "nothing after seq N".
             self.replica.ring.clear()

@@ -1,6 +1,7 @@
 """Recent replication entries of one shard, kept in memory.
 
-Used to catch replicas up after a primary change: a new primary fetches entries it
+Used to catch replicas up after a primary change or a restart (a replica's store keeps its
+most recent entries, `ShardStore.recent_entries`, and the ring starts from them): a new primary fetches entries it
 missed from a more advanced backup, or pushes entries a backup missed. Learners replay
 from the primary's ring after their copy, and a learner reusing an old replica (a backup
 fenced out while it was down) replays from it only: its last entry, same seq and epoch,
@@ -12,6 +13,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+from collections.abc import Iterable
+
+from shoal.node.storage.entry import Entry
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -35,6 +39,12 @@ class EntryRing:
         self._bytes += len(payload)
         while len(self._entries) > self._entries_max or (self._bytes > self._bytes_max and len(self._entries) > 1):
             self._bytes -= len(self._entries.popleft().payload)
+
+    def load(self, entries: Iterable[tuple[int, bytes]]) -> None:
+        """Start from stored (seq, encoded entry) pairs, oldest first and contiguous."""
+        self.clear()
+        for seq, payload in entries:
+            self.append(seq, Entry.decode(payload).epoch, payload)
 
     @property
     def last_seq(self) -> int | None:

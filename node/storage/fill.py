@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import lmdb
 import xxhash
 
+from shoal.node.storage import entry_log
 from shoal.node.storage.shard_store import ENTRY_EPOCH_UNKNOWN, STORE_FORMAT_VERSION
 
 if TYPE_CHECKING:
@@ -144,6 +145,7 @@ def begin(store: ShardStore, source: str) -> FillState:
     with store._write_lock, store._write_txn() as txn:
         for db in (store._records_db, store._idem_db, store._idem_log_db):
             txn.drop(db, delete=False)
+        entry_log.forget(txn, store._entries_db, store._meta_db)
         incarnation = os.urandom(16).hex()
         txn.put(b"incarnation", incarnation.encode("ascii"), db=store._meta_db)
         state = dataclasses.replace(store._state, seq=0, checksum=0, records=0, entry_epoch=ENTRY_EPOCH_UNKNOWN)

@@ -2,9 +2,11 @@
 
 Layout (see DESIGN.md beside this file): named DBs `records` (key -> msgpack value),
 `meta` (seq, epoch, checksum, records, entry_epoch, format; u64 big-endian), `idem` (write_id ->
-seq u64 + msgpack result) and `idem_log` (seq u64 + write_id -> b"", oldest first).
-Every write transaction updates the data, the idempotency rows and the meta rows
+seq u64 + msgpack result), `idem_log` (seq u64 + write_id -> b"", oldest first) and
+`entries` (seq u64 -> the encoded Entry: the most recent entries, bounded by count and bytes).
+Every write transaction updates the data, the idempotency rows, the entry and the meta rows
 together, so what the meta says is exactly what the records hold, even after SIGKILL.
+(`entries`: why and how in entry_log.py.)
 
 Two write paths:
 - `execute(ops, epoch)` on the primary decides every op (CAS outcome, replays of a
@@ -51,8 +53,12 @@ import lmdb
 from shoal.node.errors import (
     FileLimitError, InvalidRequestError, NodeError, StaleEpochError, StorageFullError, TooLargeError,
 )
+from shoal.node.storage import entry_log
 from shoal.node.storage.entry import CompareAndSet, Delete, Entry, Op, Put, PutBatch
 from shoal.node.storage.write_group import WriteGroup, recompute, unpack_result, write_effects
+
+if typing.TYPE_CHECKING:
+    from shoal.node.config import NodeConfig
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +72,7 @@ FDS_PER_SHARD = 3                 # measured: data.mdb, lock.mdb, and data.mdb a
 HEADROOM_PAGES_MIN = 32           # pages kept free for deletes in a tiny map (1 MiB = 256 pages)
 HEADROOM_PAGES_MAX = 16_384       # 64 MiB of 4 KiB pages: a large map reserves no more
 HEADROOM_MAP_FRACTION = 16        # reserve 1/16 of the map between those bounds
+SHARD_DBS = 5                     # records, meta, idem, idem_log, entries
 _FIXED_PAGES = 4                  # 2 meta pages, the main DB root, the free-list root
 _Method = typing.TypeVar("_Method", bound=Callable[..., typing.Any])
 
@@ -127,11 +134,14 @@ class ShardStore:
     """One LMDB environment holding one shard replica. See the module docstring."""
 
     def __init__(self, path: pathlib.Path, *, map_size_bytes: int, sync: bool = True,
-                 idempotency_retain: int = 100_000, max_readers: int = 1024) -> None:
-        assert map_size_bytes > 0 and idempotency_retain >= 0
+                 idempotency_retain: int = 100_000, max_readers: int = 1024,
+                 entries_retain: int = 0, entries_retain_bytes: int = 0) -> None:
+        assert map_size_bytes > 0 and idempotency_retain >= 0 and entries_retain >= 0 and entries_retain_bytes >= 0
         self._path = pathlib.Path(path)
         self._map_size_bytes = map_size_bytes
         self._idempotency_retain = idempotency_retain
+        self._entries_retain = entries_retain               # 0: keep no entries
+        self._entries_retain_bytes = entries_retain_bytes
         self._entries_executed = 0
         self._entries_applied = 0
         self._ops_replayed = 0
@@ -141,7 +151,7 @@ class ShardStore:
         # lib_version=0 explicitly: LMDB 0.9 file format, readable by every node (notes 2.1).
         try:
             self._env = lmdb.open(
-                str(self._path), map_size=map_size_bytes, subdir=True, max_dbs=4, writemap=False,
+                str(self._path), map_size=map_size_bytes, subdir=True, max_dbs=SHARD_DBS, writemap=False,
                 sync=sync, metasync=sync, max_readers=max_readers, lib_version=0, readahead=True,
             )
         except lmdb.Error as exc:
@@ -160,6 +170,7 @@ class ShardStore:
                 self._meta_db = self._env.open_db(b"meta", txn=txn)
                 self._idem_db = self._env.open_db(b"idem", txn=txn)
                 self._idem_log_db = self._env.open_db(b"idem_log", txn=txn)
+                self._entries_db = self._env.open_db(b"entries", txn=txn)
                 state = self._load_state(txn)
                 self._incarnation = self._load_incarnation(txn)
         except BaseException:
@@ -294,7 +305,7 @@ class ShardStore:
     # ---- writes ----------------------------------------------------------------------
 
     @_one_writer
-    def execute(self, ops: Sequence[Op], epoch: int) -> tuple[Entry, list[object]]:
+    def execute(self, ops: Sequence[Op], epoch: int, keep_entry: bool = True) -> tuple[Entry, list[object]]:
         """Primary path: decide and apply `ops` in order as entry state.seq + 1.
 
         An op whose write_id is already recorded (in the table, or earlier in this
@@ -302,14 +313,15 @@ class ShardStore:
         Delete -> existed, CompareAndSet -> (swapped, current_found, current),
         PutBatch -> count. Returns the Entry of the effects actually applied (what a
         backup must replay; possibly empty) and one result per op. Always commits a
-        new seq, so the returned entry also orders after every earlier one.
+        new seq, so the returned entry also orders after every earlier one. `keep_entry`:
+        also store the entry in `entries` (False for a lone replica: nobody to catch up).
         """
         state = self._state
         if epoch < state.epoch:
             raise StaleEpochError(f"shard {self._path}: epoch {epoch} < adopted {state.epoch}")
         self._check_ops(ops)
         try:
-            return self._execute(ops, epoch, state)
+            return self._execute(ops, epoch, state, keep_entry)
         except StorageFullError:
             if any(type(op) is not Delete and not (type(op) is CompareAndSet and op.delete) for op in ops):
                 raise
@@ -319,15 +331,19 @@ class ShardStore:
         self._storage_full_errors -= 1     # counted again if the retry fails too
         self._write_meta_only()
         self._write_meta_only()
-        return self._execute(ops, epoch, state)
+        return self._execute(ops, epoch, state, keep_entry)
 
-    def _execute(self, ops: Sequence[Op], epoch: int, state: ShardState) -> tuple[Entry, list[object]]:
+    def _execute(self, ops: Sequence[Op], epoch: int, state: ShardState,
+                 keep_entry: bool) -> tuple[Entry, list[object]]:
         seq = state.seq + 1
         with self._write_txn() as txn:
             pages_before = self._pages_used(txn)
             group = WriteGroup(txn, self._records_db, self._idem_db, state)
             results = [group.execute(op) for op in ops]
             self._record_writes(txn, seq, group.write_ids, group.results)
+            entry = Entry(seq, epoch, group.keys, group.values, group.write_ids, group.results)
+            if keep_entry:
+                self._keep_entry(txn, entry)
             if any(value is not None for value in group.values):
                 self._check_headroom(txn, pages_before)
             new_state = ShardState(seq, epoch, group.checksum, group.records, epoch)
@@ -335,7 +351,6 @@ class ShardStore:
         self._state = new_state
         self._entries_executed += 1
         self._ops_replayed += group.replayed
-        entry = Entry(seq, epoch, group.keys, group.values, group.write_ids, group.results)
         return entry, results
 
     @_one_writer
@@ -359,11 +374,23 @@ class ShardStore:
                 txn.cursor(db=self._records_db), entry.keys, entry.values,
                 state.checksum, state.records)
             self._record_writes(txn, entry.seq, entry.write_ids, entry.results)
+            self._keep_entry(txn, entry)
             new_state = ShardState(entry.seq, max(entry.epoch, state.epoch), checksum, records, entry.epoch)
             self._write_meta(txn, new_state)
         self._state = new_state
         self._entries_applied += 1
         return new_state
+
+    def recent_entries(self) -> list[tuple[int, bytes]]:
+        """The stored entries that end at this replica's seq without a gap, oldest first:
+        (seq, encoded Entry); none when the newest stored one is not the replica's last."""
+        with self._env.begin(buffers=False) as txn:   # seq read in the same snapshot as the entries
+            return entry_log.recent(txn, self._entries_db, int.from_bytes(txn.get(b"seq", b"", self._meta_db), "big"))
+
+    def _keep_entry(self, txn: lmdb.Transaction[bytes], entry: Entry) -> None:
+        if self._entries_retain:
+            entry_log.keep(txn, self._entries_db, self._meta_db, entry, self._entries_retain,
+                           self._entries_retain_bytes)
 
     def _write_meta_only(self) -> None:
         with self._write_txn() as txn:
@@ -536,6 +563,13 @@ def file_limit_message(what: str) -> str:
     return (f"{what}: too many open files (RLIMIT_NOFILE soft limit {soft}; each open shard needs "
             f"{FDS_PER_SHARD} file descriptors): raise the limit (ulimit -n, or LimitNOFILE= under systemd) "
             "and restart the node, or drop datasets")
+
+
+def open_replica_store(path: pathlib.Path, config: NodeConfig) -> ShardStore:
+    """A shard replica's store as a node opens it, with the node's bounds."""
+    return ShardStore(path, map_size_bytes=config.map_size_bytes, sync=config.lmdb_sync,
+                      idempotency_retain=config.idempotency_retain_writes, max_readers=config.lmdb_max_readers,
+                      entries_retain=config.entry_log_entries_max, entries_retain_bytes=config.entry_log_bytes_max)
 
 
 def _u64(value: int) -> bytes:
