@@ -99,7 +99,8 @@ class NodeConfig:
     controller_propose_timeout_s: float = 3.0     # one controller decision through the log, retries included
 
     # re-replication (issue 18): the controller adds learners, their shard's primary fills them
-    repair_transfers_per_node_max: int = 2   # learners (incoming copies) the controller keeps on one node at once
+    repair_transfers_per_node_max: int = 1   # learners (incoming copies) the controller keeps on one node at once
+                                             # (1, not HDFS's 2: on 2 cores 2 copied at half the rate, bench/RESULTS.md)
     repair_bytes_per_s: int = 64 * MiB       # send rate cap of all copies this node sends (copy_source.Throttle); 0 = unlimited
     # 64 MiB/s, 2 transfers kept for page copies: 388 MiB restored in 4.5 s at it (bench/repair.py); other rates not measured yet
     repair_pacing_latency_factor: float = 2.0   # copies slow while client write p90 > this x usual (replication/pacing.py); 0 = off

@@ -189,7 +189,8 @@ def test_config_repair_settings_defaults_and_bounds() -> None:
     """repair_transfers_per_node_max must be positive; repair_bytes_per_s 0 means unlimited, below 0 is refused;
     both are read from SHOAL_* like every field."""
     base = NodeConfig(node_id="n1", data_dir=pathlib.Path("/nonexistent"))
-    assert (base.repair_transfers_per_node_max, base.repair_bytes_per_s) == (2, 64 * 1024 * 1024)
+    # one transfer per node: bench/RESULTS.md, "Repair with one transfer per node"
+    assert (base.repair_transfers_per_node_max, base.repair_bytes_per_s) == (1, 64 * 1024 * 1024)
     assert dataclasses.replace(base, repair_bytes_per_s=0).validate().repair_bytes_per_s == 0
     for bad in ({"repair_bytes_per_s": -1}, {"repair_transfers_per_node_max": 0}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
