@@ -1,11 +1,13 @@
 """WorkerPool: the node's worker processes for compute tasks.
 
 `forkserver`, never `fork` (notes/dependencies.md 2.6 and 3.9): a forked child would
-inherit the daemon's LMDB environments and gRPC state. The pool starts on first use, so
+inherit the daemon's LMDB environments and gRPC state. The pool starts on first use;
 `warm()` starts the forkserver and every worker in the background when the node starts,
 so the first job does not pay the ~1-2 s of starting Python processes (a job over 1,000
 records should answer in tens of milliseconds). A pool broken by a dead worker (killed by
 the OOM killer, a signal) is replaced and the task is reported failed with the cause.
+After `close()` (the node is stopping) a task fails with WorkerLostError instead of
+starting a new pool that nobody would stop.
 """
 from __future__ import annotations
 
@@ -47,11 +49,14 @@ class WorkerPool:
         self._started = 0
         self._running = 0
         self._broken = 0
+        self._closed = False   # after close() no task starts a new pool (the node is stopping)
 
     def statistics(self) -> PoolStatistics:
         return PoolStatistics(self.workers, self._started, self._running, self._broken)
 
     def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._closed:
+            raise WorkerLostError("the worker pool is closed (the node is stopping)")
         if self._pool is None:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["shoal.node.compute.forkserver_watch", "shoal.node.compute.worker"])
@@ -61,6 +66,8 @@ class WorkerPool:
 
     async def warm(self) -> None:
         """Start every worker process now (each runs one no-op), off the event loop."""
+        if self._closed:
+            return
         pool = self._executor()
         futures = [asyncio.wrap_future(pool.submit(_ready)) for _ in range(self.workers)]
         try:
@@ -91,6 +98,7 @@ class WorkerPool:
         The workers are killed first and `shutdown` runs in a daemon thread: on Python 3.11
         `ProcessPoolExecutor.shutdown` can block forever on its full wake-up pipe (CPython
         gh-105829), and a node that does not stop on SIGTERM is worse than an untidy pool."""
+        self._closed = True
         pool, self._pool = self._pool, None
         if pool is None:
             return

@@ -156,8 +156,9 @@ async def catch_up_from_backups(ctx: ReplicationContext, replica: Replica, epoch
             for message in messages:
                 if message.seq != replica.store.state.seq + 1:
                     continue
-                await ctx.run_blocking(replica.store.apply, Entry.decode(message.payload))
-                replica.ring.append(message.seq, Entry.decode(message.payload).epoch, message.payload)
+                entry = Entry.decode(message.payload)
+                await ctx.run_blocking(replica.store.apply, entry)
+                replica.ring.append(message.seq, entry.epoch, message.payload)
         if replica.store.state.seq == before:
             logger.warning("shard %s: entries from %s after seq %d do not follow on", replica.name, source, before)
             return before

@@ -105,15 +105,21 @@ class Entry:
     values: list[bytes | None]
     write_ids: list[bytes]
     results: list[bytes]
+    # The wire form once made or received: a group is encoded once, though both its store
+    # (storage/entry_log.py) and its replication send it. Not part of the value.
+    encoded: bytes | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def encode(self) -> bytes:
         """The wire form: one msgpack array, format version first."""
-        payload: bytes = msgpack.packb(
-            [ENTRY_FORMAT_VERSION, self.seq, self.epoch, self.keys, self.values,
-             self.write_ids, self.results],
-            use_bin_type=True,
-        )
-        return payload
+        if self.encoded is None:
+            payload = msgpack.packb(
+                [ENTRY_FORMAT_VERSION, self.seq, self.epoch, self.keys, self.values,
+                 self.write_ids, self.results],
+                use_bin_type=True,
+            )
+            object.__setattr__(self, "encoded", payload)   # a cache of a frozen value, not a change of it
+        assert self.encoded is not None
+        return self.encoded
 
     @classmethod
     def decode(cls, payload: bytes) -> Entry:
@@ -139,7 +145,7 @@ class Entry:
             raise ValueError(f"entry has {len(write_ids)} write ids but {len(results)} results")
         if not {WRITE_ID_BYTES}.issuperset(map(len, write_ids)):   # else LMDB refuses the idempotency rows
             raise ValueError(f"entry write ids must be {WRITE_ID_BYTES} bytes each")
-        return cls(seq, epoch, keys, values, write_ids, results)
+        return cls(seq, epoch, keys, values, write_ids, results, bytes(payload))
 
 
 def _check_counter(name: str, value: object, *, minimum: int) -> None:

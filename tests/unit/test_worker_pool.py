@@ -64,4 +64,6 @@ def test_a_cancelled_task_never_hands_its_answer_to_the_next() -> None:
             assert pool.statistics().broken == 0
         finally:
             pool.close()
+        with pytest.raises(WorkerLostError, match="closed"):   # a stopping node starts no new workers
+            await pool.run(int, "1")
     asyncio.run(scenario())
