@@ -16,6 +16,10 @@ name, from submit to result:
   (JobFailedError: e.g. no replica left); output names the stage and the error;
 - unknown: the submit may have recorded the job, or the job was still running
   JOB_TIMEOUT_S after the submit (output says `stuck`: jobs_exact fails on it).
+A submit names its job (the client draws the id), so the client retries it for up to
+SUBMIT_TIMEOUT_S, across a controller failover, as an application would: with the 1 s of
+the other workloads, every job submitted while the controller was dead ended unknown, and
+whether any ok job overlapped a controller kill was down to luck (a CI failure, seed 3).
 While a job runs, client errors of the status and result calls (node down, no controller)
 are retried until JOB_TIMEOUT_S: the job lives in the cluster, not in the client, and an
 application reattaches the same way.
@@ -48,6 +52,7 @@ COUNTRIES = ("AR", "AU", "BR", "CA", "CN", "DE", "EG", "ES", "FR", "GB",
 AMOUNT_MAX = 999
 QUERIES = ("group_by", "count")
 JOB_TIMEOUT_S = 30.0            # from submit; a job still running then is "stuck" (unknown)
+SUBMIT_TIMEOUT_S = 10.0         # one client call, retries included: > a Raft election + controller start
 STATUS_RETRY_PAUSE_S = 0.1      # between status/result calls that failed on the client side
 SETUP_TIMEOUT_S = 120.0         # dataset write at setup, retries included
 DATASET_SUFFIX = "-jobs"
@@ -131,6 +136,7 @@ class JobWorkload(Workload):
     """Jobs back to back over a dataset written once at setup."""
 
     kind = "jobs"
+    client_timeout_s = SUBMIT_TIMEOUT_S
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -53,7 +53,7 @@ from shoal.chaos.restoration import (
 )
 from shoal.chaos.scenario import MEMBERSHIP_FAULTS, ONE_SHOT_STATUS, Scenario, ScenarioError, load_scenario
 from shoal.chaos.screen import render_verdict
-from shoal.chaos.workloads import FinalState, ProbeResult, make_workload, probe_liveness
+from shoal.chaos.workloads import CLIENT_TIMEOUT_S, FinalState, ProbeResult, make_workload, probe_liveness
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,6 @@ NETNS_BASE_PORT = 7400            # every node has its own namespace, so the por
 CLUSTER_START_TIMEOUT_S = 60.0
 SETUP_TIMEOUT_S = 60.0
 SETUP_RETRY_PAUSE_S = 0.2         # fixed pacing of the dataset-create retries (the cluster is settling)
-CLIENT_TIMEOUT_S = 1.0            # one workload call (retries included); then failed or unknown
 FINAL_READ_TIMEOUT_S = 30.0
 OPS_POLL_INTERVAL_S = 0.1         # how often the runner counts operations after the schedule
 
@@ -254,7 +253,7 @@ class _Run:
         # a client that stays stuck on stale routing.
         self._probe_client = self.cluster.client(timeout_s=CLIENT_TIMEOUT_S)
         try:
-            workload = make_workload(spec, self.history, lambda: self.cluster.client(timeout_s=CLIENT_TIMEOUT_S),
+            workload = make_workload(spec, self.history, lambda timeout_s: self.cluster.client(timeout_s=timeout_s),
                                      self.schedule.workload_seed, shards=self.scenario.cluster.shards)
             self._datasets = list(workload.datasets)
             for dataset in workload.datasets:

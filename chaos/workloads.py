@@ -56,6 +56,7 @@ RETRY_PAUSE_S = 0.05              # after a failed/unknown op, so a down cluster
 SCAN_RETRY_PAUSE_S = RETRY_PAUSE_S * 4
 FINAL_PROCESS_BASE = 1_000_000    # process ids of the final reads
 JOIN_TIMEOUT_S = 30.0
+CLIENT_TIMEOUT_S = 1.0            # one workload call (retries included); then failed or unknown
 
 
 class RecordClient(Protocol):
@@ -100,8 +101,9 @@ class Workload:
     """Base: threads, process ids, pacing. Subclasses define `operation` and `final`."""
 
     kind = ""
+    client_timeout_s = CLIENT_TIMEOUT_S   # what the runner's client_factory(timeout_s) gives each thread
 
-    def __init__(self, spec: WorkloadSpec, history: History, client_factory: Callable[[], RecordClient],
+    def __init__(self, spec: WorkloadSpec, history: History, client_factory: Callable[[float], RecordClient],
                  seed: int, *, shards: int = 1) -> None:
         self.spec = spec
         self.shards = shards
@@ -130,7 +132,7 @@ class Workload:
                                            for n in range(first, min(records, first + batch))))
 
     def start(self) -> None:
-        self._clients = [self.client_factory() for _ in range(self.spec.clients)]
+        self._clients = [self.client_factory(self.client_timeout_s) for _ in range(self.spec.clients)]
         for index in range(self.spec.clients):
             thread = threading.Thread(target=self._loop, args=(index,), name=f"chaos-{self.kind}-{index}",
                                       daemon=True)
@@ -321,7 +323,7 @@ def _scan_until(client: RecordClient, dataset: str, deadline_s: float) -> FinalS
     return FinalState(elements=set(keys))
 
 
-def make_workload(spec: WorkloadSpec, history: History, client_factory: Callable[[], RecordClient],
+def make_workload(spec: WorkloadSpec, history: History, client_factory: Callable[[float], RecordClient],
                   seed: int, *, shards: int) -> Workload:
     from shoal.chaos.job_workload import JobWorkload   # it builds on this module
 

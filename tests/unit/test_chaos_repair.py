@@ -329,7 +329,7 @@ def test_chaos_repair_preload_written_at_setup() -> None:
             calls.append(dataset)
             written.extend(records)
 
-    make_workload(spec, History(), lambda: None, 1, shards=4).setup(Loader())
+    make_workload(spec, History(), lambda _timeout_s: None, 1, shards=4).setup(Loader())
     assert len(written) == 25_000 and len({key for key, _ in written}) == 25_000 and len(calls) > 1
     assert set(calls) == {"chaos"} and all(key.startswith("pre-") and len(value) == 100 for key, value in written)
 

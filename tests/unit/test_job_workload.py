@@ -246,3 +246,32 @@ def test_scenario_jobs_shipped(name: str) -> None:
     fault = scenario.faults[0]
     if fault.kind in ("pause", "partition"):
         assert fault.duration_s.low > scenario.cluster.knobs["node_dead_after_s"]
+
+
+def test_job_clients_outlast_a_controller_failover() -> None:
+    """A submit made as the controller dies must be answered by the next one (the client
+    retries it: the job id is the client's), not end unknown after 1 s: the jobs workload
+    asks the runner for clients whose per-call timeout exceeds pysyncobj's longest election
+    timeout (raftMaxTimeout, 1.4 s by default) plus the leader fallback of the shipped
+    scenarios, with room for the new controller's start; the other workloads keep 1 s."""
+    from shoal.chaos.history import History
+    from shoal.chaos.job_workload import JobWorkload
+    from shoal.chaos.workloads import CLIENT_TIMEOUT_S, make_workload
+
+    scenario = load_scenario("jobs-kill-controller")
+    asked: list[float] = []
+
+    class Refusing:   # every call fails at once: the threads only loop until stop()
+        def query(self, dataset: str) -> Any:
+            raise RuntimeError("no cluster here")
+
+    workload = make_workload(scenario.workload, History(), lambda timeout_s: asked.append(timeout_s) or Refusing(),
+                             1, shards=scenario.cluster.shards)
+    assert isinstance(workload, JobWorkload)
+    workload.start()
+    workload.stop()
+    election_s = 1.4 + scenario.cluster.knobs["leader_fallback_timeout_s"]
+    assert asked == [JobWorkload.client_timeout_s] * scenario.workload.clients
+    assert JobWorkload.client_timeout_s >= 3 * election_s > CLIENT_TIMEOUT_S
+    register = make_workload(load_scenario("kill-leader").workload, History(), lambda timeout_s: None, 1, shards=4)
+    assert register.client_timeout_s == CLIENT_TIMEOUT_S

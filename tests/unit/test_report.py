@@ -197,7 +197,7 @@ def run_workload(workload_class: type, error: Exception | None, until_ops: int) 
     lock = threading.Lock()
     history = History()
     workload = workload_class(WorkloadSpec(kind=workload_class.kind, clients=3, keys=4), history,
-                              lambda: FakeRegisterClient(store, lock, error, fail_every=7), seed=11)
+                              lambda _timeout_s: FakeRegisterClient(store, lock, error, fail_every=7), seed=11)
     workload.start()
     deadline = time.monotonic() + 20
     while len(history.operations()) < until_ops:
@@ -323,7 +323,7 @@ def test_workload_register_shard_groups() -> None:
     from shoal.chaos.workloads import shard_of
 
     workload = RegisterWorkload(WorkloadSpec(kind="register", clients=8, keys=8), History(),
-                                lambda: FakeRegisterClient({}, threading.Lock()), seed=1, shards=4)
+                                lambda _timeout_s: FakeRegisterClient({}, threading.Lock()), seed=1, shards=4)
     assert sorted(shard_of(key, 4) for key in workload.keys) == [0, 0, 1, 1, 2, 2, 3, 3]
     for thread in range(8):
         shards = {shard_of(key, 4) for key in workload._home_keys[thread]}
