@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from shoal.client import ShoalError
+from shoal.client import DatasetExistsError, NotEnoughNodesError, ShoalError
 from shoal.client.local import LocalCluster
 from shoal.client.local.errors import LocalClusterError
 
@@ -90,6 +90,24 @@ def _all_alive(cluster: LocalCluster) -> Any:
     return cluster_map
 
 
+def _created_with_replication_3(client: Any, name: str) -> bool:
+    """Create dataset `name` with R=3; False while fewer than 3 nodes are alive in the metadata.
+
+    A paused node may be declared dead just as it resumes (its silence crossed
+    node_dead_after_s on the new controller's clock at that moment) and declared alive again
+    on its next heartbeat: "every node alive" seen a moment earlier does not rule that out,
+    so the create is retried rather than judged on one try. Exists: an earlier try whose
+    answer was lost created it (creating is not retried blindly).
+    """
+    try:
+        client.create_dataset(name, shards=2, replication=3)
+    except NotEnoughNodesError:
+        return False
+    except DatasetExistsError:
+        pass
+    return True
+
+
 def _assert_recovered(cluster: LocalCluster, paused: list[str], written: dict[str, int], *,
                       fenced_out_allowed: bool) -> None:
     """Every node alive, nobody live fenced out, R=3 creatable, no acknowledged write lost."""
@@ -109,7 +127,7 @@ def _assert_recovered(cluster: LocalCluster, paused: list[str], written: dict[st
     if not fenced_out_allowed:
         assert fenced_out == 0, f"{fenced_out} shards lost a replica\n{cluster.dump_logs(120)}"
     with cluster.client(timeout_s=20) as client:
-        client.create_dataset("after", shards=2, replication=3)
+        wait_for(lambda: _created_with_replication_3(client, "after"), cluster, "an R=3 dataset created")
         client.put("after", "k", 1)
         assert client.get("after", "k") == 1
         for key, value in written.items():
