@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -99,7 +100,8 @@ class LocalCluster:
         self._by_id = {node.id: node for node in self._nodes}
         self._down = {node.id for node in self._nodes if node.id not in self._procs}
         if not detach:
-            self._finalizer = weakref.finalize(self, kill_children, self._procs)
+            self._finalizer = weakref.finalize(self, kill_children, self._procs,
+                                              [node.tmp_dir for node in self._nodes])
 
     @classmethod
     def open(cls, data_dir: Path | str, **kwargs: Any) -> LocalCluster:
@@ -287,6 +289,8 @@ class LocalCluster:
             exits = [self._finish_stop(node, proc, deadline) for node, proc in targets]
             self._procs.clear()      # also forgets nodes that had exited on their own
             self._down.update(node.id for node in self._nodes)
+            for node in self._nodes:
+                shutil.rmtree(node.tmp_dir, ignore_errors=True)
             if self.data_dir.joinpath(CLUSTER_FILE).exists():
                 self._write_record()
             return exits
@@ -398,8 +402,9 @@ class LocalCluster:
 
     def _spawn(self, node: NodeHandle) -> None:
         argv = [*(self._command_prefix(node.index) if self._command_prefix else []), *self._node_argv(node)]
+        node.tmp_dir.mkdir(mode=0o700, exist_ok=True)
         env = {**os.environ, **self._env, "SHOAL_RAFT_PASSWORD_FILE": str(self.password_file),
-               "PYTHONUNBUFFERED": "1"}
+               "PYTHONUNBUFFERED": "1", "TMPDIR": str(node.tmp_dir)}
         popen = spawn(node, argv, env)
         self._procs[node.id] = NodeProcess(pid=popen.pid, popen=popen)
         self._down.discard(node.id)
@@ -446,6 +451,7 @@ class LocalCluster:
             raise LocalClusterError(f"{node.id} (pid {proc.pid}) survived SIGKILL")
         self._procs.pop(node.id, None)
         self._down.add(node.id)
+        shutil.rmtree(node.tmp_dir, ignore_errors=True)
         self._write_record()
         return NodeExit(id=node.id, pid=proc.pid, returncode=code, forced=forced)
 

@@ -2,7 +2,8 @@
 
 Layout of a data dir: `raft-password` (0600, made once, reused), `cluster.json` (the record:
 layout, knobs and pids; DESIGN.md section 9), and one folder per node, `n1/` .. `nN/`, holding
-that node's data and `node.log` (its stdout and stderr, appended across restarts). Node i
+that node's data and `node.log` (its stdout and stderr, appended across restarts); a node's
+temporary files go to `NodeHandle.tmp_dir`, outside the data dir (see there). Node i
 (0-based) listens on gRPC base+i, HTTP base+200+i and, if it is a metadata voter, Raft base+100+i.
 
 cluster.json is authoritative for an existing data dir: layout_from_record restores ids,
@@ -17,11 +18,13 @@ Everything here is pure or touches only the data dir's files; the package
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
 import secrets
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +59,17 @@ class NodeHandle:
     @property
     def voter(self) -> bool:
         return bool(self.raft_address)
+
+    @property
+    def tmp_dir(self) -> Path:
+        """The node process's TMPDIR: <system temp>/shoal-<hash of data_dir>, made at spawn, removed at reap.
+
+        Its multiprocessing forkserver makes pymp-* folders there that a SIGKILLed node
+        never removes. Not inside data_dir: the forkserver's AF_UNIX socket path must stay
+        under 108 bytes, and test data dirs alone come close to that.
+        """
+        digest = hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"shoal-{digest}"
 
 
 def default_voters(nodes: int) -> int:

@@ -21,6 +21,7 @@ import dataclasses
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -104,8 +105,9 @@ def signal_group(proc: NodeProcess, sig: int) -> None:
         pass
 
 
-def kill_children(procs: dict[str, NodeProcess]) -> None:
-    """Finalizer: SIGKILL and reap every child still running. Must not reference the cluster."""
+def kill_children(procs: dict[str, NodeProcess], tmp_dirs: Sequence[Path] = ()) -> None:
+    """Finalizer: SIGKILL and reap every child still running, remove the nodes' TMPDIRs.
+    Must not reference the cluster."""
     for proc in list(procs.values()):
         if proc.popen is not None and proc.popen.poll() is None:
             signal_group(proc, signal.SIGKILL)
@@ -113,3 +115,5 @@ def kill_children(procs: dict[str, NodeProcess]) -> None:
                 proc.popen.wait(5.0)
             except subprocess.TimeoutExpired:
                 logger.error("node pid %d survived SIGKILL", proc.pid)
+    for tmp_dir in tmp_dirs:
+        shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -14,6 +14,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from shoal.client.local import (
     ClusterLayoutError,
     ClusterRunningError,
     LocalCluster,
+    NodeHandle,
     PortInUseError,
     ensure_password_file,
     is_node_process,
@@ -174,11 +176,26 @@ def test_cluster_starts_ready_and_stops_without_leftovers(local_cluster: Cluster
     assert recorded_pids(cluster.data_dir) == []
 
 
+def wait_for_worker_temp_dir(node: NodeHandle, timeout_s: float = 60.0) -> None:
+    """Poll until the node's forkserver made its pymp-* folder in the node's TMPDIR (the pool warms at start)."""
+    deadline = time.monotonic() + timeout_s
+    while not list(node.tmp_dir.glob("pymp-*")):
+        assert time.monotonic() < deadline, f"no pymp-* in {node.tmp_dir} after {timeout_s} s: {node.log_path}"
+        time.sleep(0.1)
+
+
 def test_killed_node_restarts_and_rejoins(local_cluster: ClusterFactory) -> None:
-    """kill -9 of one node is reaped with code -9; start_node brings it back and the cluster is ready again."""
+    """kill -9 of one node is reaped with code -9; start_node brings it back and the cluster is ready again.
+
+    The killed node's temporary files (its forkserver's pymp-* folder, which it never
+    removes itself when SIGKILLed) go with it: each node runs with TMPDIR = node.tmp_dir.
+    """
     cluster = local_cluster(3)
+    node = cluster.node("n3")
+    wait_for_worker_temp_dir(node)
     node_exit = cluster.kill("n3")
     assert node_exit.returncode == -9 and not cluster.is_running("n3") and not pid_alive(node_exit.pid)
+    assert not node.tmp_dir.exists()
     cluster.wait_ready(timeout_s=30)          # the other two stay ready
     cluster.start_node("n3")
     cluster.wait_ready(timeout_s=60)
@@ -248,6 +265,8 @@ def test_cli_up_detach_then_down_leaves_no_process(tmp_path: Path, local_cluster
     assert down.returncode == 0, down.stderr
     assert down.stdout.count("stopped n") == 3
     assert not any(pid_alive(pid) for pid in pids)
+    leftovers = [node.tmp_dir for node in LocalCluster.open(data_dir).nodes if node.tmp_dir.exists()]
+    assert leftovers == [], "shoal down left the nodes' temporary folders behind"
 
 
 def test_data_only_node_joins_with_its_zone(local_cluster: ClusterFactory) -> None:
