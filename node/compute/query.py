@@ -13,6 +13,10 @@ Partials (msgpack-safe: dict/list/str/bytes/int/float/bool/None):
   values, or the document (a dict; a non-dict document v becomes {"_value": v}; with a schema,
   the positional record as a dict of stored values, so timestamps stay int epoch ms).
 
+Results carry ints within 64 bits (-2^63..2^64-1, what msgpack packs): an int past that in a
+partial (a computed column) or a merged sum is an EvaluationError naming its column, never a
+result that cannot be sent; sums are exact in between (Python ints, past-64-bit wires as bytes).
+
 Determinism whatever the order of partials: group keys and distinct rows are identified by
 values.identity_key (1, 1.0 and True differ); group rows sort by their keys (nulls last)
 unless order_by says otherwise, with the keys breaking ties; record rows sort by order_by
@@ -33,10 +37,13 @@ import msgpack
 
 from shoal.node.compute.aggregates import Accumulator, finish, make_accumulator
 from shoal.node.compute.columns import Batch, CompiledExpression, compile_expression
-from shoal.node.compute.errors import QueryError
+from shoal.node.compute.errors import EvaluationError, QueryError
 from shoal.node.compute.spec import Plan, parse_spec
 from shoal.node.compute.syntax import Logical, Node, uses_record_key
-from shoal.node.compute.values import identity_key, identity_keys, null_last_key, plain_value
+from shoal.node.compute.values import (
+    WIRE_INT_MAX, WIRE_INT_MIN, WIRE_INT_RANGE, identity_key, identity_keys, null_last_key, out_of_wire_range,
+    plain_value,
+)
 
 BATCH_RECORDS = 256        # records per batch: larger batches fall out of the CPU cache (measured)
 _first = operator.itemgetter(0)
@@ -178,6 +185,26 @@ class CompiledQuery:
             if prepared is not None and collector.add(prepared):
                 break
         return collector.partial(), scanned
+
+    def out_of_range_error(self, partial: object) -> EvaluationError:
+        """Why msgpack could not pack this query's `partial`: the first int outside the range results
+        carry (a computed column, a group key or min/max of one), named by the output column it is in."""
+        plan = self.plan
+        places: list[tuple[str, object]] = []
+        if plan.aggregated:
+            for keys, wires in _part(partial, "groups"):
+                places += [(f"group key {name}", value) for (name, _), value in zip(plan.group_by, keys)]
+                places += [(f"aggregate {name}", wire) for (name, _, _), wire in zip(plan.aggs, wires)]
+        else:
+            for _, order, row in _part(partial, "rows"):
+                places += [(f"order_by {item.text}", value) for item, value in zip(plan.order_by, order)]
+                places += list(zip(plan.columns, row) if isinstance(row, list) else row.items())
+        for place, value in places:
+            number = out_of_wire_range(value)
+            if number is not None:
+                return EvaluationError(f"{place}: {number} is an integer outside {WIRE_INT_RANGE}, the range a "
+                                       "result can carry (multiply by 1.0 to compute it as a float)")
+        return EvaluationError(f"a result value is an integer outside {WIRE_INT_RANGE}, the range a result can carry")
 
     def merge(self, partials: list[object]) -> list[dict[str, object]]:
         """Final rows from the partials of every shard, the same whatever their order; [] is fine."""
@@ -423,8 +450,12 @@ def _merge_groups(query: CompiledQuery, partials: list[object]) -> list[dict[str
     rows: list[dict[str, object]] = []
     for identity, wire_lists in table.items():
         row: dict[str, object] = dict(zip(names, map(plain_value, identity)))
-        for index, (name, function, _) in enumerate(plan.aggs):
-            row[name] = finish(function, [wires[index] for wires in wire_lists])
+        for index, (name, function, node) in enumerate(plan.aggs):
+            value = row[name] = finish(function, [wires[index] for wires in wire_lists])
+            if value.__class__ is int and not WIRE_INT_MIN <= value <= WIRE_INT_MAX:
+                raise EvaluationError(f"aggregate {name} = {function}({node.text if node else ''}): the result "
+                                      f"{value} is outside {WIRE_INT_RANGE}, the range of a 64-bit integer a "
+                                      "result can carry (multiply the field by 1.0 to sum it as a float)")
         rows.append(row)
     for name in reversed(names):
         rows.sort(key=lambda row: null_last_key(row[name], False))

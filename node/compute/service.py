@@ -24,7 +24,7 @@ import msgpack
 
 from shoal.client.wire.pb import jobs_pb2, jobs_pb2_grpc
 from shoal.node import errors
-from shoal.node.compute import QueryError, compile_query, map_reduce, validate_spec
+from shoal.node.compute import EvaluationError, QueryError, compile_query, map_reduce, validate_spec
 from shoal.node.compute.schema import Schema
 from shoal.node.controller.jobs import first_attempts, running_attempts
 from shoal.node.metadata import commands
@@ -115,7 +115,10 @@ class JobService(jobs_pb2_grpc.JobsServicer):
             job = await self._job(request.job_id)
         status = _status(job)
         if request.with_rows and job.state == "done" and self._keeps_results():
-            columns, rows = await self._merged_rows(job)
+            try:
+                columns, rows = await self._merged_rows(job)
+            except errors.JobFailedError:   # the status still answers; GetJobResult gives the error
+                return status
             packed = msgpack.packb(rows, use_bin_type=True)
             if len(packed) <= ROWS_INLINE_BYTES_MAX:     # else the client streams them (GetJobResult)
                 status.rows_included, status.rows = True, packed
@@ -176,7 +179,10 @@ class JobService(jobs_pb2_grpc.JobsServicer):
         fields = Schema.from_json(dataset.schema).names if dataset is not None and dataset.schema else None
         compiled = compile_query(msgpack.unpackb(job.spec, raw=False), fields)
         partials = [msgpack.unpackb(t.result, raw=False, strict_map_key=False) for t in job.tasks]
-        return compiled.columns, compiled.merge(partials)
+        try:
+            return compiled.columns, compiled.merge(partials)
+        except EvaluationError as exc:   # every task succeeded, but the merged value cannot be sent (a huge sum)
+            raise errors.JobFailedError(f"job {job.id} (dataset {job.dataset}): {exc}") from None
 
 
 def _chunk(rows: list[dict[str, Any]], columns: list[str]) -> jobs_pb2.JobResultChunk:

@@ -56,7 +56,10 @@ def run_query(path: str, spec_bytes: bytes, fields: list[str] | None, result_byt
         partial, scanned = _with_snapshot(path, lambda cursor: _scan(compiled, cursor, cipher))
     finally:
         gc.enable()
-    packed: bytes = msgpack.packb(partial, use_bin_type=True)
+    try:
+        packed: bytes = msgpack.packb(partial, use_bin_type=True)
+    except OverflowError:   # an int past 64 bits (a computed column): say which column, not msgpack's words
+        raise compiled.out_of_range_error(partial) from None
     if len(packed) > result_bytes_max:
         raise ResultTooLargeError(f"the partial result of this shard is {len(packed)} bytes, over "
                                   f"task_result_bytes_max = {result_bytes_max}")

@@ -230,6 +230,14 @@ def test_limits_and_failures_are_one_clear_error(cluster: LocalCluster) -> None:
         with pytest.raises(JobFailedError, match="cancelled"):
             job.result(timeout=10)
         assert client.query("lim").count() == 3000
+        client.create_dataset("huge", shards=2, replication=1)
+        client.put_many("huge", ((f"h{i}", {"i": 2 ** 63 - 1}) for i in range(3)))
+        with pytest.raises(JobFailedError, match=r"aggregate s = sum\(i\): the result 27670116110564327421 is "
+                                                 r"outside -2\^63\.\.2\^64-1"):
+            client.query("huge").agg(s=("sum", "i")).collect(timeout=60)
+        with pytest.raises(JobFailedError, match=r"task \d+ of job .* on node n\d: x: \d+ is an integer outside"):
+            client.query("huge").with_column("x", "i * 3").select("x").collect(timeout=60)
+        assert client.query("huge").agg(s=("sum", "i * 1.0")).collect(timeout=60) == [{"s": 3.0 * (2 ** 63 - 1)}]
 
 
 def test_a_node_cut_off_from_the_leader_does_not_report_a_running_job_forever(cluster: LocalCluster) -> None:
