@@ -20,6 +20,7 @@ from shoal.node.compute.schema import Schema, SchemaError
 from shoal.node.metadata import commands
 from shoal.node.encryption import SealedCodec
 from shoal.node.records import RecordCodec, codec_for
+from shoal.node.shards import replicas_per_node
 from shoal.node.replication import backup, copy_source
 from shoal.node.status import ReplicaSource, StatusSource, cluster_map, dataset_info, node_status
 from shoal.node.storage.entry import CompareAndSet, Delete, Put, PutBatch, write_id_of
@@ -41,6 +42,8 @@ class ShardLookup(ReplicaSource, Protocol):
     def replica_for_peer(self, dataset: str, index: int, dataset_id: str = "") -> Replica: ...
 
     def check_file_room(self, shards: int) -> None: ...
+
+    def open_error(self, dataset_id: str, index: int) -> str: ...
 
 
 class HeartbeatSink(Protocol):
@@ -141,8 +144,13 @@ class DataService(data_pb2_grpc.DataServicer):
             shards = view.datasets[target.dataset].shards
             validation.check_key(self.config, target.dataset, key, shards, target.shard)
         primary = self.node.registry.primary(shard.dataset_id, target.shard)
-        if primary is None or shard.primary != self.config.node_id:
-            raise errors.NotPrimaryError(f"shard {shard.name}: primary is {shard.primary}, not {self.config.node_id}")
+        me = self.config.node_id
+        if shard.primary != me:
+            raise errors.NotPrimaryError(f"shard {shard.name}: primary is {shard.primary}, not {me}")
+        if primary is None:
+            cause = self.node.registry.open_error(shard.dataset_id, target.shard)
+            raise errors.NotPrimaryError(f"shard {shard.name}: {me} is its primary but has not opened its replica "
+                                         f"{f'({cause})' if cause else 'yet'}")
         primary.check_serving(view.version)
         return primary
 
@@ -219,9 +227,8 @@ class DataService(data_pb2_grpc.DataServicer):
         return data_pb2.RevokeTokenResponse(revoked=bool(result.get("revoked")))
 
     async def CreateDataset(self, request: data_pb2.CreateDatasetRequest, context: Any) -> data_pb2.DatasetInfo:
-        nodes = max(1, len(self.node.metadata.view.alive_nodes()))   # shards spread evenly: our share
-        copies = request.shards * min(max(request.replication, 1), nodes)
-        self.node.registry.check_file_room(-(-copies // nodes))
+        alive = len(self.node.metadata.view.alive_nodes())
+        self.node.registry.check_file_room(replicas_per_node(request.shards, request.replication, alive))
         key_id = self.node.context.keys.require(request.name) if request.encrypted else ""
         command = command_for(commands.create_dataset, request.name, request.shards, request.replication,
                               schema=_schema_of(request), encryption_key_id=key_id,

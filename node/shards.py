@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from shoal.node.errors import FileLimitError, NodeError, NotPrimaryError, StaleEpochError
 from shoal.node.log_labels import labelled
 from shoal.node.metadata import commands
-from shoal.node.metadata.view import created_at_version
+from shoal.node.metadata.view import created_at_version, default_replication
 from shoal.node.replication import learner
 from shoal.node.replication.primary import ShardPrimary
 from shoal.node.replication.replica import Replica
@@ -43,6 +43,17 @@ FILE_SPARE_FDS = 32       # file descriptors a create leaves free for connection
 RECORD_BATCH_MAX = 500    # replicas per record_incarnations command (commands stay far below 64 KiB)
 
 
+def replicas_per_node(shards: int, replication: int, alive_nodes: int) -> int:
+    """Replicas one node opens for a new dataset, its placement spread evenly (rounded up).
+
+    replication 0 is the default (min(3, alive nodes)), not 1: counting it as 1 let a create
+    pass the open-files check with a third of the files it then needed.
+    """
+    nodes = max(1, alive_nodes)
+    copies = shards * min(replication or default_replication(alive_nodes), nodes)
+    return -(-copies // nodes)
+
+
 class ShardRegistry:
     def __init__(self, datadir: DataDir, context: ReplicationContext) -> None:
         self.datadir = datadir
@@ -56,6 +67,7 @@ class ShardRegistry:
         # unseen (dropped while this node was down); a replaying state never deletes data.
         self._seen_ids: set[str] = set()
         self._reported_lost: set[tuple[str, int, str]] = set()
+        self._open_errors: dict[tuple[str, int], str] = {}   # why a shard's replica could not be opened
 
     def replicas(self) -> list[Replica]:
         return [self._replicas[k] for k in sorted(self._replicas)]
@@ -82,11 +94,20 @@ class ShardRegistry:
                 f"cannot open {shards_here} more shards on node {self.config.node_id} "
                 f"({in_use} file descriptors in use, {needed} more needed, {FILE_SPARE_FDS} kept for connections)"))
 
+    def open_error(self, dataset_id: str, index: int) -> str:
+        """Why the last attempt to open this shard's replica failed ("" if it did not)."""
+        return self._open_errors.get((dataset_id, index), "")
+
     def _open(self, dataset_id: str, index: int) -> Replica:
         replica = self._replicas.get((dataset_id, index))
         if replica is None:
             config = self.config
-            store = open_replica_store(self.datadir.shard_path(dataset_id, index), config)
+            try:
+                store = open_replica_store(self.datadir.shard_path(dataset_id, index), config)
+            except NodeError as exc:   # kept for the clients this shard's requests fail for
+                self._open_errors[(dataset_id, index)] = str(exc)
+                raise
+            self._open_errors.pop((dataset_id, index), None)
             ring = EntryRing(config.entry_ring_entries_max, config.entry_ring_bytes_max)
             ring.load(store.recent_entries())   # a restarted primary can still catch its backups up
             replica = self._replicas[(dataset_id, index)] = Replica(dataset_id, index, store, ring)

@@ -579,3 +579,18 @@ def test_shard_store_issue16_primary_splits_a_delete_group_too_big_for_the_headr
         seq_before = store.state.seq
         assert asyncio.run(primary._apply_and_replicate(deletes)) == [True] * 300
         assert store.state.seq > seq_before + 1 and store.state.records == stored - 300
+
+
+def test_open_files_check_counts_the_default_replication_not_one() -> None:
+    """A create with replication 0 (the default, min(3, alive)) needs room for all its copies.
+
+    Found by hand: under `ulimit -n 400` on 3 nodes, `--shards 200 --replication 3` was refused
+    but `--shards 200` (default replication, 3) passed the check as if each node opened 67
+    replicas, then every node ran out of files opening 200.
+    """
+    from shoal.node.shards import replicas_per_node
+    assert replicas_per_node(200, 0, 3) == replicas_per_node(200, 3, 3) == 200
+    assert replicas_per_node(200, 1, 3) == 67          # spread evenly, rounded up
+    assert replicas_per_node(8, 0, 1) == 8              # one node: the default is 1
+    assert replicas_per_node(10, 0, 5) == 6             # default 3 of 5 nodes: 30 copies over 5
+    assert replicas_per_node(4, 5, 2) == 4              # more copies than nodes: one per node at most
