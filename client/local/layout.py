@@ -68,7 +68,7 @@ class NodeHandle:
         never removes. Not inside data_dir: the forkserver's AF_UNIX socket path must stay
         under 108 bytes, and test data dirs alone come close to that.
         """
-        digest = hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:12]
+        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
         return Path(tempfile.gettempdir()) / f"shoal-{digest}"
 
 
