@@ -27,11 +27,12 @@ from shoal.node.compute.syntax import (
     Arithmetic, Call, Comparison, Field, InList, IsNull, Literal, Logical, Negate, Node, Not, RecordKey,
     children, referenced_fields, uses_record_key,
 )
+from shoal.node.compute.values import record_key
 from shoal.node.compute.vectors import VECTORS, Vector
 
 __all__ = ["Batch", "CompiledExpression", "compile_expression", "evaluate"]
 _STR = frozenset({str})
-_decode_key = operator.methodcaller("decode", "utf-8", "replace")
+_decode_key = operator.methodcaller("decode", "utf-8")
 
 
 class CompiledExpression:
@@ -129,7 +130,10 @@ def _key_vector(batch: Batch) -> list[Any]:
     column = batch.fields.get(None)
     if column is None:
         assert batch.keys is not None, "the query needs record keys but the batch has none"
-        column = batch.fields[None] = batch.known(list(map(_decode_key, batch.keys)), _STR)
+        try:
+            column = batch.fields[None] = batch.known(list(map(_decode_key, batch.keys)), _STR)
+        except UnicodeDecodeError:   # a binary key stays bytes (values.record_key)
+            column = batch.fields[None] = list(map(record_key, batch.keys))
     return column
 
 
@@ -210,7 +214,7 @@ def evaluate(node: Node, record: Any, key: bytes, computed: Sequence[Any],
     if isinstance(node, Literal):
         return node.value
     if isinstance(node, RecordKey):
-        return key.decode("utf-8", "replace")
+        return record_key(key)
     if isinstance(node, Field):
         return _field_value(node.path, record, computed, positions, computed_names)
     if isinstance(node, Comparison):

@@ -1,6 +1,6 @@
 """Map-reduce jobs with user code (cloudpickled Python functions).
 
-Spec: {"mapper": cloudpickle bytes of mapper(key: str, value) -> iterable of (out_key, out_value),
+Spec: {"mapper": cloudpickle bytes of mapper(key: str (bytes when not UTF-8), value) -> iterable of (out_key, out_value),
        "reducer": cloudpickle bytes of reducer(out_key, values: list) -> value,
        "output": name of the dataset the results are written into}
 
@@ -36,6 +36,7 @@ from shoal.client.wire.routing import encode_key, shard_for_key
 from shoal.node import errors
 from shoal.node.compute import sandbox
 from shoal.node.compute.orphans import watch_parent
+from shoal.node.compute.values import record_key
 
 if TYPE_CHECKING:
     from shoal.node.compute.pool import WorkerPool
@@ -93,7 +94,7 @@ def _map_in_worker(path: str, mapper_bytes: bytes, result_bytes_max: int,
     grouped: dict[Any, list[Any]] = {}
     records = scan_records(path, cipher)
     for key, raw in records:
-        for out_key, out_value in _user("mapper", mapper, key.decode("utf-8", "replace"), _unpackb(raw)):
+        for out_key, out_value in _user("mapper", mapper, record_key(key), _unpackb(raw)):
             grouped.setdefault(out_key, []).append(out_value)
     packed: bytes = msgpack.packb([[k, v] for k, v in grouped.items()], use_bin_type=True)
     if len(packed) > result_bytes_max:

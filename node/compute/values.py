@@ -142,3 +142,12 @@ def out_of_wire_range(value: object) -> int | None:
             stack.extend(item.values())
             stack.extend(item.keys())
     return None
+
+
+def record_key(raw: bytes) -> str | bytes:
+    """A record key as queries and mappers see it: str when it is UTF-8, else the bytes
+    themselves (as the client's scan returns it; decoding with "replace" lost the key)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw

@@ -368,3 +368,17 @@ def test_expression_top_level_field_of_any_record_shape() -> None:
     assert same(column("a", shapes), reference("a", shapes))
     assert same(column("a.b", shapes), reference("a.b", shapes))
     assert same(column("a + 1", [{"a": 1}, {"a": 2.5}, {"b": 1}]), [2, 3.5, None])
+
+
+def test_a_binary_record_key_stays_bytes_in_every_path() -> None:
+    """Found by hand: `select _key` of key b"\\x00\\xff\\xfe" gave '\\x00\\ufffd\\ufffd', which names no
+    record. A key that is not UTF-8 is its bytes (as the client's scan returns it), in the column
+    path, the record-at-a-time reference and string functions alike."""
+    keys = [b"plain", b"\x00\xff\xfe", "caf\u00e9".encode()]
+    docs: list[Any] = [{}, {}, {}]
+    assert column("_key", docs, keys) == ["plain", b"\x00\xff\xfe", "caf\u00e9"]
+    compiled = compile_expression(parse_expression("_key"))
+    assert [compiled.evaluate(doc, key) for doc, key in zip(docs, keys)] == ["plain", b"\x00\xff\xfe", "caf\u00e9"]
+    assert column("_key is not null and _key == 'plain'", docs, keys) == [True, False, False]
+    with pytest.raises(EvaluationError, match="startswith"):
+        column("startswith(_key, 'p')", docs, keys)   # bytes are not a str: said, not matched by accident
