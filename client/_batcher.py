@@ -21,6 +21,17 @@ from shoal.client.wire.routing import shard_for_key
 logger = logging.getLogger(__name__)
 
 RECORD_OVERHEAD_BYTES: Final = 8              # protobuf tags and lengths of one key + value
+RECORD_BYTES_MIN: Final = 1 + 1 + RECORD_OVERHEAD_BYTES   # a 1-byte key, msgpack nil and the framing
+
+
+def batch_limits(message_bytes_max: int) -> tuple[int, int]:
+    """(records, bytes): the most one PutBatch within `message_bytes_max` can carry.
+
+    Bytes: the message less its headroom (target, write id); records: that many bytes of
+    the smallest records. Upper bounds of put_many's batch_records and batch_bytes.
+    """
+    bytes_max = message_bytes_max - MESSAGE_HEADROOM_BYTES
+    return max(1, bytes_max // RECORD_BYTES_MIN), bytes_max
 
 
 @dataclasses.dataclass(slots=True)
@@ -48,11 +59,11 @@ class ShardBatcher:
 
     def __init__(self, shard_count: int, *, batch_records: int, batch_bytes: int,
                  message_bytes_max: int = MESSAGE_BYTES_MAX) -> None:
-        if batch_records < 1:
-            raise InvalidArgumentError(f"batch_records must be at least 1, got {batch_records}")
-        if not 1 <= batch_bytes <= message_bytes_max - MESSAGE_HEADROOM_BYTES:
-            raise InvalidArgumentError(f"batch_bytes must be within 1..{message_bytes_max - MESSAGE_HEADROOM_BYTES}, "
-                                       f"got {batch_bytes}")
+        records_max, bytes_max = batch_limits(message_bytes_max)
+        if not 1 <= batch_records <= records_max:
+            raise InvalidArgumentError(f"batch_records must be within 1..{records_max}, got {batch_records}")
+        if not 1 <= batch_bytes <= bytes_max:
+            raise InvalidArgumentError(f"batch_bytes must be within 1..{bytes_max}, got {batch_bytes}")
         assert shard_count > 0
         self._shard_count = shard_count
         self._records_max = batch_records

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import json
 import logging
 import os
 import sys
@@ -37,7 +36,8 @@ import msgpack
 from shoal.client import _status
 from shoal.client._admin import AdminCalls
 from shoal.client._arguments import (
-    check_bound, check_int, check_name, check_optional_int, check_records, check_seconds,
+    LIMIT_MAX, REPLICATION_MAX, SHARDS_MAX, check_bound, check_int, check_name, check_optional_int, check_records,
+    check_schema, check_seconds,
 )
 from shoal.client._combiner import PendingPut, PutCombiner
 from shoal.client._config import ClientConfig, parse_addresses
@@ -52,7 +52,7 @@ from shoal.client._jobs import Job, JobProgress, try_nodes
 from shoal.client._query import Query
 from shoal.client.wire.pb import data_pb2 as pb
 from shoal.client.wire.pb import jobs_pb2
-from shoal.client._batcher import ShardBatcher
+from shoal.client._batcher import ShardBatcher, batch_limits
 from shoal.client._codec import ABSENT, ValueEncoder, decode_key, decode_value, encode_key
 from shoal.client._ingest_stream import ShardStream
 from shoal.client.wire.routing import shard_for_key
@@ -124,17 +124,18 @@ class Client(AdminCalls):
         sealed at rest with the nodes' key (README "Encryption at rest"). schema: typed fields, checked
         on every write and stored as positional arrays, e.g. {"carrier": "str", "arr_delay": "float?"}
         ("?" = nullable) or {"fields": [{"name": "carrier", "type": "str", "nullable": False}, ...]};
-        types are int, float, str, bool and timestamp. None = schema-less (any msgpack document).
+        types are int, float, str, bool and timestamp. Only None = schema-less (any msgpack document):
+        an empty schema ({}) is refused, as is a field name that is not a str.
+        shards: 1..SHARDS_MAX (4096); replication: 0..REPLICATION_MAX (9).
         """
         check_name(name, "name")
-        check_int(shards, "shards", minimum=1, dataset=name)
-        check_int(replication, "replication", minimum=0, dataset=name)
-        if schema is not None and not isinstance(schema, Mapping):
-            raise InvalidArgumentError(f"schema must be a mapping, not {type(schema).__name__}", dataset=name)
+        check_int(shards, "shards", minimum=1, maximum=SHARDS_MAX, dataset=name)
+        check_int(replication, "replication", minimum=0, maximum=REPLICATION_MAX, dataset=name)
+        schema_json = check_schema(schema, name)
         # The same request id on every retry: created once. Replication 0: the node picks the default.
         request = pb.CreateDatasetRequest(name=name, shards=shards, replication=replication,
                                           request_id=uuid.uuid4().hex, encrypted=bool(encrypted),
-                                          schema_json=json.dumps(dict(schema)) if schema else "")
+                                          schema_json=schema_json)
 
         def attempt(deadline_s: float) -> pb.DatasetInfo:
             info: pb.DatasetInfo = self._metadata_call("CreateDataset", request, deadline_s, "create dataset", name)
@@ -341,12 +342,14 @@ class Client(AdminCalls):
         ClientConfig.stream_window_batches unacknowledged. A failure raises after stopping the streams:
         batches acknowledged before it are stored; with UnknownOutcomeError some others may
         be too. A bad record raises InvalidArgumentError naming it (records before it may
-        have been stored); records after it are not read.
+        have been stored); records after it are not read. batch_bytes and batch_records are
+        at most what one message of ClientConfig.message_bytes_max holds (_batcher.batch_limits).
         """
         check_name(dataset)
         records = check_records(records, dataset)
-        check_optional_int(batch_records, "batch_records", minimum=1, dataset=dataset)
-        check_optional_int(batch_bytes, "batch_bytes", minimum=1, dataset=dataset)
+        records_max, bytes_max = batch_limits(self.config.message_bytes_max)
+        check_optional_int(batch_records, "batch_records", minimum=1, maximum=records_max, dataset=dataset)
+        check_optional_int(batch_bytes, "batch_bytes", minimum=1, maximum=bytes_max, dataset=dataset)
         route = self._retry("put_many", lambda deadline_s: self._transport.dataset(dataset, deadline_s),
                             write=False, dataset=dataset)
         batcher = ShardBatcher(route.shards, batch_records=batch_records or self.config.put_many_batch_records,
@@ -376,7 +379,7 @@ class Client(AdminCalls):
              prefix: str | bytes | None = None, limit: int | None = None) -> Iterator[tuple[str | bytes, Any]]:
         """Yield (key, value) pairs, shard by shard, in key order within each shard.
 
-        `start` is inclusive, `end` exclusive, `prefix` filters; `limit` caps the total.
+        `start` is inclusive, `end` exclusive, `prefix` filters; `limit` (0..2**63 - 1) caps the total.
         Keys come back as str when they are valid UTF-8, else as bytes. The order across
         shards follows the hash, not the keys. A scan interrupted by a failover resumes
         after the last key it yielded.
@@ -384,7 +387,7 @@ class Client(AdminCalls):
         check_name(dataset)
         bounds = tuple(check_bound(value, name, dataset) for name, value in
                        (("start", start), ("end", end), ("prefix", prefix)))
-        check_optional_int(limit, "limit", minimum=0, dataset=dataset)
+        check_optional_int(limit, "limit", minimum=0, maximum=LIMIT_MAX, dataset=dataset)
         return self._scan(dataset, bounds[0], bounds[1], bounds[2], limit)
 
     # ---- cluster ----

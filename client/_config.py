@@ -10,12 +10,18 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Final
 
+from shoal.client._arguments import GRPC_INT_MAX, check_int, check_seconds
+from shoal.client._batcher import batch_limits
+from shoal.client._codec import MESSAGE_HEADROOM_BYTES
 from shoal.client._errors import InvalidArgumentError
 from shoal.client.wire.channels import MESSAGE_BYTES_MAX, Wire
 from shoal.client.wire.retry import RetryPolicy
 from shoal.client.wire.tls import TlsFiles
 
 DEFAULT_ADDRESS: Final = "127.0.0.1:7400"
+ATTEMPTS_PER_CALL_MAX: Final = 1000        # more only shortens attempts to attempt_timeout_s_min
+STREAM_WINDOW_BATCHES_MAX: Final = 1024    # more only holds memory: the node reads a window of its own
+MESSAGE_BYTES_RANGE: Final = (MESSAGE_HEADROOM_BYTES + 1, GRPC_INT_MAX)   # room for a value; a C int for gRPC
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,17 +50,20 @@ class ClientConfig:
     def validate(self) -> ClientConfig:
         """Raise InvalidArgumentError naming the field; return self.
 
-        Counts are ints, seconds ints or floats, and a bool is neither.
+        Counts are ints, seconds ints or floats, and a bool is neither. Every field has
+        bounds: seconds within (0, SECONDS_MAX] (_arguments.py), counts within the ranges
+        of _int_ranges (a message limit gRPC can hold, batches that fit in a message).
         """
+        message_minimum, message_maximum = MESSAGE_BYTES_RANGE
+        ranges = _int_ranges(check_int(self.message_bytes_max, "message_bytes_max", minimum=message_minimum,
+                                       maximum=message_maximum))
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if isinstance(field.default, (int, float)):
-                wanted = (int,) if isinstance(field.default, int) else (int, float)
-                if not isinstance(value, wanted) or isinstance(value, bool):
-                    raise InvalidArgumentError(f"{field.name} must be {'an int' if wanted == (int,) else 'a number'}, "
-                                               f"not {type(value).__name__} ({value!r:.60})")
-                if not value > 0:
-                    raise InvalidArgumentError(f"{field.name} must be positive, got {value!r}")
+            if isinstance(field.default, float):
+                check_seconds(value, field.name)
+            elif isinstance(field.default, int):
+                minimum, maximum = ranges[field.name]   # every int field has its range
+                check_int(value, field.name, minimum=minimum, maximum=maximum)
         if not isinstance(self.addresses, tuple) or not all(isinstance(item, str) for item in self.addresses):
             raise InvalidArgumentError(f"addresses must be a tuple of str, not {type(self.addresses).__name__}")
         if not isinstance(self.retry, RetryPolicy):
@@ -74,6 +83,14 @@ class ClientConfig:
         reloads the map and reaches the node the controller promoted in its place.
         """
         return max(self.attempt_timeout_s_min, self.timeout_s / self.attempts_per_call)
+
+
+def _int_ranges(message_bytes_max: int) -> dict[str, tuple[int, int]]:
+    """The bounds of the int fields (the batch sizes depend on the message limit)."""
+    records_max, bytes_max = batch_limits(message_bytes_max)
+    return {"message_bytes_max": MESSAGE_BYTES_RANGE, "attempts_per_call": (1, ATTEMPTS_PER_CALL_MAX),
+            "put_many_batch_records": (1, records_max),
+            "put_many_batch_bytes": (1, bytes_max), "stream_window_batches": (1, STREAM_WINDOW_BATCHES_MAX)}
 
 
 def parse_addresses(addresses: str | Sequence[str]) -> tuple[str, ...]:

@@ -36,6 +36,7 @@ ShoalError
 │   └── UserCodeDisabledError          USER_CODE_DISABLED
 ├── UnauthenticatedError               UNAUTHENTICATED: no, malformed, unknown or revoked token
 ├── DeadlineExceededError              DEADLINE_EXCEEDED (a read, or a write never sent)
+│   └── JobTimeoutError                Job.result/Query.collect timeout passed, the job still runs (names it)
 ├── UnknownOutcomeError                UNKNOWN_OUTCOME [retriable]
 └── InternalError                      INTERNAL, UNKNOWN, UNIMPLEMENTED, DATA_LOSS
 
@@ -224,6 +225,18 @@ class UnauthenticatedError(ShoalError):
 
 class DeadlineExceededError(ShoalError):
     pass
+
+
+class JobTimeoutError(DeadlineExceededError, TimeoutError):
+    """Job.result / Query.collect: the timeout passed and the job still runs (it goes on).
+
+    `job_id` names it: `client.job(job_id)` reattaches, from any process. Also a built-in
+    TimeoutError, which is what result() raised before it existed (callers catch that).
+    """
+
+    def __init__(self, message: str, *, job_id: str = "", dataset: str | None = None) -> None:
+        super().__init__(message, dataset=dataset)
+        self.job_id = job_id
 
 
 class UnknownOutcomeError(ShoalError):

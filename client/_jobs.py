@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from shoal.client._arguments import check_optional_seconds
 from shoal.client._channel import rpc_errors, unreachable
-from shoal.client._errors import JobFailedError, NoControllerError, NotPrimaryError, ShoalError
+from shoal.client._errors import JobFailedError, JobTimeoutError, NoControllerError, NotPrimaryError, ShoalError
 from shoal.client.wire.pb import jobs_pb2
 
 if TYPE_CHECKING:
@@ -84,8 +85,10 @@ class Job:
         return self._status(wait_s=0.0)
 
     def wait(self, timeout: float | None = None) -> JobProgress:
-        """Block until the job finished or `timeout` seconds passed; the last progress either way."""
-        return self._wait(timeout, with_rows=False)
+        """Block until the job finished or `timeout` seconds passed; the last progress either way.
+
+        timeout: None = until it finishes, 0 = look once, else seconds (at most SECONDS_MAX)."""
+        return self._wait(check_timeout(timeout), with_rows=False)
 
     def _wait(self, timeout: float | None, with_rows: bool) -> JobProgress:
         """Long polls from the first call on (a small job is usually done within the first)."""
@@ -97,14 +100,18 @@ class Job:
                 return progress
 
     def result(self, timeout: float | None = None) -> list[dict[str, Any]]:
-        """Wait, then the result rows. JobFailedError (the message names shard and node) if the
-        job failed or was cancelled; TimeoutError if it still runs after `timeout` seconds."""
+        """Wait (timeout as in `wait`), then the result rows. JobFailedError (the message names
+        shard and node) if the job failed or was cancelled; JobTimeoutError (a
+        DeadlineExceededError, and a built-in TimeoutError too) if it still runs after `timeout`
+        seconds: the job goes on, `client.job(error.job_id)` reattaches to it."""
+        timeout = check_timeout(timeout)
         if self._rows is not None:
             return self._rows
         progress = self._wait(timeout, with_rows=True)
         if not progress.finished:
-            raise TimeoutError(f"job {self.id} still running after {timeout} s "
-                               f"({progress.tasks_done}/{progress.tasks_total} tasks done)")
+            raise JobTimeoutError(f"job {self.id} still running after {timeout:g} s ({progress.tasks_done}/"
+                                  f"{progress.tasks_total} tasks done); it goes on: reattach with "
+                                  f"client.job({self.id!r})", job_id=self.id, dataset=progress.dataset)
         if progress.state != "done":
             raise JobFailedError(progress.error or f"job {self.id} was {progress.state}", dataset=progress.dataset,
                                  code=progress.error_code or None)
@@ -146,6 +153,11 @@ class Job:
             request, timeout=timeout_s + wait_s), extra_s=wait_s)
         self._last = status
         return JobProgress.from_message(status)
+
+
+def check_timeout(timeout: object) -> float | None:
+    """A job wait's timeout: None (no limit) or seconds within [0, SECONDS_MAX]; else InvalidArgumentError."""
+    return check_optional_seconds(timeout, "timeout", zero_ok=True)
 
 
 def try_nodes(client: Client, what: str, call: Any, deadline_s: float) -> Any:

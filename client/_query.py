@@ -15,8 +15,9 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from shoal.client._arguments import check_int
+from shoal.client._arguments import LIMIT_MAX, check_int
 from shoal.client._errors import QueryError
+from shoal.client._jobs import check_timeout
 
 if TYPE_CHECKING:
     from shoal.client._client import Client
@@ -83,7 +84,8 @@ class Query:
         return self._with(order_by=[*self.spec["order_by"], [expression, bool(descending)]])
 
     def limit(self, count: int) -> Query:
-        check_int(count, "limit", minimum=0, dataset=self.dataset)
+        """At most `count` rows (0..2**63 - 1, the node's range)."""
+        check_int(count, "limit", minimum=0, maximum=LIMIT_MAX, dataset=self.dataset)
         return self._with(limit=count)
 
     def submit(self) -> Job:
@@ -91,7 +93,10 @@ class Query:
         return self._client._submit_job(self.dataset, "query", self.spec)
 
     def collect(self, timeout: float | None = None) -> list[dict[str, Any]]:
-        """Submit, wait (at most `timeout` seconds, None = no limit) and return the rows."""
+        """Submit, wait (at most `timeout` seconds, None = no limit) and return the rows.
+
+        A bad timeout is refused before anything is submitted; JobTimeoutError past it."""
+        timeout = check_timeout(timeout)   # before the submit, not after it
         return self.submit().result(timeout)
 
     def __repr__(self) -> str:
