@@ -109,9 +109,32 @@ class ValueEncoder:
         try:
             packed: bytes = self._packer.pack(value)
         except (TypeError, OverflowError, ValueError) as exc:
-            raise InvalidArgumentError(f"value cannot be encoded as msgpack ({exc})", dataset=dataset,
+            found = _int_past_64_bits(value) if isinstance(exc, OverflowError) else None
+            where = "" if found is None else found[0] if found[0].startswith("field") else f"the value{found[0]}"
+            number = "" if found is None else str(found[1]) if abs(found[1]) < 10 ** 40 else \
+                f"an int of {found[1].bit_length()} bits"   # str() of a huge int is slow, past 4300 digits refused
+            reason = str(exc) if found is None else (
+                f"{where} is {number}, an integer outside -2^63..2^64-1 (64 bits, what msgpack stores): "
+                "store it as a str or a float")
+            raise InvalidArgumentError(f"value cannot be encoded as msgpack ({reason})", dataset=dataset,
                                        key=key) from None
         if len(packed) > self.value_bytes_max:
             raise TooLargeError(f"value is {len(packed)} bytes, over the {self.message_bytes_max} byte message "
                                 "limit", dataset=dataset, key=key)
         return packed
+
+
+def _int_past_64_bits(value: Any, path: str = "", depth: int = 0) -> tuple[str, int] | None:
+    """(path such as "field 'a'[2]", the int) of the first int msgpack cannot store, or None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (path, value) if not -(2 ** 63) <= value <= 2 ** 64 - 1 else None
+    if depth > 100:   # deeper than msgpack packs anyway (its own limit raises first)
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for name, item in items:
+        step = f"field {name!r}" if not path and isinstance(value, dict) else f"[{name!r}]" if isinstance(
+            value, dict) else f"[{name}]"
+        found = _int_past_64_bits(item, path + step, depth + 1)
+        if found is not None:
+            return found
+    return None

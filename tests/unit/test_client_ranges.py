@@ -270,3 +270,17 @@ def test_node_status_or_error_bounds_its_timeout(client: Client) -> None:
         with pytest.raises(InvalidArgumentError, match="timeout_s must be a finite number"):
             client.node_status_or_error("127.0.0.1:1", value)
     assert isinstance(client.node_status_or_error("127.0.0.1:1", 0.2), ShoalError)   # nothing listens there
+
+
+@pytest.mark.parametrize(("value", "named"), [
+    ({"i": 2 ** 64}, "field 'i' is 18446744073709551616"),
+    ({"a": {"b": [1, -(2 ** 63) - 1]}}, "field 'a'['b'][1] is -9223372036854775809"),
+    ([1, [2 ** 65]], "the value[1][0] is 36893488147419103232"),
+    (10 ** 5000, "the value is an int of 16610 bits"),
+], ids=["field", "nested", "list", "huge"])
+def test_an_int_past_64_bits_in_a_value_is_named_by_its_field(value: Any, named: str) -> None:
+    """Found by hand: put of {"i": 2**64} said only "Integer value out of range" (msgpack's words)."""
+    from shoal.client._codec import ValueEncoder
+    with pytest.raises(InvalidArgumentError, match="an integer outside -2\\^63..2\\^64-1") as info:
+        ValueEncoder().encode("typed", "k", value)
+    assert named in str(info.value) and "dataset=typed" in str(info.value)
