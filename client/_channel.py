@@ -39,6 +39,7 @@ from shoal.client._errors import (
 from shoal.client.wire.pb import data_pb2 as pb
 from shoal.client.wire.pb import data_pb2_grpc as pb_grpc
 from shoal.client.wire.pb import jobs_pb2_grpc
+from shoal.client.wire.routing import shard_for_key
 
 if TYPE_CHECKING:
     from shoal.client._config import ClientConfig
@@ -267,6 +268,21 @@ class Transport:
         view = self._view
         return view if view is not None else self.refresh(deadline_s, seen_version=-1)
 
+    def shard_down(self, dataset: str, key_bytes: bytes) -> str:
+        """Why the shard holding key_bytes cannot answer, as our map says: "" unless none of its
+        in-sync replicas is on a node the map calls alive (then which, and their states)."""
+        view = self._view
+        info = next((d for d in view.message.datasets if d.name == dataset), None) if view is not None else None
+        if info is None or info.shards == 0:
+            return ""
+        index = shard_for_key(key_bytes, info.shards)
+        shard = next((s for s in info.shard_map if s.index == index), None)
+        states = {node.id: node.state for node in view.message.nodes} if view is not None else {}
+        if shard is None or any(states.get(node_id) in _SERVING for node_id in shard.replicas):
+            return ""
+        replicas = ", ".join(f"{node_id} {states.get(node_id) or 'unknown'}" for node_id in shard.replicas)
+        return f"shard {dataset}/{index} has no in-sync replica on an alive node (replicas: {replicas or 'none'})"
+
     def dataset(self, name: str, deadline_s: float) -> DatasetRoute:
         """The route of a dataset; reloads the map once before calling it unknown."""
         view = self.view(deadline_s)
@@ -393,6 +409,9 @@ class Transport:
             sent = last is not None and may_have_applied(last)
         return ClusterUnreachableError(f"cannot reach the cluster at {','.join(tried or self.seeds)} ({detail})",
                                        sent=sent)
+
+
+_SERVING = ("alive", "draining")   # node states whose replicas serve (a draining node serves until moved)
 
 
 def unreachable(exc: ShoalError) -> bool:

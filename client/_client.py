@@ -45,8 +45,8 @@ from shoal.client._channel import (
     Transport, needs_refresh, rpc_errors, unreachable,
 )
 from shoal.client._errors import (
-    DeadlineExceededError, InvalidArgumentError, NotPrimaryError, OverloadedError, ShoalError, UnknownOutcomeError,
-    may_have_applied,
+    DeadlineExceededError, InvalidArgumentError, NotPrimaryError, OverloadedError, ShoalError, UnavailableError,
+    UnknownOutcomeError, may_have_applied,
 )
 from shoal.client._jobs import Job, JobProgress, try_nodes
 from shoal.client._query import Query
@@ -457,6 +457,9 @@ class Client(AdminCalls):
             backoff.sleep(deadline_s, at_least_s=retry_hint_s(last))
         if last is None:
             last = DeadlineExceededError(f"{what} failed: no time left", dataset=dataset, key=key)
+        elif dataset is not None and key is not None and unreachable(last):   # say why, if the map knows
+            down = self._transport.shard_down(dataset, encode_key(dataset, key))
+            last = UnavailableError(f"{what} failed: {down}", dataset=dataset, key=key) if down else last
         if maybe_applied:
             raise _unknown_outcome(what, last, dataset, key) from last
         raise last

@@ -18,9 +18,10 @@ import pytest
 
 from shoal.client import (
     Client, InvalidArgumentError, JobFailedError, LimitExceededError, QueryError, ResourceExhaustedError,
-    UserCodeDisabledError,
+    UnavailableError, UserCodeDisabledError,
 )
 from shoal.client.local import LocalCluster
+from shoal.client.wire.routing import encode_key, shard_for_key
 from test_cluster_replication import FAST, wait_for
 
 COUNTRIES = ["DE", "FR", "US", "JP", "BR"]
@@ -296,6 +297,12 @@ def test_job_fails_naming_the_shard_without_replicas(local_cluster: Any) -> None
                  made, f"{holder} declared dead")
         with pytest.raises(JobFailedError, match=r"shard \d+ of dataset single has no in-sync replica"):
             client.query("single").count()
+    lost = next(s.index for s in shard_map if s.primary == holder)
+    key = next(f"k{i}" for i in range(30) if shard_for_key(encode_key(f"k{i}"), 3) == lost)
+    with made.client(timeout_s=3) as client:   # a read of that shard says why, not "Connection refused"
+        with pytest.raises(UnavailableError, match=rf"get failed: shard single/{lost} has no in-sync replica on an "
+                                                   rf"alive node \(replicas: {holder} dead\)"):
+            client.get("single", key)
 
 
 def sandbox_probe(node_address: str, password_file: str) -> Any:
