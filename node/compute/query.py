@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import operator
 from collections import Counter, _count_elements   # type: ignore[attr-defined]  # Counter.update's C core
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import islice, repeat
 from typing import Any
 
@@ -40,6 +40,7 @@ from shoal.node.compute.columns import Batch, CompiledExpression, compile_expres
 from shoal.node.compute.errors import EvaluationError, QueryError
 from shoal.node.compute.spec import Plan, parse_spec
 from shoal.node.compute.syntax import Logical, Node, uses_record_key
+from shoal.node.compute.typecheck import check_types
 from shoal.node.compute.values import (
     WIRE_INT_MAX, WIRE_INT_MIN, WIRE_INT_RANGE, identity_key, identity_keys, null_last_key, out_of_wire_range,
     plain_value,
@@ -95,13 +96,18 @@ class JoinedArrayDecoder(MsgpackDecoder):
             return super().decode_batch(raws)
 
 
-def validate_spec(spec: object, fields: list[str] | None = None) -> None:
+def validate_spec(spec: object, fields: list[str] | None = None,
+                  field_types: Mapping[str, frozenset[type]] | None = None) -> None:
     """Raise QueryError (one line, naming the entry) unless `spec` is a valid query spec.
 
     Checks everything compile_query does: shapes, names, expressions, constant parts (`'a' > 1`)
-    and, when the schema's `fields` are given, that every field read exists.
+    and, when the schema's `fields` are given, that every field read exists; with `field_types`
+    (typecheck.FIELD_TYPES of each schema field), that no expression fails on every record.
     """
-    CompiledQuery(parse_spec(spec), None if fields is None else list(fields))
+    plan = parse_spec(spec)
+    CompiledQuery(plan, None if fields is None else list(fields))
+    if field_types is not None:
+        check_types(plan, field_types)
 
 
 def compile_query(spec: dict[str, Any], fields: list[str] | None = None) -> CompiledQuery:

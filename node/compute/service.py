@@ -26,6 +26,7 @@ from shoal.client.wire.pb import jobs_pb2, jobs_pb2_grpc
 from shoal.node import errors
 from shoal.node.compute import EvaluationError, QueryError, compile_query, map_reduce, validate_spec
 from shoal.node.compute.schema import Schema
+from shoal.node.compute.typecheck import schema_types
 from shoal.node.controller.jobs import first_attempts, running_attempts
 from shoal.node.metadata import commands
 from shoal.node.server import command_for, propose_or_raise, result_error
@@ -70,7 +71,8 @@ class JobService(jobs_pb2_grpc.JobsServicer):
             raise errors.InvalidQueryError(f"job spec is not msgpack: {exc}") from None
         if request.kind == "query":
             try:
-                validate_spec(spec, Schema.from_json(dataset.schema).names if dataset.schema else None)
+                schema = Schema.from_json(dataset.schema) if dataset.schema else None
+                validate_spec(spec, schema.names if schema else None, schema_types(schema) if schema else None)
             except QueryError as exc:
                 raise errors.InvalidQueryError(f"dataset {dataset.name}: {exc}") from None
         elif request.kind == "map_reduce":
