@@ -341,8 +341,11 @@ class Client(AdminCalls):
         Batches go to each shard's primary over one stream per shard with at most
         ClientConfig.stream_window_batches unacknowledged. A failure raises after stopping the streams:
         batches acknowledged before it are stored; with UnknownOutcomeError some others may
-        be too. A bad record raises InvalidArgumentError naming it (records before it may
-        have been stored); records after it are not read. batch_bytes and batch_records are
+        be too. A record the client refuses (it cannot be encoded, or is over the client's
+        limit) raises InvalidArgumentError naming it: records after it are not read, earlier
+        ones may be stored. A record a node refuses (over its value_bytes_max) raises when the
+        refusal arrives, and by then later records may be stored too (in other shards' batches
+        or later ones of the same shard); a put overwrites, so sending them again is harmless. batch_bytes and batch_records are
         at most what one message of ClientConfig.message_bytes_max holds (_batcher.batch_limits).
         """
         check_name(dataset)

@@ -1,11 +1,20 @@
 """What every `shoal` command shares: the global options, the client, one-line errors.
 
 Errors are one line on stderr ("error: ...") and exit code 1, never a traceback, for
-anything a user can cause: a bad address, an unknown dataset, an unreachable cluster.
+anything a user can cause: an unknown dataset, an unreachable cluster, a missing TLS file.
 `command_errors` is the one place that turns ShoalError into such a line; commands
 raise or call `fail` and never print errors themselves. Plain typer.echo, not rich, for
 errors: rich wraps long lines at the terminal width, and "one line" is part of the
-contract scripts rely on.
+contract scripts rely on. Control characters a user or a node put in a message (a NUL
+in a name) are escaped, never printed raw; a dataset name that is not plain text is
+shown as its repr in the `[dataset=...]` tag.
+
+A bad option or argument is a usage error (exit 2, printed by _group.ShoalGroup): the
+callbacks below check what typer's types cannot (finite seconds, a HOST:PORT list, a
+dataset name the node can hold), and `usage_error` is the same for checks a command can
+only make later (a CSV column named by --text-columns). Limits the node enforces come from
+the client's mirror of them (_arguments.py), so the option names its range
+(tests/unit/test_cli_limits.py pins them to the node's).
 """
 from __future__ import annotations
 
@@ -13,19 +22,32 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, NoReturn, ParamSpec, TypeVar
+from typing import Annotated, Final, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 
-from shoal.client import Client, ClientConfig, ShoalError
+from shoal.client import Client, ClientConfig, InvalidArgumentError, ShoalError
+from shoal.client._arguments import LIMIT_MAX, REPLICATION_MAX, SHARDS_MAX
+from shoal.client._config import parse_addresses
+from shoal.client.wire.tls import TlsError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CLUSTER = "127.0.0.1:7400"
 DEFAULT_TIMEOUT_S = 10.0
+TIMEOUT_S_MIN: Final = 0.1
+TIMEOUT_S_MAX: Final = 86_400.0   # one day: --timeout bounds one request, retries included (the
+                                  # Python client's own bound, ClientConfig, is wider)
+DATASET_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")   # node/metadata/fsm.py _DATASET_NAME
+INT64_MAX: Final = LIMIT_MAX          # a query's --limit, a --seed: what msgpack and protobuf hold
+_KEPT_CONTROLS = "\t\n\r\x0b\x0c"   # whitespace: one_line folds it into spaces
+_CONTROL_ESCAPES: Final = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7f, 0xa0))
+                           if chr(code) not in _KEPT_CONTROLS}
 LOCAL_DATA_DIR = Path("shoal-data")   # shoal up's default --data-dir (cluster_cmds.DEFAULT_DATA_DIR)
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -41,14 +63,51 @@ class CliState:
     token: str = dataclasses.field(default="", repr=False)
 
 
+def seconds_range(minimum_s: float, maximum_s: float) -> Callable[[float | None], float | None]:
+    """An option callback: a finite number of seconds within minimum_s..maximum_s, else a usage error.
+
+    typer's min=/max= let NaN through and have no upper bound by default; inf or 1e308 s
+    would overflow the first deadline it reaches.
+    """
+    def check(value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and minimum_s <= value <= maximum_s):
+            raise typer.BadParameter(f"must be a finite number of seconds within {minimum_s:g}..{maximum_s:g}, "
+                                     f"got {value:g}")
+        return value
+    return check
+
+
+def check_cluster(value: str) -> str:
+    """--cluster / SHOAL_CLUSTER: HOST:PORT[,HOST:PORT...], else a usage error naming the bad address."""
+    try:
+        parse_addresses(value)
+    except InvalidArgumentError as exc:
+        raise typer.BadParameter(exc.message) from None
+    return value
+
+
+def check_dataset_name(value: str | None) -> str | None:
+    """A dataset argument: a name the node can hold (letters, digits, _ . -), else a usage error."""
+    if value is not None and not DATASET_NAME.fullmatch(value):
+        raise typer.BadParameter(f"dataset name {value!r} must match {DATASET_NAME.pattern} (letters, digits, "
+                                 "_ . -; up to 128 characters)")
+    return value
+
+
+def usage_error(ctx: typer.Context, option: str, message: str) -> NoReturn:
+    """A bad option found inside a command (exit 2, as typer's own): "Invalid value for 'OPTION': MESSAGE"."""
+    raise typer.BadParameter(message, ctx=ctx, param_hint=[option])
+
+
 def main_options(
     ctx: typer.Context,
     cluster: Annotated[str, typer.Option(
-        "--cluster", envvar="SHOAL_CLUSTER", metavar="HOST:PORT[,HOST:PORT...]",
+        "--cluster", envvar="SHOAL_CLUSTER", metavar="HOST:PORT[,HOST:PORT...]", callback=check_cluster,
         help="Any node(s) of the cluster; the others are found from there.")] = DEFAULT_CLUSTER,
     timeout_s: Annotated[float, typer.Option(
-        "--timeout", envvar="SHOAL_TIMEOUT", min=0.1, metavar="SECONDS",
-        help="Give up on a request (retries included) after this long.")] = DEFAULT_TIMEOUT_S,
+        "--timeout", envvar="SHOAL_TIMEOUT", metavar="SECONDS", callback=seconds_range(TIMEOUT_S_MIN, TIMEOUT_S_MAX),
+        help=f"Give up on a request (retries included) after this long ({TIMEOUT_S_MIN:g} to {TIMEOUT_S_MAX:g}).")]
+    = DEFAULT_TIMEOUT_S,
     tls_dir: Annotated[str, typer.Option(
         "--tls-dir", envvar="SHOAL_TLS_DIR", metavar="DIR",
         help="Mutual TLS with DIR/ca.pem, client.pem and client.key (shoal certs init DIR).")] = "",
@@ -132,7 +191,21 @@ def fail(message: str, *, code: int = 1) -> NoReturn:
 
 
 def one_line(text: str) -> str:
-    return " ".join(text.split())
+    """`text` on one line: whitespace runs become one space, other control characters \\xNN escapes."""
+    return " ".join(text.translate(_CONTROL_ESCAPES).split())
+
+
+def shown_name(name: str) -> str:
+    """A name as written when it is plain printable text without spaces, else its repr."""
+    return name if name and name.isprintable() and not any(char.isspace() for char in name) else repr(name)
+
+
+def error_text(exc: ShoalError) -> str:
+    """str(exc), with a dataset name that is not plain text shown as its repr in the [dataset=...] tag."""
+    text = str(exc)
+    if exc.dataset is not None and shown_name(exc.dataset) != exc.dataset:
+        text = text.replace(f"[dataset={exc.dataset}", f"[dataset={shown_name(exc.dataset)}", 1)
+    return text
 
 
 def command_errors(func: Callable[P, R]) -> Callable[P, R]:
@@ -142,6 +215,8 @@ def command_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except ShoalError as exc:
+            fail(error_text(exc))
+        except TlsError as exc:          # a missing or unreadable --tls-dir file, found at the first call
             fail(str(exc))
         except KeyboardInterrupt:
             fail("interrupted", code=130)

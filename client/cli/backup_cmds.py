@@ -13,9 +13,13 @@ and renames it when complete. Import creates the dataset with the header's shard
 replication and schema (or `--name` another), then stores the records with put_many;
 puts are idempotent, so an import cut short is finished by running it again with
 `--into-existing`.
+
+A file that cannot be written or read is one line naming it ("cannot write FILE: No such
+file or directory"), and an export that fails leaves no FILE.tmp behind.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -26,10 +30,12 @@ from typing import Annotated, Any
 import msgpack
 import typer
 
-from shoal.client.cli._common import command_errors, connect, fail
+from shoal.client import Client
+from shoal.client.cli._common import check_dataset_name, command_errors, connect, fail
 from shoal.client.cli.data_cmds import DatasetArg, dataset_app
 
 FORMAT = "shoal-export/1"
+HEADER_FIELDS = {"dataset": str, "shards": int, "replication": int, "schema": dict}   # what import reads
 IMPORT_BATCH_RECORDS = 10_000    # records kept in memory between two put_many calls
 
 
@@ -53,18 +59,31 @@ def export(
                   "schema": json.loads(info.schema_json) if info.schema_json else {}, "exported_at": time.time(),
                   "encrypted": bool(info.encryption_key_id)}
         tmp = path.with_name(path.name + ".tmp")
-        count = 0
-        with open(tmp, "wb") as fh:
-            packer = msgpack.Packer(use_bin_type=True)
-            fh.write(packer.pack(header))
-            for key, value in client.scan(name):
-                fh.write(packer.pack([key, value]))
-                count += 1
-            fh.write(packer.pack({"records": count}))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            count = _write(client, name, header, tmp)
+            os.replace(tmp, path)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                fail(f"cannot write {path}: {exc.strerror or exc}")
+            raise
     typer.echo(f"exported {count} records of dataset {name} to {path}")
+
+
+def _write(client: Client, name: str, header: dict[str, Any], tmp: Path) -> int:
+    """Header, records and trailer to `tmp`, synced; the record count."""
+    count = 0
+    with open(tmp, "wb") as fh:
+        packer = msgpack.Packer(use_bin_type=True)
+        fh.write(packer.pack(header))
+        for key, value in client.scan(name):
+            fh.write(packer.pack([key, value]))
+            count += 1
+        fh.write(packer.pack({"records": count}))
+        fh.flush()
+        os.fsync(fh.fileno())
+    return count
 
 
 @dataset_app.command("import")
@@ -73,25 +92,31 @@ def import_(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(metavar="FILE", exists=True, dir_okay=False,
                                          help="A file written by `shoal dataset export`.")],
-    name: Annotated[str | None, typer.Option("--name", help="Import under this name (default: the exported one).")]
-    = None,
+    name: Annotated[str | None, typer.Option("--name", callback=check_dataset_name,
+                                             help="Import under this name (default: the exported one).")] = None,
     into_existing: Annotated[bool, typer.Option("--into-existing",
                                                 help="Store into a dataset that exists already (e.g. to finish "
                                                      "an import cut short).")] = False,
 ) -> None:
     """Create the dataset FILE describes and store its records (idempotent puts)."""
-    header, count = _read(path)
-    target = name or str(header["dataset"])
+    try:
+        header, count = _read(path)
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror or exc}")
+    target = name or header["dataset"]
     with connect(ctx) as client:
         exists = any(d.name == target for d in client.list_datasets())
         if exists and not into_existing:
             fail(f"dataset {target} exists: import under --name NEW, or add --into-existing to store into it")
         if not exists:
-            client.create_dataset(target, shards=int(header["shards"]), replication=int(header["replication"]),
+            client.create_dataset(target, shards=header["shards"], replication=header["replication"],
                                   schema=header["schema"] or None, encrypted=bool(header.get("encrypted")))
         stored = 0
-        for batch in _batches(path):
-            stored += client.put_many(target, batch)
+        try:
+            for batch in _batches(path):
+                stored += client.put_many(target, batch)
+        except OSError as exc:
+            fail(f"cannot read {path} (after {stored} records were imported): {exc.strerror or exc}")
     typer.echo(f"imported {stored} of {count} records into dataset {target}")
 
 
@@ -107,6 +132,10 @@ def _read(path: Path) -> tuple[dict[str, Any], int]:
             fail(f"{path}: empty or not a shoal export file")
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             fail(f"{path}: not a {FORMAT} file")
+        for field, kind in HEADER_FIELDS.items():
+            value = header.get(field)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                fail(f"{path}: damaged header: {field!r} must be {kind.__name__}, got {type(value).__name__}")
         try:
             for item in unpacker:
                 if isinstance(item, dict):

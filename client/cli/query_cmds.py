@@ -6,13 +6,19 @@
 `--agg NAME=FUNC(FIELD)` with FUNC in count, sum, min, max, mean, count_distinct
 (`count()` counts rows). A progress bar (tasks done, records scanned, rate) runs on
 stderr while the job runs; the result is a table, or with `--json` a JSON array of row
-objects on stdout (DESIGN.md section 9). Ctrl-C detaches and prints the job id (the job
-keeps running: `shoal job watch ID`, `shoal job cancel ID`).
+objects on stdout (DESIGN.md section 9), by the rule of `shoal get` (json_values.py:
+bytes as {"$bytes": ...}; NaN, a non-str key or a {"$bytes"} lookalike is an error naming
+the row and column, never invalid or lossy JSON). Ctrl-C detaches and prints the job id
+(the job keeps running: `shoal job watch ID`, `shoal job cancel ID`).
+
+A malformed --agg, --with-column or --order-by is a usage error (exit 2), found by the
+option's callback before anything is sent.
 """
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -21,10 +27,13 @@ from rich.table import Table
 
 from shoal.client import Job, JobProgress, Query
 from shoal.client._query import AGGREGATES
-from shoal.client.cli._common import command_errors, connect, console, fail
+from shoal.client.cli._common import INT64_MAX, check_dataset_name, command_errors, connect, console, fail
+from shoal.client.cli.json_values import UnshowableValueError, rows_json
 
 job_app = typer.Typer(help="List, watch and cancel compute jobs.", no_args_is_help=True)
 _AGG = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*([a-z_]+)\s*\((.*)\)\s*")
+ORDER_DIRECTIONS = ("asc", "desc")
+_QUOTES = "`'\""
 ROWS_SHOWN_MAX = 100
 
 
@@ -37,20 +46,45 @@ def parse_agg(text: str) -> tuple[str, tuple[str, str | None]]:
     """"n=count()" -> ("n", ("count", None)); "d=mean(arr_delay)" -> ("d", ("mean", "arr_delay"))."""
     found = _AGG.fullmatch(text)
     if found is None or found.group(2) not in AGGREGATES:
-        fail(f"--agg {text!r}: expected NAME=FUNC(FIELD) with FUNC in {', '.join(AGGREGATES)}, e.g. n=count() "
-             "or delay=mean(arr_delay)")
+        raise typer.BadParameter(f"{text!r}: expected NAME=FUNC(FIELD) with FUNC in {', '.join(AGGREGATES)}, e.g. "
+                                 "n=count() or delay=mean(arr_delay)")
     name, function, argument = found.groups()
     return name, (function, argument.strip() or None)
+
+
+def parse_with_column(text: str) -> tuple[str, str]:
+    """"speed=distance / air_time" -> ("speed", "distance / air_time")."""
+    name, sep, expression = text.partition("=")
+    if not sep or not name.strip() or not expression.strip():
+        raise typer.BadParameter(f"{text!r}: expected NAME=EXPR, e.g. speed=distance / air_time")
+    return name.strip(), expression
+
+
+def parse_order_by(text: str) -> tuple[str, bool]:
+    """"n" -> ("n", False); "n:desc" -> ("n", True); "n:asc" -> ("n", False). A ':' inside quotes
+    (`` `odd:name` ``) is part of the field."""
+    head, sep, tail = text.rpartition(":")
+    if not sep or any(head.count(quote) % 2 for quote in _QUOTES):
+        return text, False
+    if tail.strip().lower() not in ORDER_DIRECTIONS or not head.strip():
+        raise typer.BadParameter(f"{text!r}: expected FIELD, FIELD:desc or FIELD:asc")
+    return head, tail.strip().lower() == "desc"
+
+
+def _each(parse: Callable[[str], object]) -> Callable[[list[str] | None], list[str] | None]:
+    """An option callback: every value of a repeatable option parses, else a usage error (exit 2)."""
+    def check(values: list[str] | None) -> list[str] | None:
+        for value in values or []:
+            parse(value)
+        return values
+    return check
 
 
 def build(base: Query, where: str | None, with_columns: list[str], select: list[str], group_by: list[str],
           aggs: list[str], distinct: bool, order_by: list[str], limit: int | None) -> Query:
     q = base.where(where) if where else base
     for item in with_columns:
-        name, sep, expression = item.partition("=")
-        if not sep or not name.strip():
-            fail(f"--with-column {item!r}: expected NAME=EXPR")
-        q = q.with_column(name.strip(), expression)
+        q = q.with_column(*parse_with_column(item))
     if select:
         q = q.select(*select)
     if group_by:
@@ -60,29 +94,33 @@ def build(base: Query, where: str | None, with_columns: list[str], select: list[
     if distinct:
         q = q.distinct()
     for item in order_by:
-        field, _, direction = item.rpartition(":") if item.endswith((":desc", ":asc")) else (item, "", "asc")
-        q = q.order_by(field, descending=direction == "desc")
+        field, descending = parse_order_by(item)
+        q = q.order_by(field, descending=descending)
     return q.limit(limit) if limit is not None else q
 
 
 def query(
     ctx: typer.Context,
-    dataset: Annotated[str, typer.Argument(help="Dataset to query.")],
+    dataset: Annotated[str, typer.Argument(help="Dataset to query.", callback=check_dataset_name)],
     where: Annotated[str | None, typer.Option("--where", metavar="EXPR", help="Filter, e.g. \"dep_delay > 60\".")]
     = None,
     with_column: Annotated[list[str] | None, typer.Option("--with-column", metavar="NAME=EXPR",
+                                                          callback=_each(parse_with_column),
                                                           help="Computed column (repeatable).")] = None,
     select: Annotated[list[str] | None, typer.Option("--select", metavar="EXPR", help="Output column (repeatable).")]
     = None,
     group_by: Annotated[list[str] | None, typer.Option("--group-by", metavar="FIELD", help="Group key (repeatable).")]
     = None,
-    agg: Annotated[list[str] | None, typer.Option("--agg", metavar="NAME=FUNC(FIELD)",
+    agg: Annotated[list[str] | None, typer.Option("--agg", metavar="NAME=FUNC(FIELD)", callback=_each(parse_agg),
                                                   help="Aggregate (repeatable): count, sum, min, max, mean, "
                                                        "count_distinct.")] = None,
     distinct: Annotated[bool, typer.Option("--distinct", help="Distinct result rows.")] = False,
     order_by: Annotated[list[str] | None, typer.Option("--order-by", metavar="FIELD[:desc]",
-                                                       help="Sort key (repeatable).")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=0, help="At most this many rows.")] = None,
+                                                       callback=_each(parse_order_by),
+                                                       help="Sort key (repeatable): FIELD, FIELD:desc or "
+                                                            "FIELD:asc.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=0, max=INT64_MAX, help="At most this many rows.")]
+    = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of row objects.")] = False,
 ) -> None:
     """Run a query on the nodes that hold DATASET and print the result."""
@@ -96,10 +134,7 @@ def query(
             fail(f"detached; job {job.id} keeps running (shoal job watch {job.id}, shoal job cancel {job.id})",
                  code=130)
         rows = job.result()
-    if as_json:
-        typer.echo(json.dumps(rows, default=str))
-        return
-    print_rows(rows, job.columns)
+    show_rows(rows, job.columns, as_json)
 
 
 def _follow(job: Job) -> JobProgress:
@@ -115,6 +150,19 @@ def _follow(job: Job) -> JobProgress:
             if progress.finished:
                 return progress
             progress = job.wait(timeout=0.5)
+
+
+def show_rows(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
+    """The result rows as a table, or as a JSON array by `shoal get`'s rule (an error if a value has no
+    faithful JSON form)."""
+    if not as_json:
+        print_rows(rows, columns)
+        return
+    try:
+        text = rows_json(rows)
+    except UnshowableValueError as exc:
+        fail(f"cannot print the result as JSON: {exc} (the table output, without --json, shows it)")
+    typer.echo(text)
 
 
 def print_rows(rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -158,14 +206,16 @@ def job_ls(ctx: typer.Context,
 
 @job_app.command("watch")
 @command_errors
-def job_watch(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="Job id (shoal job ls).")]) -> None:
+def job_watch(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="Job id (shoal job ls).")],
+              as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of row objects.")]
+              = False) -> None:
     """Follow a job until it finishes, then print its result."""
     with connect(ctx) as client:
         job = client.job(job_id)
         progress = _follow(job)
         if progress.state != "done":
             fail(f"job {job_id} {progress.state}: {progress.error}")
-        print_rows(job.result(), job.columns)
+        show_rows(job.result(), job.columns, as_json)
 
 
 @job_app.command("cancel")
@@ -173,7 +223,7 @@ def job_watch(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="Jo
 def job_cancel(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="Job id (shoal job ls).")]) -> None:
     """Cancel a running job (a finished one stays as it is)."""
     with connect(ctx) as client:
-        progress = client.job(job_id).cancel()
+        progress = Job(client, job_id).cancel()    # one call: an unknown id fails as "cancel job failed: ..."
     typer.echo(f"job {job_id}: {progress.state}")
 
 

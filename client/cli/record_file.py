@@ -14,6 +14,12 @@ that silently changes the data:
 - A CSV cell becomes an int or float only when the number is exactly what was written
   ("007", "1e400", "0.1000000000000000055" stay text); --text-columns keeps whole columns
   as text.
+- A CSV cell may be as long as a value may be (field_chars_max, the client's value limit),
+  not csv's default 131,072 characters, so an oversized record meets the client's or the
+  node's value limit, which names its key.
+- An option that names a column the file does not have (--key, --text-columns), or a
+  CSV option given for a JSON lines file, is an OptionError (a usage error), never
+  silently ignored.
 
 A bad line ends the input (records() stops and keeps the error instead of raising), so
 Client.put_many still delivers every record before it and the command reports the line
@@ -31,15 +37,27 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from shoal.client._codec import MESSAGE_HEADROOM_BYTES
 from shoal.client.cli.json_values import JsonValueError, strict_json
+from shoal.client.wire.channels import MESSAGE_BYTES_MAX
 
 _INT = re.compile(r"[+-]?\d+")
 _FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
 _LEADING_ZERO = re.compile(r"[+-]?0\d")
 FLOAT_EXACT_DIGITS = 15          # any decimal with at most 15 significant digits survives a 64-bit float
 SUSPECT_DELIMITERS = (";", "\t", "|")
+CSV_FIELD_CHARS_MAX = MESSAGE_BYTES_MAX - MESSAGE_HEADROOM_BYTES   # the client's value limit (ValueEncoder)
+_CSV_FIELD_LIMIT_ERROR = "field larger than field limit"
 RecordCheck = Callable[[str, Any, int], None]   # (key, value, line bytes): raise ValueError to stop the load
-__all__ = ["JsonValueError", "RecordCheck", "RecordFile", "strict_json"]
+__all__ = ["JsonValueError", "OptionError", "RecordCheck", "RecordFile", "strict_json"]
+
+
+class OptionError(ValueError):
+    """An option that does not fit the file (a column it does not have): a usage error naming the option."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"{option}: {message}")
+        self.option, self.message = option, message
 
 
 class _BadLine(Exception):
@@ -60,8 +78,9 @@ class RecordFile:
     def __init__(self, path: Path, handle: IO[bytes], file_format: str, key_field: str | None,
                  size_bytes: int, *, delimiter: str | None = None, columns: list[str] | None = None,
                  no_header: bool = False, text_columns: frozenset[str] = frozenset(),
-                 check: RecordCheck | None = None, skip: int = 0) -> None:
+                 check: RecordCheck | None = None, skip: int = 0, field_chars_max: int = CSV_FIELD_CHARS_MAX) -> None:
         assert skip >= 0, skip
+        self.field_chars_max = field_chars_max
         self.skip = skip     # records (non-blank JSON lines, CSV rows) passed over unread, to resume a load
         self.path, self.format, self.key_field, self.size_bytes = path, file_format, key_field, size_bytes
         self.delimiter, self.columns, self.text_columns, self.check = delimiter, columns, text_columns, check
@@ -78,6 +97,7 @@ class RecordFile:
              columns: list[str] | None = None, no_header: bool = False,
              text_columns: frozenset[str] = frozenset(), check: RecordCheck | None = None,
              skip: int = 0) -> RecordFile:
+        """Open `path`: OSError if it cannot be read, OptionError for a CSV option given for JSON lines."""
         handle = open(path, "rb")
         size_bytes = path.stat().st_size
         suffix = path.suffix.lower()
@@ -88,6 +108,13 @@ class RecordFile:
                 file_format = "csv"
             else:
                 file_format = "jsonl" if handle.peek(64).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{") else "csv"
+        if file_format == "jsonl":
+            given = {"--delimiter": delimiter is not None, "--columns": columns is not None, "--no-header": no_header,
+                     "--text-columns": bool(text_columns)}
+            for option, present in given.items():
+                if present:
+                    handle.close()
+                    raise OptionError(option, f"is for CSV files, and {path} is read as JSON lines")
         if delimiter is None and suffix == ".tsv":
             delimiter = "\t"
         return cls(path, handle, file_format, key_field, size_bytes, delimiter=delimiter, columns=columns,
@@ -149,6 +176,7 @@ class RecordFile:
             yield (_key_of(value, field, self.line_no) if field else str(self.line_no)), value
 
     def _csv(self) -> Iterator[tuple[str, Any]]:
+        csv.field_size_limit(self.field_chars_max)     # process-wide: one load per process
         reader = csv.reader(self._lines(), delimiter=self.delimiter or ",", strict=True)
         rows: Iterator[list[str]] = reader
         try:
@@ -166,9 +194,8 @@ class RecordFile:
                 if header is None:
                     return
                 _check_header(header, reader.line_num, self.delimiter)
+            _check_options(header, self.key_field, self.text_columns)
             field = self.key_field or ("id" if "id" in header else None)
-            if field is not None and field not in header:
-                raise _BadLine(max(reader.line_num, 1), f"no column {field!r} in the columns ({', '.join(header)})")
             self.key_source = (f"column {field!r}" if field is not None
                                else "line numbers (no --key, no \"id\" column)")
             index = header.index(field) if field is not None else -1
@@ -188,7 +215,21 @@ class RecordFile:
                 self.record_line = reader.line_num
                 yield key, {name: cell if keep else _number(cell) for name, cell, keep in zip(header, row, text)}
         except csv.Error as exc:
+            if _CSV_FIELD_LIMIT_ERROR in str(exc):
+                raise _BadLine(reader.line_num, f"a CSV field is over {self.field_chars_max} characters, longer "
+                               f"than a value may be ({self.field_chars_max} bytes)") from None
             raise _BadLine(reader.line_num, f"bad CSV ({exc})") from None
+
+
+def _check_options(header: list[str], key_field: str | None, text_columns: frozenset[str]) -> None:
+    """--key and --text-columns name columns of the header, else OptionError listing the columns."""
+    columns = f"(columns: {', '.join(header)})"
+    if key_field is not None and key_field not in header:
+        raise OptionError("--key", f"no column {key_field!r} {columns}")
+    unknown = sorted(text_columns.difference(header))
+    if unknown:
+        raise OptionError("--text-columns", f"no column{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(map(repr, unknown))} {columns}")
 
 
 def _check_header(header: list[str], line: int, delimiter: str | None) -> None:

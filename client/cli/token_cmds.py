@@ -23,6 +23,12 @@ from shoal.client.cli._common import command_errors, connect, fail
 token_app = typer.Typer(help="Bearer tokens: create, list, revoke (role admin).", no_args_is_help=True)
 
 
+def _check_role(value: str) -> str:
+    if value not in ROLES:
+        raise typer.BadParameter(f"unknown role {value!r}: expected one of {', '.join(ROLES)}")
+    return value
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(token_app, name="token")
 
@@ -30,7 +36,7 @@ def register(app: typer.Typer) -> None:
 @token_app.command("create")
 @command_errors
 def create(ctx: typer.Context,
-           role: Annotated[str, typer.Option("--role", metavar="|".join(ROLES),
+           role: Annotated[str, typer.Option("--role", metavar="|".join(ROLES), callback=_check_role,
                                              help="What the token may do.")] = "reader",
            name: Annotated[str, typer.Option("--name", help="What the token is for (shown by `token ls`).")] = "",
            out: Annotated[Path | None, typer.Option(
@@ -38,8 +44,6 @@ def create(ctx: typer.Context,
                help="Write the token to FILE (mode 0600) instead of printing it.")] = None) -> None:
     """Create a token and print it once (only its SHA-256 is kept). The cluster's first token
     must be an admin's: from then on every call needs a token."""
-    if role not in ROLES:
-        fail(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
     if out is None:
         with connect(ctx) as client:
             created = client.create_token(role, name)

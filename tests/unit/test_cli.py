@@ -45,9 +45,9 @@ def command_paths() -> Iterator[list[str]]:
     yield from walk(typer.main.get_command(app), [])
 
 
-def assert_one_error_line(result: Result, starts_with: str) -> None:
+def assert_one_error_line(result: Result, starts_with: str, code: int = 1) -> None:
     assert isinstance(result.exception, SystemExit), result.exception   # not a crash
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == code, result.output
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"error: {starts_with}"), lines[0]
@@ -92,9 +92,10 @@ def test_cli_cluster_from_environment(runner: CliRunner) -> None:
 
 
 def test_cli_bad_cluster_address_is_one_line(runner: CliRunner) -> None:
-    """A malformed --cluster is a one-line error naming the bad address."""
+    """A malformed --cluster is a one-line usage error (exit 2) naming the bad address."""
     result = runner.invoke(app, ["--cluster", "nonsense", "dataset", "ls"])
-    assert_one_error_line(result, "bad cluster address 'nonsense'")
+    assert_one_error_line(result, "Invalid value for '--cluster'", code=2)
+    assert "bad cluster address 'nonsense': expected HOST:PORT" in result.stderr
 
 
 def test_cli_load_missing_file_is_one_line(runner: CliRunner, tmp_path: Path) -> None:

@@ -160,11 +160,13 @@ def test_issue16_put_value_from_file_and_stdin(tmp_path: Path) -> None:
 
 
 def test_issue16_load_option_conflicts_are_one_line(tmp_path: Path) -> None:
-    """--no-header with --columns, and a delimiter that is not one character, are refused in one line."""
+    """--no-header with --columns, and a delimiter that is not one character, are usage errors in one line."""
     path = tmp_path / "a.csv"
     path.write_text("a\n")
     runner = CliRunner(env=ENV)
     both = runner.invoke(app, ["load", "ds", str(path), "--no-header", "--columns", "a"])
-    assert both.exit_code == 1 and both.stderr.startswith("error: --no-header and --columns")
+    assert both.exit_code == 2 and both.stderr.startswith("error: Invalid value for '--columns': --no-header and "
+                                                          "--columns")
     wide = runner.invoke(app, ["load", "ds", str(path), "--delimiter", ";;"])
-    assert wide.exit_code == 1 and wide.stderr.startswith("error: --delimiter must be one character")
+    assert wide.exit_code == 2 and wide.stderr.startswith("error: Invalid value for '--delimiter': must be one "
+                                                          "character")

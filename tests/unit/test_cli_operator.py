@@ -73,10 +73,12 @@ def test_issue16_usage_errors_are_one_line(argv: list[str], starts_with: str) ->
 
 
 def test_issue16_bad_log_level_is_one_line(tmp_path: Path) -> None:
-    """--log-level LOUD, and the same through SHOAL_LOG_LEVEL, are one line, no traceback."""
+    """--log-level LOUD (a usage error, exit 2), and the same through SHOAL_LOG_LEVEL (the node's config, exit
+    1), are one line, no traceback."""
     runner = CliRunner(env={**ENV, "SHOAL_RAFT_PASSWORD": "password-for-tests"})
     argv = ["node", "start", "--id", "n1", "--data-dir", str(tmp_path / "n1"), "--listen", closed_address()]
-    one_line(runner.invoke(app, [*argv, "--log-level", "LOUD"]), 1, "--log-level must be one of DEBUG")
+    one_line(runner.invoke(app, [*argv, "--log-level", "LOUD"]), 2,
+             "Invalid value for '--log-level': must be one of DEBUG")
     from_env = runner.invoke(app, argv, env={**ENV, "SHOAL_LOG_LEVEL": "LOUD"})
     one_line(from_env, 1, "log level: Unknown level: 'LOUD'")
 
@@ -165,4 +167,4 @@ def test_token_create_out_never_leaves_a_token_without_its_file(tmp_path: Path) 
     one_line(result, 1, "cannot write token file")
     assert out.read_text() == "st_kept\n"
     result = runner.invoke(app, ["--cluster", address, "token", "create", "--role", "root"], env=ENV)
-    one_line(result, 1, "unknown role 'root'")
+    one_line(result, 2, "Invalid value for '--role': unknown role 'root'")
