@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
@@ -102,6 +103,9 @@ class Client(AdminCalls):
         self._combiner = PutCombiner(self._put_batch, self._put_one)
         self._seq_lock = threading.Lock()
         self._transport = Transport(self.config)
+        # Closed at exit too if the caller never closes it: gRPC's threads kept an unclosed
+        # client's process from exiting (a script without `with` or close() hung at its end).
+        self._closer = weakref.finalize(self, self._transport.close)
 
     def __enter__(self) -> Client:
         return self
@@ -111,7 +115,7 @@ class Client(AdminCalls):
 
     def close(self) -> None:
         """Close every channel; later calls raise ShoalError."""
-        self._transport.close()
+        self._closer()
 
     def __repr__(self) -> str:
         return f"Client({','.join(self.seeds)!r}, timeout_s={self.timeout_s})"

@@ -6,6 +6,8 @@ Method: one node process (LocalCluster, loopback port 0), driven through the pub
 from __future__ import annotations
 
 import pathlib
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -74,3 +76,14 @@ def test_issue16_argument_types_are_invalid_argument(client: Client) -> None:
     with pytest.raises(InvalidArgumentError, match="records must be"):
         client.put_many("api", {"ab": 1})   # type: ignore[arg-type]
     assert [d.name for d in client.list_datasets()] == ["api"]
+
+
+def test_a_script_that_never_closes_its_client_exits(client: Client) -> None:
+    """Found by hand: a script doing `c = Client(...); c.put(...); c.put(...)` without `with` or
+    close() never exited (gRPC's threads held the interpreter at shutdown). Now the client closes
+    its channels at exit; the script must end within the bound (it takes well under a second)."""
+    script = ("from shoal.client import Client\n"
+              f"c = Client({','.join(client.seeds)!r})\n"
+              "c.put('api', 'exit-a', 1)\nc.put('api', 'exit-b', 2)\nprint(c.get('api', 'exit-b'))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "2", result.stderr[-2000:]
