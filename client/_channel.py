@@ -268,14 +268,23 @@ class Transport:
         view = self._view
         return view if view is not None else self.refresh(deadline_s, seen_version=-1)
 
-    def shard_down(self, dataset: str, key_bytes: bytes) -> str:
-        """Why the shard holding key_bytes cannot answer, as our map says: "" unless none of its
-        in-sync replicas is on a node the map calls alive (then which, and their states)."""
+    def explained(self, exc: ShoalError, what: str, dataset: str, *, key: str | bytes | None = None,
+                  key_bytes: bytes = b"", shard: int | None = None) -> ShoalError:
+        """`exc` (a node did not answer) as UnavailableError naming the shard and its replicas'
+        states when our map says none of them is on an alive node; else `exc` itself."""
+        down = self.shard_down(dataset, key_bytes, shard) if unreachable(exc) else ""
+        if not down:
+            return exc
+        return UnavailableError(f"{what} failed: {down}", dataset=dataset, key=key, shard=shard)
+
+    def shard_down(self, dataset: str, key_bytes: bytes = b"", index: int | None = None) -> str:
+        """Why the shard (`index`, or the one holding key_bytes) cannot answer, as our map says: ""
+        unless none of its in-sync replicas is on a node the map calls alive (then which, and their states)."""
         view = self._view
         info = next((d for d in view.message.datasets if d.name == dataset), None) if view is not None else None
         if info is None or info.shards == 0:
             return ""
-        index = shard_for_key(key_bytes, info.shards)
+        index = shard_for_key(key_bytes, info.shards) if index is None else index
         shard = next((s for s in info.shard_map if s.index == index), None)
         states = {node.id: node.state for node in view.message.nodes} if view is not None else {}
         if shard is None or any(states.get(node_id) in _SERVING for node_id in shard.replicas):

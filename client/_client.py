@@ -46,8 +46,8 @@ from shoal.client._channel import (
     Transport, needs_refresh, rpc_errors, unreachable,
 )
 from shoal.client._errors import (
-    DeadlineExceededError, InvalidArgumentError, NotPrimaryError, OverloadedError, ShoalError, UnavailableError,
-    UnknownOutcomeError, may_have_applied,
+    DeadlineExceededError, InvalidArgumentError, NotPrimaryError, OverloadedError, ShoalError, UnknownOutcomeError,
+    may_have_applied,
 )
 from shoal.client._jobs import Job, JobProgress, try_nodes
 from shoal.client._query import Query
@@ -464,9 +464,8 @@ class Client(AdminCalls):
             backoff.sleep(deadline_s, at_least_s=retry_hint_s(last))
         if last is None:
             last = DeadlineExceededError(f"{what} failed: no time left", dataset=dataset, key=key)
-        elif dataset is not None and key is not None and unreachable(last):   # say why, if the map knows
-            down = self._transport.shard_down(dataset, encode_key(dataset, key))
-            last = UnavailableError(f"{what} failed: {down}", dataset=dataset, key=key) if down else last
+        elif dataset is not None and key is not None:   # a shard with no copy on an alive node: say so
+            last = self._transport.explained(last, what, dataset, key=key, key_bytes=encode_key(dataset, key))
         if maybe_applied:
             raise _unknown_outcome(what, last, dataset, key) from last
         raise last
@@ -557,7 +556,7 @@ class Client(AdminCalls):
                 expired = isinstance(exc, DeadlineExceededError) and (progressed or attempt_deadline_s < deadline_s)
                 resumable = exc.retriable or expired
                 if not resumable or time.monotonic() >= deadline_s or limit == 0:
-                    raise
+                    raise self._transport.explained(exc, "scan", dataset, shard=shard) from None
                 if needs_refresh(exc):
                     with contextlib.suppress(ShoalError):   # the next attempt meets it again
                         self._transport.refresh(deadline_s, seen_version=self._transport.version)

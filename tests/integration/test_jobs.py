@@ -303,6 +303,8 @@ def test_job_fails_naming_the_shard_without_replicas(local_cluster: Any) -> None
         with pytest.raises(UnavailableError, match=rf"get failed: shard single/{lost} has no in-sync replica on an "
                                                    rf"alive node \(replicas: {holder} dead\)"):
             client.get("single", key)
+        with pytest.raises(UnavailableError, match=rf"scan failed: shard single/{lost} has no in-sync replica"):
+            list(client.scan("single"))
 
 
 def sandbox_probe(node_address: str, password_file: str) -> Any:
