@@ -6,6 +6,7 @@ variables, then flags (later sources win), and passed down explicitly.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import pathlib
 import tomllib
@@ -16,9 +17,84 @@ from shoal.node.metadata.commands import TASK_RESULT_BYTES_MAX
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
+TiB = 1024 * GiB
+HOUR_S, DAY_S, WEEK_S = 3600.0, 86400.0, 7 * 86400.0
 REPLY_HEADROOM_BYTES = 64 * 1024   # a bounded reply's own framing, beyond its byte bound
+GRPC_BYTES_MAX = 2**31 - 1         # gRPC's message-size channel options are C ints
+MAP_SIZE_BYTES_MAX = 1 * TiB       # LMDB maps it whole per shard; x86-64 gives a process 128 TiB (mmap fails above)
+CPUS = os.cpu_count() or 1
 _ZERO_HAS_MEANING = frozenset({"workers", "repair_bytes_per_s", "repair_pacing_latency_factor",
                                "scrub_interval_s"})   # 0 = one per core / unlimited / never (checked below)
+
+_PACE = "a pacing interval: below 10 ms it spins a core, above a minute recovery stalls"
+_TIMEOUT = "a timeout: at least 10 ms, at most an hour so a stuck call is noticed"
+_SILENT = "a silent node must be noticed within a day"
+_COUNT = "held in memory"
+# Every numeric setting's range (inclusive) and why; validate() refuses a value outside it, NaN and
+# infinity in one line, so nothing is accepted only to crash, hang or overload the node later.
+# For _ZERO_HAS_MEANING, 0 is accepted too and the range holds the other values.
+RANGES: dict[str, tuple[float, float, str]] = {
+    "leader_fallback_timeout_s": (0.5, 5.0, "pysyncobj's 30 s default leaves a deposed leader in charge far too long"),
+    "raft_log_compaction_min_entries": (1, 100_000_000, "the Raft journal until a dump"),
+    "raft_log_compaction_min_time_s": (1.0, DAY_S, "a dump of the whole metadata at most every second"),
+    "raft_commands_queue_max": (1, 1_000_000, _COUNT),
+    "raft_connection_retry_s": (0.01, 60.0, _PACE),
+    "propose_timeout_s": (0.01, HOUR_S, _TIMEOUT),
+    "propose_attempt_timeout_s": (0.01, HOUR_S, _TIMEOUT),
+    "propose_forward_timeout_s": (0.01, HOUR_S, _TIMEOUT),
+    "propose_backoff_s_min": (0.01, 60.0, _PACE),
+    "propose_backoff_s_max": (0.01, 60.0, _PACE),
+    "barrier_timeout_s": (0.01, HOUR_S, _TIMEOUT),
+    "register_retry_s": (0.01, 60.0, _PACE),
+    "map_size_bytes": (MiB, MAP_SIZE_BYTES_MAX, "1 MiB..1 TiB: LMDB maps it whole per shard, a process has 128 TiB "
+                       "of address space on x86-64, and py-lmdb overflows above 2**64-1"),
+    "lmdb_threads": (1, 256, "OS threads for blocking LMDB work: more only contend for the disk"),
+    "lmdb_max_readers": (1, 65_536, "reader slots of 64 B in each shard's lock file; py-lmdb overflows above 2**31-1"),
+    "idempotency_retain_writes": (1, 100_000_000, "write ids kept in each shard"),
+    "key_bytes_max": (1, 511, "LMDB 0.9's key limit"),
+    "value_bytes_max": (1, GRPC_BYTES_MAX, "a value travels in one gRPC message"),
+    "batch_records_max": (1, 10_000_000, _COUNT),
+    "message_bytes_max": (1, GRPC_BYTES_MAX, "gRPC's message-size options are C ints"),
+    "inflight_requests_max": (1, 1_000_000, _COUNT),
+    "overload_retry_after_s": (0.01, 60.0, _PACE),
+    "put_stream_window_batches": (1, 100_000, _COUNT),
+    "put_stream_window_bytes_max": (1, 4 * GiB, "memory per stream"),
+    "streams_max": (1, 100_000, _COUNT),
+    "stream_idle_timeout_s": (0.01, DAY_S, "an idle stream holds one of streams_max for this long"),
+    "scan_chunk_records": (1, 10_000_000, _COUNT),
+    "scan_chunk_records_max": (1, 10_000_000, _COUNT),
+    "scan_chunk_bytes_max": (1, GRPC_BYTES_MAX, "one gRPC message"),
+    "fetch_entries_bytes_max": (1, GRPC_BYTES_MAX, "one gRPC message"),
+    "group_ops_max": (1, 1_000_000, _COUNT),
+    "group_bytes_max": (1, GRPC_BYTES_MAX, "one gRPC message"),
+    "entry_ring_entries_max": (1, 100_000_000, _COUNT),
+    "entry_ring_bytes_max": (1, 16 * GiB, "memory per shard"),
+    "entry_log_entries_max": (1, 100_000_000, "kept in each shard's LMDB file"),
+    "entry_log_bytes_max": (1, 16 * GiB, "kept in each shard's LMDB file"),
+    "peer_retry_s": (0.01, 60.0, _PACE),
+    "heartbeat_interval_s": (0.01, 60.0, _PACE),
+    "lease_s": (0.01, HOUR_S, "a primary lost is replaced only after its lease"),
+    "node_suspect_after_s": (0.01, DAY_S, _SILENT),
+    "node_dead_after_s": (0.01, DAY_S, _SILENT),
+    "replicate_timeout_s": (0.01, HOUR_S, _TIMEOUT),
+    "controller_proposals_per_tick_max": (1, 100_000, _COUNT),
+    "controller_propose_timeout_s": (0.01, HOUR_S, _TIMEOUT),
+    "repair_transfers_per_node_max": (1, 64, "each incoming copy is a stream and a disk writer"),
+    "repair_bytes_per_s": (1, 100 * GiB, "above any disk or network; 0 = unlimited"),
+    "repair_pacing_latency_factor": (1.0, 1000.0, "a multiple of the usual write latency; 0 = off"),
+    "scrub_interval_s": (1.0, WEEK_S, "each pass re-reads every replica; 0 = never"),
+    "workers": (1, 4 * CPUS, f"0 = one per core; at most 4 x this machine's {CPUS} cores: tasks are CPU-bound, "
+                "more processes only take memory, and thousands exhaust the process table"),
+    "task_result_bytes_max": (1, TASK_RESULT_BYTES_MAX, "a result travels in one Raft command"),
+    "task_commit_timeout_s": (0.01, HOUR_S, _TIMEOUT),
+    "tasks_per_node_max": (1, 10_000, _COUNT),
+    "speculative_after_factor": (1.0, 1000.0, "a multiple of the median: below 1 every task gets a copy"),
+    "speculative_after_s_min": (0.01, DAY_S, "a running task's age"),
+    "job_wait_s_max": (0.01, HOUR_S, "one long poll"),
+    "user_code_cpu_s": (1, int(WEEK_S), "RLIMIT_CPU of one task"),
+    "user_code_memory_bytes": (1, 1 * TiB, "RLIMIT_AS of one task"),
+    "user_code_wall_s": (0.01, WEEK_S, "one task's run"),
+}
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,12 +213,20 @@ class NodeConfig:
         """Raise ConfigError naming the field; return self for chaining."""
         if not self.node_id or any(c.isspace() for c in self.node_id):
             raise ConfigError("node_id must be a non-empty string without spaces")
-        for name in ("listen", "advertise", "raft", "join", "http_listen", *()):
+        # Others dial these, so port 0 (any free port) cannot be one. A standalone node's listen may
+        # be port 0, and http_listen always (its bound address is logged): no peer dials them.
+        dialed = {"advertise", "raft", "join"} | ({"listen"} if not self.advertise and not self.standalone else set())
+        for name in ("listen", "advertise", "raft", "join", "http_listen"):
             value = getattr(self, name)
             if value:
-                parse_host_port(value, name)
+                parse_host_port(value, name, dialable=name in dialed)
+        seen = {_address_key(self.raft): "raft"} if self.raft else {}
         for peer in self.raft_peers:
-            parse_host_port(peer, "raft_peers")
+            key = _address_key(parse_host_port(peer, "raft_peers", dialable=True))
+            if key in seen:
+                twice = "is this node's own --raft address" if seen[key] == "raft" else "is listed twice"
+                raise ConfigError(f"raft_peers: {peer!r} {twice}; list each other voter's Raft HOST:PORT once")
+            seen[key] = "raft_peers"
         if self.raft_peers and not self.raft:
             raise ConfigError("raft_peers given without raft: a voter needs its own --raft HOST:PORT")
         if self.raft and self.join:
@@ -154,60 +238,65 @@ class NodeConfig:
                               "(SHOAL_RAFT_PASSWORD_FILE, SHOAL_RAFT_PASSWORD or raft_password_file in the config file): "
                               "the Raft port unpickles what it receives")
         for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if field.type in ("int", "float") and not value > 0 and field.name not in _ZERO_HAS_MEANING:
-                raise ConfigError(f"{field.name} must be positive, got {value}")
+            if field.type in ("int", "float"):
+                _check_number(field.name, field.type, getattr(self, field.name))
         if self.propose_backoff_s_min > self.propose_backoff_s_max:
             raise ConfigError("propose_backoff_s_min must not exceed propose_backoff_s_max")
         if self.scan_chunk_records > self.scan_chunk_records_max:
             raise ConfigError("scan_chunk_records must not exceed scan_chunk_records_max")
-        if self.map_size_bytes < 1 * MiB:
-            raise ConfigError(f"map_size_bytes must be at least 1 MiB, got {self.map_size_bytes}")
-        if not 1 <= self.key_bytes_max <= 511:
-            raise ConfigError(f"key_bytes_max must be within 1..511 (LMDB), got {self.key_bytes_max}")
         if self.value_bytes_max + self.key_bytes_max + 4096 > self.message_bytes_max:
             raise ConfigError("message_bytes_max must exceed value_bytes_max + key_bytes_max + 4096")
         for name in ("scan_chunk_bytes_max", "fetch_entries_bytes_max", "group_bytes_max"):
             if getattr(self, name) + REPLY_HEADROOM_BYTES > self.message_bytes_max:
                 raise ConfigError(f"{name} ({getattr(self, name)}) must be at most message_bytes_max "
                                   f"- {REPLY_HEADROOM_BYTES} ({self.message_bytes_max - REPLY_HEADROOM_BYTES})")
-        if self.batch_records_max < 1 or self.inflight_requests_max < 1:
-            raise ConfigError("batch_records_max and inflight_requests_max must be positive")
-        if not 0.5 <= self.leader_fallback_timeout_s <= 5:
-            raise ConfigError("leader_fallback_timeout_s must be within 0.5..5 s (pysyncobj's 30 s default "
-                              "leaves a deposed leader in charge far too long)")
-        if not 0 < self.heartbeat_interval_s < self.lease_s:
-            raise ConfigError("heartbeat_interval_s must be positive and below lease_s")
+        if not self.heartbeat_interval_s < self.lease_s:
+            raise ConfigError(f"heartbeat_interval_s ({self.heartbeat_interval_s}) must be below lease_s ({self.lease_s})")
         margin_s = 2 * self.heartbeat_interval_s
         if self.node_dead_after_s <= self.lease_s + self.leader_fallback_timeout_s + margin_s:
             raise ConfigError(
                 f"node_dead_after_s ({self.node_dead_after_s}) must exceed lease_s + leader_fallback_timeout_s "
                 f"+ 2 x heartbeat_interval_s ({self.lease_s + self.leader_fallback_timeout_s + margin_s}): "
                 "a new primary may only be promoted after the old one's lease expired")
-        if not 0 < self.node_suspect_after_s <= self.node_dead_after_s:
-            raise ConfigError("node_suspect_after_s must be positive and at most node_dead_after_s")
-        if self.workers < 0:
-            raise ConfigError(f"workers must be 0 (one per core) or more, got {self.workers}")
-        if self.scrub_interval_s < 0:
-            raise ConfigError(f"scrub_interval_s must be 0 (never) or more, got {self.scrub_interval_s}")
-        if self.repair_bytes_per_s < 0:
-            raise ConfigError(f"repair_bytes_per_s must be 0 (unlimited) or more, got {self.repair_bytes_per_s}")
+        if not self.node_suspect_after_s <= self.node_dead_after_s:
+            raise ConfigError(f"node_suspect_after_s ({self.node_suspect_after_s}) must be at most node_dead_after_s "
+                              f"({self.node_dead_after_s})")
         if self.repair_pacing_latency_factor != 0 and not self.repair_pacing_latency_factor > 1:
             raise ConfigError("repair_pacing_latency_factor must be 0 (copies never slow down) or above 1 (a multiple "
                               f"of the usual client write latency), got {self.repair_pacing_latency_factor}")
-        if self.task_result_bytes_max > TASK_RESULT_BYTES_MAX:
-            raise ConfigError(f"task_result_bytes_max must be at most {TASK_RESULT_BYTES_MAX} (a result travels in "
-                              f"one Raft command), got {self.task_result_bytes_max}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log_format must be text or json, got {self.log_format!r}")
         return self
 
 
-def parse_host_port(value: str, field: str) -> tuple[str, int]:
+def parse_host_port(value: str, field: str, *, dialable: bool = False) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"{field}: expected HOST:PORT, got {value!r}")
+    if dialable and int(port) == 0:
+        raise ConfigError(f"{field}: port 0 is not a dialable address, got {value!r}; give the port others dial")
     return host, int(port)
+
+
+def _address_key(address: str | tuple[str, int]) -> tuple[str, int]:
+    host, port = parse_host_port(address, "raft") if isinstance(address, str) else address
+    return host.strip("[]").lower(), port
+
+
+def _check_number(name: str, kind: str, value: Any) -> None:
+    """Refuse, in one line naming the setting and its range, a wrong type, NaN, infinity or a value out of RANGES."""
+    low, high, why = RANGES[name]
+    zero_ok = name in _ZERO_HAS_MEANING
+    allowed = f"{'0 or ' if zero_ok else ''}within {_show(low)}..{_show(high)} ({why})"
+    wrong_type = isinstance(value, bool) or not isinstance(value, int if kind == "int" else (int, float))
+    if (wrong_type or (isinstance(value, float) and not math.isfinite(value))
+            or not (low <= value <= high or (zero_ok and value == 0))):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+        raise ConfigError(f"{name} must be {allowed}, got {shown}")
+
+
+def _show(number: float) -> str:
+    return f"{number:_}" if isinstance(number, int) else f"{number:g}"
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(NodeConfig)}
@@ -218,6 +307,15 @@ def _coerce(name: str, raw: Any) -> Any:
     if name not in _FIELDS:
         raise ConfigError(f"unknown setting {name!r}")
     kind = _FIELDS[name].type
+    expected = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+                "tuple[str, ...]": "a list of strings", "pathlib.Path": "a path"}[str(kind)]
+    if isinstance(raw, str) or (kind == "pathlib.Path" and isinstance(raw, os.PathLike)):
+        pass   # the environment's and the flags' text, parsed below
+    elif (isinstance(raw, bool) != (kind == "bool") or (kind == "int" and not isinstance(raw, int))
+          or (kind == "float" and not isinstance(raw, (int, float)))
+          or (kind == "tuple[str, ...]" and not (isinstance(raw, (list, tuple)) and all(isinstance(x, str) for x in raw)))
+          or kind in ("str", "pathlib.Path")):
+        raise ConfigError(f"{name}: expected {expected}, got {raw!r} ({type(raw).__name__})")
     try:
         if kind == "pathlib.Path":
             return pathlib.Path(raw)
@@ -251,11 +349,17 @@ def load_config(flags: dict[str, Any], config_file: str | None = None,
                 table = tomllib.load(fh)
         except OSError as exc:
             raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {config_file}: {exc}") from None
-        settings = dict(table.get("node", table))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {config_file}: not a TOML file: {exc}") from None
+        settings = table.get("node", table)
+        if not isinstance(settings, dict):
+            raise ConfigError(f"config file {config_file}: node must be a table ([node]) of settings, "
+                              f"got {settings!r}")
+        settings = dict(settings)
         if "raft_password_file" in settings:   # a file name, read below: not a field of NodeConfig
-            values["raft_password_file"] = str(settings.pop("raft_password_file"))
+            values["raft_password_file"] = settings.pop("raft_password_file")
+            if not isinstance(values["raft_password_file"], str):
+                raise ConfigError(f"raft_password_file: expected a path, got {values['raft_password_file']!r}")
         values.update({k: _coerce(k, v) for k, v in settings.items()})
     env = os.environ if environ is None else environ
     for name in _FIELDS:
@@ -277,6 +381,8 @@ def load_config(flags: dict[str, Any], config_file: str | None = None,
 
 def _read_secret(path: str) -> str:
     try:
-        return pathlib.Path(path).read_text().strip()
+        return pathlib.Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(f"cannot read raft password file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"raft password file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
