@@ -11,7 +11,9 @@ import json
 import logging
 import os
 import resource
+import shutil
 import sys
+import tempfile
 from typing import Any
 
 from shoal.node.config import NodeConfig, load_config
@@ -57,6 +59,9 @@ def setup_logging(config: NodeConfig) -> None:
     logging.getLogger("pysyncobj").setLevel(logging.WARNING)
 
 
+_SCRATCH_BYTES_MAX = 70   # + "/pymp-XXXXXXXX/listener-XXXXXXXX" (32 bytes) stays under AF_UNIX's 107
+
+
 def run(flags: dict[str, Any], config_file: str | None = None) -> int:
     """Start a node and block until SIGTERM/SIGINT. Raises NodeError for config/start problems."""
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")   # never GRPC_ENABLE_FORK_SUPPORT (notes §0.11)
@@ -65,7 +70,16 @@ def run(flags: dict[str, Any], config_file: str | None = None) -> int:
     check_open_files_limit(config)
     from shoal.node.node import Node
 
-    asyncio.run(Node(config).run())
+    # The process's temporary files (its worker pool's forkserver socket, in a pymp-* folder) go
+    # in a folder of its own, removed below: os._exit skips multiprocessing's own clean-up.
+    # (Not when TMPDIR is so long that the socket path would pass AF_UNIX's 107 bytes.)
+    scratch = tempfile.mkdtemp(prefix="shoal-node-")
+    if len(scratch.encode()) <= _SCRATCH_BYTES_MAX:
+        os.environ["TMPDIR"] = tempfile.tempdir = scratch
+    try:
+        asyncio.run(Node(config).run())
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     # Stopped in order (LMDB closed, Raft stopped, logs written). Exit now: the interpreter's exit
     # joins the worker pool's manager thread, which can hang after its workers died of the same
     # SIGTERM (the process group's); a node must always stop when asked.

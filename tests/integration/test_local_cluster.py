@@ -179,7 +179,7 @@ def test_cluster_starts_ready_and_stops_without_leftovers(local_cluster: Cluster
 def wait_for_worker_temp_dir(node: NodeHandle, timeout_s: float = 60.0) -> None:
     """Poll until the node's forkserver made its pymp-* folder in the node's TMPDIR (the pool warms at start)."""
     deadline = time.monotonic() + timeout_s
-    while not list(node.tmp_dir.glob("pymp-*")):
+    while not list(node.tmp_dir.rglob("pymp-*")):
         assert time.monotonic() < deadline, f"no pymp-* in {node.tmp_dir} after {timeout_s} s: {node.log_path}"
         time.sleep(0.1)
 

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import pathlib
 import resource
 import signal
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -75,9 +78,12 @@ def test_issue16_file_limit_fails_the_create_not_the_node(tmp_path: pathlib.Path
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    # the node's TMPDIR (short: a forkserver socket goes below it): empty again once it stopped
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix="shoal-t-"))
     proc = subprocess.Popen([sys.executable, "-m", "shoal.client.cli", "node", "start", "--id", "solo",
                              "--data-dir", str(tmp_path / "solo"), "--listen", f"127.0.0.1:{port}"],
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_low_limit)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_low_limit,
+                            env={**os.environ, "TMPDIR": str(scratch)})
     try:
         deadline = time.monotonic() + 30
         lines = []
@@ -96,12 +102,18 @@ def test_issue16_file_limit_fails_the_create_not_the_node(tmp_path: pathlib.Path
             assert client.get("d0", "k") == 1
             assert len(client.list_datasets()) == created
         assert proc.poll() is None
+        warm_by = time.monotonic() + 60     # the worker pool starts in the background at node start
+        while not list(scratch.rglob("pymp-*")):
+            assert time.monotonic() < warm_by, "no forkserver folder (pymp-*) in the node's TMPDIR"
+            time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+        assert list(scratch.iterdir()) == [], "a stopped node left temporary files"
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _soft_file_limit(soft: int) -> Callable[[], None]:
