@@ -29,19 +29,26 @@ class AdminCalls:
     def drain_node(self, node_id: str) -> int:
         """Move every replica off `node_id` (it becomes "draining"; the controller re-replicates
         its shards elsewhere, then drops its copies). Returns the replicas it still holds: call
-        again (idempotent) until 0, then the node is safe to remove."""
+        again (idempotent) until 0, then the node is safe to remove. Refused: a node not alive
+        (InvalidArgumentError: remove or replace it), too few other alive nodes for the replication
+        of a dataset it holds (NotEnoughNodesError). There is no undrain; a restart of the node
+        cancels its drain."""
         check_name(node_id, "node_id")
         response = self._admin_call("drain node", "DrainNode", pb.DrainNodeRequest(node_id=node_id))
         return int(response.replicas)
 
-    def remove_node(self, node_id: str, *, replacement_raft: str = "") -> dict[str, list[str]]:
+    def remove_node(self, node_id: str, *, replacement_raft: str = "", force: bool = False) -> dict[str, list[str]]:
         """Take a dead or drained node out for good (it may never register again). A metadata voter
         needs `replacement_raft`, the Raft HOST:PORT of the voter taking its place. Idempotent.
-        Returns {"voters": Raft addresses after it, "lost_shards": shards whose only copy it held}."""
+        A node holding the only copy of some shards is refused (InvalidArgumentError naming them)
+        unless `force`, which accepts losing them. Returns {"voters": Raft addresses after it,
+        "lost_shards": shards whose only copy it held (only when forced)}."""
         check_name(node_id, "node_id")
         if replacement_raft:
             check_name(replacement_raft, "replacement_raft")
-        request = pb.RemoveNodeRequest(node_id=node_id, new_raft_address=replacement_raft)
+        if not isinstance(force, bool):
+            raise InvalidArgumentError(f"force must be a bool, not {type(force).__name__}")
+        request = pb.RemoveNodeRequest(node_id=node_id, new_raft_address=replacement_raft, force=force)
         response = self._admin_call("remove node", "RemoveNode", request)
         return {"voters": list(response.voters), "lost_shards": list(response.lost_shards)}
 

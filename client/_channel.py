@@ -33,8 +33,8 @@ import grpc
 
 from shoal.client._contact import first_contact
 from shoal.client._errors import (
-    ClusterUnreachableError, DatasetNotFoundError, DeadlineExceededError, SeedsUnreachableError, ShoalError,
-    UnavailableError, error_from_rpc, may_have_applied,
+    ClusterUnreachableError, DatasetNotFoundError, DeadlineExceededError, NotPrimaryError, SeedsUnreachableError,
+    ShoalError, UnavailableError, error_from_rpc, may_have_applied,
 )
 from shoal.client.wire.pb import data_pb2 as pb
 from shoal.client.wire.pb import data_pb2_grpc as pb_grpc
@@ -270,9 +270,9 @@ class Transport:
 
     def explained(self, exc: ShoalError, what: str, dataset: str, *, key: str | bytes | None = None,
                   key_bytes: bytes = b"", shard: int | None = None) -> ShoalError:
-        """`exc` (a node did not answer) as UnavailableError naming the shard and its replicas'
-        states when our map says none of them is on an alive node; else `exc` itself."""
-        down = self.shard_down(dataset, key_bytes, shard) if unreachable(exc) else ""
+        """`exc` (a node did not answer, or none is primary) as UnavailableError naming the shard and
+        its replicas' states when our map says none of them is on an alive node; else `exc` itself."""
+        down = self.shard_down(dataset, key_bytes, shard) if unreachable(exc) or isinstance(exc, NotPrimaryError) else ""
         if not down:
             return exc
         return UnavailableError(f"{what} failed: {down}", dataset=dataset, key=key, shard=shard)

@@ -197,12 +197,15 @@ class DataService(data_pb2_grpc.DataServicer):
             owner = view.node_by_raft_address(new_raft)
             if owner is not None and owner.id != node.id and owner.state != "removed":
                 raise errors.InvalidRequestError(f"raft address {new_raft} belongs to node {owner.id}")
-        result = await self._propose(commands.remove_node(node.id))
+        # refused (nothing changes, the voters neither) when it holds a shard's only copy, unless forced
+        result = await self._propose(commands.remove_node(node.id, force=request.force))
         voters = metadata.voters()
         if new_raft:
             voters = await metadata.change_voters(node.raft_address, new_raft, self.config.propose_timeout_s)
-        logger.warning("node %s removed from the cluster%s", node.id,
-                       f"; raft voters now {', '.join(voters)}" if new_raft else "")
+        lost = result.get("lost", [])
+        logger.warning("node %s removed from the cluster%s%s", node.id,
+                       f"; raft voters now {', '.join(voters)}" if new_raft else "",
+                       f"; lost with it (forced; their only copy): {', '.join(lost)}" if lost else "")
         return data_pb2.RemoveNodeResponse(voters=voters, lost_shards=result.get("lost", []))
 
     async def CreateToken(self, request: data_pb2.CreateTokenRequest, context: Any) -> data_pb2.TokenInfo:

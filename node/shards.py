@@ -313,6 +313,9 @@ class ShardRegistry:
                                                            incarnation))
         if result.get("ok"):
             self._reported_lost.add((shard.dataset_id, shard.index, incarnation))
+            if not result.get("primary"):
+                logger.error("shard %s lost its only copy (this node's replica was wiped or re-created): it is "
+                             "unavailable until the old copy is restored or the dataset dropped", shard.name)
 
     async def _propose(self, command: bytes) -> dict[str, object]:
         result = await self.context.propose(command, deadline_s=self.config.propose_timeout_s)

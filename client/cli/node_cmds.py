@@ -27,6 +27,9 @@ WORKERS_MAX = 1024                 # worker processes per node: more is a typo, 
 DRAIN_POLL_S = 1.0
 DRAIN_WAIT_S_MAX = 30 * 86_400.0   # a month: draining a big node onto slow disks takes long, not forever
 
+_FORCE_HELP = ("Remove it even though it holds the only copy of some shards: their data is lost "
+               "(without it, such a removal is refused and names them).")
+
 node_app = typer.Typer(help="Run and manage node daemons.", no_args_is_help=True)
 
 
@@ -138,10 +141,15 @@ def drain(
                                            help="Seconds to wait at most.")] = 3600.0,
 ) -> None:
     """Move every replica off a node before removing it: it becomes "draining", its shards
-    are re-replicated on the other nodes, then its copies are dropped. Safe to repeat."""
+    are re-replicated on the other nodes, then its copies are dropped. Safe to repeat.
+    Refused for a node that is not alive, or when the other alive nodes are fewer than a
+    dataset's replication. There is no undrain: restarting the node cancels its drain."""
     with connect(ctx) as client:
         held = client.drain_node(node_id)
         typer.echo(f"node {node_id} draining: {held} replicas to move")
+        if held and not wait:
+            typer.echo(f"drain started; run `shoal node drain {node_id}` again to follow it")
+            return
         deadline_s = time.monotonic() + timeout
         while wait and held and time.monotonic() < deadline_s:
             time.sleep(DRAIN_POLL_S)   # the interval of a deadline loop over the cluster's own progress
@@ -150,7 +158,7 @@ def drain(
                 typer.echo(f"node {node_id}: {left} replicas left")
             held = left
     if held:
-        fail(f"node {node_id} still holds {held} replicas" + (f" after {timeout:.0f} s" if wait else ""), code=1)
+        fail(f"node {node_id} still holds {held} replicas after {timeout:.0f} s", code=1)
     typer.echo(f"node {node_id} holds no replicas: safe to remove")
 
 
@@ -159,10 +167,11 @@ def drain(
 def remove(
     ctx: typer.Context,
     node_id: Annotated[str, typer.Argument(help="The dead or drained data-only node to forget.")],
+    force: Annotated[bool, typer.Option("--force", help=_FORCE_HELP)] = False,
 ) -> None:
     """Forget a dead or drained data-only node for good (a voter needs `shoal node replace`)."""
     with connect(ctx) as client:
-        _report_removal(node_id, client.remove_node(node_id))
+        _report_removal(node_id, client.remove_node(node_id, force=force))
 
 
 @node_app.command("replace")
@@ -172,12 +181,13 @@ def replace(
     node_id: Annotated[str, typer.Argument(help="The dead (or drained) metadata voter to replace.")],
     raft: Annotated[str, typer.Option("--raft", metavar="HOST:PORT",
                                       help="The Raft address of the new voter that takes its place.")],
+    force: Annotated[bool, typer.Option("--force", help=_FORCE_HELP)] = False,
 ) -> None:
     """Replace a metadata voter that died for good: it leaves the cluster and the Raft group,
     the new address joins the group (one change at a time, removal first, so the quorum holds
     throughout). Then start the new voter with --raft HOST:PORT and --raft-peers the other voters."""
     with connect(ctx) as client:
-        result = client.remove_node(node_id, replacement_raft=raft)
+        result = client.remove_node(node_id, replacement_raft=raft, force=force)
         _report_removal(node_id, result)
         peers = ",".join(v for v in result["voters"] if v != raft)
         typer.echo(f"raft voters: {', '.join(result['voters'])}")

@@ -71,8 +71,8 @@ _SCHEMAS: dict[str, dict[str, type]] = {
     "noop": {},
     # re-replication (issue 18): a learner is filled by the primary, then joins the in-sync set
     "add_learner": {"dataset": str, "shard": int, "node_id": str, "expected_epoch": int, "controller_term": int},
-    "drain_node": {"node_id": str},   # an operator's request: every replica moves off the node
-    "remove_node": {"node_id": str},  # an operator's request: a dead or drained node leaves for good
+    "drain_node": {"node_id": str, "checked": bool},   # an operator's request: every replica moves off the node
+    "remove_node": {"node_id": str, "force": bool},   # an operator's request: a dead or drained node leaves
     "join_in_sync": {"dataset": str, "shard": int, "node_id": str, "expected_epoch": int, "incarnation": str},
     # identity (issue 15): the cluster id, and which LMDB environment each in-sync replica is
     "init_cluster": {"cluster_id": str},
@@ -101,6 +101,8 @@ _ADDED_LATER: dict[str, dict[str, Any]] = {
     "remove_replica": {"controller_term": 0},
     "promote": {"controller_term": 0},
     "create_dataset": {"schema": {}, "encryption_key_id": ""},   # {} = schema-less, "" = not encrypted
+    "drain_node": {"checked": False},   # logged before a drain was checked (a node not alive, too few nodes)
+    "remove_node": {"force": True},     # logged before the loss of a shard's only copy was refused
 }
 OPS = frozenset(_SCHEMAS)
 _ENVELOPE = frozenset({"v", "op", "request_id"})
@@ -181,14 +183,16 @@ def set_node_state(node_id: str, state: str, *, controller_term: int = 0, reques
 
 def drain_node(node_id: str, *, request_id: str | None = None) -> bytes:
     """The operator's `shoal node drain`: the node becomes "draining"; the controller moves its
-    replicas to other nodes (controller/repair.py). Not a controller decision."""
-    return _encode("drain_node", request_id, node_id=node_id)
+    replicas to other nodes (controller/repair.py). Not a controller decision. Checked: refused
+    for a node that is not alive, or when the others cannot hold its datasets' replication."""
+    return _encode("drain_node", request_id, node_id=node_id, checked=True)
 
 
-def remove_node(node_id: str, *, request_id: str | None = None) -> bytes:
+def remove_node(node_id: str, *, force: bool = False, request_id: str | None = None) -> bytes:
     """The operator's `shoal node remove|replace`: a dead or drained node becomes "removed" for
-    good (never alive again, never registered again). Not a controller decision."""
-    return _encode("remove_node", request_id, node_id=node_id)
+    good (never alive again, never registered again). Not a controller decision. Refused when
+    it holds the only copy of a shard unless `force` (the operator accepts losing it)."""
+    return _encode("remove_node", request_id, node_id=node_id, force=force)
 
 
 def create_dataset(name: str, shards: int, replication: int = 0, *, schema: dict[str, Any] | None = None,

@@ -134,6 +134,10 @@ def _register_node(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
     entry = {"address": cmd["address"], "zone": cmd["zone"], "state": "alive", "raft_address": raft_address}
     if state["nodes"].get(node_id) == entry:
         return None, ok(node_id=node_id)
+    if state["nodes"].get(node_id, {}).get("state") == "draining":
+        # a restart (node.py serves only once registered alive) ends the drain; a log replay warns again
+        logger.warning("node %s registered again while draining: its drain is cancelled (copies already "
+                       "made elsewhere stay); drain it again with shoal node drain %s", node_id, node_id)
     return {"nodes": {**state["nodes"], node_id: entry}}, ok(node_id=node_id)
 
 
@@ -165,15 +169,36 @@ def _drain_node(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
         return None, error(INVALID_ARGUMENT, f"node {node_id} was removed: nothing to drain")
     if entry["state"] == "draining":
         return None, ok(node_id=node_id, state="draining")
+    refused = _drain_problem(state, node_id) if cmd["checked"] else None   # older logged drains: unchecked
+    if refused:
+        return None, refused
     nodes = {**state["nodes"], node_id: {**entry, "state": "draining"}}
     return {"nodes": nodes, "datasets": _without_learner(state["datasets"], node_id)}, ok(node_id=node_id,
                                                                                             state="draining")
 
 
+def _drain_problem(state: State, node_id: str) -> Result | None:
+    """Why a drain could never end: the node is not alive (it hands nothing off, and draining it could
+    never be removed), or fewer other alive nodes than the replication of a dataset it holds."""
+    node_state = state["nodes"][node_id]["state"]
+    if node_state != "alive":
+        return error(INVALID_ARGUMENT, f"cannot drain {node_id}: {node_id} is {node_state}: use shoal node "
+                                       "remove/replace (its copies elsewhere are rebuilt without a drain)")
+    others = sum(1 for other, n in state["nodes"].items() if other != node_id and n["state"] == "alive")
+    held = [(-dataset["replication"], name) for name, dataset in state["datasets"].items()
+            if any(node_id in entry["replicas"] for entry in dataset["shard_map"])]
+    replication, name = (-min(held)[0], min(held)[1]) if held else (1, "")   # the highest factor it holds
+    if replication <= others:
+        return None
+    what = f"dataset {name} has replication {replication} and only" if held else "it is the last alive node:"
+    return error(NOT_ENOUGH_NODES, f"cannot drain {node_id}: {what} {others} other alive nodes")
+
+
 def _remove_node(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
     """Why refuse a node that is alive or still holds copies while draining: removing it would
-    take away copies the cluster still counts on; a dead node's last copies are lost already
-    (named in the result), and waiting for it is the operator's other choice."""
+    take away copies the cluster still counts on. A dead node ("dead" = silent for a while: it
+    may be rebooting) holding a shard's only copy is refused unless forced: waiting for it keeps
+    the data, forcing loses it (the lost shards are named in the result)."""
     node_id = cmd["node_id"]
     entry = state["nodes"].get(node_id)
     if entry is None:
@@ -189,6 +214,11 @@ def _remove_node(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
         return None, error(INVALID_ARGUMENT, f"node {node_id} is draining and still holds {len(held)} "
                                              f"replicas ({', '.join(held[:5])}): wait for the drain")
     lost = [shard.name for shard in view.shards() if shard.replicas == (node_id,)]
+    if lost and not cmd["force"]:
+        named = ", ".join(lost[:10]) + (f" and {len(lost) - 10} more" if len(lost) > 10 else "")
+        return None, error(INVALID_ARGUMENT, f"node {node_id} holds the only copy of {len(lost)} shards ({named}): "
+                                             "removing it loses them; start it again (and drain it), or "
+                                             "pass --force to accept the loss")
     nodes = {**state["nodes"], node_id: {**entry, "state": "removed"}}
     return {"nodes": nodes, "datasets": _without_learner(state["datasets"], node_id)}, ok(
         node_id=node_id, state="removed", lost=lost)
@@ -382,8 +412,10 @@ def _replica_lost(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
 
     If it was the primary, the first other in-sync replica on an alive node takes over:
     every in-sync replica holds every acknowledged write, and the new primary catches up
-    from backups that are ahead before it serves. A lost sole replica is replaced by the
-    new one (its data is gone either way; the shard goes on, empty).
+    from backups that are ahead before it serves. A lost sole replica leaves the shard with
+    no replica and no primary: unavailable (status and every request say so) until the old
+    copy is restored or the dataset dropped. It used to be replaced by the new, empty one,
+    which served an empty shard while status said all was well: silent loss of its data.
     """
     dataset_id, index, node_id, incarnation = cmd["dataset_id"], cmd["shard"], cmd["node_id"], cmd["incarnation"]
     name = dataset_name(dataset_id)
@@ -399,7 +431,7 @@ def _replica_lost(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
     others = [r for r in entry["replicas"] if r != node_id]
     alive = [r for r in others if state["nodes"].get(r, {}).get("state") == "alive"]
     if not others:
-        changed = {**entry, "epoch": entry["epoch"] + 1, "incarnations": {node_id: incarnation}}
+        changed = {**entry, "epoch": entry["epoch"] + 1, "primary": "", "replicas": []}
     elif entry["primary"] == node_id and not alive:
         return None, error(INVALID_ARGUMENT, f"{dataset_id}/{index}: no alive in-sync replica to take over")
     else:

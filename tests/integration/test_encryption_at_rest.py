@@ -52,9 +52,10 @@ def _files(cluster: LocalCluster, dataset_id: str) -> list[pathlib.Path]:
 def test_encrypted_dataset_holds_no_plaintext_on_disk(local_cluster: Callable[..., LocalCluster],
                                                       tmp_path: pathlib.Path) -> None:
     """Encrypted datasets read back through every path, survive a whole-shard copy, and their LMDB
-    files on all three nodes never hold the plaintext marker; a plain dataset's files do."""
+    files on every node never hold the plaintext marker; a plain dataset's files do. 4 nodes: a
+    drain needs as many other alive nodes as the replication (3) of the datasets it holds."""
     key_file = tmp_path / "cluster.key"
-    cluster = local_cluster(3, env=ENV, encryption_key_file=key_file)
+    cluster = local_cluster(4, env=ENV, encryption_key_file=key_file)
     records = _records(150)
     with cluster.client(timeout_s=20) as client:
         info = client.create_dataset("secret", shards=3, replication=3, encrypted=True)
@@ -88,7 +89,7 @@ def test_encrypted_dataset_holds_no_plaintext_on_disk(local_cluster: Callable[..
         for path in files:
             assert marker not in path.read_bytes(), f"plaintext in {path}"
     plain = _files(cluster, ids["plain"])
-    assert len(plain) == 3 and all(marker in path.read_bytes() for path in plain)
+    assert len(plain) >= 3 and all(marker in path.read_bytes() for path in plain)   # + 1 moving off `leaving`
 
 
 def test_a_node_with_another_key_refuses_an_encrypted_dataset(local_cluster: Callable[..., LocalCluster],

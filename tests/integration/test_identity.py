@@ -12,8 +12,11 @@ import subprocess
 import sys
 from typing import Callable
 
-from shoal.client import Client
+import pytest
+
+from shoal.client import Client, JobFailedError, UnavailableError
 from shoal.client.local import LocalCluster
+from shoal.client.wire.routing import encode_key, shard_for_key
 from test_cluster_replication import wait_for as wait_for_30s
 
 
@@ -72,6 +75,33 @@ def test_issue15_wiped_primary_never_wins_over_full_backups(local_cluster: Calla
     log = cluster.log_tail(primary, 400)
     assert "is not the one the metadata records" in log     # it left the in-sync set as new first
     assert "learner starts a copy" in log
+
+
+def test_wiped_sole_replica_leaves_its_shard_unavailable_not_empty(local_cluster: Callable[..., LocalCluster]) -> None:
+    """Variant with replication 1 (found by hand): the wiped node's new, empty replica used to replace
+    the recorded one and serve (a count of 1027 of 2000 records) while status said all was well.
+    Now the shard has no copy: status counts it unavailable, and a read and a job say so."""
+    cluster = local_cluster(3, env=ENV)
+    with cluster.client() as client:
+        client.create_dataset("one", shards=2, replication=1)
+        client.put_many("one", ((f"k{i}", i) for i in range(200)))
+        controller = client.status()["controller"]
+        shard = next(s for s in client.cluster_map().datasets[0].shard_map if s.primary != controller)
+    cluster.kill(shard.primary)
+    wipe(cluster.node(shard.primary).data_dir)
+    cluster.start_node(shard.primary)
+    cluster.wait_ready()
+    with cluster.client(timeout_s=3) as client:
+        wait_for(lambda: client.status()["unavailable"] == 1, cluster, "the wiped shard counted unavailable")
+        degraded = client.status()["degraded_shards"]
+        assert [(d["dataset"], d["shard"], d["replicas"]) for d in degraded] == [("one", shard.index, [])]
+        key = next(f"k{i}" for i in range(200) if shard_for_key(encode_key(f"k{i}"), 2) == shard.index)
+        with pytest.raises(UnavailableError, match=rf"shard one/{shard.index} has no in-sync replica on an alive "
+                                                   r"node \(replicas: none\)"):
+            client.get("one", key)
+        with pytest.raises(JobFailedError, match=rf"shard {shard.index} of dataset one has no in-sync replica"):
+            client.query("one").count()
+    assert "lost its only copy" in cluster.log_tail(shard.primary, 400)
 
 
 def test_issue15_restored_old_copy_steps_down_for_backups_ahead(local_cluster: Callable[..., LocalCluster]) -> None:

@@ -76,6 +76,29 @@ def test_identity_replica_lost_leaves_the_in_sync_set(lost: str) -> None:
     assert again["ok"]   # idempotent
 
 
+def test_identity_a_lost_sole_replica_leaves_the_shard_unavailable_not_empty() -> None:
+    """Found by hand: with replication 1, a node whose data dir was wiped came back, its new empty
+    replica replaced the recorded one and served (a count of 1027 instead of 2000), while status
+    said 0 under-replicated and 0 unavailable. Now the shard has no replica and no primary."""
+    state = fsm.initial_state()
+    for i in (1, 2):
+        state, _ = fsm.apply(state, commands.register_node(f"n{i}", f"h:{i}", "", f"h:{100 + i}"))
+    state, _ = fsm.apply(state, commands.create_dataset("one", 2, 1))
+    shard = MetadataView.from_state(state).shard("one", 0)
+    assert shard is not None and len(shard.replicas) == 1
+    holder = shard.primary
+    state, _ = fsm.apply(state, commands.record_incarnations(holder, [(shard.dataset_id, 0, "old")]))
+    state, result = fsm.apply(state, commands.replica_lost(shard.dataset_id, 0, holder, "wiped"))
+    assert result["ok"] and result["primary"] == "", result
+    view = MetadataView.from_state(state)
+    after = view.shard("one", 0)
+    assert after is not None and after.replicas == () and after.primary == "" and not after.holds(holder)
+    assert after.epoch == shard.epoch + 1 and view.is_under_replicated(after)
+    assert view.shard("one", 1) is not None and view.shard("one", 1).replicas   # type: ignore[union-attr]
+    state, again = fsm.apply(state, commands.replica_lost(shard.dataset_id, 0, holder, "wiped"))
+    assert again["ok"]   # idempotent
+
+
 def test_identity_file_refuses_another_node_and_another_cluster(tmp_path: pathlib.Path) -> None:
     """identity.json: made on first start, adopts a cluster id once, refuses a mismatch with one line."""
     identity = Identity.load(tmp_path, "n1")

@@ -108,12 +108,14 @@ class RevokeTokenResponse(_message.Message):
     def __init__(self, revoked: _Optional[bool] = ...) -> None: ...
 
 class RemoveNodeRequest(_message.Message):
-    __slots__ = ("node_id", "new_raft_address")
+    __slots__ = ("node_id", "new_raft_address", "force")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NEW_RAFT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     new_raft_address: str
-    def __init__(self, node_id: _Optional[str] = ..., new_raft_address: _Optional[str] = ...) -> None: ...
+    force: bool
+    def __init__(self, node_id: _Optional[str] = ..., new_raft_address: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class RemoveNodeResponse(_message.Message):
     __slots__ = ("voters", "lost_shards")

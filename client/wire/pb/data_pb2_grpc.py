@@ -204,7 +204,9 @@ class DataServicer:
 
     def DrainNode(self, request, context):
         """`shoal node drain ID`: the node becomes "draining" and the controller moves every
-        replica it holds to other nodes; the answer says how many it still holds.
+        replica it holds to other nodes; the answer says how many it still holds. Refused for a
+        node that is not alive, and when the other alive nodes are fewer than the replication
+        of a dataset it holds (NOT_ENOUGH_NODES): the drain could never end.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
