@@ -52,6 +52,8 @@ from shoal.node.streams import StreamGuard
 
 logger = logging.getLogger(__name__)
 
+REGISTER_WARN_EVERY_S = 30.0   # a node waiting to be registered says why this often (a --join target down)
+
 
 class Node:
     def __init__(self, config: NodeConfig) -> None:
@@ -241,7 +243,7 @@ class Node:
     def _mode(self) -> str:
         if self.config.raft:
             return f"metadata voter, raft {self.config.raft}"
-        return f"data-only, joined {self.config.join}" if self.config.join else "standalone"
+        return f"data-only, joining through {self.config.join}" if self.config.join else "standalone"
 
     def _registered(self) -> bool:
         node = self.metadata.view.node(self.config.node_id)
@@ -258,19 +260,27 @@ class Node:
         command = commands.register_node(config.node_id, config.address, config.zone, config.raft,
                                          request_id=f"register-{config.node_id}-{time.time_ns()}")
         backoff = RetryPolicy.fixed(config.register_retry_s).backoff()
+        started_s = warned_s = time.monotonic()
         while not self._registered():   # retried until the cluster accepts us: no deadline at start-up
+            problem = ""
             try:
-                await self._register_once(command)
+                problem = await self._register_once(command)
             except NodeError as exc:
                 if isinstance(exc, StartupError):
                     raise
+                problem = str(exc)
                 logger.debug("registration pending: %s", exc)
+            if time.monotonic() - warned_s >= REGISTER_WARN_EVERY_S:   # said, not only at DEBUG
+                warned_s = time.monotonic()
+                logger.warning("node %s not registered in the cluster after %.0f s: %s", config.node_id,
+                               warned_s - started_s, problem or "the metadata does not list it alive yet")
             await backoff.asleep(float("inf"))
         self.ready = True   # before the await: /readyz and gRPC health never disagree for a loop turn
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         logger.info("node %s ready", config.node_id)
 
-    async def _register_once(self, command: bytes) -> None:
+    async def _register_once(self, command: bytes) -> str:
+        """One attempt; "" or why a join did not get through (retried)."""
         config = self.config
         if config.join:
             try:
@@ -281,11 +291,13 @@ class Node:
                 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:   # the cluster said no (e.g. removed): final
                     raise StartupError(f"node {config.node_id} rejected by the cluster: {exc.details()}") from None
                 logger.debug("join through %s pending: %s %s", config.join, exc.code().name, exc.details())
-            return
+                return f"cannot join through {config.join}: {exc.code().name} {exc.details()}"
+            return ""
         await self._ensure_cluster_id()
         result = await self.metadata.propose(command, timeout_s=config.propose_forward_timeout_s)
         if not result.get("ok"):
             raise StartupError(f"node {config.node_id} rejected by the cluster: {result.get('message')}")
+        return ""
 
     async def _ensure_cluster_id(self) -> None:
         """A voter or standalone node: bootstrap the cluster id (first init wins) and record it.

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from shoal.client.cli._common import command_errors, connect, fail, seconds_range
+from shoal.client.wire.tls import TlsError
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def start(
         fail(f"cannot start a node here: {exc} (the daemon needs lmdb and pysyncobj)")
     try:
         code = run(flags, None if config is None else str(config))
-    except NodeError as exc:
+    except (NodeError, TlsError) as exc:   # TlsError: a --tls-dir file missing, garbled or not a pair
         fail(str(exc))
     except OSError as exc:
         fail(f"node {node_id or ''} failed to start: {exc}")

@@ -111,6 +111,17 @@ def test_cli_node_start_bad_flag_is_one_line(runner: CliRunner, tmp_path: Path) 
     assert_one_error_line(result, "listen: expected HOST:PORT")
 
 
+def test_cli_node_start_garbage_tls_files_are_one_line(runner: CliRunner, tmp_path: Path) -> None:
+    """Found by hand: a --tls-dir of garbage files ended in a TlsError traceback; one line naming them."""
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    for name in ("ca.pem", "node.pem", "node.key", "client.pem", "client.key"):
+        (tls / name).write_text("garbage\n")
+    result = runner.invoke(app, ["node", "start", "--id", "n1", "--data-dir", str(tmp_path / "n1"),
+                                 "--listen", closed_address(), "--tls-dir", str(tls)])
+    assert_one_error_line(result, f"TLS files {tls}/node.pem and {tls}/node.key do not belong together")
+
+
 def test_record_file_jsonl_keys_and_bad_line(tmp_path: Path) -> None:
     """JSON lines: "id" is the key when the first record has one; a bad line stops with FILE:LINE."""
     path = tmp_path / "in.jsonl"
