@@ -19,6 +19,7 @@ from rich.table import Table
 from shoal.client._admin import ROLES
 from shoal.client.cli import _common
 from shoal.client.cli._common import command_errors, connect, fail
+from shoal.client.wire.bearer import TOKEN_PATTERN
 
 token_app = typer.Typer(help="Bearer tokens: create, list, revoke (role admin).", no_args_is_help=True)
 
@@ -86,7 +87,15 @@ def ls(ctx: typer.Context,
 @token_app.command("revoke")
 @command_errors
 def revoke(ctx: typer.Context, token_id: Annotated[str, typer.Argument(metavar="TOKEN_ID")]) -> None:
-    """Revoke a token at once; calls carrying it get UNAUTHENTICATED. The last admin token stays."""
+    """Revoke a token at once; calls carrying it get UNAUTHENTICATED. The last admin token stays.
+
+    TOKEN_ID is the id `token ls` shows; a whole token (st_<id>_<secret>) is taken for its id,
+    and the secret is never echoed. An id that names no token is an error (exit 1).
+    """
+    whole = TOKEN_PATTERN.fullmatch(token_id.strip())
+    token_id = whole.group(1) if whole else token_id
     with connect(ctx) as client:
         revoked = client.revoke_token(token_id)
-    typer.echo(f"token {token_id} revoked" if revoked else f"no token {token_id} (already revoked?)")
+    if not revoked:
+        fail(f"no token {token_id} (already revoked, or never made: shoal token ls lists them)")
+    typer.echo(f"token {token_id} revoked")

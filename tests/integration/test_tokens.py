@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from shoal.client import (
     Client, ClientConfig, InvalidArgumentError, ShoalError, UnauthenticatedError,
 )
+from shoal.client.cli import app
 from shoal.client.local import LocalCluster
 from test_cluster_replication import FAST, wait_for
 
@@ -122,7 +124,12 @@ def test_issue19_roles_tokens_and_revocation(local_cluster: Callable[..., LocalC
                 with pytest.raises(UnauthenticatedError):
                     client.get("events", "k0")
         reader_id = tokens["reader"].split("_")[1]
-        assert admin_client.revoke_token(reader_id) is True
+        runner = CliRunner(env={"SHOAL_TOKEN": admin, "SHOAL_TLS_DIR": None})
+        cli = ["--cluster", cluster.cluster_address, "token", "revoke"]
+        revoked = runner.invoke(app, [*cli, tokens["reader"]])   # the whole token: revoked by its id, never echoed
+        assert revoked.exit_code == 0 and revoked.output == f"token {reader_id} revoked\n", revoked.output
+        again = runner.invoke(app, [*cli, reader_id])
+        assert again.exit_code == 1 and f"no token {reader_id}" in again.output, again.output
         admin_id = admin.split("_")[1]
         with pytest.raises(InvalidArgumentError, match="last admin token"):
             admin_client.revoke_token(admin_id)
