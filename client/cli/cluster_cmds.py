@@ -71,6 +71,11 @@ def up(
                                env={"SHOAL_USER_CODE": "1"} if user_code else None, tls=tls and fresh,
                                auth=auth and fresh,
                                encryption_key_file=encryption_key_file)
+        for wanted, has, what in ((tls, bool(cluster.tls_dir), "TLS"), (auth, bool(cluster.token), "authentication")):
+            if wanted and not fresh and not has:   # silently starting it without them was worse
+                option = "--tls" if what == "TLS" else "--auth"
+                fail(f"the cluster in {cluster.data_dir} was made without {what}, and {option} only applies to "
+                     "a new cluster: use another --data-dir (or drop the option)")
         key = key_id(read_key_file(encryption_key_file)) if encryption_key_file is not None else ""
         running = [f"{node_id} (pid {cluster.pid(node_id)})" for node_id in cluster.running()]
         if len(running) == len(cluster.nodes) or (running and not detach):

@@ -267,6 +267,10 @@ def test_cli_up_detach_then_down_leaves_no_process(tmp_path: Path, local_cluster
     assert not any(pid_alive(pid) for pid in pids)
     leftovers = [node.tmp_dir for node in LocalCluster.open(data_dir).nodes if node.tmp_dir.exists()]
     assert leftovers == [], "shoal down left the nodes' temporary folders behind"
+    for option, what in (("--tls", "TLS"), ("--auth", "authentication")):   # not silently ignored
+        refused = run_cli("up", "--detach", "--data-dir", str(data_dir), option)
+        assert refused.returncode == 1 and f"was made without {what}, and {option} only applies" in refused.stderr
+    assert recorded_pids(data_dir) == []
 
 
 def test_data_only_node_joins_with_its_zone(local_cluster: ClusterFactory) -> None:
