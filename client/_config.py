@@ -70,6 +70,10 @@ class ClientConfig:
             raise InvalidArgumentError(f"retry must be a RetryPolicy, not {type(self.retry).__name__}")
         if not self.addresses:
             raise InvalidArgumentError("no cluster address given (expected HOST:PORT[,HOST:PORT...])")
+        if not isinstance(self.token, str) or not all(" " < char < "\x7f" for char in self.token):
+            # gRPC refuses such metadata with a bare "Invalid metadata" on every call; the token is not shown
+            raise InvalidArgumentError("token must be printable ASCII without spaces or line breaks (as shoal "
+                                       "token create prints it): check SHOAL_TOKEN or the token file")
         return self
 
     def wire(self) -> Wire:

@@ -125,6 +125,8 @@ def main_options(
             token = Path(token_file).read_text().strip()
         except OSError as exc:
             fail(f"cannot read token file {token_file}: {exc.strerror}")
+        except UnicodeDecodeError:
+            fail(f"token file {token_file} is not text: it should hold the token shoal token create printed")
     ctx.obj = CliState(cluster, timeout_s, tls_dir, token)
 
 

@@ -120,7 +120,26 @@ def read_record(data_dir: Path) -> dict[str, Any] | None:
         raise ClusterLayoutError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT or not record.get("nodes"):
         raise ClusterLayoutError(f"{path} was not written by this version of shoal up")
+    problem = _record_problem(record)
+    if problem:
+        raise ClusterLayoutError(f"{path} is damaged ({problem}): not as shoal up writes it")
     return record
+
+
+def _record_problem(record: Mapping[str, Any]) -> str:
+    """What a cluster.json of the right format lacks (a hand edit, a cut-off copy), or ""."""
+    for name, kind in (("voters", int), ("base_port", int), ("nodes", list), ("env", dict)):
+        if not isinstance(record.get(name), kind) or isinstance(record.get(name), bool):
+            return f"{name!r} missing or not a {kind.__name__}"
+    for index, entry in enumerate(record["nodes"]):
+        if not isinstance(entry, dict):
+            return f"nodes[{index}] is not an object"
+        for name in ("id", "host", "address", "data_dir"):
+            if not isinstance(entry.get(name), str):
+                return f"nodes[{index}].{name} missing or not a string"
+        if entry.get("pid") is not None and (not isinstance(entry["pid"], int) or isinstance(entry["pid"], bool)):
+            return f"nodes[{index}].pid is not an int"
+    return ""
 
 
 def write_record(data_dir: Path, *, base_port: int, voters: int, password_file: Path, env: Mapping[str, str],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -17,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -32,6 +34,7 @@ from shoal.client.local import (
     process_state,
     ports,
 )
+from shoal.client.local.layout import new_layout, node_handle, write_record
 from shoal.client.wire.pb import data_pb2, data_pb2_grpc
 
 ClusterFactory = Callable[..., LocalCluster]
@@ -126,6 +129,26 @@ def test_start_refuses_a_busy_port(tmp_path: Path, listener: Callable[[int], Non
     with pytest.raises(PortInUseError, match=str(base + 102)):
         cluster.start(timeout_s=5)
     assert cluster.running() == []
+
+
+@pytest.mark.parametrize(("damage", "problem"), [
+    (lambda r: r.pop("voters"), "'voters' missing or not a int"),
+    (lambda r: r["nodes"][0].pop("host"), "nodes[0].host missing or not a string"),
+    (lambda r: r["nodes"].__setitem__(0, 7), "nodes[0] is not an object"),
+])
+def test_a_damaged_cluster_record_is_one_error(tmp_path: Path, damage: Any, problem: str) -> None:
+    """Found by hand: a cluster.json of the right format lacking a field made `shoal down` end in a
+    KeyError traceback; now one ClusterLayoutError (and one CLI line) naming what is missing."""
+    layout = new_layout(3, None, 23900, ["127.0.0.1"] * 3, None)
+    nodes = [(node_handle(tmp_path, layout[0], layout[1], i, "127.0.0.1", ""), None) for i in range(3)]
+    write_record(tmp_path, base_port=layout[0], voters=layout[1], password_file=tmp_path / "pw", env={}, nodes=nodes)
+    record = json.loads((tmp_path / "cluster.json").read_text())
+    damage(record)
+    (tmp_path / "cluster.json").write_text(json.dumps(record))
+    with pytest.raises(ClusterLayoutError, match=re.escape(problem)):
+        LocalCluster(tmp_path)
+    down = run_cli("down", "--data-dir", str(tmp_path))
+    assert down.returncode == 1 and problem in down.stderr and "Traceback" not in down.stderr, down.stderr
 
 
 def test_foreign_directory_is_refused(tmp_path: Path) -> None:

@@ -168,3 +168,19 @@ def test_token_create_out_never_leaves_a_token_without_its_file(tmp_path: Path) 
     assert out.read_text() == "st_kept\n"
     result = runner.invoke(app, ["--cluster", address, "token", "create", "--role", "root"], env=ENV)
     one_line(result, 2, "Invalid value for '--role': unknown role 'root'")
+
+
+@pytest.mark.parametrize(("env", "starts_with"), [
+    ({"SHOAL_TOKEN": "st_0123456789ab_secret\nmore"}, "token must be printable ASCII"),
+    ({"SHOAL_TOKEN": "st_0123456789ab_caf\u00e9"}, "token must be printable ASCII"),
+    ({"SHOAL_TOKEN_FILE": "BINARY"}, "token file"),
+])
+def test_a_token_that_cannot_travel_is_one_line(tmp_path: Path, env: dict[str, str], starts_with: str) -> None:
+    """Found by hand: a token with a line break or a non-ASCII character gave gRPC's 'Invalid metadata'
+    (and C-core log lines), a binary token file a UnicodeDecodeError traceback; the token is never shown."""
+    binary = tmp_path / "token.bin"
+    binary.write_bytes(bytes(range(128, 256)))
+    env = {name: str(binary) if value == "BINARY" else value for name, value in env.items()}
+    result = CliRunner(env={"SHOAL_TOKEN": None, **env}).invoke(app, ["--cluster", closed_address(), "status"])
+    one_line(result, 1, starts_with)
+    assert "secret" not in result.output and "caf" not in result.output
