@@ -133,7 +133,8 @@ def test_issue16_status_falls_back_to_local_cluster_json(tmp_path: Path, monkeyp
     recorded = closed_address()
     (tmp_path / "shoal-data").mkdir()
     (tmp_path / "shoal-data" / "cluster.json").write_text(json.dumps(
-        {"format": 1, "nodes": [{"id": "n1", "address": recorded}]}))
+        {"format": 1, "voters": 1, "base_port": 7400, "env": {},
+         "nodes": [{"id": "n1", "address": recorded, "host": "127.0.0.1", "data_dir": "shoal-data/n1"}]}))
     monkeypatch.chdir(tmp_path)
     from shoal.client.cli._common import local_cluster_addresses
 
