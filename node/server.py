@@ -197,6 +197,11 @@ class DataService(data_pb2_grpc.DataServicer):
             owner = view.node_by_raft_address(new_raft)
             if owner is not None and owner.id != node.id and owner.state != "removed":
                 raise errors.InvalidRequestError(f"raft address {new_raft} belongs to node {owner.id}")
+            serving = next((other for other in view.nodes.values()   # a port taken: no voter could bind it
+                            if other.address == new_raft and other.state != "removed"), None)
+            if serving is not None:
+                raise errors.InvalidRequestError(f"{new_raft} is node {serving.id}'s gRPC address: a new voter "
+                                                 "needs a Raft port of its own")
         # refused (nothing changes, the voters neither) when it holds a shard's only copy, unless forced
         result = await self._propose(commands.remove_node(node.id, force=request.force))
         voters = metadata.voters()

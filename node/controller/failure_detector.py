@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _NOT_ALIVE = ("dead", "suspect")   # states the controller corrects for itself (not draining or removed)
+# A draining node that falls silent is dead too: left draining, it could never be removed ("wait for
+# the drain") and its copies never rebuilt. Back, it is alive (its drain over, as after a restart).
+_WATCHED = ("alive", "draining")
 
 
 def plan_node_states(config: NodeConfig, view: MetadataView, leases: LeaseTable, now_s: float, *,
@@ -40,7 +43,7 @@ def plan_node_states(config: NodeConfig, view: MetadataView, leases: LeaseTable,
         if node.id == config.node_id:
             continue
         silent_s = leases.silent_s(node.id, now_s)
-        if node.state == "alive" and silent_s > config.node_dead_after_s:
+        if node.state in _WATCHED and silent_s > config.node_dead_after_s:
             logger.warning("node %s declared dead (silent for %.1f s)", node.id, silent_s)
             planned.append(commands.set_node_state(node.id, "dead", controller_term=controller_term))
         elif node.state == "dead" and leases.heard_within(node.id, now_s, config.node_suspect_after_s):

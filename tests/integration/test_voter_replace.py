@@ -49,6 +49,8 @@ def test_a_dead_voter_is_replaced_and_the_group_survives_losing_another(tmp_path
         wait_for(lambda: node_state(client, victim) == "dead", cluster, f"{victim} declared dead")
         with pytest.raises(InvalidArgumentError, match="metadata voter"):
             client.remove_node(victim)            # a voter leaves only with a replacement
+        with pytest.raises(InvalidArgumentError, match=f"is node {other}'s gRPC address"):
+            client.remove_node(victim, replacement_raft=cluster.node(other).address)   # taken: no voter could bind it
         new_node, new_raft, new_log = None, "", ""
         try:
             new_node, new_raft, new_log = start_replacement(cluster, [controller, other])

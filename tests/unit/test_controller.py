@@ -94,6 +94,24 @@ def test_controller_declares_a_silent_node_dead_and_moves_its_shards_to_the_most
     assert all(c["node_id"] == "n3" for c in moves if c["op"] == "remove_replica")
 
 
+def test_controller_declares_a_silent_draining_node_dead() -> None:
+    """Found by hand: a draining node that died stayed draining for good, so `node remove` said
+    "wait for the drain" forever and its copies were never rebuilt. Silent past node_dead_after_s,
+    a draining node is declared dead like an alive one."""
+    metadata = FakeMetadata(_state(nodes=4, shards=2))
+    metadata.state, result = fsm.apply(metadata.state, commands.drain_node("n4"))
+    assert result["ok"] and metadata.view.nodes["n4"].state == "draining", result
+    leases = LeaseTable(CONFIG, metadata)   # type: ignore[arg-type]
+    leases.start_leading(time.monotonic() - CONFIG.node_dead_after_s * 10)
+    _heard(leases, ["n1", "n2", "n3"], {})
+    planned = [commands.decode_command(c) for c in plan_node_states(CONFIG, metadata.view, leases, time.monotonic(),
+                                                                    controller_term=0)]
+    assert [(c["node_id"], c["state"]) for c in planned] == [("n4", "dead")]
+    _heard(leases, ["n4"], {})      # heard while draining: nothing to declare
+    metadata.state, _ = fsm.apply(metadata.state, commands.drain_node("n3"))
+    assert plan_node_states(CONFIG, metadata.view, leases, time.monotonic(), controller_term=0) == []
+
+
 def test_controller_gives_a_node_that_registers_later_its_own_dead_timeout() -> None:
     """A node that registers (new, or again after it was declared dead) after the controller
     took control is not declared dead before node_dead_after_s from its registration, even
