@@ -125,9 +125,12 @@ def _schema_of(request: data_pb2.CreateDatasetRequest) -> dict[str, Any] | None:
         return None
     try:
         schema = json.loads(request.schema_json)
-        Schema.from_json(schema)
+        names = Schema.from_json(schema).names
     except (ValueError, SchemaError) as exc:
         raise errors.InvalidRequestError(f"dataset {request.name}: bad schema: {exc}") from None
+    if "_key" in names:   # checked here, not in the state machine: a replayed log must apply as it did
+        raise errors.InvalidRequestError(f"dataset {request.name}: bad schema: field '_key': the name is reserved "
+                                         "for the record key in queries")
     return schema if isinstance(schema, dict) else None
 
 

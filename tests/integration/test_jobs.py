@@ -131,6 +131,8 @@ def test_typed_dataset_validates_writes_and_reads_documents(cluster: LocalCluste
             assert row["d"] == sum(i * 1.5 for i in mine if i % 5)
         with pytest.raises(InvalidArgumentError, match="badtype"):
             client.create_dataset("typed2", shards=1, schema={"x": "badtype"})
+        with pytest.raises(InvalidArgumentError, match="field '_key': the name is reserved"):
+            client.create_dataset("typed2", shards=1, schema={"_key": "str"})   # queries read _key as the key
 
 
 def slow_mapper(key: str, value: Any) -> list[tuple[str, int]]:
