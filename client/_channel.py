@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from shoal.client._contact import first_contact
+from shoal.client._contact import first_contact, tls_hint
 from shoal.client._errors import (
     ClusterUnreachableError, DatasetNotFoundError, DeadlineExceededError, NotPrimaryError, SeedsUnreachableError,
     ShoalError, UnavailableError, error_from_rpc, may_have_applied,
@@ -245,7 +245,7 @@ class Transport:
             window_s = max(0.0, min(self.config.connect_timeout_s, deadline_s - time.monotonic()))
             contact = first_contact({seed: self._entry(seed)[0] for seed in self.seeds}, window_s)
             if contact.answered is None:
-                raise contact.error(self.seeds)
+                raise contact.error(self.seeds, tls=self.wire.tls is not None)
             self._answered = True
         finally:
             self._contact_lock.release()
@@ -416,7 +416,8 @@ class Transport:
         detail = "no time left" if last is None else last.message.split(": ", 1)[-1]
         if sent is None:
             sent = last is not None and may_have_applied(last)
-        return ClusterUnreachableError(f"cannot reach the cluster at {','.join(tried or self.seeds)} ({detail})",
+        hint = tls_hint(detail, self.wire.tls is not None)
+        return ClusterUnreachableError(f"cannot reach the cluster at {','.join(tried or self.seeds)} ({detail}){hint}",
                                        sent=sent)
 
 

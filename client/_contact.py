@@ -20,6 +20,11 @@ retry, naming each seed and what happened to it: gRPC's reason for a failed conn
 later is an unresponsive node (_channel.py) and calls retry until their deadline.
 A process's channels to one address share a connection (gRPC's subchannel pool), so a
 connection another client of the same process opened counts as an answer.
+
+When the reason looks like one side speaking TLS and the other not (`tls_hint`: a
+plaintext client's connection closed or reset by the node, a TLS client's handshake
+failing), the error says so: a node started with --tls-dir refuses plaintext, and the
+other way round.
 """
 from __future__ import annotations
 
@@ -37,6 +42,11 @@ from shoal.client.wire.pb import data_pb2_grpc as pb_grpc
 
 REASON_PROBE_TIMEOUT_S: Final = 0.2   # one call to a seed whose connection failed, to learn why
 
+# gRPC's words for a plaintext client refused by a TLS node, and for a TLS client facing a plaintext node
+_PLAINTEXT_REFUSED: Final = ("socket closed", "connection reset", "ssl", "handshake")
+_TLS_REFUSED: Final = ("wrong_version_number", "handshake failed")
+_CERTIFICATE_REFUSED: Final = ("certificate", "signature", "unknown_ca")   # a handshake failed over trust
+
 _CONNECTED: Final = "connected"
 _FAILED: Final = "failed"
 
@@ -48,14 +58,28 @@ class Contact:
     answered: str | None            # the first seed that answered; None: none did
     problems: Mapping[str, str]     # when none did: seed -> "Connection refused", "no answer within 1.0 s"
 
-    def error(self, seeds: Sequence[str]) -> SeedsUnreachableError:
-        """The error of a contact nobody answered; the message names every seed."""
+    def error(self, seeds: Sequence[str], *, tls: bool = False) -> SeedsUnreachableError:
+        """The error of a contact nobody answered; the message names every seed. tls: the client uses TLS."""
         assert self.answered is None
         if len(seeds) == 1:
             detail = self.problems[seeds[0]]
         else:
             detail = "; ".join(f"{seed}: {self.problems[seed]}" for seed in seeds)
-        return SeedsUnreachableError(f"cannot reach the cluster at {','.join(seeds)} ({detail})", sent=False)
+        return SeedsUnreachableError(f"cannot reach the cluster at {','.join(seeds)} ({detail}){tls_hint(detail, tls)}",
+                                     sent=False)
+
+
+def tls_hint(detail: str, tls: bool) -> str:
+    """" (the node may ...)" when gRPC's `detail` of a failed connection looks like a TLS/plaintext
+    mismatch, for a client that uses TLS (`tls`) or not; else ""."""
+    text = detail.lower()
+    if not tls and any(word in text for word in _PLAINTEXT_REFUSED):
+        return " (the node may require TLS: --tls-dir DIR)"
+    if tls and any(word in text for word in _TLS_REFUSED):
+        if "wrong_version_number" not in text and any(word in text for word in _CERTIFICATE_REFUSED):
+            return " (the node's certificate may not be signed by the client's ca.pem: another cluster's CA?)"
+        return " (the node may not use TLS: try without --tls-dir)"
+    return ""
 
 
 def first_contact(channels: Mapping[str, grpc.Channel], window_s: float) -> Contact:

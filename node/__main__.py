@@ -73,13 +73,21 @@ def run(flags: dict[str, Any], config_file: str | None = None) -> int:
     # The process's temporary files (its worker pool's forkserver socket, in a pymp-* folder) go
     # in a folder of its own, removed below: os._exit skips multiprocessing's own clean-up.
     # (Not when TMPDIR is so long that the socket path would pass AF_UNIX's 107 bytes.)
+    # A start that fails returns here: put TMPDIR back, or the caller's process (`shoal node start`
+    # run in-process, tests) would keep pointing its temporary files at the removed folder.
     scratch = tempfile.mkdtemp(prefix="shoal-node-")
+    saved = os.environ.get("TMPDIR"), tempfile.tempdir
     if len(scratch.encode()) <= _SCRATCH_BYTES_MAX:
         os.environ["TMPDIR"] = tempfile.tempdir = scratch
     try:
         asyncio.run(Node(config).run())
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        if saved[0] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved[0]
+        tempfile.tempdir = saved[1]
     # Stopped in order (LMDB closed, Raft stopped, logs written). Exit now: the interpreter's exit
     # joins the worker pool's manager thread, which can hang after its workers died of the same
     # SIGTERM (the process group's); a node must always stop when asked.

@@ -6,7 +6,7 @@ SHOAL_TLS_DIR); the nodes' HTTP ports then serve HTTPS with node.pem. Copy ca.ke
 nowhere: only `shoal certs` needs it. A --host may be a wildcard DNS name
 (`*.shoal-voter.default.svc.cluster.local` covers the pods of a headless Service).
 A DIR that cannot be made or written is one line naming the path; an identity other than
-node or client is a usage error.
+node or client, and a --host that is not a DNS name or IP address, are usage errors.
 """
 from __future__ import annotations
 
@@ -15,14 +15,24 @@ from typing import Annotated
 
 import typer
 
-from shoal.client.certs import IDENTITIES, CertsError, init, issue
+from shoal.client.certs import IDENTITIES, CertsError, check_host, init, issue
 from shoal.client.cli._common import command_errors, fail
+
+
+def _check_hosts(values: list[str] | None) -> list[str] | None:
+    """--host values: DNS names (a first label may be *) or IP addresses (client/certs.py check_host)."""
+    for host in values or []:
+        problem = check_host(host)
+        if problem is not None:
+            raise typer.BadParameter(problem)
+    return values
+
 
 certs_app = typer.Typer(help="Make the TLS files of a cluster (a CA, node and client certificates).",
                         no_args_is_help=True)
 HostsOpt = Annotated[list[str] | None, typer.Option(
-    "--host", metavar="NAME|IP", help="A name or address nodes are reached by (repeat; localhost and "
-                                      "127.0.0.1 are always in).")]
+    "--host", metavar="NAME|IP", callback=_check_hosts,
+    help="A name or address nodes are reached by (repeat; localhost and 127.0.0.1 are always in).")]
 
 
 def register(app: typer.Typer) -> None:

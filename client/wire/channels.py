@@ -29,7 +29,7 @@ from typing import Any, Final
 import grpc
 
 from shoal.client.wire.bearer import BearerInterceptor, aio_bearer
-from shoal.client.wire.tls import TlsError, TlsFiles, pair_matches
+from shoal.client.wire.tls import TlsFiles
 
 MiB: Final = 1024 * 1024
 MESSAGE_BYTES_MAX: Final = 16 * MiB
@@ -137,9 +137,7 @@ def _reloading_server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
     seen = [tls.version()]
 
     def configuration() -> Any:
-        ca, cert, key = tls.read()
-        if not pair_matches(cert, key):
-            raise TlsError(f"TLS files {tls.cert} and {tls.key} do not belong together")
+        ca, cert, key = tls.read()   # checked: a pair, signed by the CA, in date (TlsError otherwise)
         return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
 
     def fetch() -> Any:
