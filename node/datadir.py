@@ -67,3 +67,14 @@ class DataDir:
         """(bytes used by this data dir, bytes free on its file system)."""
         used = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
         return used, shutil.disk_usage(self.root).free
+
+
+def free_space_text(path: pathlib.Path) -> str:
+    """'N bytes free of M on the file system of PATH' (os.statvfs, what an unprivileged
+    writer may use); never raises: it goes into an error message being built."""
+    try:
+        stats = os.statvfs(path)
+    except OSError as exc:
+        return f"free space on the file system of {path} unknown ({exc.strerror or exc})"
+    return (f"{stats.f_bavail * stats.f_frsize} bytes free of {stats.f_blocks * stats.f_frsize} "
+            f"on the file system of {path}")

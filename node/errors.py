@@ -9,7 +9,7 @@ NodeError
 │   ├── TooLargeError      INVALID_ARGUMENT, code TOO_LARGE
 │   ├── WrongShardError    INVALID_ARGUMENT, code WRONG_SHARD
 │   └── InvalidQueryError  INVALID_ARGUMENT, code INVALID_QUERY: a bad query spec or expression
-├── StorageFullError       RESOURCE_EXHAUSTED: LMDB map or disk full; the shard stays readable
+├── StorageFullError       RESOURCE_EXHAUSTED: LMDB map or disk full (or a metadata file not written); readable
 │   └── FileLimitError     RESOURCE_EXHAUSTED: the open-files limit (RLIMIT_NOFILE) leaves no room for a shard
 ├── OverloadedError        RESOURCE_EXHAUSTED, retriable
 │   └── StreamIdleError    RESOURCE_EXHAUSTED, code OVERLOADED: a stream the client stopped reading or feeding (node/streams.py)

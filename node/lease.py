@@ -35,6 +35,13 @@ class Lease:
             return True
         return time.monotonic() < self._until_s and metadata_version >= self._version_min
 
+    def lapsed_s(self, metadata_version: int, since_s: float) -> float:
+        """Seconds this lease has not been valid, counted from `since_s` (monotonic) at the
+        earliest (a lease never granted lapsed at since_s); 0.0 while it is valid."""
+        if self.valid(metadata_version):
+            return 0.0
+        return max(0.0, time.monotonic() - max(self._until_s, since_s))
+
     def statistics(self, metadata_version: int) -> LeaseStatistics:
         remaining = max(0.0, self._until_s - time.monotonic())
         return LeaseStatistics(self.valid(metadata_version), remaining, self._grants)

@@ -60,7 +60,8 @@ class Node:
         self.config = config
         self.datadir = DataDir(config.data_dir)
         self.started_at_s = time.monotonic()
-        self.ready = False            # registered and serving: gRPC health SERVING, HTTP /readyz 200
+        self.ready = False            # registered and serving: gRPC health SERVING (/readyz: and a lease)
+        self._ready_at_s = 0.0        # when `ready` was last set (a lease lapse counts from then at the earliest)
         self.http_address = ""        # where others reach the web app (NodeStatus.http_address); "" = HTTP off
         self._changed = asyncio.Event()
 
@@ -93,13 +94,22 @@ class Node:
     def controller_id(self) -> str | None:
         if self.config.standalone:
             return self.config.node_id
-        return self.controller.leader_id() or self.heartbeat.known_controller or None
+        # The heartbeat's word only while its lease holds: after a lost quorum the last grant's
+        # controller is history, and status must not name it (issue: status during a lost quorum).
+        known = self.heartbeat.known_controller if self.lease_valid() else ""
+        return self.controller.leader_id() or known or None
 
     def node_silence(self) -> dict[str, float]:
         return self.controller.silence()
 
     def lease_valid(self) -> bool:
         return self.context.lease_valid()
+
+    def lease_lapsed_s(self) -> float:
+        """Seconds this ready node has gone without a valid lease (0.0 while it holds one or is not ready)."""
+        if not self.ready:
+            return 0.0
+        return self.lease.lapsed_s(self.metadata.version, self._ready_at_s)
 
     def request_statistics(self) -> interceptors.RequestStatistics:
         return self.interceptors[1].statistics()
@@ -275,6 +285,7 @@ class Node:
                 logger.warning("node %s not registered in the cluster after %.0f s: %s", config.node_id,
                                warned_s - started_s, problem or "the metadata does not list it alive yet")
             await backoff.asleep(float("inf"))
+        self._ready_at_s = time.monotonic()
         self.ready = True   # before the await: /readyz and gRPC health never disagree for a loop turn
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         logger.info("node %s ready", config.node_id)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -444,6 +445,8 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     console.print(f"controller: {report['controller'] or '-'}   "
                   f"under-replicated shards: [{color}]{report['under_replicated']}[/]   "
                   f"unavailable shards: [{lost_color}]{report.get('unavailable', 0)}[/]")
+    for warning in report.get("warnings", []):   # exit code stays 0: status reports, scripts read --json "quorum"
+        console.print(f"[red]WARNING: {escape(warning)}[/]")
 
 
 def _repair_text(repair: dict[str, Any]) -> str:
@@ -464,7 +467,8 @@ def _degraded_table(degraded: list[dict[str, Any]]) -> Table:
                   title="shards below their replication")
     for entry in degraded:
         color = "red" if entry["state"] == "unavailable" else "yellow"
-        table.add_row(entry["dataset"], str(entry["shard"]), f"[{color}]{entry['state']}[/]",
+        state = f"{entry['state']} ({entry['reason']})" if entry.get("reason") else entry["state"]
+        table.add_row(entry["dataset"], str(entry["shard"]), f"[{color}]{state}[/]",
                       f"{entry['copies_left']}/{entry['replication']}", ",".join(entry["replicas"]) or "-",
                       ",".join(entry["learners"]) or "-", "; ".join(map(_repair_text, entry.get("repair", []))) or "-")
     return table

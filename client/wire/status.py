@@ -7,15 +7,18 @@ the web page always show the same numbers, computed once.
 The dict is the contract of `shoal status --json` (DESIGN.md section 9), which scripts and
 our own checks read, so keys are only ever added:
 
-    {"version": int, "controller": str,                   # node id of the Raft leader ("" if none)
+    {"version": int, "controller": str,                   # node id of the Raft leader ("" if none or no quorum)
+     "quorum": {"voters", "voters_reachable", "ok"},    # metadata voters in the map, how many answered here
+     "warnings": [str],                                  # one line each: "no controller: ..." (shown by the CLI)
      "nodes": [{"id", "address", "zone", "state", "suspect", "silent_s", "raft_role", "reachable", "shards",
                 "primaries", "learners", "disk_free_bytes", "disk_used_bytes", "uptime_s",
                 "lease_valid", "version", "error",
                 "http_address", "requests_in_flight", "tasks_running", "load_1m"}],   # None if not reachable
      "datasets": [{"name", "shards", "replication", "under_replicated"}],
      "under_replicated": int,
-     "unavailable": int,                                   # shards with no in-sync copy on an alive node
+     "unavailable": int,                                   # shards no one can serve now (see below)
      "degraded_shards": [{"dataset", "shard", "state",     # "unavailable" or "under-replicated"
+                          "reason",                        # why unavailable ("" when under-replicated)
                           "copies_left", "replication", "primary", "replicas", "learners",
                           "repair": [{"node", "phase",        # copying | replaying | joining (learner's word)
                                       "records_done", "records_total", "percent", "bytes_per_s",
@@ -35,13 +38,22 @@ derives it from the same map with the same rule (in-sync replicas on nodes whose
 is "alive"); `degraded_shards` lists every shard below its replication with the copies
 left, unavailable ones first. Move it to the node (view.py) when the map carries it.
 
+Quorum. The metadata voters are the map's nodes with a Raft address (not removed). The
+controller is named only when a majority of them answered here and the map names one
+that, if it answered, still leads Raft; otherwise "controller" is "" and `warnings` says
+"no controller: the metadata has no quorum (1 of 3 voters reachable)" (or that no leader
+is elected). "Reachable" is from where status runs: a client cut off from a healthy
+majority sees the same. A shard is also unavailable when its primary cannot hold a lease:
+its node answered lease_valid false, or, with no quorum, it did not answer (no controller
+can grant it one). A map without voters (a standalone node) has no quorum to lose.
+
 A node that did not answer is given as an exception (the client's ShoalError, the node's
 own failure type): its `message` attribute, else str(), becomes the entry's "error".
 """
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from shoal.client.wire.pb import data_pb2 as pb
@@ -61,7 +73,10 @@ def assemble(cluster_map: pb.ClusterMap, statuses: Mapping[str, pb.NodeStatus | 
                        if isinstance(status, pb.NodeStatus) and status.silence_s), None)
     nodes = [_node_entry(node, statuses.get(node.address), hosted[node.id], primaries[node.id],
                          learners[node.id], controller) for node in cluster_map.nodes]
-    degraded = degraded_shards(cluster_map)
+    quorum, warning = metadata_quorum(cluster_map, statuses)
+    no_lease = {node.id for node in cluster_map.nodes
+                if not _holds_lease(statuses.get(node.address), quorum["ok"])}
+    degraded = degraded_shards(cluster_map, no_lease)
     repairs = repair_progress(cluster_map, statuses)
     for entry in degraded:
         entry["repair"] = repairs.get((entry["dataset"], entry["shard"]), [])
@@ -69,7 +84,9 @@ def assemble(cluster_map: pb.ClusterMap, statuses: Mapping[str, pb.NodeStatus | 
                  "under_replicated": d.under_replicated} for d in cluster_map.datasets]
     return {
         "version": cluster_map.version,
-        "controller": cluster_map.controller,
+        "controller": cluster_map.controller if quorum["ok"] else "",
+        "quorum": quorum,
+        "warnings": [warning] if warning else [],
         "nodes": nodes,
         "datasets": datasets,
         "under_replicated": cluster_map.under_replicated,
@@ -78,22 +95,52 @@ def assemble(cluster_map: pb.ClusterMap, statuses: Mapping[str, pb.NodeStatus | 
     }
 
 
-def degraded_shards(cluster_map: pb.ClusterMap) -> list[dict[str, Any]]:
-    """Pure: shards with fewer in-sync replicas on alive nodes than their dataset's replication,
-    unavailable (none left) first, then by dataset and shard."""
+def metadata_quorum(cluster_map: pb.ClusterMap, statuses: Mapping[str, pb.NodeStatus | BaseException]
+                    ) -> tuple[dict[str, Any], str]:
+    """Pure: ({"voters", "voters_reachable", "ok"}, the warning line or "") (module docstring)."""
+    voters = [node for node in cluster_map.nodes if node.raft_address and node.state != "removed"]
+    answered = {node.id: status for node in voters
+                if isinstance(status := statuses.get(node.address), pb.NodeStatus)}
+    quorum = {"voters": len(voters), "voters_reachable": len(answered), "ok": True}
+    if not voters:
+        return quorum, ""
+    reachable = f"{len(answered)} of {len(voters)} voters reachable"
+    if 2 * len(answered) <= len(voters):
+        quorum["ok"] = False
+        return quorum, f"no controller: the metadata has no quorum ({reachable}); no lease is granted, so " \
+                       "reads and writes fail until a majority of the voters is back"
+    leader = answered.get(cluster_map.controller)
+    if not cluster_map.controller or (leader is not None and leader.raft_role != "leader"):
+        quorum["ok"] = False
+        return quorum, f"no controller: no metadata leader elected yet ({reachable})"
+    return quorum, ""
+
+
+def _holds_lease(status: pb.NodeStatus | BaseException | None, quorum_ok: bool) -> bool:
+    """Can this node hold a primary's lease now: its own word when it answered, else the map's (quorum)."""
+    return status.lease_valid if isinstance(status, pb.NodeStatus) else quorum_ok
+
+
+def degraded_shards(cluster_map: pb.ClusterMap, no_lease: Collection[str] = ()) -> list[dict[str, Any]]:
+    """Pure: shards with fewer in-sync replicas on alive nodes than their dataset's replication, and
+    shards whose primary is in `no_lease` (cannot hold a lease: nothing of the shard is served);
+    unavailable first, then by dataset and shard."""
     alive = {node.id for node in cluster_map.nodes if node.state == "alive"}
     found = []
     for dataset in cluster_map.datasets:
         for shard in dataset.shard_map:
             copies_left = sum(1 for replica in shard.replicas if replica in alive)
-            if copies_left >= dataset.replication:
+            leaseless = copies_left > 0 and shard.primary in no_lease
+            if copies_left >= dataset.replication and not leaseless:
                 continue
+            reason = ("no in-sync copy on an alive node" if copies_left == 0
+                      else f"primary {shard.primary} holds no lease" if leaseless else "")
             found.append({"dataset": dataset.name, "shard": shard.index,
-                          "state": "unavailable" if copies_left == 0 else "under-replicated",
+                          "state": "unavailable" if reason else "under-replicated", "reason": reason,
                           "copies_left": copies_left, "replication": dataset.replication,
                           "primary": shard.primary, "replicas": list(shard.replicas),
                           "learners": list(shard.learners)})
-    found.sort(key=lambda entry: (entry["copies_left"] > 0, entry["dataset"], entry["shard"]))
+    found.sort(key=lambda entry: (entry["state"] != "unavailable", entry["dataset"], entry["shard"]))
     return found
 
 

@@ -101,4 +101,9 @@ class MetadataStore(Protocol):
 
     def is_ready(self) -> bool: ...
 
+    def leaderless_s(self) -> float:
+        """Seconds since this Raft voter last knew a leader (itself included); 0.0 while it knows
+        one, and always for stores without Raft (a data-only node's word is its lease)."""
+        ...
+
     def statistics(self) -> MetadataStatistics: ...

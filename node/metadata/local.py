@@ -9,13 +9,18 @@ one, fsync the directory. The state is small (nodes, shard maps, recent request 
 rewriting it whole is simpler than a log and cheap at metadata rates.
 
 The write runs in a worker thread (`asyncio.to_thread`) so a slow disk does not stall the
-event loop; a lock keeps apply + persist + publish atomic and in order. If the write
-fails the in-memory state is not advanced unless the rename already happened, and the
-caller gets UnknownOutcomeError (retry with the same request id, as with Raft).
+event loop; a lock keeps apply + persist + publish atomic and in order. If writing or
+renaming the file fails the in-memory state is not advanced and the command was certainly
+not applied: the caller gets StorageFullError (STORAGE_FULL, naming the file and, when the
+disk is full, its free bytes), logged at ERROR once per distinct failure, not per retry.
+Only a failed directory fsync after the rename is an UnknownOutcomeError (retry with the
+same request id, as with Raft).
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 import os
 import pathlib
@@ -25,7 +30,8 @@ from typing import Any
 
 import msgpack
 
-from shoal.node.errors import NoControllerError, NodeError, UnknownOutcomeError
+from shoal.node.datadir import free_space_text
+from shoal.node.errors import NoControllerError, NodeError, StorageFullError, UnknownOutcomeError
 from shoal.node.metadata import MetadataStatistics, fsm
 from shoal.node.metadata.view import MetadataView, ViewCache
 
@@ -50,6 +56,7 @@ class LocalMetadata:
         self._applied_count = 0
         self._lock = threading.Lock()
         self._started = False
+        self._failure_logged: tuple[Any, int | None] | None = None   # (file, errno) of the last write failure logged
 
     def start(self) -> None:
         """Load the persisted state, if any. Raises NodeError if the file is unreadable."""
@@ -113,17 +120,30 @@ class LocalMetadata:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-        except OSError as exc:
-            raise UnknownOutcomeError(f"cannot write metadata file {tmp}: {exc.strerror or exc}") from None
-        try:
             os.replace(tmp, self._path)
-        except OSError as exc:
-            raise UnknownOutcomeError(f"cannot rename {tmp} to {self._path}: {exc.strerror or exc}") from None
+        except OSError as exc:   # the old file stands: certainly not applied, so no unknown outcome
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)   # a partial copy only takes space from the retry
+            raise self._not_written(exc, tmp) from None
         self._state = state   # the new file is in place: a restart would load it
+        self._failure_logged = None
         try:
             _fsync_dir(self._data_dir)
         except OSError as exc:
             raise UnknownOutcomeError(f"cannot fsync {self._data_dir}: {exc.strerror or exc}") from None
+
+    def _not_written(self, exc: OSError, tmp: pathlib.Path) -> StorageFullError:
+        """STORAGE_FULL naming the file and, for a full disk, its file system's free bytes; logged
+        at ERROR once per distinct failure (file and errno) until a write succeeds again."""
+        reason = exc.strerror or str(exc)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            reason += f"; {free_space_text(self._data_dir)}"
+        message = (f"cannot write metadata file {exc.filename or tmp}: {reason}; the command was not applied "
+                   "(free space there, then retry)")
+        if self._failure_logged != (exc.filename, exc.errno):
+            self._failure_logged = (exc.filename, exc.errno)
+            logger.error("%s", message)
+        return StorageFullError(message)
 
     # ---- reads ----
 
@@ -154,6 +174,9 @@ class LocalMetadata:
 
     def leader_raft_address(self) -> str | None:
         return None
+
+    def leaderless_s(self) -> float:
+        return 0.0   # no Raft here
 
     def is_ready(self) -> bool:
         return self._started

@@ -50,6 +50,7 @@ import pathlib
 import socket
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -244,6 +245,7 @@ class RaftMetadata:
         self._syncobj: SyncObj | None = None
         self._role = "follower"
         self._led_term: int | None = None    # the term the tick thread last saw this node lead in
+        self._leader_seen_s = time.monotonic()   # when the tick thread last saw a leader (leaderless_s)
         self._pending: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[tuple[Any, int]]]] = set()
         self._pending_lock = threading.Lock()
 
@@ -260,6 +262,7 @@ class RaftMetadata:
         raft_dir.mkdir(parents=True, exist_ok=True)
         _probe_bind(self._config.raft)
         self._consumer = _ReplicatedState(self._on_applied)   # fresh: the journal replays into it
+        self._leader_seen_s = time.monotonic()
         self._notified_state = self._consumer.state
         syncobj = SyncObj(self._config.raft, list(self._config.raft_peers),
                           conf=self._syncobj_conf(raft_dir), consumers=[self._consumer],
@@ -437,6 +440,9 @@ class RaftMetadata:
         leader = syncobj._getLeader() if syncobj is not None else None
         return str(leader.id) if leader is not None else None
 
+    def leaderless_s(self) -> float:
+        return 0.0 if self._syncobj is None else max(0.0, time.monotonic() - self._leader_seen_s)
+
     def is_ready(self) -> bool:
         syncobj = self._syncobj
         return syncobj is not None and bool(syncobj.isReady())
@@ -460,6 +466,8 @@ class RaftMetadata:
         syncobj = self._syncobj
         if syncobj is not None:    # on the tick thread: role and term cannot change between these reads
             self._led_term = syncobj.raftCurrentTerm if syncobj._isLeader() else None
+            if syncobj._getLeader() is not None:   # a cut-off leader steps down (and forgets) after the fallback
+                self._leader_seen_s = time.monotonic()
             journal = getattr(syncobj, "_SyncObj__raftLog", None)
             if isinstance(journal, _DurableJournal):
                 journal.sync()   # a leader's new entries, after its AppendEntries left and before it waits for acks

@@ -114,6 +114,9 @@ class RemoteMetadata:
     def leader_raft_address(self) -> str | None:
         return None
 
+    def leaderless_s(self) -> float:
+        return 0.0   # no Raft here
+
     def is_ready(self) -> bool:
         return self._ready
 

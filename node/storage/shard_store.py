@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import lmdb
 
+from shoal.node.datadir import free_space_text
 from shoal.node.errors import (
     FileLimitError, InvalidRequestError, NodeError, StaleEpochError, StorageFullError, TooLargeError,
 )
@@ -421,12 +422,14 @@ class ShardStore:
         except lmdb.TxnFullError as exc:
             raise TooLargeError(f"shard {self._path}: write group too large for one txn") from exc
         except lmdb.Error as exc:
-            if getattr(exc, "code", 0) not in _DISK_ERRNOS:
+            code = getattr(exc, "code", 0)
+            if code not in _DISK_ERRNOS:
                 raise
             self._storage_full_errors += 1
-            raise StorageFullError(
-                f"shard {self._path}: disk full or failing ({exc}; "
-                f"map_size_bytes={self._map_size_bytes}); the write was not applied") from exc
+            if code == errno.EIO:
+                raise StorageFullError(f"shard {self._path}: disk failing ({exc}); the write was not applied") from exc
+            raise StorageFullError(f"shard {self._path}: the disk is full ({exc}; {free_space_text(self._path)}): "
+                                   "the write was not applied; free space there and retry") from exc
 
     def _pages_used(self, txn: lmdb.Transaction[bytes]) -> int:
         """Pages the trees hold as of this txn (its own changes included)."""

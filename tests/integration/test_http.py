@@ -241,10 +241,14 @@ class _FakeMetadata:
         from shoal.node.metadata.view import MetadataView
 
         self.ready = False
+        self.leaderless = 0.0   # leaderless_s()
         self.view = MetadataView.from_state({"version": 7, "nodes": {}, "datasets": {}})
 
     def is_ready(self) -> bool:
         return self.ready
+
+    def leaderless_s(self) -> float:
+        return self.leaderless
 
     def is_leader(self) -> bool:
         return False
@@ -286,6 +290,7 @@ class _FakeNode:
         self.metadata = _FakeMetadata()
         self.registry = self
         self.ready = False
+        self.lapsed_s = 0.0   # lease_lapsed_s()
         self.tasks = self   # TaskRunner.statistics()
         self.copy_throttle = Throttle(0)
         self.context = _FakeContext()
@@ -304,6 +309,10 @@ class _FakeNode:
     def lease_valid(self) -> bool:
         return False
 
+    def lease_lapsed_s(self) -> float:
+        return self.lapsed_s
+
+
     def request_statistics(self) -> Any:
         from shoal.node.interceptors import RequestStatistics
 
@@ -320,7 +329,8 @@ def test_readyz_names_the_unmet_condition(tmp_path: Path) -> None:
     """/readyz is 503 with a one-line reason for each unmet condition, 200 once all hold.
 
     Method: serve build_app on a fake node in-process (loopback port 0), step its metadata
-    through not ready, unregistered, wrong address, dead and alive, then set its ready flag.
+    through not ready, unregistered, wrong address, dead and alive, then set its ready flag;
+    then a lapsed lease and a lost Raft leader (fault 9: a lost quorum) make it 503 again.
     """
     from shoal.node import http
 
@@ -345,6 +355,18 @@ def test_readyz_names_the_unmet_condition(tmp_path: Path) -> None:
             assert await readyz(server) == (503, {"ready": False, "reason": "node f1 not serving (starting or stopping)"})
             node.ready = True
             assert await readyz(server) == (200, {"ready": True, "reason": "ready"})
+            node.lapsed_s = 0.9   # within two heartbeat intervals: an ordinary controller failover
+            assert await readyz(server) == (200, {"ready": True, "reason": "ready"})
+            node.lapsed_s = 4.0   # the metadata quorum lost (issue: /readyz ready without a quorum)
+            status, answer = await readyz(server)
+            assert status == 503 and answer["reason"].startswith("no lease for 4.0 s: no metadata controller with a "
+                                                                 "quorum"), answer
+            node.lapsed_s = 0.0
+            node.metadata.leaderless = 2.5   # a voter without a Raft leader past leader_fallback_timeout_s (2 s)
+            status, answer = await readyz(server)
+            assert status == 503 and answer["reason"].startswith("no Raft leader for 2.5 s: the metadata has no "
+                                                                 "quorum"), answer
+            node.metadata.leaderless = 0.0
             _, _, body = await asyncio.to_thread(_get, f"http://{server.address}/metrics")
             assert "shoal_metadata_version 8.0" in body
             assert 'shoal_requests_total{method="/shoal.v1.Data/Get",node="f1",outcome="OK"} 2.0' in body

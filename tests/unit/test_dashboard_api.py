@@ -88,9 +88,9 @@ def test_views_redundancy_shards_and_clock_during_a_repair() -> None:
     primary = data_pb2.ShardStatus(dataset="kv", index=0, role="primary", dataset_id="kv@3", seq=5, checksum=9,
                                    scrubbed_at_s=1700000000.0)
     statuses: dict[str, data_pb2.NodeStatus | BaseException] = {
-        "127.0.0.1:700": data_pb2.NodeStatus(id="a", shards=[primary]),
+        "127.0.0.1:700": data_pb2.NodeStatus(id="a", lease_valid=True, shards=[primary]),
         "127.0.0.1:701": RuntimeError("connection refused"),
-        "127.0.0.1:702": data_pb2.NodeStatus(id="c", shards=[learner])}
+        "127.0.0.1:702": data_pb2.NodeStatus(id="c", lease_valid=True, shards=[learner])}
     status = assemble(cluster_map, statuses)
     assert views.redundancy(status) == {"state": "repairing", "seconds_to_full": None, "under_replicated": 2,
                                         "unavailable": 0, "copies": 1, "waiting": 1, "suspect_nodes": []}
@@ -105,7 +105,7 @@ def test_views_redundancy_shards_and_clock_during_a_repair() -> None:
     assert shards[0]["under_replicated_for_s"] == 20.0 and shards[2]["under_replicated_for_s"] is None
     assert [(h["node"], h["role"]) for h in shards[0]["holders"]] == [("a", "primary"), ("c", "learner")]
     assert shards[0]["holders"][0]["scrubbed_at_s"] == 1700000000.0 and shards[0]["checksums_agree"] is True
-    statuses["127.0.0.1:702"] = data_pb2.NodeStatus(id="c", shards=[learner, data_pb2.ShardStatus(
+    statuses["127.0.0.1:702"] = data_pb2.NodeStatus(id="c", lease_valid=True, shards=[learner, data_pb2.ShardStatus(
         dataset="kv", index=1, role="learner", dataset_id="kv@3", fill_phase="joining")])
     copying = _cluster_map(MetadataView.from_state(_state({"a": "alive", "b": "dead", "c": "alive"},
                                                           [["a", "b"], ["c"], ["a", "c"]], [["c"], ["a"], []])))
