@@ -52,7 +52,10 @@ def test_issue16_load_over_the_size_limit_names_line_and_count(node: LocalCluste
     assert result.exit_code == 1, result.output
     assert result.stderr.startswith(f"error: {path}:4: "), result.stderr
     assert "bytes" in result.stderr and "limit" in result.stderr
-    assert "loaded the 3 records before it into events; resume after fixing it with --skip 3" in result.stderr
+    assert "loaded the 3 records before it into events; " in result.stderr
+    assert "resume after fixing it with --skip 3" in result.stderr
+    if value_bytes < 16 * 1024 * 1024:   # refused by a node: the record after it (line 5) may be stored already
+        assert "the records after it on line 5 may be stored too" in result.stderr, result.stderr
     assert len(result.stderr.splitlines()) == 1
     resumed = shoal(node, "load", "events", str(path), "--skip", "4")
     assert resumed.exit_code == 0, resumed.output
