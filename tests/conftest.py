@@ -9,6 +9,9 @@
 - `local_cluster(...)`: a factory of shoal.client.local.LocalCluster under tmp_path that
   starts the cluster (unless start=False) and always stops every cluster it made at
   teardown, failed test or not, then asserts that no node process is left.
+- every test gets the root logger back as it found it (autouse): an in-process `shoal node start`
+  (CliRunner) that gets past its config points logging at the runner's stderr, closed once the
+  invoke ends, and a later test on the same worker then printed "--- Logging error ---".
 - `--fuzz-seconds S` (or SHOAL_FUZZ_SECONDS=S): the fuzz targets of tests/fuzz run S seconds
   each instead of their small, fixed CI example counts; `fuzz(name, test, ci_examples=N)`
   runs one target (a @given function) under that budget and reports its example count.
@@ -16,6 +19,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -97,6 +101,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 text = f"(could not collect logs: {exc!r})"
             report.sections.append((f"node logs: {name}", text))
     return report
+
+
+@pytest.fixture(autouse=True)
+def _root_logging() -> Iterator[None]:
+    handlers, level = logging.root.handlers[:], logging.root.level
+    yield
+    logging.root.handlers[:] = handlers
+    logging.root.setLevel(level)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ traceback. RecordFile and the status assembly are tested directly on small input
 from __future__ import annotations
 
 import json
-import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,17 +111,6 @@ def test_cli_node_start_bad_flag_is_one_line(runner: CliRunner, tmp_path: Path) 
     assert_one_error_line(result, "listen: expected HOST:PORT")
 
 
-@pytest.fixture
-def root_logging() -> Iterator[None]:
-    """Put the root logger back: an in-process `node start` that gets past its config sets logging up
-    on the runner's stderr, which is closed afterwards ("--- Logging error ---" in later tests)."""
-    handlers, level = logging.root.handlers[:], logging.root.level
-    yield
-    logging.root.handlers[:] = handlers
-    logging.root.setLevel(level)
-
-
-@pytest.mark.usefixtures("root_logging")
 def test_cli_node_start_garbage_tls_files_are_one_line(runner: CliRunner, tmp_path: Path) -> None:
     """Found by hand: a --tls-dir of garbage files ended in a TlsError traceback; one line naming them."""
     tls = tmp_path / "tls"
