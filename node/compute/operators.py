@@ -33,9 +33,18 @@ ORDER_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
 ARITHMETIC_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
     "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "%": operator.mod,
 }
-_ORDERABLE_ALONE = frozenset({str, bool, bytes})
-_NUMBERS = frozenset({int, float})
-_SIZED = frozenset({str, bytes, list, dict})
+ORDERABLE_ALONE = frozenset({str, bool, bytes})   # ordered among themselves only
+NUMBERS = frozenset({int, float})
+SIZED = frozenset({str, bytes, list, dict})
+_STR = frozenset({str})
+# What each function (but coalesce) accepts, per argument, and how its error says so: `call`
+# here, the column fast paths (vectors.py) and the up-front type check (typecheck.py) share it.
+FUNCTION_ARGUMENTS: dict[str, tuple[tuple[frozenset[type], ...], str]] = {
+    "startswith": ((_STR, _STR), "str arguments"), "endswith": ((_STR, _STR), "str arguments"),
+    "contains": ((_STR, _STR), "str arguments"), "lower": ((_STR,), "a str"), "upper": ((_STR,), "a str"),
+    "len": ((SIZED,), "a str, bytes, list or dict"), "abs": ((NUMBERS,), "a number"),
+    "round": ((NUMBERS, frozenset({int})), "a number and an int"),
+}
 
 
 def compare(symbol: str, left: Any, right: Any, text: str) -> bool | None:
@@ -43,8 +52,8 @@ def compare(symbol: str, left: Any, right: Any, text: str) -> bool | None:
     if left is None or right is None:
         return None
     left_type, right_type = left.__class__, right.__class__
-    if (left_type in _NUMBERS and right_type in _NUMBERS) or (
-            left_type is right_type and left_type in _ORDERABLE_ALONE):
+    if (left_type in NUMBERS and right_type in NUMBERS) or (
+            left_type is right_type and left_type in ORDERABLE_ALONE):
         result: bool = ORDER_OPERATORS[symbol](left, right)
         return result
     raise EvaluationError(f"cannot compare {type_name(left)} with {type_name(right)} in `{text}`")
@@ -69,7 +78,7 @@ def arithmetic(symbol: str, left: Any, right: Any, text: str) -> Any:
     """left <symbol> right for + - * / %; null if either is null or on division by zero."""
     if left is None or right is None:
         return None
-    if left.__class__ not in _NUMBERS or right.__class__ not in _NUMBERS:
+    if left.__class__ not in NUMBERS or right.__class__ not in NUMBERS:
         raise EvaluationError(
             f"cannot apply '{symbol}' to {type_name(left)} and {type_name(right)} in `{text}`")
     if symbol in ("/", "%") and right == 0:
@@ -126,7 +135,7 @@ def call(function: str, arguments: tuple[Any, ...], text: str) -> Any:
     classes = tuple(argument.__class__ for argument in arguments)
     if function in ("startswith", "endswith", "contains"):
         if classes != (str, str):
-            raise _function_error(function, "str arguments", arguments, text)
+            raise _function_error(function, arguments, text)
         source, part = arguments
         if function == "contains":
             return part in source
@@ -134,20 +143,20 @@ def call(function: str, arguments: tuple[Any, ...], text: str) -> Any:
     (value, *rest) = arguments
     if function in ("lower", "upper"):
         if classes[0] is not str:
-            raise _function_error(function, "a str", arguments, text)
+            raise _function_error(function, arguments, text)
         return value.lower() if function == "lower" else value.upper()
     if function == "len":
-        if classes[0] not in _SIZED:
-            raise _function_error(function, "a str, bytes, list or dict", arguments, text)
+        if classes[0] not in SIZED:
+            raise _function_error(function, arguments, text)
         return len(value)
-    if classes[0] not in _NUMBERS:
-        raise _function_error(function, "a number", arguments, text)
+    if classes[0] not in NUMBERS:
+        raise _function_error(function, arguments, text)
     if function == "abs":
         return abs(value)
     assert function == "round", function
     digits = rest[0] if rest else 0
     if digits.__class__ is not int:
-        raise _function_error(function, "a number and an int", arguments, text)
+        raise _function_error(function, arguments, text)
     try:
         return round_number(value, digits)
     except OverflowError:
@@ -163,6 +172,6 @@ def round_number(value: int | float, digits: int) -> int | float:
     return round(value, digits)
 
 
-def _function_error(function: str, wanted: str, arguments: tuple[Any, ...], text: str) -> EvaluationError:
+def _function_error(function: str, arguments: tuple[Any, ...], text: str) -> EvaluationError:
     got = " and ".join(type_name(argument) for argument in arguments)
-    return EvaluationError(f"{function}() needs {wanted}, got {got} in `{text}`")
+    return EvaluationError(f"{function}() needs {FUNCTION_ARGUMENTS[function][1]}, got {got} in `{text}`")

@@ -17,21 +17,19 @@ from itertools import product
 from typing import Optional
 
 from shoal.node.compute.errors import QueryError
+from shoal.node.compute.operators import FUNCTION_ARGUMENTS, NUMBERS, ORDERABLE_ALONE
 from shoal.node.compute.schema import Schema
 from shoal.node.compute.spec import Plan
 from shoal.node.compute.syntax import (
     Arithmetic, Call, Comparison, Field, InList, IsNull, Literal, Logical, Negate, Node, Not, RecordKey,
 )
+from shoal.node.compute.values import class_name
 
 Types = Optional[frozenset[type]]   # the non-null types a value can have; None = unknown
 UNKNOWN: Types = None
-_NUMBERS = frozenset({int, float})
-_ORDERABLE_ALONE = frozenset({str, bool, bytes})
 _SUMMABLE = frozenset({int, float, bool})
-_SIZED = frozenset({str, bytes, list, dict})
 _STR = frozenset({str})
 _BOOL = frozenset({bool})
-_TYPE_NAMES = {int: "int", float: "float", str: "str", bool: "bool", bytes: "bytes", list: "list", dict: "dict"}
 FIELD_TYPES: Mapping[str, frozenset[type]] = {
     "int": frozenset({int}), "float": frozenset({float}), "str": _STR, "bool": _BOOL, "timestamp": frozenset({int}),
 }
@@ -99,19 +97,19 @@ class _Checker:
             return _BOOL
         if isinstance(node, Arithmetic):
             left, right = self.infer(node.left), self.infer(node.right)
-            if not _some(left, right, lambda a, b: a in _NUMBERS and b in _NUMBERS):
+            if not _some(left, right, lambda a, b: a in NUMBERS and b in NUMBERS):
                 pair = _first_pair(left, right)
                 _fail(node, f"cannot apply '{node.operator}' to {pair[0]} and {pair[1]} in `{node.text}`")
             if node.operator == "/":
                 return frozenset({float})
             if left == frozenset({int}) and right == frozenset({int}):
                 return frozenset({int})
-            return _NUMBERS
+            return NUMBERS
         if isinstance(node, Negate):
             operand = self.infer(node.operand)
-            if operand and not operand & _NUMBERS:
+            if operand and not operand & NUMBERS:
                 _fail(node, f"cannot negate {_names(operand)} in `{node.text}`")
-            return None if operand is None else operand & _NUMBERS
+            return None if operand is None else operand & NUMBERS
         if isinstance(node, Not):
             self._bool_operand(node.operand, "not", node)
             return _BOOL
@@ -145,18 +143,19 @@ class _Checker:
             if any(types is None for types in arguments):
                 return UNKNOWN
             return frozenset().union(*[types for types in arguments if types is not None])
-        wanted, result = _FUNCTIONS[function]
+        wanted, needs = FUNCTION_ARGUMENTS[function]
+        result = _RESULTS[function]
         for types, accepted in zip(arguments, wanted):
             if types and not types & accepted:
                 got = " and ".join(_names(t) if t else "null" for t in arguments)
-                _fail(node, f"{function}() needs {_described(function)}, got {got} in `{node.text}`")
+                _fail(node, f"{function}() needs {needs}, got {got} in `{node.text}`")
         if result is not None:
             return result
-        return None if arguments[0] is None else arguments[0] & _NUMBERS   # abs, round keep the number's type
+        return None if arguments[0] is None else arguments[0] & NUMBERS   # abs, round keep the number's type
 
 
 def _orderable(left: type, right: type) -> bool:
-    return (left in _NUMBERS and right in _NUMBERS) or (left is right and left in _ORDERABLE_ALONE)
+    return (left in NUMBERS and right in NUMBERS) or (left is right and left in ORDERABLE_ALONE)
 
 
 def _some(left: Types, right: Types, accepted: object) -> bool:
@@ -172,22 +171,14 @@ def _first_pair(left: Types, right: Types) -> tuple[str, str]:
 
 
 def _names(types: frozenset[type]) -> str:
-    return " or ".join(sorted(_TYPE_NAMES.get(t, t.__name__) for t in types))
+    return " or ".join(sorted(map(class_name, types)))
 
 
 def _fail(node: Node, problem: str) -> None:
     raise QueryError(problem, position=node.position, expression=node.text)
 
 
-_FUNCTIONS: dict[str, tuple[tuple[frozenset[type], ...], Types]] = {   # argument types accepted, result
-    "startswith": ((_STR, _STR), _BOOL), "endswith": ((_STR, _STR), _BOOL), "contains": ((_STR, _STR), _BOOL),
-    "lower": ((_STR,), _STR), "upper": ((_STR,), _STR), "len": ((_SIZED,), frozenset({int})),
-    "abs": ((_NUMBERS,), None), "round": ((_NUMBERS, frozenset({int})), None),
+_RESULTS: dict[str, Types] = {   # each function's result type (None: abs and round keep their argument's)
+    "startswith": _BOOL, "endswith": _BOOL, "contains": _BOOL, "lower": _STR, "upper": _STR,
+    "len": frozenset({int}), "abs": None, "round": None,
 }
-
-
-def _described(function: str) -> str:
-    """What the function needs, in operators.py's words."""
-    return {"startswith": "str arguments", "endswith": "str arguments", "contains": "str arguments",
-            "lower": "a str", "upper": "a str", "len": "a str, bytes, list or dict", "abs": "a number",
-            "round": "a number and an int"}[function]

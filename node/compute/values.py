@@ -44,7 +44,11 @@ _TYPE_NAMES: dict[type, str] = {
 
 def type_name(value: object) -> str:
     """The name of a value's type as messages print it: null, bool, int, float, str, ..."""
-    cls = type(value)
+    return class_name(type(value))
+
+
+def class_name(cls: type) -> str:
+    """The name of a type as messages print it (type_name of its values)."""
     return _TYPE_NAMES.get(cls, cls.__name__)
 
 

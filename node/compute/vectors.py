@@ -22,12 +22,9 @@ if TYPE_CHECKING:
 
 Vector = Callable[[Batch], list[Any]]
 NONE = type(None)
-NUMBERS = frozenset({int, float})
+NUMBERS = operators.NUMBERS
 BOOLS = frozenset({bool})
 _BOOL_OR_NULL = frozenset({bool, NONE})
-_STR = frozenset({str})
-_INTS = frozenset({int})
-_SIZED = frozenset({str, bytes, list, dict})
 _ORDERABLE_ALONE = (frozenset({str}), frozenset({bool}), frozenset({bytes}))
 _IN_FAST = frozenset({str, int, float})
 
@@ -216,9 +213,9 @@ def _coalesce(parts: list[CompiledExpression]) -> Vector:
 
 
 _FAST_FUNCTIONS: dict[str, tuple[Callable[..., Any], tuple[frozenset[type], ...]]] = {   # accepted types by argument
-    "startswith": (str.startswith, (_STR, _STR)), "endswith": (str.endswith, (_STR, _STR)),
-    "contains": (operator.contains, (_STR, _STR)), "lower": (str.lower, (_STR,)), "upper": (str.upper, (_STR,)),
-    "len": (len, (_SIZED,)), "abs": (abs, (NUMBERS,)), "round": (operators.round_number, (NUMBERS, _INTS)),
+    name: (fast, operators.FUNCTION_ARGUMENTS[name][0]) for name, fast in (
+        ("startswith", str.startswith), ("endswith", str.endswith), ("contains", operator.contains),
+        ("lower", str.lower), ("upper", str.upper), ("len", len), ("abs", abs), ("round", operators.round_number))
 }
 VECTORS: dict[type, Callable[[Node, list[CompiledExpression]], Vector]] = {
     Comparison: _comparison, Arithmetic: _arithmetic, Negate: _negate, Not: _not, Logical: _logical,
