@@ -16,6 +16,7 @@ import msgpack
 
 from shoal.client._errors import InvalidArgumentError, TooLargeError
 from shoal.client.wire.channels import MESSAGE_BYTES_MAX
+from shoal.client.wire.ints import WIRE_INT_RANGE, int_past_64_bits, shown_int
 
 logger = logging.getLogger(__name__)
 
@@ -109,13 +110,10 @@ class ValueEncoder:
         try:
             packed: bytes = self._packer.pack(value)
         except (TypeError, OverflowError, ValueError) as exc:
-            found = _int_past_64_bits(value) if isinstance(exc, OverflowError) else None
-            where = "" if found is None else found[0] if found[0].startswith("field") else f"the value{found[0]}"
-            number = "" if found is None else str(found[1]) if abs(found[1]) < 10 ** 40 else \
-                f"an int of {found[1].bit_length()} bits"   # str() of a huge int is slow, past 4300 digits refused
+            found = int_past_64_bits(value) if isinstance(exc, OverflowError) else None
             reason = str(exc) if found is None else (
-                f"{where} is {number}, an integer outside -2^63..2^64-1 (64 bits, what msgpack stores): "
-                "store it as a str or a float")
+                f"{found[0] if found[0][:1].isalpha() else 'the value' + found[0]} is {shown_int(found[1])}, an "
+                f"integer outside {WIRE_INT_RANGE} (64 bits, what msgpack stores): store it as a str or a float")
             raise InvalidArgumentError(f"value cannot be encoded as msgpack ({reason})", dataset=dataset,
                                        key=key) from None
         if len(packed) > self.value_bytes_max:
@@ -123,18 +121,3 @@ class ValueEncoder:
                                 "limit", dataset=dataset, key=key)
         return packed
 
-
-def _int_past_64_bits(value: Any, path: str = "", depth: int = 0) -> tuple[str, int] | None:
-    """(path such as "field 'a'[2]", the int) of the first int msgpack cannot store, or None."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (path, value) if not -(2 ** 63) <= value <= 2 ** 64 - 1 else None
-    if depth > 100:   # deeper than msgpack packs anyway (its own limit raises first)
-        return None
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
-    for name, item in items:
-        step = f"field {name!r}" if not path and isinstance(value, dict) else f"[{name!r}]" if isinstance(
-            value, dict) else f"[{name}]"
-        found = _int_past_64_bits(item, path + step, depth + 1)
-        if found is not None:
-            return found
-    return None

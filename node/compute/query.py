@@ -35,16 +35,14 @@ from typing import Any
 
 import msgpack
 
+from shoal.client.wire.ints import WIRE_INT_MAX, WIRE_INT_MIN, WIRE_INT_RANGE, int_past_64_bits, shown_int
 from shoal.node.compute.aggregates import Accumulator, finish, make_accumulator
 from shoal.node.compute.columns import Batch, CompiledExpression, compile_expression
 from shoal.node.compute.errors import EvaluationError, QueryError
 from shoal.node.compute.spec import Plan, parse_spec
 from shoal.node.compute.syntax import Logical, Node, uses_record_key
 from shoal.node.compute.typecheck import check_types
-from shoal.node.compute.values import (
-    WIRE_INT_MAX, WIRE_INT_MIN, WIRE_INT_RANGE, identity_key, identity_keys, null_last_key, out_of_wire_range,
-    plain_value,
-)
+from shoal.node.compute.values import identity_key, identity_keys, null_last_key, plain_value
 
 BATCH_RECORDS = 256        # records per batch: larger batches fall out of the CPU cache (measured)
 _first = operator.itemgetter(0)
@@ -206,10 +204,10 @@ class CompiledQuery:
                 places += [(f"order_by {item.text}", value) for item, value in zip(plan.order_by, order)]
                 places += list(zip(plan.columns, row) if isinstance(row, list) else row.items())
         for place, value in places:
-            number = out_of_wire_range(value)
-            if number is not None:
-                return EvaluationError(f"{place}: {number} is an integer outside {WIRE_INT_RANGE}, the range a "
-                                       "result can carry (multiply by 1.0 to compute it as a float)")
+            found = int_past_64_bits(value)
+            if found is not None:
+                return EvaluationError(f"{place}: {shown_int(found[1])} is an integer outside {WIRE_INT_RANGE}, the "
+                                       "range a result can carry (multiply by 1.0 to compute it as a float)")
         return EvaluationError(f"a result value is an integer outside {WIRE_INT_RANGE}, the range a result can carry")
 
     def merge(self, partials: list[object]) -> list[dict[str, object]]:
@@ -460,7 +458,7 @@ def _merge_groups(query: CompiledQuery, partials: list[object]) -> list[dict[str
             value = row[name] = finish(function, [wires[index] for wires in wire_lists])
             if value.__class__ is int and not WIRE_INT_MIN <= value <= WIRE_INT_MAX:
                 raise EvaluationError(f"aggregate {name} = {function}({node.text if node else ''}): the result "
-                                      f"{value} is outside {WIRE_INT_RANGE}, the range of a 64-bit integer a "
+                                      f"{shown_int(value)} is outside {WIRE_INT_RANGE}, the range of a 64-bit integer a "
                                       "result can carry (multiply the field by 1.0 to sum it as a float)")
         rows.append(row)
     for name in reversed(names):

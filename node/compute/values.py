@@ -24,13 +24,12 @@ from typing import Any
 
 import msgpack
 
+from shoal.client.wire.ints import WIRE_INT_MAX, WIRE_INT_MIN
+
 _BOOL_TAG = "b"
 _FLOAT_TAG = "f"
 _PACKED_TAG = "p"
 _NAN_MARK = "nan"
-WIRE_INT_MIN = -(2 ** 63)
-WIRE_INT_MAX = 2 ** 64 - 1
-WIRE_INT_RANGE = "-2^63..2^64-1"   # the ints msgpack carries (int64 and uint64)
 
 # Types whose values are their own identity key (no two of them are == across types).
 PLAIN_KEY_TYPES: frozenset[type] = frozenset({str, int, bytes, type(None)})
@@ -130,22 +129,6 @@ def unwire_int(value: object) -> int:
         return int.from_bytes(value, "little", signed=True)
     assert type(value) is int, f"expected a wire int, got {type_name(value)}"
     return value
-
-
-def out_of_wire_range(value: object) -> int | None:
-    """The first int (depth first) outside WIRE_INT_MIN..WIRE_INT_MAX in a msgpack-safe value, or None."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if item.__class__ is int:
-            if not WIRE_INT_MIN <= item <= WIRE_INT_MAX:
-                return item
-        elif isinstance(item, (list, tuple)):
-            stack.extend(reversed(item))
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-            stack.extend(item.keys())
-    return None
 
 
 def record_key(raw: bytes) -> str | bytes:
