@@ -44,7 +44,7 @@ from shoal.node.metadata import MetadataStore, commands
 from shoal.node.replication.context import ReplicationContext
 from shoal.node.replication.peers import PeerClients
 from shoal.node.scrubber import Scrubber
-from shoal.node.server import DataService, PeerService
+from shoal.node.server import DataService, PeerService, warn_if_drain_cancelled
 from shoal.node.shards import ShardRegistry
 from shoal.node.status import cluster_map, node_status
 from shoal.node.storage.shard_store import file_limit_message
@@ -308,6 +308,7 @@ class Node:
         result = await self.metadata.propose(command, timeout_s=config.propose_forward_timeout_s)
         if not result.get("ok"):
             raise StartupError(f"node {config.node_id} rejected by the cluster: {result.get('message')}")
+        warn_if_drain_cancelled(config.node_id, result)
         return ""
 
     async def _ensure_cluster_id(self) -> None:

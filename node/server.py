@@ -134,6 +134,14 @@ def _schema_of(request: data_pb2.CreateDatasetRequest) -> dict[str, Any] | None:
     return schema if isinstance(schema, dict) else None
 
 
+def warn_if_drain_cancelled(node_id: str, result: dict[str, Any]) -> None:
+    """A register_node result: say when it ended the node's drain (a restart does)."""
+    if result.get("drain_cancelled"):
+        logger.warning("node %s registered again while draining: its drain is cancelled (copies already made "
+                       "elsewhere stay); drain it again with shoal node drain %s", node_id, node_id)
+
+
+
 class DataService(data_pb2_grpc.DataServicer):
     def __init__(self, node: ServedNode) -> None:
         self.node = node
@@ -435,7 +443,8 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         self._check_cluster(request.cluster_id, allow_unnamed=True)   # a new node has none yet
         command = command_for(commands.register_node, request.node_id, request.address, request.zone, "",
                               request_id=f"join-{request.node_id[:80]}-{uuid.uuid4().hex}")
-        await propose_or_raise(self.node.context, command, self.config.propose_timeout_s)
+        warn_if_drain_cancelled(request.node_id, await propose_or_raise(self.node.context, command,
+                                                                        self.config.propose_timeout_s))
         return peer_pb2.JoinResponse(metadata_version=self.node.metadata.version,
                                      cluster_id=self.node.identity.cluster_id)
 

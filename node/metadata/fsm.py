@@ -134,11 +134,9 @@ def _register_node(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
     entry = {"address": cmd["address"], "zone": cmd["zone"], "state": "alive", "raft_address": raft_address}
     if state["nodes"].get(node_id) == entry:
         return None, ok(node_id=node_id)
-    if state["nodes"].get(node_id, {}).get("state") == "draining":
-        # a restart (node.py serves only once registered alive) ends the drain; a log replay warns again
-        logger.warning("node %s registered again while draining: its drain is cancelled (copies already "
-                       "made elsewhere stay); drain it again with shoal node drain %s", node_id, node_id)
-    return {"nodes": {**state["nodes"], node_id: entry}}, ok(node_id=node_id)
+    # a restart (node.py serves only once registered alive) ends a drain: the result says so, the proposer logs it
+    cancelled = state["nodes"].get(node_id, {}).get("state") == "draining"
+    return {"nodes": {**state["nodes"], node_id: entry}}, ok(node_id=node_id, drain_cancelled=cancelled)
 
 
 def _set_node_state(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:

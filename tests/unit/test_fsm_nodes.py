@@ -108,17 +108,21 @@ def test_remove_commands_logged_before_force_replay_forced() -> None:
 
 
 def test_a_draining_node_that_registers_again_is_alive_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    """A restart cancels a drain (the node serves only once registered alive): said in a WARNING.
-    An ordinary re-registration says nothing."""
+    """A restart cancels a drain (the node serves only once registered alive): the result says so
+    (the state machine stays pure, so a log replay says nothing) and the proposer warns. An
+    ordinary re-registration says nothing."""
+    from shoal.node.server import warn_if_drain_cancelled
     state, _ = run(with_dataset(4, 3), commands.drain_node("n1"))
-    with caplog.at_level(logging.WARNING, logger="shoal.node.metadata.fsm"):
+    with caplog.at_level(logging.WARNING, logger="shoal.node.server"):
         state, [registered] = run(state, commands.register_node("n1", "10.0.0.1:7400", "", "10.0.0.1:7500"))
-        assert registered["ok"] and node_state(state, "n1") == "alive"
+        assert registered["ok"] and registered["drain_cancelled"] and node_state(state, "n1") == "alive"
+        warn_if_drain_cancelled("n1", registered)
         assert [r.getMessage() for r in caplog.records] == [
             "node n1 registered again while draining: its drain is cancelled (copies already made elsewhere "
             "stay); drain it again with shoal node drain n1"]
-        run(state, commands.register_node("n1", "10.0.0.9:7400", "", "10.0.0.1:7500"))
-        assert len(caplog.records) == 1
+        state, [again] = run(state, commands.register_node("n1", "10.0.0.9:7400", "", "10.0.0.1:7500"))
+        warn_if_drain_cancelled("n1", again)
+        assert not again["drain_cancelled"] and len(caplog.records) == 1
 
 
 # ---- the CLI (a fake client: no node needed) ----
