@@ -135,8 +135,8 @@ def _register_node(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
     if state["nodes"].get(node_id) == entry:
         return None, ok(node_id=node_id)
     # a restart (node.py serves only once registered alive) ends a drain: the result says so, the proposer logs it
-    cancelled = state["nodes"].get(node_id, {}).get("state") == "draining"
-    return {"nodes": {**state["nodes"], node_id: entry}}, ok(node_id=node_id, drain_cancelled=cancelled)
+    extra = {"drain_cancelled": True} if state["nodes"].get(node_id, {}).get("state") == "draining" else {}
+    return {"nodes": {**state["nodes"], node_id: entry}}, ok(node_id=node_id, **extra)
 
 
 def _set_node_state(state: State, cmd: dict[str, Any]) -> tuple[Changes, Result]:
